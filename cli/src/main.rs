@@ -1,0 +1,56 @@
+//! `barge`: the command line. Parses arguments, sets up logging, runs a command, maps the
+//! outcome to an exit code. The work lives in `run` and in the engine.
+
+mod args;
+mod render;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout as usual; errors are redacted, since a URL typed
+            // in the wrong place would otherwise be echoed with its password.
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            eprint!("{}", barge_engine::redact(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BARGE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("barge={level},barge_engine={level}"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run::run(cli.command));
+    // Connections and child processes are dropped with the runtime.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    ExitCode::from(code)
+}

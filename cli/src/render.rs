@@ -1,0 +1,606 @@
+//! What the user sees: the plan, live progress (bars on a terminal, plain lines otherwise,
+//! JSON lines with `--output json`), and reports. Everything printed goes through the
+//! engine's types, whose URLs are already redacted.
+
+#![allow(clippy::print_stdout)]
+
+use std::{
+    collections::HashMap,
+    io::IsTerminal,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use barge_engine::{
+    CheckStatus, Event, InitReport, Phase, Plan, ValidateReport, VerifyReport,
+    plan::{Part, TargetAction},
+    validate::{human_bytes, human_duration},
+};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::args::OutputFormat;
+
+/// Prints one JSON line.
+pub fn json_line<T: Serialize>(kind: &str, value: &T) {
+    let mut object = serde_json::json!({ "event": kind });
+    if let (Some(map), Ok(serde_json::Value::Object(fields))) =
+        (object.as_object_mut(), serde_json::to_value(value))
+    {
+        map.extend(fields);
+    }
+    println!("{object}");
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn action_text(action: &TargetAction) -> String {
+    match action {
+        TargetAction::Create => "create".into(),
+        TargetAction::UseEmpty => "use (empty)".into(),
+        TargetAction::DropAndCreate { .. } => "DROP and re-create".into(),
+        TargetAction::Resume => "resume".into(),
+        TargetAction::Refuse { .. } => "REFUSED (not empty)".into(),
+    }
+}
+
+/// Prints the plan: always the database mapping; with `details` every table and part.
+pub fn plan(plan: &Plan, details: bool) {
+    println!(
+        "source   {}  (PostgreSQL {})",
+        plan.source, plan.source_version
+    );
+    println!(
+        "target   {}  (PostgreSQL {})",
+        plan.target, plan.target_version
+    );
+    println!("pg_dump  {}", plan.pg_dump);
+    println!();
+    println!(
+        "Databases ({}):",
+        if plan.all_databases {
+            "every database of the source"
+        } else {
+            "the source URL's database"
+        }
+    );
+    for db in &plan.databases {
+        let tables = db.tables.iter().filter(|t| !t.schema_only).count();
+        println!(
+            "  {} → {}   {}   {} table(s), {}{}",
+            db.source,
+            db.target,
+            action_text(&db.action),
+            tables,
+            human_bytes(db.bytes),
+            if db.large_objects > 0 {
+                format!(", {} large object(s)", db.large_objects)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if details {
+        for db in &plan.databases {
+            println!();
+            println!("{} → {}:", db.source, db.target);
+            if let TargetAction::DropAndCreate { contents } = &db.action {
+                println!(
+                    "  would drop target database \"{}\", which holds {contents}",
+                    db.target
+                );
+            }
+            let o = &db.objects;
+            println!(
+                "  would create: {} schema(s), {} table(s), {} partitioned table(s), {} view(s), {} materialized view(s), {} sequence(s), {} foreign table(s), {} index(es), {} foreign key(s)",
+                o.schemas,
+                o.tables,
+                o.partitioned_tables,
+                o.views,
+                o.materialized_views,
+                o.sequences,
+                o.foreign_tables,
+                o.indexes,
+                o.foreign_keys
+            );
+            if !db.excluded_schemas.is_empty() {
+                println!("  left out: schema(s) {}", db.excluded_schemas.join(", "));
+            }
+            if !db.excluded_relations.is_empty() {
+                let names: Vec<String> = db
+                    .excluded_relations
+                    .iter()
+                    .map(|(s, n)| format!("{s}.{n}"))
+                    .collect();
+                println!("  left out: {}", names.join(", "));
+            }
+            for t in &db.tables {
+                let how = if t.schema_only {
+                    "structure only".to_owned()
+                } else {
+                    let parts = match t.parts.first() {
+                        Some(Part::Key { column, .. }) => {
+                            format!("{} parts by {column}", t.parts.len())
+                        }
+                        Some(Part::Blocks { .. }) => {
+                            format!("{} parts by block range", t.parts.len())
+                        }
+                        _ => "1 part".into(),
+                    };
+                    format!("{parts}{}", if t.text_copy { ", text COPY" } else { "" })
+                };
+                println!(
+                    "    {:<40} {:>10}  ~{:>12} rows  {:<14} {how}",
+                    t.display(),
+                    human_bytes(t.bytes),
+                    thousands(t.est_rows),
+                    t.kind
+                );
+            }
+            if db.large_objects > 0 {
+                println!(
+                    "    {} large object(s) in {} batch(es)",
+                    db.large_objects,
+                    db.large_object_batches.len()
+                );
+            }
+        }
+        if !plan.roles_to_create.is_empty() {
+            println!();
+            println!(
+                "Roles to create (without passwords): {}",
+                plan.roles_to_create.join(", ")
+            );
+        }
+    }
+    let warnings: Vec<_> = plan.warnings().collect();
+    if !warnings.is_empty() {
+        println!();
+        for w in warnings {
+            println!("warning: {}: {}", w.name, w.detail);
+        }
+    }
+    let problems: Vec<_> = plan.problems().collect();
+    if !problems.is_empty() {
+        println!();
+        for p in problems {
+            println!("problem: {}: {}", p.name, p.detail);
+            if let Some(hint) = &p.hint {
+                println!("         {hint}");
+            }
+        }
+    }
+    println!();
+}
+
+/// Renders progress events as the output format and terminal allow.
+pub struct Progress {
+    mode: Mode,
+}
+
+enum Mode {
+    Json,
+    Plain(Mutex<PlainState>),
+    Bars(Mutex<BarState>),
+}
+
+struct PlainState {
+    last: Instant,
+}
+
+struct BarState {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    indexes: ProgressBar,
+    parts: HashMap<(String, usize), ProgressBar>,
+}
+
+impl Progress {
+    /// Bars when stderr is a terminal and the format is text.
+    pub fn new(format: OutputFormat) -> Progress {
+        let mode = match format {
+            OutputFormat::Json => Mode::Json,
+            OutputFormat::Text if std::io::stderr().is_terminal() => {
+                let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+                let overall = multi.add(ProgressBar::new(0));
+                overall.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix:>10.bold} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} ETA {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                overall.set_prefix("copying");
+                let indexes = multi.add(ProgressBar::new(0));
+                indexes.set_style(
+                    ProgressStyle::with_template("{prefix:>10.bold} {pos}/{len} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                indexes.set_prefix("indexes");
+                Mode::Bars(Mutex::new(BarState {
+                    multi,
+                    overall,
+                    indexes,
+                    parts: HashMap::new(),
+                }))
+            }
+            OutputFormat::Text => Mode::Plain(Mutex::new(PlainState {
+                last: Instant::now(),
+            })),
+        };
+        Progress { mode }
+    }
+
+    /// Handles one engine event.
+    pub fn event(&self, event: Event) {
+        match &self.mode {
+            Mode::Json => json_line("progress_event", &event),
+            Mode::Plain(state) => {
+                let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+                plain_event(&mut state, &event);
+            }
+            Mode::Bars(state) => {
+                let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+                bar_event(&mut state, &event);
+            }
+        }
+    }
+
+    /// Clears the bars.
+    pub fn finish(&self) {
+        if let Mode::Bars(state) = &self.mode {
+            let state = state.lock().unwrap_or_else(|e| e.into_inner());
+            for bar in state.parts.values() {
+                bar.finish_and_clear();
+            }
+            state.overall.finish_and_clear();
+            state.indexes.finish_and_clear();
+        }
+    }
+}
+
+fn phase_text(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Validating => "validating",
+        Phase::Schema => "creating the schema",
+        Phase::Copying => "copying rows (indexes build as tables finish)",
+        Phase::Indexing => "rows are in; building the last indexes",
+        Phase::Constraints => "post-data: triggers, views, foreign keys, ANALYZE",
+        Phase::Verifying => "verifying",
+        Phase::Done => "done",
+    }
+}
+
+fn progress_line(p: &barge_engine::Progress) -> String {
+    let pct = if p.bytes_estimated > 0 {
+        100.0 * p.bytes_copied as f64 / p.bytes_estimated as f64
+    } else {
+        100.0
+    };
+    let eta = p
+        .eta_seconds
+        .map(|s| format!(", ETA {}", human_duration(s)))
+        .unwrap_or_default();
+    format!(
+        "[{}] {} / {} ({pct:.0}%), {}/s{eta}; tables {}/{}, indexes {}/{}, post-data {}/{}",
+        p.database,
+        human_bytes(p.bytes_copied),
+        human_bytes(p.bytes_estimated),
+        human_bytes(p.bytes_per_second as u64),
+        p.tables_done,
+        p.tables_total,
+        p.indexes_done,
+        p.indexes_total,
+        p.constraints_done,
+        p.constraints_total
+    )
+}
+
+fn plain_event(state: &mut PlainState, event: &Event) {
+    match event {
+        Event::Phase { database, phase } => eprintln!("[{database}] {}", phase_text(*phase)),
+        Event::TableFinished {
+            database,
+            table,
+            part,
+            parts,
+            rows,
+            bytes,
+            seconds,
+        } => {
+            let part = if *parts > 1 {
+                format!(" part {part}/{parts}")
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "[{database}] copied {table}{part}: {} rows, {} in {:.1}s",
+                thousands(*rows),
+                human_bytes(*bytes),
+                seconds
+            );
+        }
+        Event::Progress(p) => {
+            if state.last.elapsed() >= Duration::from_secs(10) {
+                state.last = Instant::now();
+                eprintln!("{}", progress_line(p));
+            }
+        }
+        Event::Warning { message } => eprintln!("warning: {message}"),
+        Event::DatabaseFinished { .. }
+        | Event::TableStarted { .. }
+        | Event::IndexFinished { .. } => {}
+    }
+}
+
+fn bar_event(state: &mut BarState, event: &Event) {
+    match event {
+        Event::Phase { database, phase } => {
+            let _ = state
+                .multi
+                .println(format!("[{database}] {}", phase_text(*phase)));
+            if *phase == Phase::Indexing || *phase == Phase::Constraints {
+                state.overall.set_message("-");
+            }
+        }
+        Event::TableStarted {
+            table, part, parts, ..
+        } => {
+            let bar = state.multi.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("  {spinner} {msg} {bytes}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_message(if *parts > 1 {
+                format!("{table} ({part}/{parts})")
+            } else {
+                table.clone()
+            });
+            bar.enable_steady_tick(Duration::from_millis(200));
+            state.parts.insert((table.clone(), *part), bar);
+        }
+        Event::TableFinished {
+            database,
+            table,
+            part,
+            parts,
+            rows,
+            bytes,
+            seconds,
+        } => {
+            if let Some(bar) = state.parts.remove(&(table.clone(), *part)) {
+                bar.finish_and_clear();
+                state.multi.remove(&bar);
+            }
+            let part = if *parts > 1 {
+                format!(" part {part}/{parts}")
+            } else {
+                String::new()
+            };
+            let _ = state.multi.println(format!(
+                "[{database}] copied {table}{part}: {} rows, {} in {:.1}s",
+                thousands(*rows),
+                human_bytes(*bytes),
+                seconds
+            ));
+        }
+        Event::IndexFinished { .. } => state.indexes.inc(1),
+        Event::Progress(p) => {
+            state.overall.set_length(p.bytes_estimated);
+            state.overall.set_position(p.bytes_copied);
+            state.overall.set_message(
+                p.eta_seconds
+                    .map(|s| human_duration(s))
+                    .unwrap_or_else(|| "-".into()),
+            );
+            state.indexes.set_length(p.indexes_total);
+            state.indexes.set_position(p.indexes_done);
+            state.indexes.set_message(format!(
+                "· tables {}/{} · post-data {}/{}",
+                p.tables_done, p.tables_total, p.constraints_done, p.constraints_total
+            ));
+            for running in &p.running {
+                if let Some(bar) = state.parts.get(&(running.table.clone(), running.part)) {
+                    bar.set_position(running.bytes);
+                }
+            }
+        }
+        Event::Warning { message } => {
+            let _ = state.multi.println(format!("warning: {message}"));
+        }
+        Event::DatabaseFinished { .. } => {}
+    }
+}
+
+/// Prints what a copy did and where its time went.
+pub fn init_report(report: &InitReport) {
+    let rows: u64 = report.databases.iter().map(|d| d.rows).sum();
+    let bytes: u64 = report.databases.iter().map(|d| d.bytes).sum();
+    let tables: u64 = report.databases.iter().map(|d| d.tables).sum();
+    println!(
+        "Done in {}: {} database(s), {} table(s), {} rows, {} copied ({}/s)",
+        human_duration(report.seconds),
+        report.databases.len(),
+        tables,
+        thousands(rows),
+        human_bytes(bytes),
+        human_bytes((bytes as f64 / report.seconds.max(0.001)) as u64)
+    );
+    if let Some(roles) = &report.roles
+        && !roles.created.is_empty()
+    {
+        println!("  roles created: {}", roles.created.join(", "));
+    }
+    for db in &report.databases {
+        let t = &db.timings;
+        println!(
+            "  {} → {}: {} rows, {} index(es), {} sequence(s), {} large object(s){}",
+            db.source,
+            db.target,
+            thousands(db.rows),
+            db.indexes,
+            db.sequences,
+            db.large_objects,
+            if db.resumed_steps > 0 {
+                format!(
+                    ", {} step(s) resumed from the earlier run",
+                    db.resumed_steps
+                )
+            } else {
+                String::new()
+            }
+        );
+        println!(
+            "    time: schema {:.1}s · data {:.1}s · indexes after data {:.1}s (index builds {:.1}s in all) · post-data {:.1}s · foreign keys + ANALYZE {:.1}s · sequences {:.1}s · total {:.1}s",
+            t.schema,
+            t.data,
+            t.indexes_after_data,
+            t.index_builds,
+            t.post_data,
+            t.constraints,
+            t.other,
+            t.total
+        );
+    }
+}
+
+/// Prints validate's checks as a table with hints.
+pub fn validate_report(report: &ValidateReport) {
+    let width = report
+        .checks
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(10)
+        .min(48);
+    for check in &report.checks {
+        let status = match check.status {
+            CheckStatus::Pass => "pass",
+            CheckStatus::Warn => "WARN",
+            CheckStatus::Fail => "FAIL",
+        };
+        println!("{status}  {:<width$}  {}", check.name, check.detail);
+        if let Some(hint) = &check.hint {
+            println!("      {:<width$}  fix: {hint}", "");
+        }
+    }
+    let failed = report
+        .checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Fail)
+        .count();
+    let warned = report
+        .checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Warn)
+        .count();
+    println!();
+    if failed == 0 {
+        println!(
+            "validate: ready to copy ({} checks, {warned} warning(s))",
+            report.checks.len()
+        );
+    } else {
+        println!("validate: {failed} check(s) failed, {warned} warning(s)");
+    }
+}
+
+/// Prints verify's findings.
+pub fn verify_report(report: &VerifyReport) {
+    let mut problems = 0;
+    for db in &report.databases {
+        println!("{} → {}", db.source, db.target);
+        let matching: Vec<_> = db.tables.iter().filter(|t| t.ok).collect();
+        let rows: u64 = matching.iter().map(|t| t.source_rows).sum();
+        let chunks: u64 = matching.iter().map(|t| t.chunks).sum();
+        println!(
+            "  ok   {} table(s) match: {} rows in {} chunk(s)",
+            matching.len(),
+            thousands(rows),
+            chunks
+        );
+        for t in db.tables.iter().filter(|t| !t.ok) {
+            problems += 1;
+            let mut line = format!(
+                "  DIFF {}: source {} rows, target {} rows; {} of {} chunk(s) differ",
+                t.table,
+                thousands(t.source_rows),
+                thousands(t.target_rows),
+                t.mismatched_chunks,
+                t.chunks
+            );
+            if let Some(note) = &t.note {
+                line.push_str(&format!(" ({note})"));
+            }
+            println!("{line}");
+            for sample in &t.samples {
+                println!("         {sample}");
+            }
+        }
+        println!(
+            "  {}   {} sequence(s) compared",
+            if db.sequences.is_empty() {
+                "ok"
+            } else {
+                "DIFF"
+            },
+            db.sequences_checked
+        );
+        for s in &db.sequences {
+            problems += 1;
+            let show = |v: Option<i64>| {
+                v.map(|v| v.to_string())
+                    .unwrap_or_else(|| "never used".into())
+            };
+            if s.exists_on_target {
+                println!(
+                    "         {}: source {}, target {}",
+                    s.sequence,
+                    show(s.source),
+                    show(s.target)
+                );
+            } else {
+                println!("         {}: missing on the target", s.sequence);
+            }
+        }
+        println!(
+            "  {}   {} schema object(s) compared",
+            if db.objects.is_empty() { "ok" } else { "DIFF" },
+            db.objects_checked
+        );
+        for o in &db.objects {
+            problems += 1;
+            println!(
+                "         {}: source {}, target {}",
+                o.kind, o.source, o.target
+            );
+            if !o.missing.is_empty() {
+                println!("           missing on target: {}", o.missing.join(", "));
+            }
+            if !o.extra.is_empty() {
+                println!("           only on target: {}", o.extra.join(", "));
+            }
+        }
+        let (s, t) = db.large_objects;
+        println!(
+            "  {}   large objects: source {s}, target {t}",
+            if s == t { "ok" } else { "DIFF" }
+        );
+    }
+    println!();
+    if report.ok {
+        println!("verify: source and target match");
+    } else {
+        println!("verify: {} difference(s) found", problems.max(1));
+    }
+}

@@ -1,0 +1,248 @@
+//! Moving rows: one table part is one `COPY … TO STDOUT` on the source relayed into one
+//! `COPY … FROM STDIN` on the target, binary unless a column needs text, with no temporary
+//! files and a bounded buffer; the part's progress mark commits in the same transaction.
+//! Large objects move in batches the same way: data, owner, grants and comment together.
+
+use futures_util::{SinkExt, StreamExt, pin_mut};
+
+use crate::{
+    db::Db,
+    error::{Error, Result},
+    ident, marks,
+    plan::{Part, TablePlan},
+    progress::PartCounter,
+};
+
+/// Opens a source connection's transaction in the copy's exported snapshot.
+pub(crate) async fn enter_snapshot(source: &Db, snapshot: &str) -> Result<()> {
+    // The id comes from pg_export_snapshot(); check its shape before it goes into SQL.
+    if snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(Error::Invalid(format!(
+            "unexpected snapshot id {snapshot:?}"
+        )));
+    }
+    source
+        .batch(
+            "enter the copy snapshot",
+            &format!("begin isolation level repeatable read read only; set transaction snapshot '{snapshot}'"),
+        )
+        .await
+}
+
+/// The two COPY statements for a part.
+pub(crate) fn copy_statements(table: &TablePlan, part: &Part) -> (String, String) {
+    let qualified = table.qualified();
+    let columns = if table.columns.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({})",
+            table
+                .columns
+                .iter()
+                .map(|c| ident::quote(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let format = if table.text_copy {
+        ""
+    } else {
+        " (format binary)"
+    };
+    let out = match part.predicate() {
+        None => format!("copy {qualified}{columns} to stdout{format}"),
+        Some(predicate) => {
+            let select = if table.columns.is_empty() {
+                String::new()
+            } else {
+                table
+                    .columns
+                    .iter()
+                    .map(|c| ident::quote(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!(
+                "copy (select {select} from only {qualified} where {predicate}) to stdout{format}"
+            )
+        }
+    };
+    let into = format!("copy {qualified}{columns} from stdin{format}");
+    (out, into)
+}
+
+/// Copies one part and commits it with its mark `step`. Returns the rows copied.
+pub(crate) async fn copy_part(
+    source: &Db,
+    target: &Db,
+    table: &TablePlan,
+    part: &Part,
+    step: &str,
+    counter: &PartCounter<'_>,
+) -> Result<u64> {
+    let (out_sql, in_sql) = copy_statements(table, part);
+    let what = format!("copy {}", table.display());
+    target.batch(&what, "begin").await?;
+    let result = async {
+        let sink = target
+            .client()
+            .copy_in(&in_sql)
+            .await
+            .map_err(|e| target.err(&what, &e))?;
+        let stream = source
+            .client()
+            .copy_out(&out_sql)
+            .await
+            .map_err(|e| source.err(&what, &e))?;
+        pin_mut!(sink, stream);
+        let mut bytes = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| source.err(&what, &e))?;
+            bytes += chunk.len() as u64;
+            counter.add(chunk.len() as u64);
+            sink.feed(chunk).await.map_err(|e| target.err(&what, &e))?;
+        }
+        let rows = sink
+            .as_mut()
+            .finish()
+            .await
+            .map_err(|e| target.err(&what, &e))?;
+        marks::record(target, step, rows as i64, bytes as i64).await?;
+        target.batch(&what, "commit").await?;
+        Ok(rows)
+    }
+    .await;
+    if result.is_err() {
+        let _ = target.batch("roll back", "rollback").await;
+    }
+    result
+}
+
+/// Large objects are read and written in pieces of this size.
+const LO_CHUNK: i32 = 1 << 20;
+
+/// What one large-object batch moved.
+pub(crate) struct LoCopied {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// Copies the large objects with OIDs in `[first, last]`: same OID, data, owner, grants and
+/// comment, committed with the batch's mark.
+pub(crate) async fn copy_large_objects(
+    source: &Db,
+    target: &Db,
+    first: u32,
+    last: u32,
+    no_owner: bool,
+    no_acl: bool,
+    step: &str,
+    counter: &PartCounter<'_>,
+) -> Result<LoCopied> {
+    let what = format!("copy large objects {first}..{last}");
+    let rows = source
+        .query(
+            &what,
+            include_str!("sql/large_objects.sql"),
+            &[&first, &last],
+        )
+        .await?;
+    target.batch(&what, "begin").await?;
+    let result = async {
+        let mut copied = LoCopied { objects: 0, bytes: 0 };
+        for row in &rows {
+            let oid: u32 = row.get("oid");
+            target.query_one(&what, "select pg_catalog.lo_create($1)", &[&oid]).await?;
+            let mut offset: i64 = 0;
+            loop {
+                let data: Vec<u8> = source
+                    .query_one(&what, "select pg_catalog.lo_get($1, $2, $3)", &[&oid, &offset, &LO_CHUNK])
+                    .await?
+                    .get(0);
+                if data.is_empty() {
+                    break;
+                }
+                target.query_one(&what, "select pg_catalog.lo_put($1, $2, $3)", &[&oid, &offset, &data]).await?;
+                offset += data.len() as i64;
+                counter.add(data.len() as u64);
+                copied.bytes += data.len() as u64;
+                if data.len() < LO_CHUNK as usize {
+                    break;
+                }
+            }
+            if !no_owner {
+                let owner: String = row.get("owner");
+                target
+                    .batch(&what, &format!("alter large object {oid} owner to {}", ident::quote(&owner)))
+                    .await?;
+            }
+            if !no_acl && row.get::<_, bool>("has_acl") {
+                // Grants to others; the owner keeps the rights ownership gives.
+                let grants: Vec<String> = row.get("grants");
+                if !grants.is_empty() {
+                    target.batch(&what, &format!("{};", grants.join(";\n"))).await?;
+                }
+            }
+            if let Some(comment) = row.get::<_, Option<String>>("comment") {
+                // The target server quotes the comment; no value is formatted here.
+                let statement: String = target
+                    .query_one(&what, "select pg_catalog.format('comment on large object %s is %L', $1::oid, $2::text)", &[&oid, &comment])
+                    .await?
+                    .get(0);
+                target.batch(&what, &statement).await?;
+            }
+            copied.objects += 1;
+        }
+        marks::record(target, step, copied.objects as i64, copied.bytes as i64).await?;
+        target.batch(&what, "commit").await?;
+        Ok(copied)
+    }
+    .await;
+    if result.is_err() {
+        let _ = target.batch("roll back", "rollback").await;
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text_copy: bool) -> TablePlan {
+        TablePlan {
+            schema: "s".into(),
+            name: "Odd \"t\"".into(),
+            bytes: 0,
+            est_rows: 0,
+            kind: "table".into(),
+            schema_only: false,
+            text_copy,
+            columns: vec!["id".into(), "Value".into()],
+            parts: vec![Part::Whole],
+        }
+    }
+
+    #[test]
+    fn copy_statements_quote_and_choose_the_format() {
+        let (out, into) = copy_statements(&table(false), &Part::Whole);
+        assert_eq!(
+            out,
+            "copy \"s\".\"Odd \"\"t\"\"\" (\"id\", \"Value\") to stdout (format binary)"
+        );
+        assert_eq!(
+            into,
+            "copy \"s\".\"Odd \"\"t\"\"\" (\"id\", \"Value\") from stdin (format binary)"
+        );
+        let part = Part::Key {
+            column: "id".into(),
+            from: Some(10),
+            to: None,
+        };
+        let (out, _) = copy_statements(&table(true), &part);
+        assert_eq!(
+            out,
+            "copy (select \"id\", \"Value\" from only \"s\".\"Odd \"\"t\"\"\" where \"id\" >= 10) to stdout"
+        );
+    }
+}

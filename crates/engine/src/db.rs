@@ -1,0 +1,222 @@
+//! Connections: connect with TLS and actionable errors, set the session up the same way on
+//! both sides, and wrap every statement's error with the side, database and what barge was doing.
+
+use std::io::ErrorKind;
+
+use tokio_postgres::{Client, NoTls, Row, types::ToSql};
+
+use crate::{
+    conninfo::{ConnInfo, Side},
+    error::{Error, Result, describe_pg_error},
+    tls,
+};
+
+/// One open connection and what is known about its server.
+pub(crate) struct Db {
+    client: Client,
+    side: Side,
+    database: String,
+    version_num: i32,
+    tls: bool,
+}
+
+/// Settings every session gets: no timeouts that would kill a long COPY or an idle snapshot
+/// holder, a fixed text format for dates, intervals, floats and bytea (so text COPY and
+/// checksums agree between servers), an empty search_path (so every name prints qualified),
+/// and row security off (so a policy makes a read fail instead of silently dropping rows).
+const SESSION: &str = "set statement_timeout = 0; set lock_timeout = 0; \
+    set idle_in_transaction_session_timeout = 0; set client_encoding = 'UTF8'; \
+    set standard_conforming_strings = on; select pg_catalog.set_config('search_path', '', false); \
+    set datestyle = 'ISO'; set intervalstyle = 'postgres'; set timezone = 'UTC'; \
+    set extra_float_digits = 3; set bytea_output = 'hex'; set xmloption = content; \
+    set row_security = off";
+
+impl Db {
+    /// Connects to `dbname` on the server `info` names.
+    pub(crate) async fn connect(info: &ConnInfo, dbname: &str) -> Result<Db> {
+        let config = info.pg_config(dbname);
+        let fail = |detail: String, hint: &str| Error::Connect {
+            side: info.side(),
+            endpoint: info.endpoint(),
+            database: dbname.to_owned(),
+            detail,
+            hint: hint.to_owned(),
+        };
+        let connected = match tls::connector(info)? {
+            Some(tls) => config.connect(tls).await.map(|(client, conn)| {
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection closed");
+                    }
+                });
+                client
+            }),
+            None => config.connect(NoTls).await.map(|(client, conn)| {
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection closed");
+                    }
+                });
+                client
+            }),
+        };
+        let client = connected.map_err(|e| {
+            let (detail, hint) = connect_hint(info, &e);
+            fail(detail, &hint)
+        })?;
+        let mut db = Db {
+            client,
+            side: info.side(),
+            database: dbname.to_owned(),
+            version_num: 0,
+            tls: false,
+        };
+        let row = db
+            .query_one(
+                "read the server version",
+                "select current_setting('server_version_num')::int, \
+                 coalesce((select ssl from pg_catalog.pg_stat_ssl where pid = pg_catalog.pg_backend_pid()), false)",
+                &[],
+            )
+            .await?;
+        db.version_num = row.get(0);
+        db.tls = row.get(1);
+        db.batch("set up the session", SESSION).await?;
+        if db.version_num >= 170000 {
+            db.batch("set up the session", "set transaction_timeout = 0")
+                .await?;
+        }
+        Ok(db)
+    }
+
+    /// The driver client, for COPY streams.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The database this connection is in.
+    pub(crate) fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// `server_version_num`, e.g. 180006.
+    pub(crate) fn version_num(&self) -> i32 {
+        self.version_num
+    }
+
+    /// Whether this connection negotiated TLS.
+    pub(crate) fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Wraps a driver error with this connection's context.
+    pub(crate) fn err(&self, context: &str, e: &tokio_postgres::Error) -> Error {
+        Error::query(self.side, &self.database, context, e)
+    }
+
+    pub(crate) async fn query(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        self.client
+            .query(sql, params)
+            .await
+            .map_err(|e| self.err(context, &e))
+    }
+
+    pub(crate) async fn query_one(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row> {
+        self.client
+            .query_one(sql, params)
+            .await
+            .map_err(|e| self.err(context, &e))
+    }
+
+    pub(crate) async fn query_opt(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        self.client
+            .query_opt(sql, params)
+            .await
+            .map_err(|e| self.err(context, &e))
+    }
+
+    pub(crate) async fn execute(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64> {
+        self.client
+            .execute(sql, params)
+            .await
+            .map_err(|e| self.err(context, &e))
+    }
+
+    /// Runs statements with the simple protocol (no parameters).
+    pub(crate) async fn batch(&self, context: &str, sql: &str) -> Result<()> {
+        self.client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| self.err(context, &e))
+    }
+}
+
+/// The message and what to check for a failed connection attempt.
+fn connect_hint(info: &ConnInfo, e: &tokio_postgres::Error) -> (String, String) {
+    let detail = describe_pg_error(e);
+    let side = info.side();
+    if let Some(db) = e.as_db_error() {
+        let hint = match db.code().code() {
+            "28P01" => format!(". Check the user name and password in the {side} URL"),
+            "28000" => format!(
+                ". The server refused this user from this address (pg_hba.conf) or the role may not log in; check the {side} server's access rules"
+            ),
+            "3D000" => format!(". Check the database name in the {side} URL"),
+            "53300" => {
+                ". The server has no free connection slots; lower --jobs or raise max_connections"
+                    .into()
+            }
+            "42501" => format!(". The {side} user lacks the CONNECT privilege on this database"),
+            _ => String::new(),
+        };
+        return (detail, hint);
+    }
+    let lower = detail.to_lowercase();
+    let io_kind = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    let hint = if lower.contains("certificate")
+        || lower.contains("tls") && lower.contains("invalid")
+    {
+        format!(
+            ". The server's TLS certificate could not be verified: add sslrootcert=/path/to/ca.pem to the {side} URL, or sslmode=disable to connect without TLS"
+        )
+    } else if lower.contains("server does not support tls") {
+        format!(
+            ". The server does not accept TLS; use sslmode=prefer or sslmode=disable in the {side} URL"
+        )
+    } else if io_kind == Some(ErrorKind::ConnectionRefused) || lower.contains("connection refused")
+    {
+        ". Is the server running and listening on that host and port? Check firewalls and security groups".into()
+    } else if lower.contains("timed out") || lower.contains("timeout") {
+        ". No answer in time: check the host, the port and the network path (security groups, routes); connect_timeout in the URL sets the limit".into()
+    } else if lower.contains("lookup")
+        || lower.contains("resolve")
+        || lower.contains("name or service")
+    {
+        format!(". The host name in the {side} URL does not resolve")
+    } else {
+        String::new()
+    };
+    (detail, hint)
+}

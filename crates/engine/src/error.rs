@@ -1,0 +1,138 @@
+//! The engine's error type. Every message names the side (source/target), the database and
+//! what to check; none ever contains a password or an unredacted URL.
+
+use crate::conninfo::Side;
+
+/// Result alias for the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, with enough context for a user to act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A connection URL could not be used.
+    #[error("invalid {side} URL {redacted}: {reason}")]
+    Url {
+        /// Which URL.
+        side: Side,
+        /// The URL with its password removed.
+        redacted: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Connecting to a server failed.
+    #[error(
+        "cannot connect to the {side} server at {endpoint} (database \"{database}\"): {detail}{hint}"
+    )]
+    Connect {
+        /// Which server.
+        side: Side,
+        /// host:port or socket directory.
+        endpoint: String,
+        /// The database we tried.
+        database: String,
+        /// The driver's or server's message.
+        detail: String,
+        /// What to check, starting with ". ".
+        hint: String,
+    },
+    /// A statement failed on a server.
+    #[error("{side} database \"{database}\": {context}: {detail}")]
+    Query {
+        /// Which server.
+        side: Side,
+        /// The database the statement ran in.
+        database: String,
+        /// What barge was doing.
+        context: String,
+        /// The server's message with its SQLSTATE, detail and hint.
+        detail: String,
+        /// SQLSTATE, when the server sent one.
+        code: Option<String>,
+    },
+    /// A PostgreSQL client tool could not be found, is too old or failed.
+    #[error("{0}")]
+    Tool(String),
+    /// The target holds data that barge must not overwrite.
+    #[error("{0}")]
+    TargetNotEmpty(String),
+    /// The request cannot be carried out as given (filters, options, mapping).
+    #[error("{0}")]
+    Invalid(String),
+    /// TLS could not be set up.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// A local I/O operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What barge was doing.
+        context: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps a driver error from a statement with its context.
+    pub(crate) fn query(
+        side: Side,
+        database: &str,
+        context: impl Into<String>,
+        err: &tokio_postgres::Error,
+    ) -> Self {
+        Error::Query {
+            side,
+            database: database.to_owned(),
+            context: context.into(),
+            detail: describe_pg_error(err),
+            code: err.code().map(|c| c.code().to_owned()),
+        }
+    }
+
+    /// Wraps an I/O error with its context.
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The SQLSTATE of a failed statement, if any.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Error::Query { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Formats a driver error as "message (SQLSTATE xxxxx) detail: … hint: …", never the query text.
+pub(crate) fn describe_pg_error(err: &tokio_postgres::Error) -> String {
+    if let Some(db) = err.as_db_error() {
+        let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            s.push_str(&format!("; detail: {detail}"));
+        }
+        if let Some(hint) = db.hint() {
+            s.push_str(&format!("; hint: {hint}"));
+        }
+        if let Some(w) = db.where_() {
+            s.push_str(&format!(
+                "; context: {}",
+                w.lines().next().unwrap_or_default()
+            ));
+        }
+        return s;
+    }
+    let mut s = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = cause.source();
+    }
+    s
+}

@@ -1,0 +1,288 @@
+//! Which databases, schemas and tables a job covers. Patterns are globs (`*`, `?`, `[abc]`)
+//! matched case-sensitively against names as stored; dots separate `db.schema.table`, and a
+//! double-quoted part is literal (`'"my.schema"."Odd*Name"'`).
+
+use globset::{GlobBuilder, GlobMatcher};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The filters a user gave, as written; [`Filter::compile`] checks them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Filter {
+    /// Databases to copy (`--all-databases` mode): names or globs.
+    pub include_databases: Vec<String>,
+    /// Databases to skip.
+    pub exclude_databases: Vec<String>,
+    /// Schemas to copy: `schema` or `db.schema`.
+    pub include_schemas: Vec<String>,
+    /// Schemas to skip.
+    pub exclude_schemas: Vec<String>,
+    /// Tables to copy: `table`, `schema.table` or `db.schema.table`.
+    pub include_tables: Vec<String>,
+    /// Tables to skip.
+    pub exclude_tables: Vec<String>,
+    /// Tables whose structure is copied without their rows.
+    pub schema_only_tables: Vec<String>,
+}
+
+/// One compiled pattern: optional database and schema parts, and the object name.
+#[derive(Debug, Clone)]
+struct Pattern {
+    database: Option<GlobMatcher>,
+    schema: Option<GlobMatcher>,
+    name: GlobMatcher,
+}
+
+/// Filters ready for matching.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledFilter {
+    include_databases: Vec<Pattern>,
+    exclude_databases: Vec<Pattern>,
+    include_schemas: Vec<Pattern>,
+    exclude_schemas: Vec<Pattern>,
+    include_tables: Vec<Pattern>,
+    exclude_tables: Vec<Pattern>,
+    schema_only_tables: Vec<Pattern>,
+}
+
+impl Filter {
+    /// Whether no filter at all was given.
+    pub fn is_empty(&self) -> bool {
+        *self == Filter::default()
+    }
+
+    /// Checks every pattern; errors name the flag and the pattern.
+    pub fn compile(&self) -> Result<CompiledFilter> {
+        let list = |flag: &str, patterns: &[String], max_parts: usize| -> Result<Vec<Pattern>> {
+            patterns
+                .iter()
+                .map(|p| parse_pattern(flag, p, max_parts))
+                .collect()
+        };
+        Ok(CompiledFilter {
+            include_databases: list("--include-database", &self.include_databases, 1)?,
+            exclude_databases: list("--exclude-database", &self.exclude_databases, 1)?,
+            include_schemas: list("--include-schema", &self.include_schemas, 2)?,
+            exclude_schemas: list("--exclude-schema", &self.exclude_schemas, 2)?,
+            include_tables: list("--include-table", &self.include_tables, 3)?,
+            exclude_tables: list("--exclude-table", &self.exclude_tables, 3)?,
+            schema_only_tables: list("--schema-only-table", &self.schema_only_tables, 3)?,
+        })
+    }
+}
+
+impl CompiledFilter {
+    /// Whether database filters were given.
+    pub fn filters_databases(&self) -> bool {
+        !self.include_databases.is_empty() || !self.exclude_databases.is_empty()
+    }
+
+    /// Whether `db` is copied.
+    pub fn database(&self, db: &str) -> bool {
+        let m = |p: &Pattern| p.name.is_match(db);
+        (self.include_databases.is_empty() || self.include_databases.iter().any(m))
+            && !self.exclude_databases.iter().any(m)
+    }
+
+    /// Whether `schema` in `db` is copied.
+    pub fn schema(&self, db: &str, schema: &str) -> bool {
+        let m = |p: &Pattern| {
+            p.database.as_ref().is_none_or(|d| d.is_match(db)) && p.name.is_match(schema)
+        };
+        (self.include_schemas.is_empty() || self.include_schemas.iter().any(m))
+            && !self.exclude_schemas.iter().any(m)
+    }
+
+    /// Whether the relation `schema.name` in `db` is selected by the table filters (its
+    /// schema's filters are checked separately).
+    pub fn table(&self, db: &str, schema: &str, name: &str) -> bool {
+        (self.include_tables.is_empty()
+            || self
+                .include_tables
+                .iter()
+                .any(|p| table_match(p, db, schema, name)))
+            && !self.excluded_table(db, schema, name)
+    }
+
+    /// Whether `--exclude-table` names the relation explicitly.
+    pub fn excluded_table(&self, db: &str, schema: &str, name: &str) -> bool {
+        self.exclude_tables
+            .iter()
+            .any(|p| table_match(p, db, schema, name))
+    }
+
+    /// Whether the relation is copied without its rows.
+    pub fn schema_only(&self, db: &str, schema: &str, name: &str) -> bool {
+        self.schema_only_tables
+            .iter()
+            .any(|p| table_match(p, db, schema, name))
+    }
+}
+
+fn table_match(p: &Pattern, db: &str, schema: &str, name: &str) -> bool {
+    p.database.as_ref().is_none_or(|d| d.is_match(db))
+        && p.schema.as_ref().is_none_or(|s| s.is_match(schema))
+        && p.name.is_match(name)
+}
+
+/// Splits `a.b."c.d"` into parts; a quoted part is literal and `""` inside it is one quote.
+fn split_parts(flag: &str, pattern: &str) -> Result<Vec<String>> {
+    let bad = |why: &str| Error::Invalid(format!("{flag} {pattern:?}: {why}"));
+    let mut parts = vec![String::new()];
+    let mut chars = pattern.chars().peekable();
+    let mut in_quotes = false;
+    while let Some(c) = chars.next() {
+        match (c, in_quotes) {
+            ('"', false) => in_quotes = true,
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                parts.last_mut().map(|p| p.push_str(&globset::escape("\"")));
+            }
+            ('"', true) => in_quotes = false,
+            ('.', false) => parts.push(String::new()),
+            (c, true) => {
+                parts
+                    .last_mut()
+                    .map(|p| p.push_str(&globset::escape(&c.to_string())));
+            }
+            (c, false) => {
+                parts.last_mut().map(|p| p.push(c));
+            }
+        }
+    }
+    if in_quotes {
+        return Err(bad("unterminated double quote"));
+    }
+    if parts.iter().any(String::is_empty) {
+        return Err(bad(
+            "empty name part (two dots in a row, or a leading or trailing dot)",
+        ));
+    }
+    Ok(parts)
+}
+
+fn parse_pattern(flag: &str, pattern: &str, max_parts: usize) -> Result<Pattern> {
+    let parts = split_parts(flag, pattern)?;
+    if parts.len() > max_parts {
+        let shape = match max_parts {
+            1 => "a database name",
+            2 => "schema or db.schema",
+            _ => "table, schema.table or db.schema.table",
+        };
+        return Err(Error::Invalid(format!(
+            "{flag} {pattern:?}: too many dot-separated parts; expected {shape} (quote names that contain dots: '\"my.schema\".t')"
+        )));
+    }
+    let glob = |part: &str| -> Result<GlobMatcher> {
+        GlobBuilder::new(part)
+            .literal_separator(false)
+            .backslash_escape(true)
+            .build()
+            .map(|g| g.compile_matcher())
+            .map_err(|e| Error::Invalid(format!("{flag} {pattern:?}: {e}")))
+    };
+    let mut globs = parts.iter().map(|p| glob(p)).collect::<Result<Vec<_>>>()?;
+    let name = globs
+        .pop()
+        .ok_or_else(|| Error::Invalid(format!("{flag}: empty pattern")))?;
+    let (database, schema) = match (max_parts, globs.len()) {
+        (1, _) => (None, None),
+        (2, 1) => (Some(globs.remove(0)), None),
+        (3, 1) => (None, Some(globs.remove(0))),
+        (3, 2) => {
+            let schema = globs.pop();
+            (globs.pop(), schema)
+        }
+        _ => (None, None),
+    };
+    Ok(Pattern {
+        database,
+        schema,
+        name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(f: impl FnOnce(&mut Filter)) -> CompiledFilter {
+        let mut filter = Filter::default();
+        f(&mut filter);
+        filter.compile().unwrap()
+    }
+
+    #[test]
+    fn empty_filter_selects_everything() {
+        let f = filter(|_| {});
+        assert!(f.database("app") && f.schema("app", "public") && f.table("app", "public", "t"));
+        assert!(!f.schema_only("app", "public", "t"));
+    }
+
+    #[test]
+    fn table_globs_at_every_depth() {
+        let f = filter(|f| {
+            f.include_tables = vec!["sales.*".into(), "public.keep".into()];
+            f.exclude_tables = vec!["db1.sales.secret*".into(), "logs".into()];
+        });
+        assert!(f.table("db1", "sales", "orders"));
+        assert!(!f.table("db1", "sales", "secret_plans"));
+        assert!(f.table("db2", "sales", "secret_plans"));
+        assert!(f.table("db1", "public", "keep"));
+        assert!(!f.table("db1", "public", "other"));
+        assert!(!f.table("db1", "sales", "logs"));
+    }
+
+    #[test]
+    fn quoted_parts_are_literal() {
+        let f = filter(|f| {
+            f.exclude_tables = vec![r#"public."Odd ""Name"".x""#.into(), r#""a*b""#.into()]
+        });
+        assert!(f.excluded_table("d", "public", "Odd \"Name\".x"));
+        assert!(f.excluded_table("d", "s", "a*b"));
+        assert!(!f.excluded_table("d", "s", "aXb"));
+    }
+
+    #[test]
+    fn schemas_and_databases() {
+        let f = filter(|f| {
+            f.exclude_databases = vec!["template*".into(), "rdsadmin".into()];
+            f.include_schemas = vec!["app.sales".into(), "audit".into()];
+        });
+        assert!(!f.database("rdsadmin") && f.database("postgres"));
+        assert!(
+            f.schema("app", "sales") && !f.schema("other", "sales") && f.schema("other", "audit")
+        );
+    }
+
+    #[test]
+    fn bad_patterns_name_the_flag() {
+        let mut bad = Filter::default();
+        bad.include_tables = vec!["a.b.c.d".into()];
+        assert!(
+            bad.compile()
+                .unwrap_err()
+                .to_string()
+                .contains("--include-table \"a.b.c.d\": too many")
+        );
+        bad.include_tables = vec!["\"open".into()];
+        assert!(
+            bad.compile()
+                .unwrap_err()
+                .to_string()
+                .contains("unterminated")
+        );
+        bad.include_tables = vec!["a..b".into()];
+        assert!(
+            bad.compile()
+                .unwrap_err()
+                .to_string()
+                .contains("empty name part")
+        );
+        let mut bad = Filter::default();
+        bad.include_databases = vec!["a.b".into()];
+        assert!(bad.compile().is_err());
+    }
+}

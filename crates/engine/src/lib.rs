@@ -1,0 +1,38 @@
+//! barge's replication engine: plan a copy, read the schema with pg_dump in one exported
+//! snapshot, move rows as parallel binary COPY streams, build indexes and constraints in
+//! parallel, verify and validate. It emits structured progress events.
+//!
+//! It depends on nothing of barge's and knows nothing of AWS or HTTP: the CLI runs it
+//! directly, the worker runs it for a job.
+
+mod catalog;
+pub mod conninfo;
+mod copy;
+mod db;
+pub mod error;
+pub mod filter;
+mod ident;
+mod init;
+mod marks;
+pub mod pgtools;
+pub mod plan;
+pub mod progress;
+pub mod request;
+mod roles;
+mod schema;
+mod script;
+mod tls;
+pub mod validate;
+pub mod verify;
+
+pub use catalog::Contents;
+pub use conninfo::{ConnInfo, Side, redact};
+pub use error::{Error, Result};
+pub use filter::Filter;
+pub use init::{DatabaseReport, InitReport, init};
+pub use plan::{Plan, plan};
+pub use progress::{Event, Phase, Progress, ProgressSink};
+pub use request::{Options, Request};
+pub use roles::RolesReport;
+pub use validate::{Check, CheckStatus, ValidateReport, validate};
+pub use verify::{VerifyReport, verify};

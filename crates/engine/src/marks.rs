@@ -1,0 +1,135 @@
+//! Progress marks on the target: schema `_barge` holds the plan of the run and one row per
+//! step that committed, written in the same transaction as the step's own changes. A run
+//! that dies leaves exactly the committed steps marked; `--resume` skips them. The schema is
+//! dropped when the copy finishes.
+
+use std::collections::HashSet;
+
+use crate::{
+    db::Db,
+    error::{Error, Result},
+    plan::DatabasePlan,
+};
+
+const CREATE: &str = "create schema if not exists _barge; \
+    create table if not exists _barge.plan (id int primary key, plan text not null, created_at timestamptz not null default now()); \
+    create table if not exists _barge.done (step text primary key, rows int8, bytes int8, done_at timestamptz not null default now())";
+
+/// Steps done, loaded once per run.
+pub(crate) struct Marks {
+    done: HashSet<String>,
+}
+
+impl Marks {
+    /// Creates the marks schema and records `plan`, or, resuming, loads the plan and the steps
+    /// an earlier run committed. Returns the plan to follow.
+    pub(crate) async fn open(
+        target: &Db,
+        plan: &DatabasePlan,
+        resume: bool,
+    ) -> Result<(Marks, DatabasePlan)> {
+        target
+            .batch("create the progress marks (schema _barge)", CREATE)
+            .await?;
+        let stored = target
+            .query_opt(
+                "read the stored plan",
+                "select plan from _barge.plan where id = 1",
+                &[],
+            )
+            .await?;
+        let plan = match stored {
+            Some(row) if resume => {
+                let text: String = row.get(0);
+                serde_json::from_str(&text).map_err(|e| {
+                    Error::Invalid(format!(
+                        "the progress marks in target database \"{}\" are unreadable ({e}): start over with --drop-existing",
+                        target.database()
+                    ))
+                })?
+            }
+            _ => {
+                let text = serde_json::to_string(plan)
+                    .map_err(|e| Error::Invalid(format!("cannot store the plan: {e}")))?;
+                target
+                    .execute(
+                        "store the plan",
+                        "insert into _barge.plan (id, plan) values (1, $1) on conflict (id) do update set plan = excluded.plan",
+                        &[&text],
+                    )
+                    .await?;
+                plan.clone()
+            }
+        };
+        let rows = target
+            .query(
+                "read the progress marks",
+                "select step from _barge.done",
+                &[],
+            )
+            .await?;
+        Ok((
+            Marks {
+                done: rows.iter().map(|r| r.get(0)).collect(),
+            },
+            plan,
+        ))
+    }
+
+    /// Whether a step committed earlier.
+    pub(crate) fn is_done(&self, step: &str) -> bool {
+        self.done.contains(step)
+    }
+
+    /// How many steps committed earlier.
+    pub(crate) fn count(&self) -> usize {
+        self.done.len()
+    }
+}
+
+/// Records a step inside the caller's open transaction.
+pub(crate) async fn record(target: &Db, step: &str, rows: i64, bytes: i64) -> Result<()> {
+    target
+        .execute(
+            "record progress",
+            "insert into _barge.done (step, rows, bytes) values ($1, $2, $3)",
+            &[&step, &rows, &bytes],
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Runs `sql` and records `step` in one transaction.
+pub(crate) async fn run_step(target: &Db, step: &str, context: &str, sql: &str) -> Result<()> {
+    target.batch(context, "begin").await?;
+    let result = async {
+        target.batch(context, sql).await?;
+        record(target, step, 0, 0).await?;
+        target.batch(context, "commit").await
+    }
+    .await;
+    if result.is_err() {
+        let _ = target.batch("roll back", "rollback").await;
+    }
+    result
+}
+
+/// Drops the marks once the copy is complete.
+pub(crate) async fn drop_all(target: &Db) -> Result<()> {
+    target
+        .batch(
+            "drop the progress marks",
+            "drop schema if exists _barge cascade",
+        )
+        .await
+}
+
+/// A short, stable fingerprint of a text (FNV-1a, 64 bit), for step names.
+pub(crate) fn fingerprint(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}

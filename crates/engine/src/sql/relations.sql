@@ -1,0 +1,41 @@
+-- Every user relation of the current database with what planning needs: its kind, size,
+-- the columns COPY moves (generated columns are recomputed by the target), a single-column
+-- integer primary key to split on, the partition parent and the table owning a sequence.
+select c.oid::int8 as oid,
+       n.nspname as schema,
+       c.relname as name,
+       c.relkind::text as kind,
+       c.relpersistence::text as persistence,
+       (select i.inhparent::int8
+          from pg_catalog.pg_inherits i
+         where i.inhrelid = c.oid and c.relispartition) as parent,
+       case when c.relkind in ('r', 'm') then pg_catalog.pg_table_size(c.oid) else 0 end as bytes,
+       case when c.relkind in ('r', 'm') then pg_catalog.pg_relation_size(c.oid) else 0 end as heap_bytes,
+       greatest(c.reltuples, 0)::float8 as est_rows,
+       array(select a.attname::text
+               from pg_catalog.pg_attribute a
+              where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped and a.attgenerated = ''
+              order by a.attnum) as columns,
+       (select a.attname::text
+          from pg_catalog.pg_index x
+          join pg_catalog.pg_attribute a on a.attrelid = x.indrelid and a.attnum = x.indkey[0]
+         where x.indrelid = c.oid and x.indisprimary and x.indnkeyatts = 1
+           and a.atttypid in ('pg_catalog.int2'::pg_catalog.regtype,
+                              'pg_catalog.int4'::pg_catalog.regtype,
+                              'pg_catalog.int8'::pg_catalog.regtype)) as int_key,
+       (select d.refobjid::int8
+          from pg_catalog.pg_depend d
+         where c.relkind = 'S'
+           and d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass and d.objid = c.oid
+           and d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass and d.deptype in ('a', 'i')
+         limit 1) as owned_by
+from pg_catalog.pg_class c
+join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+where c.relkind in ('r', 'p', 'm', 'v', 'f', 'S')
+  and n.nspname not in ('pg_catalog', 'information_schema', '_barge')
+  and n.nspname !~ '^pg_toast'
+  and n.nspname !~ '^pg_temp'
+  and not exists (select from pg_catalog.pg_depend e
+                   where e.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                     and e.objid = c.oid and e.deptype = 'e')
+order by n.nspname, c.relname
