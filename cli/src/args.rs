@@ -210,11 +210,7 @@ pub struct VerifyArgs {
     pub output: OutputFormat,
 }
 
-fn request(
-    endpoints: &Endpoints,
-    selection: &Selection,
-    options: Options,
-) -> barge_engine::Result<Request> {
+fn request(endpoints: &Endpoints, selection: &Selection, options: Options) -> barge_engine::Result<Request> {
     let request = Request {
         source: ConnInfo::parse(Side::Source, &endpoints.source)?,
         target: ConnInfo::parse(Side::Target, &endpoints.target)?,
@@ -228,9 +224,7 @@ fn request(
 
 fn jobs(value: Option<usize>, default: usize) -> barge_engine::Result<usize> {
     match value {
-        Some(0) => Err(barge_engine::Error::Invalid(
-            "--jobs must be at least 1".into(),
-        )),
+        Some(0) => Err(barge_engine::Error::Invalid("--jobs must be at least 1".into())),
         Some(n) => Ok(n),
         None => Ok(default),
     }
@@ -284,10 +278,7 @@ impl TryFrom<&VerifyArgs> for Request {
 
     fn try_from(args: &VerifyArgs) -> Result<Request, Self::Error> {
         let defaults = Options::default();
-        let options = Options {
-            jobs: jobs(args.jobs, defaults.jobs)?,
-            ..defaults
-        };
+        let options = Options { jobs: jobs(args.jobs, defaults.jobs)?, ..defaults };
         request(&args.endpoints, &args.selection, options)
     }
 }
@@ -295,13 +286,9 @@ impl TryFrom<&VerifyArgs> for Request {
 /// `256MB`, `1.5GB`, `64kB`, `1048576` → bytes. Units are 1024-based, as PostgreSQL's are.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like 256MB"))?;
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a size like 256MB"))?;
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -309,9 +296,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
         other => {
-            return Err(format!(
-                "unknown size unit {other:?} (use kB, MB, GB or TB)"
-            ));
+            return Err(format!("unknown size unit {other:?} (use kB, MB, GB or TB)"));
         }
     };
     Ok((value * factor as f64) as u64)
@@ -372,9 +357,7 @@ mod tests {
             "--pg-bin",
             "/opt/pg",
         ]);
-        let Command::Init(args) = &cli.command else {
-            panic!("not init")
-        };
+        let Command::Init(args) = &cli.command else { panic!("not init") };
         let req = Request::try_from(args).unwrap();
         assert!(req.all_databases);
         assert_eq!(req.filter.include_databases, ["a*"]);
@@ -385,18 +368,8 @@ mod tests {
         assert_eq!(req.filter.exclude_tables, ["s.logs"]);
         assert_eq!(req.filter.schema_only_tables, ["s.big"]);
         let o = &req.options;
-        assert_eq!(
-            (o.jobs, o.index_jobs, o.split_tables_larger_than),
-            (3, 5, 1 << 30)
-        );
-        assert!(
-            o.drop_existing
-                && o.roles
-                && o.no_owner
-                && o.no_acl
-                && o.no_tablespaces
-                && o.skip_large_objects
-        );
+        assert_eq!((o.jobs, o.index_jobs, o.split_tables_larger_than), (3, 5, 1 << 30));
+        assert!(o.drop_existing && o.roles && o.no_owner && o.no_acl && o.no_tablespaces && o.skip_large_objects);
         assert_eq!(o.maintenance_work_mem, Some(512 << 20));
         assert_eq!(o.pg_bin.as_deref(), Some(std::path::Path::new("/opt/pg")));
     }
@@ -413,40 +386,15 @@ mod tests {
             "-j",
             "0",
         ]);
-        let Command::Init(args) = &cli.command else {
-            panic!("not init")
-        };
-        assert!(
-            Request::try_from(args)
-                .unwrap_err()
-                .to_string()
-                .contains("--jobs")
-        );
-        let cli = Cli::parse_from([
-            "barge",
-            "verify",
-            "--source",
-            "mysql://u:pw@s/a",
-            "--target",
-            "postgres://u@t/b",
-        ]);
-        let Command::Verify(args) = &cli.command else {
-            panic!("not verify")
-        };
+        let Command::Init(args) = &cli.command else { panic!("not init") };
+        assert!(Request::try_from(args).unwrap_err().to_string().contains("--jobs"));
+        let cli = Cli::parse_from(["barge", "verify", "--source", "mysql://u:pw@s/a", "--target", "postgres://u@t/b"]);
+        let Command::Verify(args) = &cli.command else { panic!("not verify") };
         let err = Request::try_from(args).unwrap_err().to_string();
         assert!(err.contains("source URL") && !err.contains("pw@"), "{err}");
         assert!(
-            Cli::try_parse_from([
-                "barge",
-                "init",
-                "--source",
-                "x",
-                "--target",
-                "y",
-                "--drop-existing",
-                "--resume"
-            ])
-            .is_err()
+            Cli::try_parse_from(["barge", "init", "--source", "x", "--target", "y", "--drop-existing", "--resume"])
+                .is_err()
         );
     }
 }

@@ -15,10 +15,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // Help and version go to stdout as usual; errors are redacted, since a URL typed
             // in the wrong place would otherwise be echoed with its password.
-            if matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            ) {
+            if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
@@ -31,18 +28,10 @@ fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BARGE_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("barge={level},barge_engine={level}"))
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BARGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("barge={level},barge_engine={level}")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

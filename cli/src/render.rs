@@ -24,9 +24,7 @@ use crate::args::OutputFormat;
 /// Prints one JSON line.
 pub fn json_line<T: Serialize>(kind: &str, value: &T) {
     let mut object = serde_json::json!({ "event": kind });
-    if let (Some(map), Ok(serde_json::Value::Object(fields))) =
-        (object.as_object_mut(), serde_json::to_value(value))
-    {
+    if let (Some(map), Ok(serde_json::Value::Object(fields))) = (object.as_object_mut(), serde_json::to_value(value)) {
         map.extend(fields);
     }
     println!("{object}");
@@ -56,23 +54,13 @@ fn action_text(action: &TargetAction) -> String {
 
 /// Prints the plan: always the database mapping; with `details` every table and part.
 pub fn plan(plan: &Plan, details: bool) {
-    println!(
-        "source   {}  (PostgreSQL {})",
-        plan.source, plan.source_version
-    );
-    println!(
-        "target   {}  (PostgreSQL {})",
-        plan.target, plan.target_version
-    );
+    println!("source   {}  (PostgreSQL {})", plan.source, plan.source_version);
+    println!("target   {}  (PostgreSQL {})", plan.target, plan.target_version);
     println!("pg_dump  {}", plan.pg_dump);
     println!();
     println!(
         "Databases ({}):",
-        if plan.all_databases {
-            "every database of the source"
-        } else {
-            "the source URL's database"
-        }
+        if plan.all_databases { "every database of the source" } else { "the source URL's database" }
     );
     for db in &plan.databases {
         let tables = db.tables.iter().filter(|t| !t.schema_only).count();
@@ -83,11 +71,7 @@ pub fn plan(plan: &Plan, details: bool) {
             action_text(&db.action),
             tables,
             human_bytes(db.bytes),
-            if db.large_objects > 0 {
-                format!(", {} large object(s)", db.large_objects)
-            } else {
-                String::new()
-            }
+            if db.large_objects > 0 { format!(", {} large object(s)", db.large_objects) } else { String::new() }
         );
     }
     if details {
@@ -95,10 +79,7 @@ pub fn plan(plan: &Plan, details: bool) {
             println!();
             println!("{} → {}:", db.source, db.target);
             if let TargetAction::DropAndCreate { contents } = &db.action {
-                println!(
-                    "  would drop target database \"{}\", which holds {contents}",
-                    db.target
-                );
+                println!("  would drop target database \"{}\", which holds {contents}", db.target);
             }
             let o = &db.objects;
             println!(
@@ -117,11 +98,7 @@ pub fn plan(plan: &Plan, details: bool) {
                 println!("  left out: schema(s) {}", db.excluded_schemas.join(", "));
             }
             if !db.excluded_relations.is_empty() {
-                let names: Vec<String> = db
-                    .excluded_relations
-                    .iter()
-                    .map(|(s, n)| format!("{s}.{n}"))
-                    .collect();
+                let names: Vec<String> = db.excluded_relations.iter().map(|(s, n)| format!("{s}.{n}")).collect();
                 println!("  left out: {}", names.join(", "));
             }
             for t in &db.tables {
@@ -148,19 +125,12 @@ pub fn plan(plan: &Plan, details: bool) {
                 );
             }
             if db.large_objects > 0 {
-                println!(
-                    "    {} large object(s) in {} batch(es)",
-                    db.large_objects,
-                    db.large_object_batches.len()
-                );
+                println!("    {} large object(s) in {} batch(es)", db.large_objects, db.large_object_batches.len());
             }
         }
         if !plan.roles_to_create.is_empty() {
             println!();
-            println!(
-                "Roles to create (without passwords): {}",
-                plan.roles_to_create.join(", ")
-            );
+            println!("Roles to create (without passwords): {}", plan.roles_to_create.join(", "));
         }
     }
     let warnings: Vec<_> = plan.warnings().collect();
@@ -227,16 +197,9 @@ impl Progress {
                         .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
                 indexes.set_prefix("indexes");
-                Mode::Bars(Mutex::new(BarState {
-                    multi,
-                    overall,
-                    indexes,
-                    parts: HashMap::new(),
-                }))
+                Mode::Bars(Mutex::new(BarState { multi, overall, indexes, parts: HashMap::new() }))
             }
-            OutputFormat::Text => Mode::Plain(Mutex::new(PlainState {
-                last: Instant::now(),
-            })),
+            OutputFormat::Text => Mode::Plain(Mutex::new(PlainState { last: Instant::now() })),
         };
         Progress { mode }
     }
@@ -282,15 +245,8 @@ fn phase_text(phase: Phase) -> &'static str {
 }
 
 fn progress_line(p: &barge_engine::Progress) -> String {
-    let pct = if p.bytes_estimated > 0 {
-        100.0 * p.bytes_copied as f64 / p.bytes_estimated as f64
-    } else {
-        100.0
-    };
-    let eta = p
-        .eta_seconds
-        .map(|s| format!(", ETA {}", human_duration(s)))
-        .unwrap_or_default();
+    let pct = if p.bytes_estimated > 0 { 100.0 * p.bytes_copied as f64 / p.bytes_estimated as f64 } else { 100.0 };
+    let eta = p.eta_seconds.map(|s| format!(", ETA {}", human_duration(s))).unwrap_or_default();
     format!(
         "[{}] {} / {} ({pct:.0}%), {}/s{eta}; tables {}/{}, indexes {}/{}, post-data {}/{}",
         p.database,
@@ -309,20 +265,8 @@ fn progress_line(p: &barge_engine::Progress) -> String {
 fn plain_event(state: &mut PlainState, event: &Event) {
     match event {
         Event::Phase { database, phase } => eprintln!("[{database}] {}", phase_text(*phase)),
-        Event::TableFinished {
-            database,
-            table,
-            part,
-            parts,
-            rows,
-            bytes,
-            seconds,
-        } => {
-            let part = if *parts > 1 {
-                format!(" part {part}/{parts}")
-            } else {
-                String::new()
-            };
+        Event::TableFinished { database, table, part, parts, rows, bytes, seconds } => {
+            let part = if *parts > 1 { format!(" part {part}/{parts}") } else { String::new() };
             eprintln!(
                 "[{database}] copied {table}{part}: {} rows, {} in {:.1}s",
                 thousands(*rows),
@@ -337,56 +281,34 @@ fn plain_event(state: &mut PlainState, event: &Event) {
             }
         }
         Event::Warning { message } => eprintln!("warning: {message}"),
-        Event::DatabaseFinished { .. }
-        | Event::TableStarted { .. }
-        | Event::IndexFinished { .. } => {}
+        Event::DatabaseFinished { .. } | Event::TableStarted { .. } | Event::IndexFinished { .. } => {}
     }
 }
 
 fn bar_event(state: &mut BarState, event: &Event) {
     match event {
         Event::Phase { database, phase } => {
-            let _ = state
-                .multi
-                .println(format!("[{database}] {}", phase_text(*phase)));
+            let _ = state.multi.println(format!("[{database}] {}", phase_text(*phase)));
             if *phase == Phase::Indexing || *phase == Phase::Constraints {
                 state.overall.set_message("-");
             }
         }
-        Event::TableStarted {
-            table, part, parts, ..
-        } => {
+        Event::TableStarted { table, part, parts, .. } => {
             let bar = state.multi.add(ProgressBar::new_spinner());
             bar.set_style(
                 ProgressStyle::with_template("  {spinner} {msg} {bytes}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
-            bar.set_message(if *parts > 1 {
-                format!("{table} ({part}/{parts})")
-            } else {
-                table.clone()
-            });
+            bar.set_message(if *parts > 1 { format!("{table} ({part}/{parts})") } else { table.clone() });
             bar.enable_steady_tick(Duration::from_millis(200));
             state.parts.insert((table.clone(), *part), bar);
         }
-        Event::TableFinished {
-            database,
-            table,
-            part,
-            parts,
-            rows,
-            bytes,
-            seconds,
-        } => {
+        Event::TableFinished { database, table, part, parts, rows, bytes, seconds } => {
             if let Some(bar) = state.parts.remove(&(table.clone(), *part)) {
                 bar.finish_and_clear();
                 state.multi.remove(&bar);
             }
-            let part = if *parts > 1 {
-                format!(" part {part}/{parts}")
-            } else {
-                String::new()
-            };
+            let part = if *parts > 1 { format!(" part {part}/{parts}") } else { String::new() };
             let _ = state.multi.println(format!(
                 "[{database}] copied {table}{part}: {} rows, {} in {:.1}s",
                 thousands(*rows),
@@ -398,11 +320,7 @@ fn bar_event(state: &mut BarState, event: &Event) {
         Event::Progress(p) => {
             state.overall.set_length(p.bytes_estimated);
             state.overall.set_position(p.bytes_copied);
-            state.overall.set_message(
-                p.eta_seconds
-                    .map(|s| human_duration(s))
-                    .unwrap_or_else(|| "-".into()),
-            );
+            state.overall.set_message(p.eta_seconds.map(|s| human_duration(s)).unwrap_or_else(|| "-".into()));
             state.indexes.set_length(p.indexes_total);
             state.indexes.set_position(p.indexes_done);
             state.indexes.set_message(format!(
@@ -452,37 +370,21 @@ pub fn init_report(report: &InitReport) {
             db.sequences,
             db.large_objects,
             if db.resumed_steps > 0 {
-                format!(
-                    ", {} step(s) resumed from the earlier run",
-                    db.resumed_steps
-                )
+                format!(", {} step(s) resumed from the earlier run", db.resumed_steps)
             } else {
                 String::new()
             }
         );
         println!(
             "    time: schema {:.1}s · data {:.1}s · indexes after data {:.1}s (index builds {:.1}s in all) · post-data {:.1}s · foreign keys + ANALYZE {:.1}s · sequences {:.1}s · total {:.1}s",
-            t.schema,
-            t.data,
-            t.indexes_after_data,
-            t.index_builds,
-            t.post_data,
-            t.constraints,
-            t.other,
-            t.total
+            t.schema, t.data, t.indexes_after_data, t.index_builds, t.post_data, t.constraints, t.other, t.total
         );
     }
 }
 
 /// Prints validate's checks as a table with hints.
 pub fn validate_report(report: &ValidateReport) {
-    let width = report
-        .checks
-        .iter()
-        .map(|c| c.name.chars().count())
-        .max()
-        .unwrap_or(10)
-        .min(48);
+    let width = report.checks.iter().map(|c| c.name.chars().count()).max().unwrap_or(10).min(48);
     for check in &report.checks {
         let status = match check.status {
             CheckStatus::Pass => "pass",
@@ -494,22 +396,11 @@ pub fn validate_report(report: &ValidateReport) {
             println!("      {:<width$}  fix: {hint}", "");
         }
     }
-    let failed = report
-        .checks
-        .iter()
-        .filter(|c| c.status == CheckStatus::Fail)
-        .count();
-    let warned = report
-        .checks
-        .iter()
-        .filter(|c| c.status == CheckStatus::Warn)
-        .count();
+    let failed = report.checks.iter().filter(|c| c.status == CheckStatus::Fail).count();
+    let warned = report.checks.iter().filter(|c| c.status == CheckStatus::Warn).count();
     println!();
     if failed == 0 {
-        println!(
-            "validate: ready to copy ({} checks, {warned} warning(s))",
-            report.checks.len()
-        );
+        println!("validate: ready to copy ({} checks, {warned} warning(s))", report.checks.len());
     } else {
         println!("validate: {failed} check(s) failed, {warned} warning(s)");
     }
@@ -523,12 +414,7 @@ pub fn verify_report(report: &VerifyReport) {
         let matching: Vec<_> = db.tables.iter().filter(|t| t.ok).collect();
         let rows: u64 = matching.iter().map(|t| t.source_rows).sum();
         let chunks: u64 = matching.iter().map(|t| t.chunks).sum();
-        println!(
-            "  ok   {} table(s) match: {} rows in {} chunk(s)",
-            matching.len(),
-            thousands(rows),
-            chunks
-        );
+        println!("  ok   {} table(s) match: {} rows in {} chunk(s)", matching.len(), thousands(rows), chunks);
         for t in db.tables.iter().filter(|t| !t.ok) {
             problems += 1;
             let mut line = format!(
@@ -549,26 +435,14 @@ pub fn verify_report(report: &VerifyReport) {
         }
         println!(
             "  {}   {} sequence(s) compared",
-            if db.sequences.is_empty() {
-                "ok"
-            } else {
-                "DIFF"
-            },
+            if db.sequences.is_empty() { "ok" } else { "DIFF" },
             db.sequences_checked
         );
         for s in &db.sequences {
             problems += 1;
-            let show = |v: Option<i64>| {
-                v.map(|v| v.to_string())
-                    .unwrap_or_else(|| "never used".into())
-            };
+            let show = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_else(|| "never used".into());
             if s.exists_on_target {
-                println!(
-                    "         {}: source {}, target {}",
-                    s.sequence,
-                    show(s.source),
-                    show(s.target)
-                );
+                println!("         {}: source {}, target {}", s.sequence, show(s.source), show(s.target));
             } else {
                 println!("         {}: missing on the target", s.sequence);
             }
@@ -580,10 +454,7 @@ pub fn verify_report(report: &VerifyReport) {
         );
         for o in &db.objects {
             problems += 1;
-            println!(
-                "         {}: source {}, target {}",
-                o.kind, o.source, o.target
-            );
+            println!("         {}: source {}, target {}", o.kind, o.source, o.target);
             if !o.missing.is_empty() {
                 println!("           missing on target: {}", o.missing.join(", "));
             }
@@ -592,10 +463,7 @@ pub fn verify_report(report: &VerifyReport) {
             }
         }
         let (s, t) = db.large_objects;
-        println!(
-            "  {}   large objects: source {s}, target {t}",
-            if s == t { "ok" } else { "DIFF" }
-        );
+        println!("  {}   large objects: source {s}, target {t}", if s == t { "ok" } else { "DIFF" });
     }
     println!();
     if report.ok {

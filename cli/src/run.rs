@@ -22,9 +22,7 @@ const INTERRUPTED: u8 = 130;
 fn report_error(e: &Error, format: OutputFormat) -> u8 {
     let message = barge_engine::redact(&e.to_string());
     match format {
-        OutputFormat::Json => {
-            render::json_line("error", &serde_json::json!({ "message": message }))
-        }
+        OutputFormat::Json => render::json_line("error", &serde_json::json!({ "message": message })),
         OutputFormat::Text => eprintln!("error: {message}"),
     }
     match e {
@@ -60,11 +58,7 @@ async fn init(args: &InitArgs) -> u8 {
         if args.output == OutputFormat::Text {
             println!(
                 "dry run: nothing was changed{}",
-                if problems > 0 {
-                    "; a copy would stop on the problems above"
-                } else {
-                    ""
-                }
+                if problems > 0 { "; a copy would stop on the problems above" } else { "" }
             );
         }
         return if problems > 0 { FAILED } else { OK };
@@ -88,21 +82,14 @@ async fn init(args: &InitArgs) -> u8 {
         Some(Err(e)) => {
             let code = report_error(&e, args.output);
             if args.output == OutputFormat::Text
-                && !matches!(
-                    e,
-                    Error::TargetNotEmpty(_) | Error::Invalid(_) | Error::Url { .. }
-                )
+                && !matches!(e, Error::TargetNotEmpty(_) | Error::Invalid(_) | Error::Url { .. })
             {
-                eprintln!(
-                    "What committed is kept: fix the cause and run the same command with --resume to continue."
-                );
+                eprintln!("What committed is kept: fix the cause and run the same command with --resume to continue.");
             }
             code
         }
         None => {
-            eprintln!(
-                "interrupted: what committed is kept; run the same command with --resume to continue"
-            );
+            eprintln!("interrupted: what committed is kept; run the same command with --resume to continue");
             INTERRUPTED
         }
     }

@@ -83,16 +83,8 @@ impl Contents {
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if self.tables > 0 {
-            let more = if self.tables as usize > self.sample.len() {
-                ", …"
-            } else {
-                ""
-            };
-            parts.push(format!(
-                "{} table(s) ({}{more})",
-                self.tables,
-                self.sample.join(", ")
-            ));
+            let more = if self.tables as usize > self.sample.len() { ", …" } else { "" };
+            parts.push(format!("{} table(s) ({}{more})", self.tables, self.sample.join(", ")));
         }
         for (n, what) in [
             (self.other_relations, "view(s)/sequence(s)"),
@@ -116,9 +108,7 @@ fn oid(v: i64) -> u32 {
 }
 
 pub(crate) async fn relations(db: &Db) -> Result<Vec<Relation>> {
-    let rows = db
-        .query("list relations", include_str!("sql/relations.sql"), &[])
-        .await?;
+    let rows = db.query("list relations", include_str!("sql/relations.sql"), &[]).await?;
     Ok(rows
         .iter()
         .map(|r| Relation {
@@ -126,11 +116,7 @@ pub(crate) async fn relations(db: &Db) -> Result<Vec<Relation>> {
             schema: r.get("schema"),
             name: r.get("name"),
             kind: r.get::<_, String>("kind").chars().next().unwrap_or('r'),
-            persistence: r
-                .get::<_, String>("persistence")
-                .chars()
-                .next()
-                .unwrap_or('p'),
+            persistence: r.get::<_, String>("persistence").chars().next().unwrap_or('p'),
             parent: r.get::<_, Option<i64>>("parent").map(oid),
             bytes: r.get::<_, i64>("bytes").max(0) as u64,
             heap_bytes: r.get::<_, i64>("heap_bytes").max(0) as u64,
@@ -143,27 +129,17 @@ pub(crate) async fn relations(db: &Db) -> Result<Vec<Relation>> {
 }
 
 pub(crate) async fn schemas(db: &Db) -> Result<Vec<String>> {
-    let rows = db
-        .query("list schemas", include_str!("sql/schemas.sql"), &[])
-        .await?;
+    let rows = db.query("list schemas", include_str!("sql/schemas.sql"), &[]).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 pub(crate) async fn text_copy_tables(db: &Db) -> Result<HashSet<u32>> {
-    let rows = db
-        .query(
-            "find columns that need text COPY",
-            include_str!("sql/text_copy.sql"),
-            &[],
-        )
-        .await?;
+    let rows = db.query("find columns that need text COPY", include_str!("sql/text_copy.sql"), &[]).await?;
     Ok(rows.iter().map(|r| oid(r.get(0))).collect())
 }
 
 pub(crate) async fn indexes(db: &Db) -> Result<Vec<Index>> {
-    let rows = db
-        .query("list indexes", include_str!("sql/indexes.sql"), &[])
-        .await?;
+    let rows = db.query("list indexes", include_str!("sql/indexes.sql"), &[]).await?;
     Ok(rows
         .iter()
         .map(|r| Index {
@@ -172,9 +148,7 @@ pub(crate) async fn indexes(db: &Db) -> Result<Vec<Index>> {
             table_oid: oid(r.get("table_oid")),
             table_name: r.get("table_name"),
             indexdef: r.get("indexdef"),
-            contype: r
-                .get::<_, Option<String>>("contype")
-                .and_then(|c| c.chars().next()),
+            contype: r.get::<_, Option<String>>("contype").and_then(|c| c.chars().next()),
             conname: r.get("conname"),
             condef: r.get("condef"),
             deferrable: r.get("deferrable"),
@@ -184,13 +158,7 @@ pub(crate) async fn indexes(db: &Db) -> Result<Vec<Index>> {
 }
 
 pub(crate) async fn foreign_keys(db: &Db) -> Result<Vec<ForeignKey>> {
-    let rows = db
-        .query(
-            "list foreign keys",
-            include_str!("sql/foreign_keys.sql"),
-            &[],
-        )
-        .await?;
+    let rows = db.query("list foreign keys", include_str!("sql/foreign_keys.sql"), &[]).await?;
     Ok(rows
         .iter()
         .map(|r| ForeignKey {
@@ -206,33 +174,16 @@ pub(crate) async fn foreign_keys(db: &Db) -> Result<Vec<ForeignKey>> {
 }
 
 pub(crate) async fn view_deps(db: &Db) -> Result<Vec<(u32, u32)>> {
-    let rows = db
-        .query(
-            "list view dependencies",
-            include_str!("sql/view_deps.sql"),
-            &[],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| (oid(r.get(0)), oid(r.get(1))))
-        .collect())
+    let rows = db.query("list view dependencies", include_str!("sql/view_deps.sql"), &[]).await?;
+    Ok(rows.iter().map(|r| (oid(r.get(0)), oid(r.get(1)))).collect())
 }
 
 pub(crate) async fn contents(db: &Db) -> Result<Contents> {
-    let r = db
-        .query_one(
-            "inspect the target database",
-            include_str!("sql/target_contents.sql"),
-            &[],
-        )
-        .await?;
+    let r = db.query_one("inspect the target database", include_str!("sql/target_contents.sql"), &[]).await?;
     Ok(Contents {
         tables: r.get("tables"),
         other_relations: r.get("other_relations"),
-        sample: r
-            .get::<_, Option<Vec<String>>>("sample")
-            .unwrap_or_default(),
+        sample: r.get::<_, Option<Vec<String>>>("sample").unwrap_or_default(),
         schemas: r.get("schemas"),
         functions: r.get("functions"),
         large_objects: r.get("large_objects"),
@@ -243,56 +194,34 @@ pub(crate) async fn contents(db: &Db) -> Result<Contents> {
 }
 
 pub(crate) async fn owners(db: &Db) -> Result<Vec<String>> {
-    let rows = db
-        .query("list object owners", include_str!("sql/owners.sql"), &[])
-        .await?;
+    let rows = db.query("list object owners", include_str!("sql/owners.sql"), &[]).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// OIDs of the large objects, in order.
 pub(crate) async fn large_object_oids(db: &Db) -> Result<Vec<u32>> {
-    let rows = db
-        .query(
-            "list large objects",
-            "select oid from pg_catalog.pg_largeobject_metadata order by oid",
-            &[],
-        )
-        .await?;
+    let rows =
+        db.query("list large objects", "select oid from pg_catalog.pg_largeobject_metadata order by oid", &[]).await?;
     Ok(rows.iter().map(|r| r.get::<_, u32>(0)).collect())
 }
 
 /// Names of the roles that exist on a server.
 pub(crate) async fn role_names(db: &Db) -> Result<HashSet<String>> {
-    let rows = db
-        .query(
-            "list roles",
-            "select rolname::text from pg_catalog.pg_roles",
-            &[],
-        )
-        .await?;
+    let rows = db.query("list roles", "select rolname::text from pg_catalog.pg_roles", &[]).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Extensions installed in the current database (name, version).
 pub(crate) async fn extensions(db: &Db) -> Result<Vec<(String, String)>> {
     let rows = db
-        .query(
-            "list extensions",
-            "select extname::text, extversion from pg_catalog.pg_extension order by 1",
-            &[],
-        )
+        .query("list extensions", "select extname::text, extversion from pg_catalog.pg_extension order by 1", &[])
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Extensions a server can install (name → default version).
 pub(crate) async fn available_extensions(db: &Db) -> Result<HashSet<String>> {
-    let rows = db
-        .query(
-            "list available extensions",
-            "select name::text from pg_catalog.pg_available_extensions",
-            &[],
-        )
-        .await?;
+    let rows =
+        db.query("list available extensions", "select name::text from pg_catalog.pg_available_extensions", &[]).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }

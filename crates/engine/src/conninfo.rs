@@ -80,6 +80,9 @@ impl SslMode {
     }
 }
 
+/// Stands in for an empty host while the URL is parsed.
+const EMPTY_HOST: &str = "barge-empty-host.invalid";
+
 /// URL query parameters barge understands (libpq's names).
 const PARAMS: &[&str] = &[
     "host",
@@ -116,34 +119,35 @@ impl ConnInfo {
     /// Parses `postgres://user:password@host:port/dbname?param=value`. Errors never contain
     /// the password.
     pub fn parse(side: Side, raw: &str) -> Result<Self> {
-        let fail = |reason: String| Error::Url {
-            side,
-            redacted: redact(raw),
-            reason,
-        };
+        let fail = |reason: String| Error::Url { side, redacted: redact(raw), reason };
         let raw = raw.trim();
         if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
             return Err(fail(
                 "expected a URL like postgres://user@host:5432/dbname (the scheme must be postgres:// or postgresql://)".into(),
             ));
         }
-        let url = Url::parse(raw).map_err(|e| fail(format!("{e}")))?;
+        // libpq accepts `postgres://user@/db?host=/socket`; the url crate wants a host after
+        // user info, so an empty one gets a placeholder that is dropped below.
+        let authority_end = raw[raw.find("://").map_or(0, |i| i + 3)..]
+            .find(['/', '?', '#'])
+            .map_or(raw.len(), |i| i + raw.find("://").map_or(0, |j| j + 3));
+        let patched;
+        let raw_for_url = if raw[..authority_end].ends_with('@') {
+            patched = format!("{}{EMPTY_HOST}{}", &raw[..authority_end], &raw[authority_end..]);
+            patched.as_str()
+        } else {
+            raw
+        };
+        let url = Url::parse(raw_for_url).map_err(|e| fail(format!("{e}")))?;
         let decode = |s: &str, what: &str| -> Result<String> {
-            percent_decode(s)
-                .ok_or_else(|| fail(format!("the {what} is not valid percent-encoded UTF-8")))
+            percent_decode(s).ok_or_else(|| fail(format!("the {what} is not valid percent-encoded UTF-8")))
         };
         let mut host = match url.host_str() {
-            Some(h) if !h.is_empty() => {
-                decode(h.trim_start_matches('[').trim_end_matches(']'), "host")?
-            }
+            Some(h) if !h.is_empty() => decode(h.trim_start_matches('[').trim_end_matches(']'), "host")?,
             _ => String::new(),
         };
         let mut port = url.port();
-        let mut user = if url.username().is_empty() {
-            None
-        } else {
-            Some(decode(url.username(), "user name")?)
-        };
+        let mut user = if url.username().is_empty() { None } else { Some(decode(url.username(), "user name")?) };
         let mut password = match url.password() {
             Some(p) => Some(Secret(decode(p, "password")?)),
             None => None,
@@ -152,11 +156,7 @@ impl ConnInfo {
         if path.contains('/') {
             return Err(fail("the path must be a single database name".into()));
         }
-        let mut dbname = if path.is_empty() {
-            None
-        } else {
-            Some(decode(path, "database name")?)
-        };
+        let mut dbname = if path.is_empty() { None } else { Some(decode(path, "database name")?) };
         let mut info = ConnInfo {
             side,
             host: String::new(),
@@ -202,39 +202,26 @@ impl ConnInfo {
                 "application_name" => info.application_name = value,
                 "options" => info.options = Some(value),
                 other => {
-                    return Err(fail(format!(
-                        "unknown parameter {other:?}; supported: {}",
-                        PARAMS.join(", ")
-                    )));
+                    return Err(fail(format!("unknown parameter {other:?}; supported: {}", PARAMS.join(", "))));
                 }
             }
         }
-        info.host = if host.is_empty() {
-            std::env::var("PGHOST").unwrap_or_else(|_| "localhost".into())
-        } else {
-            host
-        };
+        info.host = if host.is_empty() { std::env::var("PGHOST").unwrap_or_else(|_| "localhost".into()) } else { host };
         info.port = match port {
             Some(p) => p,
-            None => std::env::var("PGPORT")
-                .ok()
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(5432),
+            None => std::env::var("PGPORT").ok().and_then(|p| p.parse().ok()).unwrap_or(5432),
         };
         info.user = match user {
             Some(u) => u,
             None => std::env::var("PGUSER")
                 .or_else(|_| std::env::var("USER"))
-                .map_err(|_| {
-                    fail("no user name: put one in the URL (postgres://USER@host/db)".into())
-                })?,
+                .map_err(|_| fail("no user name: put one in the URL (postgres://USER@host/db)".into()))?,
         };
         info.dbname = dbname;
         info.password = password;
         if info.password.is_none() {
-            info.password =
-                pgpass_lookup(&info.host, info.port, info.dbname.as_deref(), &info.user)
-                    .or_else(|| std::env::var("PGPASSWORD").ok().map(Secret));
+            info.password = pgpass_lookup(&info.host, info.port, info.dbname.as_deref(), &info.user)
+                .or_else(|| std::env::var("PGPASSWORD").ok().map(Secret));
         }
         Ok(info)
     }
@@ -280,26 +267,15 @@ impl ConnInfo {
 
     /// The same server with another database.
     pub fn with_dbname(&self, dbname: &str) -> ConnInfo {
-        ConnInfo {
-            dbname: Some(dbname.to_owned()),
-            ..self.clone()
-        }
+        ConnInfo { dbname: Some(dbname.to_owned()), ..self.clone() }
     }
 
     /// The URL without its password, for every message barge prints.
     pub fn redacted(&self) -> String {
         let user = utf8_percent_encode(&self.user);
         let secret = if self.password.is_some() { ":***" } else { "" };
-        let host = if self.is_socket() {
-            format!("?host={}", utf8_percent_encode(&self.host))
-        } else {
-            String::new()
-        };
-        let endpoint = if self.is_socket() {
-            String::new()
-        } else {
-            self.endpoint()
-        };
+        let host = if self.is_socket() { format!("?host={}", utf8_percent_encode(&self.host)) } else { String::new() };
+        let endpoint = if self.is_socket() { String::new() } else { self.endpoint() };
         format!(
             "postgres://{user}{secret}@{endpoint}/{}{host}",
             utf8_percent_encode(self.dbname.as_deref().unwrap_or(""))
@@ -327,9 +303,7 @@ impl ConnInfo {
             .ssl_mode(match self.sslmode {
                 SslMode::Disable => tokio_postgres::config::SslMode::Disable,
                 SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
-                    tokio_postgres::config::SslMode::Require
-                }
+                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
             });
         if let Some(password) = &self.password {
             config.password(password.expose());
@@ -350,10 +324,7 @@ impl ConnInfo {
             ("PGUSER", self.user.clone()),
             ("PGDATABASE", dbname.to_owned()),
             ("PGAPPNAME", self.application_name.clone()),
-            (
-                "PGCONNECT_TIMEOUT",
-                self.connect_timeout.as_secs().to_string(),
-            ),
+            ("PGCONNECT_TIMEOUT", self.connect_timeout.as_secs().to_string()),
         ];
         if let Some(password) = &self.password {
             env.push(("PGPASSWORD", password.expose().to_owned()));
@@ -369,10 +340,7 @@ impl ConnInfo {
         };
         env.push(("PGSSLMODE", mode.into()));
         if mode.starts_with("verify") {
-            env.push((
-                "PGSSLROOTCERT",
-                self.sslrootcert.clone().unwrap_or_else(|| "system".into()),
-            ));
+            env.push(("PGSSLROOTCERT", self.sslrootcert.clone().unwrap_or_else(|| "system".into())));
         }
         env
     }
@@ -411,9 +379,7 @@ pub fn redact(text: &str) -> String {
         let (head, tail) = rest.split_at(pos + 3);
         out.push_str(head);
         // The authority ends at the first '/', '?', '#' or whitespace after the scheme.
-        let end = tail
-            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
-            .unwrap_or(tail.len());
+        let end = tail.find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace()).unwrap_or(tail.len());
         let authority = &tail[..end];
         match authority.rfind('@') {
             Some(at) => {
@@ -441,9 +407,7 @@ fn redact_password_params(text: &str) -> String {
     while let Some(pos) = rest.find("password=") {
         let (head, tail) = rest.split_at(pos + "password=".len());
         out.push_str(head);
-        let end = tail
-            .find(|c: char| c == '&' || c.is_whitespace())
-            .unwrap_or(tail.len());
+        let end = tail.find(|c: char| c == '&' || c.is_whitespace()).unwrap_or(tail.len());
         if end > 0 {
             out.push_str("***");
         }
@@ -472,9 +436,7 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 fn utf8_percent_encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
 }
 
 /// Looks the password up in `PGPASSFILE` or `~/.pgpass`, as libpq does: the first line whose
@@ -485,11 +447,7 @@ fn pgpass_lookup(host: &str, port: u16, dbname: Option<&str>, user: &str) -> Opt
         None => PathBuf::from(std::env::var_os("HOME")?).join(".pgpass"),
     };
     let text = std::fs::read_to_string(path).ok()?;
-    let host = if host.starts_with('/') {
-        "localhost"
-    } else {
-        host
-    };
+    let host = if host.starts_with('/') { "localhost" } else { host };
     let port = port.to_string();
     let dbname = dbname.unwrap_or(user);
     for line in text.lines() {
@@ -538,8 +496,7 @@ mod tests {
     use super::*;
 
     const PW: &str = "p;a$s`w@r:d/x";
-    const URL: &str =
-        "postgres://app:p%3Ba%24s%60w%40r%3Ad%2Fx@db.example.com:6543/shop?sslmode=require";
+    const URL: &str = "postgres://app:p%3Ba%24s%60w%40r%3Ad%2Fx@db.example.com:6543/shop?sslmode=require";
 
     #[test]
     fn parses_percent_encoded_passwords_with_shell_characters() {
@@ -558,26 +515,14 @@ mod tests {
             assert!(!text.contains("p%3Ba"), "{text}");
             assert!(!text.contains(PW), "{text}");
         }
-        assert_eq!(
-            info.redacted(),
-            "postgres://app:***@db.example.com:6543/shop"
-        );
+        assert_eq!(info.redacted(), "postgres://app:***@db.example.com:6543/shop");
     }
 
     #[test]
     fn redact_handles_malformed_and_keyword_forms() {
-        assert_eq!(
-            redact("postgres://u:secret@h:99999999/db"),
-            "postgres://u:***@h:99999999/db"
-        );
-        assert_eq!(
-            redact("see postgres://u:se:cr@et@h/db now"),
-            "see postgres://u:***@h/db now"
-        );
-        assert_eq!(
-            redact("host=h password=hunter2 user=u"),
-            "host=h password=*** user=u"
-        );
+        assert_eq!(redact("postgres://u:secret@h:99999999/db"), "postgres://u:***@h:99999999/db");
+        assert_eq!(redact("see postgres://u:se:cr@et@h/db now"), "see postgres://u:***@h/db now");
+        assert_eq!(redact("host=h password=hunter2 user=u"), "host=h password=*** user=u");
         assert_eq!(
             redact("postgres://h/db?password=x&sslmode=require"),
             "postgres://h/db?password=***&sslmode=require"
@@ -615,24 +560,14 @@ mod tests {
 
     #[test]
     fn unix_sockets_and_query_overrides() {
-        let info = ConnInfo::parse(
-            Side::Source,
-            "postgresql://u@/db?host=/var/run/postgresql&port=5433",
-        )
-        .unwrap();
+        let info = ConnInfo::parse(Side::Source, "postgresql://u@/db?host=/var/run/postgresql&port=5433").unwrap();
         assert!(info.is_socket());
         assert_eq!(info.endpoint(), "/var/run/postgresql:5433");
-        assert_eq!(
-            info.redacted(),
-            "postgres://u@/db?host=%2Fvar%2Frun%2Fpostgresql"
-        );
+        assert_eq!(info.redacted(), "postgres://u@/db?host=%2Fvar%2Frun%2Fpostgresql");
     }
 
     #[test]
     fn pgpass_lines_split_with_escapes() {
-        assert_eq!(
-            split_pgpass(r"h:5432:*:u:pa\:ss\\w"),
-            vec!["h", "5432", "*", "u", r"pa:ss\w"]
-        );
+        assert_eq!(split_pgpass(r"h:5432:*:u:pa\:ss\\w"), vec!["h", "5432", "*", "u", r"pa:ss\w"]);
     }
 }

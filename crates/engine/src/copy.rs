@@ -17,9 +17,7 @@ use crate::{
 pub(crate) async fn enter_snapshot(source: &Db, snapshot: &str) -> Result<()> {
     // The id comes from pg_export_snapshot(); check its shape before it goes into SQL.
     if snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-        return Err(Error::Invalid(format!(
-            "unexpected snapshot id {snapshot:?}"
-        )));
+        return Err(Error::Invalid(format!("unexpected snapshot id {snapshot:?}")));
     }
     source
         .batch(
@@ -35,37 +33,18 @@ pub(crate) fn copy_statements(table: &TablePlan, part: &Part) -> (String, String
     let columns = if table.columns.is_empty() {
         String::new()
     } else {
-        format!(
-            " ({})",
-            table
-                .columns
-                .iter()
-                .map(|c| ident::quote(c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        format!(" ({})", table.columns.iter().map(|c| ident::quote(c)).collect::<Vec<_>>().join(", "))
     };
-    let format = if table.text_copy {
-        ""
-    } else {
-        " (format binary)"
-    };
+    let format = if table.text_copy { "" } else { " (format binary)" };
     let out = match part.predicate() {
         None => format!("copy {qualified}{columns} to stdout{format}"),
         Some(predicate) => {
             let select = if table.columns.is_empty() {
                 String::new()
             } else {
-                table
-                    .columns
-                    .iter()
-                    .map(|c| ident::quote(c))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                table.columns.iter().map(|c| ident::quote(c)).collect::<Vec<_>>().join(", ")
             };
-            format!(
-                "copy (select {select} from only {qualified} where {predicate}) to stdout{format}"
-            )
+            format!("copy (select {select} from only {qualified} where {predicate}) to stdout{format}")
         }
     };
     let into = format!("copy {qualified}{columns} from stdin{format}");
@@ -85,16 +64,8 @@ pub(crate) async fn copy_part(
     let what = format!("copy {}", table.display());
     target.batch(&what, "begin").await?;
     let result = async {
-        let sink = target
-            .client()
-            .copy_in(&in_sql)
-            .await
-            .map_err(|e| target.err(&what, &e))?;
-        let stream = source
-            .client()
-            .copy_out(&out_sql)
-            .await
-            .map_err(|e| source.err(&what, &e))?;
+        let sink = target.client().copy_in(&in_sql).await.map_err(|e| target.err(&what, &e))?;
+        let stream = source.client().copy_out(&out_sql).await.map_err(|e| source.err(&what, &e))?;
         pin_mut!(sink, stream);
         let mut bytes = 0u64;
         while let Some(chunk) = stream.next().await {
@@ -103,11 +74,7 @@ pub(crate) async fn copy_part(
             counter.add(chunk.len() as u64);
             sink.feed(chunk).await.map_err(|e| target.err(&what, &e))?;
         }
-        let rows = sink
-            .as_mut()
-            .finish()
-            .await
-            .map_err(|e| target.err(&what, &e))?;
+        let rows = sink.as_mut().finish().await.map_err(|e| target.err(&what, &e))?;
         marks::record(target, step, rows as i64, bytes as i64).await?;
         target.batch(&what, "commit").await?;
         Ok(rows)
@@ -141,13 +108,7 @@ pub(crate) async fn copy_large_objects(
     counter: &PartCounter<'_>,
 ) -> Result<LoCopied> {
     let what = format!("copy large objects {first}..{last}");
-    let rows = source
-        .query(
-            &what,
-            include_str!("sql/large_objects.sql"),
-            &[&first, &last],
-        )
-        .await?;
+    let rows = source.query(&what, include_str!("sql/large_objects.sql"), &[&first, &last]).await?;
     target.batch(&what, "begin").await?;
     let result = async {
         let mut copied = LoCopied { objects: 0, bytes: 0 };
@@ -173,9 +134,7 @@ pub(crate) async fn copy_large_objects(
             }
             if !no_owner {
                 let owner: String = row.get("owner");
-                target
-                    .batch(&what, &format!("alter large object {oid} owner to {}", ident::quote(&owner)))
-                    .await?;
+                target.batch(&what, &format!("alter large object {oid} owner to {}", ident::quote(&owner))).await?;
             }
             if !no_acl && row.get::<_, bool>("has_acl") {
                 // Grants to others; the owner keeps the rights ownership gives.
@@ -187,7 +146,11 @@ pub(crate) async fn copy_large_objects(
             if let Some(comment) = row.get::<_, Option<String>>("comment") {
                 // The target server quotes the comment; no value is formatted here.
                 let statement: String = target
-                    .query_one(&what, "select pg_catalog.format('comment on large object %s is %L', $1::oid, $2::text)", &[&oid, &comment])
+                    .query_one(
+                        &what,
+                        "select pg_catalog.format('comment on large object %s is %L', $1::oid, $2::text)",
+                        &[&oid, &comment],
+                    )
                     .await?
                     .get(0);
                 target.batch(&what, &statement).await?;
@@ -226,19 +189,9 @@ mod tests {
     #[test]
     fn copy_statements_quote_and_choose_the_format() {
         let (out, into) = copy_statements(&table(false), &Part::Whole);
-        assert_eq!(
-            out,
-            "copy \"s\".\"Odd \"\"t\"\"\" (\"id\", \"Value\") to stdout (format binary)"
-        );
-        assert_eq!(
-            into,
-            "copy \"s\".\"Odd \"\"t\"\"\" (\"id\", \"Value\") from stdin (format binary)"
-        );
-        let part = Part::Key {
-            column: "id".into(),
-            from: Some(10),
-            to: None,
-        };
+        assert_eq!(out, "copy \"s\".\"Odd \"\"t\"\"\" (\"id\", \"Value\") to stdout (format binary)");
+        assert_eq!(into, "copy \"s\".\"Odd \"\"t\"\"\" (\"id\", \"Value\") from stdin (format binary)");
+        let part = Part::Key { column: "id".into(), from: Some(10), to: None };
         let (out, _) = copy_statements(&table(true), &part);
         assert_eq!(
             out,

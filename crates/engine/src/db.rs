@@ -64,13 +64,7 @@ impl Db {
             let (detail, hint) = connect_hint(info, &e);
             fail(detail, &hint)
         })?;
-        let mut db = Db {
-            client,
-            side: info.side(),
-            database: dbname.to_owned(),
-            version_num: 0,
-            tls: false,
-        };
+        let mut db = Db { client, side: info.side(), database: dbname.to_owned(), version_num: 0, tls: false };
         let row = db
             .query_one(
                 "read the server version",
@@ -83,8 +77,7 @@ impl Db {
         db.tls = row.get(1);
         db.batch("set up the session", SESSION).await?;
         if db.version_num >= 170000 {
-            db.batch("set up the session", "set transaction_timeout = 0")
-                .await?;
+            db.batch("set up the session", "set transaction_timeout = 0").await?;
         }
         Ok(db)
     }
@@ -114,28 +107,12 @@ impl Db {
         Error::query(self.side, &self.database, context, e)
     }
 
-    pub(crate) async fn query(
-        &self,
-        context: &str,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>> {
-        self.client
-            .query(sql, params)
-            .await
-            .map_err(|e| self.err(context, &e))
+    pub(crate) async fn query(&self, context: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        self.client.query(sql, params).await.map_err(|e| self.err(context, &e))
     }
 
-    pub(crate) async fn query_one(
-        &self,
-        context: &str,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Row> {
-        self.client
-            .query_one(sql, params)
-            .await
-            .map_err(|e| self.err(context, &e))
+    pub(crate) async fn query_one(&self, context: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
+        self.client.query_one(sql, params).await.map_err(|e| self.err(context, &e))
     }
 
     pub(crate) async fn query_opt(
@@ -144,30 +121,16 @@ impl Db {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>> {
-        self.client
-            .query_opt(sql, params)
-            .await
-            .map_err(|e| self.err(context, &e))
+        self.client.query_opt(sql, params).await.map_err(|e| self.err(context, &e))
     }
 
-    pub(crate) async fn execute(
-        &self,
-        context: &str,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64> {
-        self.client
-            .execute(sql, params)
-            .await
-            .map_err(|e| self.err(context, &e))
+    pub(crate) async fn execute(&self, context: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        self.client.execute(sql, params).await.map_err(|e| self.err(context, &e))
     }
 
     /// Runs statements with the simple protocol (no parameters).
     pub(crate) async fn batch(&self, context: &str, sql: &str) -> Result<()> {
-        self.client
-            .batch_execute(sql)
-            .await
-            .map_err(|e| self.err(context, &e))
+        self.client.batch_execute(sql).await.map_err(|e| self.err(context, &e))
     }
 }
 
@@ -182,38 +145,26 @@ fn connect_hint(info: &ConnInfo, e: &tokio_postgres::Error) -> (String, String) 
                 ". The server refused this user from this address (pg_hba.conf) or the role may not log in; check the {side} server's access rules"
             ),
             "3D000" => format!(". Check the database name in the {side} URL"),
-            "53300" => {
-                ". The server has no free connection slots; lower --jobs or raise max_connections"
-                    .into()
-            }
+            "53300" => ". The server has no free connection slots; lower --jobs or raise max_connections".into(),
             "42501" => format!(". The {side} user lacks the CONNECT privilege on this database"),
             _ => String::new(),
         };
         return (detail, hint);
     }
     let lower = detail.to_lowercase();
-    let io_kind = std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .map(std::io::Error::kind);
-    let hint = if lower.contains("certificate")
-        || lower.contains("tls") && lower.contains("invalid")
-    {
+    let io_kind =
+        std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>()).map(std::io::Error::kind);
+    let hint = if lower.contains("certificate") || lower.contains("tls") && lower.contains("invalid") {
         format!(
             ". The server's TLS certificate could not be verified: add sslrootcert=/path/to/ca.pem to the {side} URL, or sslmode=disable to connect without TLS"
         )
     } else if lower.contains("server does not support tls") {
-        format!(
-            ". The server does not accept TLS; use sslmode=prefer or sslmode=disable in the {side} URL"
-        )
-    } else if io_kind == Some(ErrorKind::ConnectionRefused) || lower.contains("connection refused")
-    {
+        format!(". The server does not accept TLS; use sslmode=prefer or sslmode=disable in the {side} URL")
+    } else if io_kind == Some(ErrorKind::ConnectionRefused) || lower.contains("connection refused") {
         ". Is the server running and listening on that host and port? Check firewalls and security groups".into()
     } else if lower.contains("timed out") || lower.contains("timeout") {
         ". No answer in time: check the host, the port and the network path (security groups, routes); connect_timeout in the URL sets the limit".into()
-    } else if lower.contains("lookup")
-        || lower.contains("resolve")
-        || lower.contains("name or service")
-    {
+    } else if lower.contains("lookup") || lower.contains("resolve") || lower.contains("name or service") {
         format!(". The host name in the {side} URL does not resolve")
     } else {
         String::new()

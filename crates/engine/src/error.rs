@@ -20,9 +20,7 @@ pub enum Error {
         reason: String,
     },
     /// Connecting to a server failed.
-    #[error(
-        "cannot connect to the {side} server at {endpoint} (database \"{database}\"): {detail}{hint}"
-    )]
+    #[error("cannot connect to the {side} server at {endpoint} (database \"{database}\"): {detail}{hint}")]
     Connect {
         /// Which server.
         side: Side,
@@ -74,12 +72,7 @@ pub enum Error {
 
 impl Error {
     /// Wraps a driver error from a statement with its context.
-    pub(crate) fn query(
-        side: Side,
-        database: &str,
-        context: impl Into<String>,
-        err: &tokio_postgres::Error,
-    ) -> Self {
+    pub(crate) fn query(side: Side, database: &str, context: impl Into<String>, err: &tokio_postgres::Error) -> Self {
         Error::Query {
             side,
             database: database.to_owned(),
@@ -91,10 +84,7 @@ impl Error {
 
     /// Wraps an I/O error with its context.
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 
     /// The SQLSTATE of a failed statement, if any.
@@ -117,10 +107,7 @@ pub(crate) fn describe_pg_error(err: &tokio_postgres::Error) -> String {
             s.push_str(&format!("; hint: {hint}"));
         }
         if let Some(w) = db.where_() {
-            s.push_str(&format!(
-                "; context: {}",
-                w.lines().next().unwrap_or_default()
-            ));
+            s.push_str(&format!("; context: {}", w.lines().next().unwrap_or_default()));
         }
         return s;
     }

@@ -56,10 +56,7 @@ impl Filter {
     /// Checks every pattern; errors name the flag and the pattern.
     pub fn compile(&self) -> Result<CompiledFilter> {
         let list = |flag: &str, patterns: &[String], max_parts: usize| -> Result<Vec<Pattern>> {
-            patterns
-                .iter()
-                .map(|p| parse_pattern(flag, p, max_parts))
-                .collect()
+            patterns.iter().map(|p| parse_pattern(flag, p, max_parts)).collect()
         };
         Ok(CompiledFilter {
             include_databases: list("--include-database", &self.include_databases, 1)?,
@@ -88,36 +85,25 @@ impl CompiledFilter {
 
     /// Whether `schema` in `db` is copied.
     pub fn schema(&self, db: &str, schema: &str) -> bool {
-        let m = |p: &Pattern| {
-            p.database.as_ref().is_none_or(|d| d.is_match(db)) && p.name.is_match(schema)
-        };
-        (self.include_schemas.is_empty() || self.include_schemas.iter().any(m))
-            && !self.exclude_schemas.iter().any(m)
+        let m = |p: &Pattern| p.database.as_ref().is_none_or(|d| d.is_match(db)) && p.name.is_match(schema);
+        (self.include_schemas.is_empty() || self.include_schemas.iter().any(m)) && !self.exclude_schemas.iter().any(m)
     }
 
     /// Whether the relation `schema.name` in `db` is selected by the table filters (its
     /// schema's filters are checked separately).
     pub fn table(&self, db: &str, schema: &str, name: &str) -> bool {
-        (self.include_tables.is_empty()
-            || self
-                .include_tables
-                .iter()
-                .any(|p| table_match(p, db, schema, name)))
+        (self.include_tables.is_empty() || self.include_tables.iter().any(|p| table_match(p, db, schema, name)))
             && !self.excluded_table(db, schema, name)
     }
 
     /// Whether `--exclude-table` names the relation explicitly.
     pub fn excluded_table(&self, db: &str, schema: &str, name: &str) -> bool {
-        self.exclude_tables
-            .iter()
-            .any(|p| table_match(p, db, schema, name))
+        self.exclude_tables.iter().any(|p| table_match(p, db, schema, name))
     }
 
     /// Whether the relation is copied without its rows.
     pub fn schema_only(&self, db: &str, schema: &str, name: &str) -> bool {
-        self.schema_only_tables
-            .iter()
-            .any(|p| table_match(p, db, schema, name))
+        self.schema_only_tables.iter().any(|p| table_match(p, db, schema, name))
     }
 }
 
@@ -143,9 +129,7 @@ fn split_parts(flag: &str, pattern: &str) -> Result<Vec<String>> {
             ('"', true) => in_quotes = false,
             ('.', false) => parts.push(String::new()),
             (c, true) => {
-                parts
-                    .last_mut()
-                    .map(|p| p.push_str(&globset::escape(&c.to_string())));
+                parts.last_mut().map(|p| p.push_str(&globset::escape(&c.to_string())));
             }
             (c, false) => {
                 parts.last_mut().map(|p| p.push(c));
@@ -156,9 +140,7 @@ fn split_parts(flag: &str, pattern: &str) -> Result<Vec<String>> {
         return Err(bad("unterminated double quote"));
     }
     if parts.iter().any(String::is_empty) {
-        return Err(bad(
-            "empty name part (two dots in a row, or a leading or trailing dot)",
-        ));
+        return Err(bad("empty name part (two dots in a row, or a leading or trailing dot)"));
     }
     Ok(parts)
 }
@@ -184,9 +166,7 @@ fn parse_pattern(flag: &str, pattern: &str, max_parts: usize) -> Result<Pattern>
             .map_err(|e| Error::Invalid(format!("{flag} {pattern:?}: {e}")))
     };
     let mut globs = parts.iter().map(|p| glob(p)).collect::<Result<Vec<_>>>()?;
-    let name = globs
-        .pop()
-        .ok_or_else(|| Error::Invalid(format!("{flag}: empty pattern")))?;
+    let name = globs.pop().ok_or_else(|| Error::Invalid(format!("{flag}: empty pattern")))?;
     let (database, schema) = match (max_parts, globs.len()) {
         (1, _) => (None, None),
         (2, 1) => (Some(globs.remove(0)), None),
@@ -197,11 +177,7 @@ fn parse_pattern(flag: &str, pattern: &str, max_parts: usize) -> Result<Pattern>
         }
         _ => (None, None),
     };
-    Ok(Pattern {
-        database,
-        schema,
-        name,
-    })
+    Ok(Pattern { database, schema, name })
 }
 
 #[cfg(test)]
@@ -237,9 +213,7 @@ mod tests {
 
     #[test]
     fn quoted_parts_are_literal() {
-        let f = filter(|f| {
-            f.exclude_tables = vec![r#"public."Odd ""Name"".x""#.into(), r#""a*b""#.into()]
-        });
+        let f = filter(|f| f.exclude_tables = vec![r#"public."Odd ""Name"".x""#.into(), r#""a*b""#.into()]);
         assert!(f.excluded_table("d", "public", "Odd \"Name\".x"));
         assert!(f.excluded_table("d", "s", "a*b"));
         assert!(!f.excluded_table("d", "s", "aXb"));
@@ -252,35 +226,18 @@ mod tests {
             f.include_schemas = vec!["app.sales".into(), "audit".into()];
         });
         assert!(!f.database("rdsadmin") && f.database("postgres"));
-        assert!(
-            f.schema("app", "sales") && !f.schema("other", "sales") && f.schema("other", "audit")
-        );
+        assert!(f.schema("app", "sales") && !f.schema("other", "sales") && f.schema("other", "audit"));
     }
 
     #[test]
     fn bad_patterns_name_the_flag() {
         let mut bad = Filter::default();
         bad.include_tables = vec!["a.b.c.d".into()];
-        assert!(
-            bad.compile()
-                .unwrap_err()
-                .to_string()
-                .contains("--include-table \"a.b.c.d\": too many")
-        );
+        assert!(bad.compile().unwrap_err().to_string().contains("--include-table \"a.b.c.d\": too many"));
         bad.include_tables = vec!["\"open".into()];
-        assert!(
-            bad.compile()
-                .unwrap_err()
-                .to_string()
-                .contains("unterminated")
-        );
+        assert!(bad.compile().unwrap_err().to_string().contains("unterminated"));
         bad.include_tables = vec!["a..b".into()];
-        assert!(
-            bad.compile()
-                .unwrap_err()
-                .to_string()
-                .contains("empty name part")
-        );
+        assert!(bad.compile().unwrap_err().to_string().contains("empty name part"));
         let mut bad = Filter::default();
         bad.include_databases = vec!["a.b".into()];
         assert!(bad.compile().is_err());

@@ -78,44 +78,26 @@ pub async fn init(req: &Request, plan: &Plan, sink: Arc<dyn ProgressSink>) -> Re
         })
         .collect();
     if !problems.is_empty() {
-        let refused = plan
-            .databases
-            .iter()
-            .any(|d| matches!(d.action, TargetAction::Refuse { .. }));
-        let text = format!(
-            "nothing was changed; fix these first:\n  {}",
-            problems.join("\n  ")
-        );
-        return Err(if refused {
-            Error::TargetNotEmpty(text)
-        } else {
-            Error::Invalid(text)
-        });
+        let refused = plan.databases.iter().any(|d| matches!(d.action, TargetAction::Refuse { .. }));
+        let text = format!("nothing was changed; fix these first:\n  {}", problems.join("\n  "));
+        return Err(if refused { Error::TargetNotEmpty(text) } else { Error::Invalid(text) });
     }
     let started = Instant::now();
     let (source_admin, _) = crate::plan::connect_admin(&req.source).await?;
-    let tools = PgTools::locate(
-        req.options.pg_bin.as_deref(),
-        (source_admin.version_num() / 10000) as u32,
-    )
-    .await?;
+    let tools = PgTools::locate(req.options.pg_bin.as_deref(), (source_admin.version_num() / 10000) as u32).await?;
     let mut report = InitReport::default();
     if req.options.roles {
         let (target_admin, _) = crate::plan::connect_admin(&req.target).await?;
         let roles = roles::copy(&source_admin, &target_admin).await?;
         for warning in &roles.warnings {
-            sink.emit(crate::progress::Event::Warning {
-                message: warning.clone(),
-            });
+            sink.emit(crate::progress::Event::Warning { message: warning.clone() });
         }
         report.roles = Some(roles);
     }
     drop(source_admin);
     for db in &plan.databases {
         let tracker = Tracker::new(sink.clone(), &db.target);
-        report
-            .databases
-            .push(copy_database(req, &tools, db, tracker).await?);
+        report.databases.push(copy_database(req, &tools, db, tracker).await?);
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -133,19 +115,14 @@ async fn connect_admin_except(info: &ConnInfo, avoid: &str) -> Result<Db> {
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| {
-        Error::Invalid("no maintenance database to connect to on the target".into())
-    }))
+    Err(last.unwrap_or_else(|| Error::Invalid("no maintenance database to connect to on the target".into())))
 }
 
 async fn drop_database(admin: &Db, name: &str) -> Result<()> {
     let sql = format!("drop database if exists {}", ident::quote(name));
     // Connections barge itself just closed may take a moment to go away.
     for attempt in 0..20 {
-        match admin
-            .batch(&format!("drop database \"{name}\""), &sql)
-            .await
-        {
+        match admin.batch(&format!("drop database \"{name}\""), &sql).await {
             Err(e) if e.sqlstate() == Some("55006") && attempt < 19 => {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
@@ -161,12 +138,7 @@ async fn drop_database(admin: &Db, name: &str) -> Result<()> {
 }
 
 /// Creates (or re-creates) the target database as the plan says; returns a connection to it.
-async fn prepare_target(
-    req: &Request,
-    db: &DatabasePlan,
-    pre: &crate::script::Script,
-    source: &Db,
-) -> Result<Db> {
+async fn prepare_target(req: &Request, db: &DatabasePlan, pre: &crate::script::Script, source: &Db) -> Result<Db> {
     match &db.action {
         TargetAction::Create | TargetAction::DropAndCreate { .. } => {
             let admin = connect_admin_except(&req.target, &db.target).await?;
@@ -208,9 +180,7 @@ async fn maintenance_work_mem(req: &Request, target: &Db) -> Result<u64> {
     let jobs = req.options.index_jobs.max(1) as u64;
     let local = req.target.is_socket() || {
         let endpoint = req.target.endpoint();
-        endpoint.starts_with("127.")
-            || endpoint.starts_with("localhost:")
-            || endpoint.starts_with("[::1]")
+        endpoint.starts_with("127.") || endpoint.starts_with("localhost:") || endpoint.starts_with("[::1]")
     };
     if local && let Some(available) = available_memory() {
         return Ok((available / 4 / jobs).clamp(64 << 20, 2 << 30));
@@ -237,15 +207,8 @@ fn available_memory() -> Option<u64> {
 /// builds are done.
 #[derive(Clone, Debug)]
 enum IndexWork {
-    Build {
-        table: usize,
-        name: String,
-        sql: String,
-        step: String,
-    },
-    Attach {
-        table: usize,
-    },
+    Build { table: usize, name: String, sql: String, step: String },
+    Attach { table: usize },
 }
 
 /// A heap entry: the largest table's work first, attachments before anything.
@@ -268,9 +231,7 @@ impl PartialOrd for Queued {
 }
 impl Ord for Queued {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.weight
-            .cmp(&other.weight)
-            .then_with(|| other.seq.cmp(&self.seq))
+        self.weight.cmp(&other.weight).then_with(|| other.seq.cmp(&self.seq))
     }
 }
 
@@ -310,11 +271,7 @@ struct Sched {
 impl Sched {
     fn push(&mut self, weight: u64, work: IndexWork) {
         self.seq += 1;
-        self.heap.push(Queued {
-            weight,
-            seq: self.seq,
-            work,
-        });
+        self.heap.push(Queued { weight, seq: self.seq, work });
     }
 
     /// Queues a table's builds once its rows are in (or its attachments when no build is left).
@@ -350,21 +307,14 @@ impl Ctx<'_> {
 }
 
 fn part_step(table: &crate::plan::TablePlan, part: usize) -> String {
-    format!(
-        "data:{}:{}/{}",
-        table.display(),
-        part + 1,
-        table.parts.len()
-    )
+    format!("data:{}:{}/{}", table.display(), part + 1, table.parts.len())
 }
 
 async fn copy_worker(ctx: &Ctx<'_>) -> Result<()> {
     let source = Db::connect(&ctx.req.source, &ctx.plan.source).await?;
     copy::enter_snapshot(&source, ctx.snapshot).await?;
     let target = Db::connect(&ctx.req.target, &ctx.plan.target).await?;
-    target
-        .batch("tune the copy session", "set synchronous_commit = off")
-        .await?;
+    target.batch("tune the copy session", "set synchronous_commit = off").await?;
     loop {
         let task = ctx.sched().data.pop_front();
         let Some(task) = task else { break };
@@ -374,26 +324,10 @@ async fn copy_worker(ctx: &Ctx<'_>) -> Result<()> {
                 let display = t.display();
                 let started = Instant::now();
                 let estimate = t.bytes / t.parts.len().max(1) as u64;
-                let counter = ctx
-                    .tracker
-                    .part_started(&display, part + 1, t.parts.len(), estimate);
-                let result = copy::copy_part(
-                    &source,
-                    &target,
-                    t,
-                    &t.parts[part],
-                    &part_step(t, part),
-                    &counter,
-                )
-                .await;
+                let counter = ctx.tracker.part_started(&display, part + 1, t.parts.len(), estimate);
+                let result = copy::copy_part(&source, &target, t, &t.parts[part], &part_step(t, part), &counter).await;
                 let rows = result.as_ref().ok().copied();
-                ctx.tracker.part_finished(
-                    &display,
-                    part + 1,
-                    t.parts.len(),
-                    rows,
-                    started.elapsed().as_secs_f64(),
-                );
+                ctx.tracker.part_finished(&display, part + 1, t.parts.len(), rows, started.elapsed().as_secs_f64());
                 result?;
                 let mut sched = ctx.sched();
                 sched.tables[table].parts_left -= 1;
@@ -420,8 +354,7 @@ async fn copy_worker(ctx: &Ctx<'_>) -> Result<()> {
                     &counter,
                 )
                 .await;
-                ctx.tracker
-                    .part_finished(&label, 1, 1, None, started.elapsed().as_secs_f64());
+                ctx.tracker.part_finished(&label, 1, 1, None, started.elapsed().as_secs_f64());
                 result?;
             }
         }
@@ -460,21 +393,10 @@ async fn index_worker(ctx: &Ctx<'_>) -> Result<()> {
             continue;
         };
         match work {
-            IndexWork::Build {
-                table,
-                name,
-                sql,
-                step,
-            } => {
+            IndexWork::Build { table, name, sql, step } => {
                 let started = Instant::now();
                 let t = &ctx.plan.tables[table];
-                marks::run_step(
-                    &target,
-                    &step,
-                    &format!("build {name} on {}", t.display()),
-                    &sql,
-                )
-                .await?;
+                marks::run_step(&target, &step, &format!("build {name} on {}", t.display()), &sql).await?;
                 let seconds = started.elapsed().as_secs_f64();
                 ctx.tracker.index_done(&t.display(), &name, seconds);
                 let mut sched = ctx.sched();
@@ -489,13 +411,8 @@ async fn index_worker(ctx: &Ctx<'_>) -> Result<()> {
                 let attach = std::mem::take(&mut ctx.sched().tables[table].attach);
                 let t = &ctx.plan.tables[table];
                 for a in &attach {
-                    marks::run_step(
-                        &target,
-                        &a.step,
-                        &format!("add constraint {} on {}", a.name, t.display()),
-                        &a.sql,
-                    )
-                    .await?;
+                    marks::run_step(&target, &a.step, &format!("add constraint {} on {}", a.name, t.display()), &a.sql)
+                        .await?;
                 }
                 ctx.sched().index_pending -= 1;
             }
@@ -520,20 +437,12 @@ async fn classify<'a>(
     post: &'a crate::script::Script,
     schema_only_matviews: &HashSet<(String, String)>,
 ) -> Result<PostData<'a>> {
-    let table_index: HashMap<(String, String), usize> = plan
-        .tables
-        .iter()
-        .enumerate()
-        .map(|(i, t)| ((t.schema.clone(), t.name.clone()), i))
-        .collect();
-    let headers: HashSet<(&str, &str, &str)> = post
-        .entries
-        .iter()
-        .map(|e| (e.kind.as_str(), e.schema.as_str(), e.name.as_str()))
-        .collect();
+    let table_index: HashMap<(String, String), usize> =
+        plan.tables.iter().enumerate().map(|(i, t)| ((t.schema.clone(), t.name.clone()), i)).collect();
+    let headers: HashSet<(&str, &str, &str)> =
+        post.entries.iter().map(|e| (e.kind.as_str(), e.schema.as_str(), e.name.as_str())).collect();
     let mut taken: HashSet<(String, String, String)> = HashSet::new();
-    let mut tables: Vec<(Vec<IndexWork>, Vec<Attach>)> =
-        vec![(Vec::new(), Vec::new()); plan.tables.len()];
+    let mut tables: Vec<(Vec<IndexWork>, Vec<Attach>)> = vec![(Vec::new(), Vec::new()); plan.tables.len()];
     for index in catalog::indexes(source).await? {
         let Some(&t) = table_index.get(&(index.schema.clone(), index.table_name.clone())) else {
             continue;
@@ -558,10 +467,7 @@ async fn classify<'a>(
                     continue;
                 }
                 taken.insert(("CONSTRAINT".into(), index.schema.clone(), tag));
-                let step = format!(
-                    "constraint:{}.{}.{}",
-                    index.schema, index.table_name, conname
-                );
+                let step = format!("constraint:{}.{}.{}", index.schema, index.table_name, conname);
                 if kind == 'x' {
                     let condef = index.condef.clone().unwrap_or_default();
                     tables[t].0.push(IndexWork::Build {
@@ -602,29 +508,19 @@ async fn classify<'a>(
             _ => {}
         }
     }
-    let relations: HashMap<u32, catalog::Relation> = catalog::relations(source)
-        .await?
-        .into_iter()
-        .map(|r| (r.oid, r))
-        .collect();
-    let excluded: HashSet<(&str, &str)> = plan
-        .excluded_relations
-        .iter()
-        .map(|(s, n)| (s.as_str(), n.as_str()))
-        .collect();
-    let excluded_schemas: HashSet<&str> =
-        plan.excluded_schemas.iter().map(String::as_str).collect();
+    let relations: HashMap<u32, catalog::Relation> =
+        catalog::relations(source).await?.into_iter().map(|r| (r.oid, r)).collect();
+    let excluded: HashSet<(&str, &str)> =
+        plan.excluded_relations.iter().map(|(s, n)| (s.as_str(), n.as_str())).collect();
+    let excluded_schemas: HashSet<&str> = plan.excluded_schemas.iter().map(String::as_str).collect();
     let mut fk_sql: HashMap<(String, String), Option<(String, Option<String>)>> = HashMap::new();
     let mut validations = Vec::new();
     for fk in catalog::foreign_keys(source).await? {
-        let (Some(table), Some(referenced)) =
-            (relations.get(&fk.table_oid), relations.get(&fk.ref_oid))
-        else {
+        let (Some(table), Some(referenced)) = (relations.get(&fk.table_oid), relations.get(&fk.ref_oid)) else {
             continue;
         };
         let tag = format!("{} {}", fk.table_name, fk.name);
-        let ref_left_out = excluded
-            .contains(&(referenced.schema.as_str(), referenced.name.as_str()))
+        let ref_left_out = excluded.contains(&(referenced.schema.as_str(), referenced.name.as_str()))
             || excluded_schemas.contains(referenced.schema.as_str());
         if ref_left_out {
             fk_sql.insert((fk.schema.clone(), tag), None);
@@ -634,15 +530,9 @@ async fn classify<'a>(
             continue;
         }
         let qualified = ident::qualified(&fk.schema, &fk.table_name);
-        let add = format!(
-            "alter table only {qualified} add constraint {} {} not valid;",
-            ident::quote(&fk.name),
-            fk.def
-        );
-        let validate = format!(
-            "alter table {qualified} validate constraint {}",
-            ident::quote(&fk.name)
-        );
+        let add =
+            format!("alter table only {qualified} add constraint {} {} not valid;", ident::quote(&fk.name), fk.def);
+        let validate = format!("alter table {qualified} validate constraint {}", ident::quote(&fk.name));
         let step = format!("validate:{}.{}.{}", fk.schema, fk.table_name, fk.name);
         validations.push((step, validate.clone(), format!("{}.{}", fk.schema, fk.name)));
         fk_sql.insert((fk.schema.clone(), tag), Some((add, Some(validate))));
@@ -669,11 +559,7 @@ async fn classify<'a>(
         }
         rest.push((entry, entry.sql.clone()));
     }
-    Ok(PostData {
-        tables,
-        rest,
-        validations,
-    })
+    Ok(PostData { tables, rest, validations })
 }
 
 /// Runs the rest of post-data in pg_dump's order, in transactions of up to 50 statements
@@ -705,11 +591,7 @@ async fn run_post_data(
     }
     tracker.add_constraints_total(batches.len() as u64);
     for batch in batches {
-        let text: String = batch
-            .iter()
-            .map(|(_, sql)| sql.as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
+        let text: String = batch.iter().map(|(_, sql)| sql.as_str()).collect::<Vec<_>>().join("\n");
         let step = format!("post:{}", marks::fingerprint(&text));
         if marks.is_done(&step) {
             tracker.constraint_done();
@@ -748,21 +630,14 @@ async fn finish_in_parallel(
         }
     }
     for table in plan.tables.iter().filter(|t| !t.schema_only) {
-        tasks.push_back((
-            None,
-            format!("analyze {}", table.qualified()),
-            format!("analyze {}", table.display()),
-        ));
+        tasks.push_back((None, format!("analyze {}", table.qualified()), format!("analyze {}", table.display())));
     }
     tracker.add_constraints_total(tasks.len() as u64);
     let queue = Mutex::new(tasks);
     let workers = (0..req.options.index_jobs.max(1)).map(|_| async {
         let target = Db::connect(&req.target, &plan.target).await?;
         target
-            .batch(
-                "tune the session",
-                "set max_parallel_maintenance_workers = 0; set synchronous_commit = off",
-            )
+            .batch("tune the session", "set max_parallel_maintenance_workers = 0; set synchronous_commit = off")
             .await?;
         loop {
             let task = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
@@ -795,14 +670,7 @@ async fn copy_sequences(source: &Db, target: &Db) -> Result<u64> {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let mut count = 0;
-    for row in source
-        .query(
-            "read sequence positions",
-            include_str!("sql/sequences.sql"),
-            &[],
-        )
-        .await?
-    {
+    for row in source.query("read sequence positions", include_str!("sql/sequences.sql"), &[]).await? {
         let (schema, name): (String, String) = (row.get("schema"), row.get("name"));
         if !on_target.contains(&(schema.clone(), name.clone())) {
             continue;
@@ -840,20 +708,9 @@ async fn copy_database(
     tracker.phase(Phase::Schema);
     // One snapshot for pg_dump and every COPY; held open until the rows are in.
     let holder = Db::connect(&req.source, &db.source).await?;
-    holder
-        .batch(
-            "open the copy snapshot",
-            "begin isolation level repeatable read read only",
-        )
-        .await?;
-    let snapshot: String = holder
-        .query_one(
-            "export the copy snapshot",
-            "select pg_catalog.pg_export_snapshot()",
-            &[],
-        )
-        .await?
-        .get(0);
+    holder.batch("open the copy snapshot", "begin isolation level repeatable read read only").await?;
+    let snapshot: String =
+        holder.query_one("export the copy snapshot", "select pg_catalog.pg_export_snapshot()", &[]).await?.get(0);
     let dump_options = DumpOptions {
         no_owner: req.options.no_owner,
         no_acl: req.options.no_acl,
@@ -861,15 +718,7 @@ async fn copy_database(
         exclude_schemas: db.excluded_schemas.clone(),
         exclude_tables: db.excluded_relations.clone(),
     };
-    let dump = schema::dump(
-        tools,
-        &req.source,
-        &db.source,
-        holder.tls(),
-        &snapshot,
-        &dump_options,
-    )
-    .await?;
+    let dump = schema::dump(tools, &req.source, &db.source, holder.tls(), &snapshot, &dump_options).await?;
     let target = prepare_target(req, db, &dump.pre, &holder).await?;
     let resume = matches!(db.action, TargetAction::Resume);
     let (marks, stored) = Marks::open(&target, db, resume).await?;
@@ -910,14 +759,8 @@ async fn copy_database(
     // Queue the work that is not done yet.
     let mut tables: Vec<TableState> = Vec::with_capacity(db.tables.len());
     let mut data = Vec::new();
-    let (
-        mut parts_total,
-        mut parts_done,
-        mut tables_done,
-        mut indexes_total,
-        mut indexes_done,
-        mut bytes_done,
-    ) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut parts_total, mut parts_done, mut tables_done, mut indexes_total, mut indexes_done, mut bytes_done) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     for (t, table) in db.tables.iter().enumerate() {
         let (builds, attach) = &post.tables[t];
         let builds: Vec<IndexWork> = builds
@@ -930,11 +773,7 @@ async fn copy_database(
             .collect();
         indexes_total += post.tables[t].0.len() as u64;
         indexes_done += (post.tables[t].0.len() - builds.len()) as u64;
-        let attach: Vec<Attach> = attach
-            .iter()
-            .filter(|a| !marks.is_done(&a.step))
-            .cloned()
-            .collect();
+        let attach: Vec<Attach> = attach.iter().filter(|a| !marks.is_done(&a.step)).cloned().collect();
         let mut parts_left = 0;
         for part in 0..table.parts.len() {
             parts_total += 1;
@@ -949,28 +788,18 @@ async fn copy_database(
         if parts_left == 0 && !table.schema_only {
             tables_done += 1;
         }
-        tables.push(TableState {
-            parts_left,
-            builds_left: builds.len(),
-            builds,
-            attach,
-        });
+        tables.push(TableState { parts_left, builds_left: builds.len(), builds, attach });
     }
     // Largest parts first, parts of a table together: one big table keeps every stream busy.
     data.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    let mut queue: VecDeque<DataTask> = data
-        .into_iter()
-        .map(|(_, table, part)| DataTask::Part { table, part })
-        .collect();
+    let mut queue: VecDeque<DataTask> =
+        data.into_iter().map(|(_, table, part)| DataTask::Part { table, part }).collect();
     for &(first, last) in &db.large_object_batches {
         if !marks.is_done(&format!("lo:{first}-{last}")) {
             queue.push_back(DataTask::LargeObjects { first, last });
         }
     }
-    let index_pending = tables
-        .iter()
-        .map(|t| t.builds_left + usize::from(!t.attach.is_empty()))
-        .sum();
+    let index_pending = tables.iter().map(|t| t.builds_left + usize::from(!t.attach.is_empty())).sum();
     let mut sched = Sched {
         data: queue,
         heap: BinaryHeap::new(),
@@ -987,11 +816,7 @@ async fn copy_database(
         }
     }
     tracker.set_totals(
-        db.tables
-            .iter()
-            .filter(|t| !t.schema_only)
-            .map(|t| t.bytes)
-            .sum(),
+        db.tables.iter().filter(|t| !t.schema_only).map(|t| t.bytes).sum(),
         parts_total,
         db.tables.iter().filter(|t| !t.schema_only).count() as u64,
         indexes_total,
@@ -1053,10 +878,7 @@ async fn copy_database(
     marks::drop_all(&target).await?;
     timings.total = started.elapsed().as_secs_f64();
     tracker.phase(Phase::Done);
-    tracker.emit(crate::progress::Event::DatabaseFinished {
-        database: db.target.clone(),
-        timings: timings.clone(),
-    });
+    tracker.emit(crate::progress::Event::DatabaseFinished { database: db.target.clone(), timings: timings.clone() });
     report.timings = timings;
     Ok(report)
 }

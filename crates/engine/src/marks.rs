@@ -23,21 +23,9 @@ pub(crate) struct Marks {
 impl Marks {
     /// Creates the marks schema and records `plan`, or, resuming, loads the plan and the steps
     /// an earlier run committed. Returns the plan to follow.
-    pub(crate) async fn open(
-        target: &Db,
-        plan: &DatabasePlan,
-        resume: bool,
-    ) -> Result<(Marks, DatabasePlan)> {
-        target
-            .batch("create the progress marks (schema _barge)", CREATE)
-            .await?;
-        let stored = target
-            .query_opt(
-                "read the stored plan",
-                "select plan from _barge.plan where id = 1",
-                &[],
-            )
-            .await?;
+    pub(crate) async fn open(target: &Db, plan: &DatabasePlan, resume: bool) -> Result<(Marks, DatabasePlan)> {
+        target.batch("create the progress marks (schema _barge)", CREATE).await?;
+        let stored = target.query_opt("read the stored plan", "select plan from _barge.plan where id = 1", &[]).await?;
         let plan = match stored {
             Some(row) if resume => {
                 let text: String = row.get(0);
@@ -49,8 +37,8 @@ impl Marks {
                 })?
             }
             _ => {
-                let text = serde_json::to_string(plan)
-                    .map_err(|e| Error::Invalid(format!("cannot store the plan: {e}")))?;
+                let text =
+                    serde_json::to_string(plan).map_err(|e| Error::Invalid(format!("cannot store the plan: {e}")))?;
                 target
                     .execute(
                         "store the plan",
@@ -61,19 +49,8 @@ impl Marks {
                 plan.clone()
             }
         };
-        let rows = target
-            .query(
-                "read the progress marks",
-                "select step from _barge.done",
-                &[],
-            )
-            .await?;
-        Ok((
-            Marks {
-                done: rows.iter().map(|r| r.get(0)).collect(),
-            },
-            plan,
-        ))
+        let rows = target.query("read the progress marks", "select step from _barge.done", &[]).await?;
+        Ok((Marks { done: rows.iter().map(|r| r.get(0)).collect() }, plan))
     }
 
     /// Whether a step committed earlier.
@@ -116,12 +93,7 @@ pub(crate) async fn run_step(target: &Db, step: &str, context: &str, sql: &str) 
 
 /// Drops the marks once the copy is complete.
 pub(crate) async fn drop_all(target: &Db) -> Result<()> {
-    target
-        .batch(
-            "drop the progress marks",
-            "drop schema if exists _barge cascade",
-        )
-        .await
+    target.batch("drop the progress marks", "drop schema if exists _barge cascade").await
 }
 
 /// A short, stable fingerprint of a text (FNV-1a, 64 bit), for step names.

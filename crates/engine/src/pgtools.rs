@@ -61,10 +61,7 @@ impl PgTools {
             Some(dir) => candidates.push(Some(dir.to_path_buf())),
             None => {
                 candidates.push(None);
-                let mut dirs: Vec<PathBuf> = WELL_KNOWN
-                    .iter()
-                    .flat_map(|pattern| expand(pattern))
-                    .collect();
+                let mut dirs: Vec<PathBuf> = WELL_KNOWN.iter().flat_map(|pattern| expand(pattern)).collect();
                 dirs.sort_by_key(|d| std::cmp::Reverse(version_in_path(d)));
                 candidates.extend(dirs.into_iter().map(Some));
             }
@@ -85,11 +82,7 @@ impl PgTools {
             }
             seen.push(format!("{} ({})", tools.version, tools.pg_dump().display()));
         }
-        let found = if seen.is_empty() {
-            "no pg_dump found".to_owned()
-        } else {
-            format!("found {}", seen.join(", "))
-        };
+        let found = if seen.is_empty() { "no pg_dump found".to_owned() } else { format!("found {}", seen.join(", ")) };
         Err(Error::Tool(format!(
             "pg_dump {server_major} or newer is needed: the source server runs PostgreSQL {server_major} and pg_dump refuses servers newer than itself; {found}. Install the PostgreSQL {server_major}+ client tools and pass --pg-bin DIR (or put them first on PATH)"
         )))
@@ -131,12 +124,7 @@ impl PgTools {
             Section::PostData => "--section=post-data",
         });
         // pg_dump ≤ 16 puts large objects' lo_create into pre-data; barge copies them itself.
-        cmd.args([
-            "-B",
-            "--no-subscriptions",
-            "--lock-wait-timeout=300000",
-            "--exclude-schema=_barge",
-        ]);
+        cmd.args(["-B", "--no-subscriptions", "--lock-wait-timeout=300000", "--exclude-schema=_barge"]);
         if section == Section::PreData {
             cmd.arg("--create");
         }
@@ -161,11 +149,7 @@ impl PgTools {
                     cmd.arg(format!("--exclude-schema={}", pattern_name(schema)));
                 }
                 for (schema, table) in &options.exclude_tables {
-                    cmd.arg(format!(
-                        "--exclude-table={}.{}",
-                        pattern_name(schema),
-                        pattern_name(table)
-                    ));
+                    cmd.arg(format!("--exclude-table={}.{}", pattern_name(schema), pattern_name(table)));
                 }
             }
         }
@@ -183,10 +167,7 @@ impl PgTools {
             cmd.env_remove(var);
         }
         cmd.envs(info.pg_env(dbname, tls_in_use));
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     }
 }
 
@@ -197,11 +178,7 @@ pub(crate) fn filter_file_text(options: &DumpOptions) -> String {
         text.push_str(&format!("exclude schema {}\n", pattern_name(schema)));
     }
     for (schema, table) in &options.exclude_tables {
-        text.push_str(&format!(
-            "exclude table {}.{}\n",
-            pattern_name(schema),
-            pattern_name(table)
-        ));
+        text.push_str(&format!("exclude table {}.{}\n", pattern_name(schema), pattern_name(table)));
     }
     text
 }
@@ -215,22 +192,13 @@ fn pattern_name(name: &str) -> String {
 /// Runs a tool to completion, returning its stdout; stderr is drained concurrently and its
 /// tail (redacted) goes into the error.
 pub(crate) async fn run_capture(mut cmd: Command, what: &str) -> Result<Vec<u8>> {
-    let child = cmd
-        .spawn()
-        .map_err(|e| Error::io(format!("cannot start {what}"), e))?;
-    let output = child
-        .wait_with_output()
-        .await
-        .map_err(|e| Error::io(format!("{what} failed"), e))?;
+    let child = cmd.spawn().map_err(|e| Error::io(format!("cannot start {what}"), e))?;
+    let output = child.wait_with_output().await.map_err(|e| Error::io(format!("{what} failed"), e))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         let tail = tail[tail.len().saturating_sub(8)..].join("\n  ");
-        return Err(Error::Tool(format!(
-            "{what} failed ({}):\n  {}",
-            output.status,
-            redact(&tail)
-        )));
+        return Err(Error::Tool(format!("{what} failed ({}):\n  {}", output.status, redact(&tail))));
     }
     Ok(output.stdout)
 }
@@ -247,24 +215,10 @@ async fn probe(bin_dir: Option<PathBuf>) -> Result<PgTools> {
         .await
         .map_err(|e| Error::Tool(format!("cannot run {}: {e}", exe.display())))?;
     let text = String::from_utf8_lossy(&output.stdout);
-    let version = text
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let major = parse_major(&version).ok_or_else(|| {
-        Error::Tool(format!(
-            "{} --version printed {:?}",
-            exe.display(),
-            text.trim()
-        ))
-    })?;
-    Ok(PgTools {
-        bin_dir,
-        version,
-        major,
-    })
+    let version = text.trim().rsplit(' ').next().unwrap_or_default().to_owned();
+    let major = parse_major(&version)
+        .ok_or_else(|| Error::Tool(format!("{} --version printed {:?}", exe.display(), text.trim())))?;
+    Ok(PgTools { bin_dir, version, major })
 }
 
 /// `18.6` → 18, `9.6.24` → 9, `19beta1` → 19.
@@ -297,11 +251,8 @@ fn version_in_path(path: &Path) -> u32 {
     path.components()
         .filter_map(|c| {
             let s = c.as_os_str().to_string_lossy();
-            let digits: String = s
-                .chars()
-                .skip_while(|c| !c.is_ascii_digit())
-                .take_while(char::is_ascii_digit)
-                .collect();
+            let digits: String =
+                s.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
             digits.parse().ok()
         })
         .max()
@@ -315,47 +266,24 @@ mod tests {
 
     #[test]
     fn argv_never_holds_the_password_and_env_does() {
-        let tools = PgTools {
-            bin_dir: Some("/opt/pg/bin".into()),
-            version: "18.6".into(),
-            major: 18,
-        };
+        let tools = PgTools { bin_dir: Some("/opt/pg/bin".into()), version: "18.6".into(), major: 18 };
         let info = ConnInfo::parse(Side::Source, "postgres://u:s3cret%21@db:5432/app").unwrap();
         let options = DumpOptions {
             no_owner: true,
             exclude_tables: vec![("public".into(), "Odd \"Name\".x".into())],
             ..DumpOptions::default()
         };
-        let cmd = tools.dump_schema(
-            &info,
-            "app",
-            false,
-            Some("00000003-1"),
-            Section::PreData,
-            &options,
-            None,
-        );
+        let cmd = tools.dump_schema(&info, "app", false, Some("00000003-1"), Section::PreData, &options, None);
         let std = cmd.as_std();
-        let argv: Vec<String> = std
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let argv: Vec<String> = std.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert!(argv.iter().all(|a| !a.contains("s3cret")), "{argv:?}");
         assert!(argv.contains(&"--snapshot=00000003-1".to_owned()));
         assert!(argv.contains(&"--create".to_owned()));
         assert!(argv.contains(&"--no-owner".to_owned()));
-        assert!(
-            argv.contains(&r#"--exclude-table="public"."Odd ""Name"".x""#.to_owned()),
-            "{argv:?}"
-        );
+        assert!(argv.contains(&r#"--exclude-table="public"."Odd ""Name"".x""#.to_owned()), "{argv:?}");
         let env: Vec<(String, String)> = std
             .get_envs()
-            .filter_map(|(k, v)| {
-                Some((
-                    k.to_string_lossy().into_owned(),
-                    v?.to_string_lossy().into_owned(),
-                ))
-            })
+            .filter_map(|(k, v)| Some((k.to_string_lossy().into_owned(), v?.to_string_lossy().into_owned())))
             .collect();
         assert!(env.contains(&("PGPASSWORD".into(), "s3cret!".into())));
         assert!(env.contains(&("PGDATABASE".into(), "app".into())));
@@ -368,10 +296,7 @@ mod tests {
             exclude_tables: vec![("s".into(), "a*b".into())],
             ..DumpOptions::default()
         };
-        assert_eq!(
-            filter_file_text(&options),
-            "exclude schema \"tmp\"\nexclude table \"s\".\"a*b\"\n"
-        );
+        assert_eq!(filter_file_text(&options), "exclude schema \"tmp\"\nexclude table \"s\".\"a*b\"\n");
     }
 
     #[test]

@@ -51,16 +51,12 @@ pub struct Plan {
 impl Plan {
     /// Findings that stop the run.
     pub fn problems(&self) -> impl Iterator<Item = &Check> {
-        self.findings
-            .iter()
-            .filter(|c| c.status == CheckStatus::Fail)
+        self.findings.iter().filter(|c| c.status == CheckStatus::Fail)
     }
 
     /// Findings the user should know about.
     pub fn warnings(&self) -> impl Iterator<Item = &Check> {
-        self.findings
-            .iter()
-            .filter(|c| c.status == CheckStatus::Warn)
+        self.findings.iter().filter(|c| c.status == CheckStatus::Warn)
     }
 }
 
@@ -210,11 +206,7 @@ impl Part {
                 if let Some(to) = to {
                     conds.push(format!("{col} < {to}"));
                 }
-                Some(if conds.is_empty() {
-                    "true".into()
-                } else {
-                    conds.join(" and ")
-                })
+                Some(if conds.is_empty() { "true".into() } else { conds.join(" and ") })
             }
             Part::Blocks { from, to } => {
                 let mut conds = Vec::new();
@@ -224,11 +216,7 @@ impl Part {
                 if let Some(to) = to {
                     conds.push(format!("ctid < '({to},0)'::pg_catalog.tid"));
                 }
-                Some(if conds.is_empty() {
-                    "true".into()
-                } else {
-                    conds.join(" and ")
-                })
+                Some(if conds.is_empty() { "true".into() } else { conds.join(" and ") })
             }
         }
     }
@@ -243,11 +231,7 @@ pub(crate) fn key_parts(column: &str, min: i64, max: i64, n: u64) -> Vec<Part> {
         .map(|i| {
             let from = (i > 0).then(|| (min as i128 + i * step) as i64);
             let to = (i < n - 1).then(|| (min as i128 + (i + 1) * step) as i64);
-            Part::Key {
-                column: column.to_owned(),
-                from,
-                to,
-            }
+            Part::Key { column: column.to_owned(), from, to }
         })
         .collect()
 }
@@ -292,20 +276,11 @@ pub(crate) async fn connect_admin(info: &ConnInfo) -> Result<(Db, String)> {
             Err(e) => return Err(e),
         }
     }
-    Err(last.unwrap_or_else(|| {
-        Error::Invalid(format!(
-            "no database to connect to on the {} server",
-            info.side()
-        ))
-    }))
+    Err(last.unwrap_or_else(|| Error::Invalid(format!("no database to connect to on the {} server", info.side()))))
 }
 
 /// Decides the database mapping.
-pub(crate) async fn mapping(
-    req: &Request,
-    source_admin: &Db,
-    filter: &CompiledFilter,
-) -> Result<Mapping> {
+pub(crate) async fn mapping(req: &Request, source_admin: &Db, filter: &CompiledFilter) -> Result<Mapping> {
     let all = req.all_databases || req.source.dbname().is_none();
     if !all && filter.filters_databases() {
         return Err(Error::Invalid(
@@ -321,13 +296,9 @@ pub(crate) async fn mapping(
                 req.source.endpoint()
             )));
         }
-        return Ok(Mapping {
-            pairs: vec![(source_db, target_db)],
-        });
+        return Ok(Mapping { pairs: vec![(source_db, target_db)] });
     }
-    let rows = source_admin
-        .query("list databases", include_str!("sql/databases.sql"), &[])
-        .await?;
+    let rows = source_admin.query("list databases", include_str!("sql/databases.sql"), &[]).await?;
     let pairs: Vec<(String, String)> = rows
         .iter()
         .map(|r| r.get::<_, String>("name"))
@@ -335,9 +306,7 @@ pub(crate) async fn mapping(
         .map(|name| (name.clone(), name))
         .collect();
     if pairs.is_empty() {
-        return Err(Error::Invalid(
-            "no source database matches the database filters".into(),
-        ));
+        return Err(Error::Invalid("no source database matches the database filters".into()));
     }
     if req.source.endpoint() == req.target.endpoint() {
         return Err(Error::Invalid(format!(
@@ -356,22 +325,9 @@ pub(crate) struct Selection {
     pub excluded_relations: Vec<(String, String)>,
 }
 
-pub(crate) fn select(
-    db: &str,
-    relations: &[Relation],
-    schemas: &[String],
-    filter: &CompiledFilter,
-) -> Selection {
-    let schema_ok: HashSet<&str> = schemas
-        .iter()
-        .filter(|s| filter.schema(db, s))
-        .map(String::as_str)
-        .collect();
-    let excluded_schemas: Vec<String> = schemas
-        .iter()
-        .filter(|s| !schema_ok.contains(s.as_str()))
-        .cloned()
-        .collect();
+pub(crate) fn select(db: &str, relations: &[Relation], schemas: &[String], filter: &CompiledFilter) -> Selection {
+    let schema_ok: HashSet<&str> = schemas.iter().filter(|s| filter.schema(db, s)).map(String::as_str).collect();
+    let excluded_schemas: Vec<String> = schemas.iter().filter(|s| !schema_ok.contains(s.as_str())).cloned().collect();
     let by_oid: HashMap<u32, &Relation> = relations.iter().map(|r| (r.oid, r)).collect();
     let mut selected: HashSet<u32> = relations
         .iter()
@@ -386,8 +342,7 @@ pub(crate) fn select(
         for r in relations {
             if let Some(parent) = r.parent {
                 let parent_selected = selected.contains(&parent);
-                let excluded = !schema_ok.contains(r.schema.as_str())
-                    || filter.excluded_table(db, &r.schema, &r.name);
+                let excluded = !schema_ok.contains(r.schema.as_str()) || filter.excluded_table(db, &r.schema, &r.name);
                 if parent_selected && !selected.contains(&r.oid) && !excluded {
                     selected.insert(r.oid);
                     changed = true;
@@ -415,11 +370,7 @@ pub(crate) fn select(
         .filter(|r| schema_ok.contains(r.schema.as_str()) && !selected.contains(&r.oid))
         .map(|r| (r.schema.clone(), r.name.clone()))
         .collect();
-    Selection {
-        selected,
-        excluded_schemas,
-        excluded_relations,
-    }
+    Selection { selected, excluded_schemas, excluded_relations }
 }
 
 /// Builds the plan, reading both servers; nothing is changed. What would stop a copy is
@@ -433,10 +384,7 @@ pub async fn plan(req: &Request) -> Result<Plan> {
     if source_admin.version_num() < 120000 {
         findings.push(Check::fail(
             "source version",
-            format!(
-                "the source runs PostgreSQL {}",
-                version_text(source_admin.version_num())
-            ),
+            format!("the source runs PostgreSQL {}", version_text(source_admin.version_num())),
             Some("barge copies from PostgreSQL 12 or newer".into()),
         ));
     }
@@ -444,11 +392,7 @@ pub async fn plan(req: &Request) -> Result<Plan> {
         Ok(tools) => {
             findings.push(Check::pass(
                 "pg_dump",
-                format!(
-                    "pg_dump {} ({}) reads PostgreSQL {source_major}",
-                    tools.version(),
-                    tools.pg_dump().display()
-                ),
+                format!("pg_dump {} ({}) reads PostgreSQL {source_major}", tools.version(), tools.pg_dump().display()),
             ));
             tools.version().to_owned()
         }
@@ -476,7 +420,10 @@ pub async fn plan(req: &Request) -> Result<Plan> {
                 "the target runs an older major version ({}) than the source ({})",
                 plan.target_version, plan.source_version
             ),
-            Some("objects that use newer features will fail to load; prefer a target at least as new as the source".into()),
+            Some(
+                "objects that use newer features will fail to load; prefer a target at least as new as the source"
+                    .into(),
+            ),
         ));
     }
     let target_roles = catalog::role_names(&target_admin).await?;
@@ -484,8 +431,7 @@ pub async fn plan(req: &Request) -> Result<Plan> {
     let mut missing_owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (source_db, target_db) in &map.pairs {
         let source = Db::connect(&req.source, source_db).await?;
-        let planned =
-            plan_database(req, &filter, &source, &target_admin, source_db, target_db).await?;
+        let planned = plan_database(req, &filter, &source, &target_admin, source_db, target_db).await?;
         plan.findings.extend(planned.findings);
         let db_plan = planned.plan;
         let name = format!("target database \"{target_db}\"");
@@ -496,23 +442,17 @@ pub async fn plan(req: &Request) -> Result<Plan> {
                 format!("will be dropped and re-created (--drop-existing); it holds {contents}"),
                 None,
             ),
-            TargetAction::Create => Check::pass(
-                name,
-                format!("will be created, copied from \"{source_db}\""),
-            ),
-            TargetAction::UseEmpty => Check::pass(
-                name,
-                format!("exists and is empty; copied from \"{source_db}\""),
-            ),
-            TargetAction::Resume => {
-                Check::pass(name, "an interrupted copy will be resumed (--resume)")
-            }
+            TargetAction::Create => Check::pass(name, format!("will be created, copied from \"{source_db}\"")),
+            TargetAction::UseEmpty => Check::pass(name, format!("exists and is empty; copied from \"{source_db}\"")),
+            TargetAction::Resume => Check::pass(name, "an interrupted copy will be resumed (--resume)"),
         });
         for (ext, _) in catalog::extensions(&source).await? {
             if !target_extensions.contains(&ext) {
                 plan.findings.push(Check::fail(
                     format!("extension {ext}"),
-                    format!("database \"{source_db}\" uses extension \"{ext}\", which the target server cannot install"),
+                    format!(
+                        "database \"{source_db}\" uses extension \"{ext}\", which the target server cannot install"
+                    ),
                     Some(format!("install {ext} on the target server (or its managed-service equivalent)")),
                 ));
             }
@@ -520,21 +460,13 @@ pub async fn plan(req: &Request) -> Result<Plan> {
         if !req.options.no_owner {
             for role in catalog::owners(&source).await? {
                 if !target_roles.contains(&role) {
-                    missing_owners
-                        .entry(role)
-                        .or_default()
-                        .push(source_db.clone());
+                    missing_owners.entry(role).or_default().push(source_db.clone());
                 }
             }
         }
         plan.databases.push(db_plan);
     }
-    if plan.databases.iter().any(|d| {
-        matches!(
-            d.action,
-            TargetAction::Create | TargetAction::DropAndCreate { .. }
-        )
-    }) {
+    if plan.databases.iter().any(|d| matches!(d.action, TargetAction::Create | TargetAction::DropAndCreate { .. })) {
         let can_create: bool = target_admin
             .query_one(
                 "read the target user's attributes",
@@ -570,12 +502,7 @@ pub async fn plan(req: &Request) -> Result<Plan> {
 }
 
 /// Views or materialized views selected while a relation they read is left out.
-async fn view_problems(
-    db: &str,
-    source: &Db,
-    relations: &[Relation],
-    selection: &Selection,
-) -> Result<Vec<Check>> {
+async fn view_problems(db: &str, source: &Db, relations: &[Relation], selection: &Selection) -> Result<Vec<Check>> {
     let by_oid: HashMap<u32, &Relation> = relations.iter().map(|r| (r.oid, r)).collect();
     let mut problems = Vec::new();
     for (view, dep) in catalog::view_deps(source).await? {
@@ -587,14 +514,8 @@ async fn view_problems(
         {
             problems.push(Check::fail(
                 format!("view {}.{}", v.schema, v.name),
-                format!(
-                    "in database \"{db}\" it reads {}.{}, which the filters leave out",
-                    d.schema, d.name
-                ),
-                Some(format!(
-                    "include {}.{} or exclude the view too",
-                    d.schema, d.name
-                )),
+                format!("in database \"{db}\" it reads {}.{}, which the filters leave out", d.schema, d.name),
+                Some(format!("include {}.{} or exclude the view too", d.schema, d.name)),
             ));
         }
     }
@@ -628,26 +549,11 @@ async fn privilege_problems(
             &[&oids],
         )
         .await?;
-    let denied: Vec<String> = rows
-        .iter()
-        .filter(|r| r.get::<_, bool>(1))
-        .map(|r| r.get(0))
-        .collect();
-    let hidden: Vec<String> = rows
-        .iter()
-        .filter(|r| r.get::<_, bool>(2))
-        .map(|r| r.get(0))
-        .collect();
+    let denied: Vec<String> = rows.iter().filter(|r| r.get::<_, bool>(1)).map(|r| r.get(0)).collect();
+    let hidden: Vec<String> = rows.iter().filter(|r| r.get::<_, bool>(2)).map(|r| r.get(0)).collect();
     let list = |names: &[String]| {
-        let more = if names.len() > 5 {
-            format!(" and {} more", names.len() - 5)
-        } else {
-            String::new()
-        };
-        format!(
-            "{}{more}",
-            names.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
-        )
+        let more = if names.len() > 5 { format!(" and {} more", names.len() - 5) } else { String::new() };
+        format!("{}{more}", names.iter().take(5).cloned().collect::<Vec<_>>().join(", "))
     };
     let mut checks = Vec::new();
     let name = format!("source privileges in \"{db}\"");
@@ -661,21 +567,12 @@ async fn privilege_problems(
     if !hidden.is_empty() {
         checks.push(Check::fail(
             name.clone(),
-            format!(
-                "row-level security would hide rows of {} from the source user",
-                list(&hidden)
-            ),
+            format!("row-level security would hide rows of {} from the source user", list(&hidden)),
             Some("copy as the tables' owner or a role with BYPASSRLS".into()),
         ));
     }
     if denied.is_empty() && hidden.is_empty() {
-        checks.push(Check::pass(
-            name,
-            format!(
-                "the source user can read all {} selected relation(s)",
-                oids.len()
-            ),
-        ));
+        checks.push(Check::pass(name, format!("the source user can read all {} selected relation(s)", oids.len())));
     }
     Ok(checks)
 }
@@ -700,26 +597,14 @@ async fn plan_database(
     let mut findings = view_problems(source_db, source, &relations, &selection).await?;
     findings.extend(privilege_problems(source_db, source, &relations, &selection).await?);
     let text_copy = catalog::text_copy_tables(source).await?;
-    let block_size: i64 = source
-        .query_one(
-            "read block_size",
-            "select current_setting('block_size')::int8",
-            &[],
-        )
-        .await?
-        .get(0);
+    let block_size: i64 =
+        source.query_one("read block_size", "select current_setting('block_size')::int8", &[]).await?.get(0);
     let mut tables = Vec::new();
     let mut objects = ObjectCounts {
-        schemas: schemas
-            .iter()
-            .filter(|s| filter.schema(source_db, s) && *s != "public")
-            .count(),
+        schemas: schemas.iter().filter(|s| filter.schema(source_db, s) && *s != "public").count(),
         ..ObjectCounts::default()
     };
-    for r in relations
-        .iter()
-        .filter(|r| selection.selected.contains(&r.oid))
-    {
+    for r in relations.iter().filter(|r| selection.selected.contains(&r.oid)) {
         match r.kind {
             'r' => objects.tables += 1,
             'p' => objects.partitioned_tables += 1,
@@ -736,13 +621,7 @@ async fn plan_database(
         let parts = if schema_only {
             Vec::new()
         } else {
-            split(
-                source,
-                r,
-                req.options.split_tables_larger_than,
-                block_size as u64,
-            )
-            .await?
+            split(source, r, req.options.split_tables_larger_than, block_size as u64).await?
         };
         tables.push(TablePlan {
             schema: r.schema.clone(),
@@ -762,16 +641,9 @@ async fn plan_database(
             parts,
         });
     }
-    tables.sort_by(|a, b| {
-        b.bytes
-            .cmp(&a.bytes)
-            .then_with(|| a.display().cmp(&b.display()))
-    });
-    objects.indexes = catalog::indexes(source)
-        .await?
-        .iter()
-        .filter(|i| selection.selected.contains(&i.table_oid))
-        .count();
+    tables.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.display().cmp(&b.display())));
+    objects.indexes =
+        catalog::indexes(source).await?.iter().filter(|i| selection.selected.contains(&i.table_oid)).count();
     let mut skipped_foreign_keys = Vec::new();
     for fk in catalog::foreign_keys(source).await? {
         if !selection.selected.contains(&fk.table_oid) {
@@ -790,21 +662,10 @@ async fn plan_database(
         }
     }
     let copy_lobs = !req.options.skip_large_objects && filter_keeps_large_objects(&req.filter);
-    let lo_oids = if copy_lobs {
-        catalog::large_object_oids(source).await?
-    } else {
-        Vec::new()
-    };
-    let large_object_batches = lo_oids
-        .chunks(LO_BATCH)
-        .map(|c| (c[0], c[c.len() - 1]))
-        .collect::<Vec<_>>();
+    let lo_oids = if copy_lobs { catalog::large_object_oids(source).await? } else { Vec::new() };
+    let large_object_batches = lo_oids.chunks(LO_BATCH).map(|c| (c[0], c[c.len() - 1])).collect::<Vec<_>>();
     let action = target_action(req, target_admin, target_db).await?;
-    let bytes = tables
-        .iter()
-        .filter(|t| !t.schema_only)
-        .map(|t| t.bytes)
-        .sum();
+    let bytes = tables.iter().filter(|t| !t.schema_only).map(|t| t.bytes).sum();
     let plan = DatabasePlan {
         source: source_db.to_owned(),
         target: target_db.to_owned(),
@@ -838,19 +699,11 @@ async fn split(source: &Db, r: &Relation, threshold: u64, block_size: u64) -> Re
             c = ident::quote(column),
             t = ident::qualified(&r.schema, &r.name)
         );
-        let row = source
-            .query_one(
-                &format!("find the key range of {}.{}", r.schema, r.name),
-                &sql,
-                &[],
-            )
-            .await?;
-        return Ok(
-            match (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) {
-                (Some(min), Some(max)) => key_parts(column, min, max, n),
-                _ => vec![Part::Whole],
-            },
-        );
+        let row = source.query_one(&format!("find the key range of {}.{}", r.schema, r.name), &sql, &[]).await?;
+        return Ok(match (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) {
+            (Some(min), Some(max)) => key_parts(column, min, max, n),
+            _ => vec![Part::Whole],
+        });
     }
     // TID range scans (PostgreSQL 14+) read only the blocks of a part.
     if source.version_num() >= 140000 {
@@ -879,9 +732,7 @@ async fn target_action(req: &Request, target_admin: &Db, target_db: &str) -> Res
         return Ok(if contents.is_empty() && !contents.interrupted {
             TargetAction::UseEmpty
         } else {
-            TargetAction::DropAndCreate {
-                contents: contents.describe(),
-            }
+            TargetAction::DropAndCreate { contents: contents.describe() }
         });
     }
     if contents.interrupted {
@@ -898,17 +749,11 @@ async fn target_action(req: &Request, target_admin: &Db, target_db: &str) -> Res
     if contents.is_empty() {
         return Ok(TargetAction::UseEmpty);
     }
-    Ok(TargetAction::Refuse {
-        reason: not_empty_reason(target_db, &endpoint, &contents, req.options.resume),
-    })
+    Ok(TargetAction::Refuse { reason: not_empty_reason(target_db, &endpoint, &contents, req.options.resume) })
 }
 
 fn not_empty_reason(db: &str, endpoint: &str, contents: &Contents, resume: bool) -> String {
-    let resume_note = if resume {
-        " (--resume found no progress marks of an earlier barge copy there)"
-    } else {
-        ""
-    };
+    let resume_note = if resume { " (--resume found no progress marks of an earlier barge copy there)" } else { "" };
     format!(
         "target database \"{db}\" on {endpoint} is not empty{resume_note}: it holds {}. barge never overwrites a database: pass --drop-existing to drop and re-create it, or choose another target database",
         contents.describe()
@@ -928,30 +773,9 @@ mod tests {
     fn key_parts_cover_everything() {
         let parts = key_parts("id", 1, 1000, 4);
         assert_eq!(parts.len(), 4);
-        assert_eq!(
-            parts[0],
-            Part::Key {
-                column: "id".into(),
-                from: None,
-                to: Some(251)
-            }
-        );
-        assert_eq!(
-            parts[1],
-            Part::Key {
-                column: "id".into(),
-                from: Some(251),
-                to: Some(501)
-            }
-        );
-        assert_eq!(
-            parts[3],
-            Part::Key {
-                column: "id".into(),
-                from: Some(751),
-                to: None
-            }
-        );
+        assert_eq!(parts[0], Part::Key { column: "id".into(), from: None, to: Some(251) });
+        assert_eq!(parts[1], Part::Key { column: "id".into(), from: Some(251), to: Some(501) });
+        assert_eq!(parts[3], Part::Key { column: "id".into(), from: Some(751), to: None });
         assert_eq!(parts[0].predicate().unwrap(), "\"id\" < 251");
         // A range smaller than the part count gives fewer parts.
         assert_eq!(key_parts("id", 5, 6, 8).len(), 2);
@@ -963,20 +787,8 @@ mod tests {
     #[test]
     fn block_parts_are_open_ended() {
         let parts = block_parts(100, 4);
-        assert_eq!(
-            parts[0],
-            Part::Blocks {
-                from: None,
-                to: Some(25)
-            }
-        );
-        assert_eq!(
-            parts[3],
-            Part::Blocks {
-                from: Some(75),
-                to: None
-            }
-        );
+        assert_eq!(parts[0], Part::Blocks { from: None, to: Some(25) });
+        assert_eq!(parts[3], Part::Blocks { from: Some(75), to: None });
         assert_eq!(
             parts[1].predicate().unwrap(),
             "ctid >= '(25,0)'::pg_catalog.tid and ctid < '(50,0)'::pg_catalog.tid"

@@ -253,10 +253,7 @@ impl Tracker {
         if let Ok(mut state) = self.state.lock() {
             state.phase = Some(phase);
         }
-        self.sink.emit(Event::Phase {
-            database: self.database.clone(),
-            phase,
-        });
+        self.sink.emit(Event::Phase { database: self.database.clone(), phase });
     }
 
     pub(crate) fn set_totals(&self, bytes: u64, parts: u64, tables: u64, indexes: u64) {
@@ -297,22 +294,10 @@ impl Tracker {
     }
 
     /// Registers a part that starts copying; the returned counter takes its bytes.
-    pub(crate) fn part_started(
-        &self,
-        table: &str,
-        part: usize,
-        parts: usize,
-        bytes_estimated: u64,
-    ) -> PartCounter<'_> {
+    pub(crate) fn part_started(&self, table: &str, part: usize, parts: usize, bytes_estimated: u64) -> PartCounter<'_> {
         let bytes = Arc::new(AtomicU64::new(0));
         if let Ok(mut state) = self.state.lock() {
-            state.running.insert(
-                (table.to_owned(), part),
-                RunningSlot {
-                    parts,
-                    bytes: bytes.clone(),
-                },
-            );
+            state.running.insert((table.to_owned(), part), RunningSlot { parts, bytes: bytes.clone() });
         }
         self.sink.emit(Event::TableStarted {
             database: self.database.clone(),
@@ -321,21 +306,11 @@ impl Tracker {
             parts,
             bytes_estimated,
         });
-        PartCounter {
-            part: bytes,
-            total: &self.bytes_copied,
-        }
+        PartCounter { part: bytes, total: &self.bytes_copied }
     }
 
     /// A part committed (or failed: `rows` is None).
-    pub(crate) fn part_finished(
-        &self,
-        table: &str,
-        part: usize,
-        parts: usize,
-        rows: Option<u64>,
-        seconds: f64,
-    ) {
+    pub(crate) fn part_finished(&self, table: &str, part: usize, parts: usize, rows: Option<u64>, seconds: f64) {
         let bytes = self
             .state
             .lock()
@@ -373,11 +348,7 @@ impl Tracker {
                     let dt = now.duration_since(at).as_secs_f64();
                     if dt >= 0.5 {
                         let instant = copied.saturating_sub(bytes) as f64 / dt;
-                        state.rate = if state.rate == 0.0 {
-                            instant
-                        } else {
-                            0.7 * state.rate + 0.3 * instant
-                        };
+                        state.rate = if state.rate == 0.0 { instant } else { 0.7 * state.rate + 0.3 * instant };
                         state.last = Some((now, copied));
                     }
                 } else {
@@ -431,10 +402,7 @@ impl Tracker {
                 tracker.sink.emit(Event::Progress(tracker.snapshot()));
             }
         });
-        TickGuard {
-            handle,
-            tracker: self.clone(),
-        }
+        TickGuard { handle, tracker: self.clone() }
     }
 }
 
@@ -460,8 +428,6 @@ pub(crate) struct TickGuard {
 impl Drop for TickGuard {
     fn drop(&mut self) {
         self.handle.abort();
-        self.tracker
-            .sink
-            .emit(Event::Progress(self.tracker.snapshot()));
+        self.tracker.sink.emit(Event::Progress(self.tracker.snapshot()));
     }
 }

@@ -45,9 +45,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         Options {
             jobs: cpus,
             index_jobs: cpus,

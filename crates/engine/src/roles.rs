@@ -17,11 +17,7 @@ const SOURCE_ROLES: &str = "select r.rolname::text, r.rolsuper, r.rolinherit, r.
 /// Source roles missing on the target.
 pub(crate) async fn missing(source: &Db, target_roles: &HashSet<String>) -> Result<Vec<String>> {
     let rows = source.query("list roles", SOURCE_ROLES, &[]).await?;
-    Ok(rows
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .filter(|name| !target_roles.contains(name))
-        .collect())
+    Ok(rows.iter().map(|r| r.get::<_, String>(0)).filter(|name| !target_roles.contains(name)).collect())
 }
 
 /// What `--roles` did.
@@ -65,17 +61,13 @@ pub(crate) async fn copy(source: &Db, target: &Db) -> Result<RolesReport> {
                 if target_super {
                     attrs.push(attr.to_owned());
                 } else {
-                    report.warnings.push(format!(
-                        "role {name}: {attr} left out (only a superuser can grant it on the target)"
-                    ));
+                    report
+                        .warnings
+                        .push(format!("role {name}: {attr} left out (only a superuser can grant it on the target)"));
                 }
             }
         }
-        let sql = format!(
-            "create role {} with {}",
-            ident::quote(&name),
-            attrs.join(" ")
-        );
+        let sql = format!("create role {} with {}", ident::quote(&name), attrs.join(" "));
         match target.batch(&format!("create role {name}"), &sql).await {
             Ok(()) => report.created.push(name),
             // Created meanwhile by someone else: it exists, which is all that matters.
@@ -99,10 +91,7 @@ pub(crate) async fn copy(source: &Db, target: &Db) -> Result<RolesReport> {
         .await?;
     for row in members {
         let (role, member, admin): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
-        if !target_roles.contains(&role)
-            || !target_roles.contains(&member)
-            || !report.created.contains(&member)
-        {
+        if !target_roles.contains(&role) || !target_roles.contains(&member) || !report.created.contains(&member) {
             continue;
         }
         let sql = format!(
@@ -111,14 +100,9 @@ pub(crate) async fn copy(source: &Db, target: &Db) -> Result<RolesReport> {
             ident::quote(&member),
             if admin { " with admin option" } else { "" }
         );
-        match target
-            .batch(&format!("grant {role} to {member}"), &sql)
-            .await
-        {
+        match target.batch(&format!("grant {role} to {member}"), &sql).await {
             Ok(()) => report.memberships.push(format!("{role} → {member}")),
-            Err(e) => report
-                .warnings
-                .push(format!("membership {role} → {member} not granted: {e}")),
+            Err(e) => report.warnings.push(format!("membership {role} → {member} not granted: {e}")),
         }
     }
     Ok(report)

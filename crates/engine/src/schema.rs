@@ -31,52 +31,36 @@ pub(crate) async fn dump(
 ) -> Result<SchemaDump> {
     // Filters go in a 0600 file when pg_dump reads filter files: argv stays short however
     // many tables are left out.
-    let filter_file = if tools.has_filter_files()
-        && !(options.exclude_tables.is_empty() && options.exclude_schemas.is_empty())
-    {
-        let file = tempfile::Builder::new()
-            .prefix("barge-filter-")
-            .tempfile()
-            .map_err(|e| Error::io("create the pg_dump filter file", e))?;
-        std::fs::write(file.path(), pgtools::filter_file_text(options))
-            .map_err(|e| Error::io("write the pg_dump filter file", e))?;
-        Some(file)
-    } else {
-        None
-    };
+    let filter_file =
+        if tools.has_filter_files() && !(options.exclude_tables.is_empty() && options.exclude_schemas.is_empty()) {
+            let file = tempfile::Builder::new()
+                .prefix("barge-filter-")
+                .tempfile()
+                .map_err(|e| Error::io("create the pg_dump filter file", e))?;
+            std::fs::write(file.path(), pgtools::filter_file_text(options))
+                .map_err(|e| Error::io("write the pg_dump filter file", e))?;
+            Some(file)
+        } else {
+            None
+        };
     let path = filter_file.as_ref().map(|f| f.path());
-    let command = |section| {
-        tools.dump_schema(
-            source,
-            dbname,
-            tls_in_use,
-            Some(snapshot),
-            section,
-            options,
-            path,
-        )
-    };
+    let command = |section| tools.dump_schema(source, dbname, tls_in_use, Some(snapshot), section, options, path);
     let what = format!("pg_dump of source database \"{dbname}\"");
     let (pre, post) = tokio::try_join!(
         pgtools::run_capture(command(Section::PreData), &what),
         pgtools::run_capture(command(Section::PostData), &what),
     )?;
     let text = |bytes: Vec<u8>| {
-        String::from_utf8(bytes)
-            .map_err(|_| Error::Tool(format!("{what} printed text that is not UTF-8")))
+        String::from_utf8(bytes).map_err(|_| Error::Tool(format!("{what} printed text that is not UTF-8")))
     };
-    Ok(SchemaDump {
-        pre: Script::parse(&text(pre)?),
-        post: Script::parse(&text(post)?),
-    })
+    Ok(SchemaDump { pre: Script::parse(&text(pre)?), post: Script::parse(&text(post)?) })
 }
 
 /// Whether an entry concerns the database itself (`--create` output).
 fn is_database_entry(e: &Entry) -> bool {
     e.kind == "DATABASE"
         || e.kind == "DATABASE PROPERTIES"
-        || (matches!(e.kind.as_str(), "COMMENT" | "ACL" | "SECURITY LABEL")
-            && e.name.starts_with("DATABASE "))
+        || (matches!(e.kind.as_str(), "COMMENT" | "ACL" | "SECURITY LABEL") && e.name.starts_with("DATABASE "))
 }
 
 /// The `CREATE DATABASE` entry.
@@ -86,18 +70,12 @@ pub(crate) fn create_database_entry(pre: &Script) -> Option<&Entry> {
 
 /// Database-level properties (settings, comment, grants), to run once the database exists.
 pub(crate) fn database_property_entries(pre: &Script) -> Vec<&Entry> {
-    pre.entries
-        .iter()
-        .filter(|e| is_database_entry(e) && e.kind != "DATABASE")
-        .collect()
+    pre.entries.iter().filter(|e| is_database_entry(e) && e.kind != "DATABASE").collect()
 }
 
 /// Pre-data entries for objects inside the database.
 pub(crate) fn object_entries(pre: &Script) -> Vec<&Entry> {
-    pre.entries
-        .iter()
-        .filter(|e| !is_database_entry(e))
-        .collect()
+    pre.entries.iter().filter(|e| !is_database_entry(e)).collect()
 }
 
 /// Rewrites `… DATABASE <source name> …` statements for the target name, one occurrence per
@@ -107,25 +85,13 @@ pub(crate) fn rename_database(sql: &str, source_quoted: &str, target: &str) -> S
     let replacement = format!("DATABASE {}", ident::quote(target));
     sql.lines()
         .map(|line| {
-            let starts = [
-                "CREATE ",
-                "ALTER ",
-                "COMMENT ",
-                "GRANT ",
-                "REVOKE ",
-                "SECURITY ",
-            ];
+            let starts = ["CREATE ", "ALTER ", "COMMENT ", "GRANT ", "REVOKE ", "SECURITY "];
             match line.find(&needle) {
                 Some(pos)
                     if starts.iter().any(|s| line.starts_with(s))
                         && line[pos + needle.len()..].starts_with([' ', ';']) =>
                 {
-                    format!(
-                        "{}{}{}",
-                        &line[..pos],
-                        replacement,
-                        &line[pos + needle.len()..]
-                    )
+                    format!("{}{}{}", &line[..pos], replacement, &line[pos + needle.len()..])
                 }
                 _ => line.to_owned(),
             }
@@ -165,17 +131,8 @@ pub(crate) struct Session {
 impl Session {
     /// Reads the parameters the server knows.
     pub(crate) async fn new(db: &Db) -> Result<Session> {
-        let rows = db
-            .query(
-                "list server parameters",
-                "select name from pg_catalog.pg_settings",
-                &[],
-            )
-            .await?;
-        Ok(Session {
-            known: Arc::new(rows.iter().map(|r| r.get(0)).collect()),
-            current: Arc::new(Vec::new()),
-        })
+        let rows = db.query("list server parameters", "select name from pg_catalog.pg_settings", &[]).await?;
+        Ok(Session { known: Arc::new(rows.iter().map(|r| r.get(0)).collect()), current: Arc::new(Vec::new()) })
     }
 
     /// Makes the connection's settings those of `entry`.
@@ -185,10 +142,8 @@ impl Session {
         }
         let mut sql = String::new();
         for line in entry.settings.iter() {
-            let name = line
-                .strip_prefix("SET ")
-                .and_then(|rest| rest.split([' ', '=']).next())
-                .unwrap_or("search_path");
+            let name =
+                line.strip_prefix("SET ").and_then(|rest| rest.split([' ', '=']).next()).unwrap_or("search_path");
             if self.known.contains(name) {
                 sql.push_str(line);
                 sql.push('\n');
@@ -201,17 +156,9 @@ impl Session {
 }
 
 /// Runs one entry, naming it in the error and saying what to check.
-pub(crate) async fn run_entry(
-    db: &Db,
-    session: &mut Session,
-    entry: &Entry,
-    sql: &str,
-) -> Result<()> {
+pub(crate) async fn run_entry(db: &Db, session: &mut Session, entry: &Entry, sql: &str) -> Result<()> {
     session.prepare(db, entry).await?;
-    db.client()
-        .batch_execute(sql)
-        .await
-        .map_err(|e| entry_error(db, entry, &e))
+    db.client().batch_execute(sql).await.map_err(|e| entry_error(db, entry, &e))
 }
 
 pub(crate) fn entry_error(db: &Db, entry: &Entry, e: &tokio_postgres::Error) -> Error {
@@ -238,24 +185,13 @@ pub(crate) fn entry_error(db: &Db, entry: &Entry, e: &tokio_postgres::Error) -> 
 }
 
 fn describe(entry: &Entry) -> String {
-    if entry.schema == "-" {
-        entry.name.clone()
-    } else {
-        format!("{}.{}", entry.schema, entry.name)
-    }
+    if entry.schema == "-" { entry.name.clone() } else { format!("{}.{}", entry.schema, entry.name) }
 }
 
 /// Quotes a database name the way pg_dump does (the server's `quote_ident` follows the same
 /// rules), to find it in pg_dump's statements.
 pub(crate) async fn quote_like_pg_dump(db: &Db, name: &str) -> Result<String> {
-    Ok(db
-        .query_one(
-            "quote a database name",
-            "select pg_catalog.quote_ident($1)",
-            &[&name],
-        )
-        .await?
-        .get(0))
+    Ok(db.query_one("quote a database name", "select pg_catalog.quote_ident($1)", &[&name]).await?.get(0))
 }
 
 #[cfg(test)]
@@ -271,18 +207,12 @@ mod tests {
             "CREATE DATABASE \"New DB\" WITH TEMPLATE = template0;\nALTER DATABASE \"New DB\" OWNER TO o;\nCOMMENT ON DATABASE \"New DB\" IS 'DATABASE app is fine';\nALTER DATABASE \"New DB\" SET work_mem TO '8MB';\nGRANT CONNECT ON DATABASE \"New DB\" TO r;"
         );
         // A longer name sharing the prefix is left alone.
-        assert_eq!(
-            rename_database("ALTER DATABASE apple OWNER TO o;", "app", "x"),
-            "ALTER DATABASE apple OWNER TO o;"
-        );
+        assert_eq!(rename_database("ALTER DATABASE apple OWNER TO o;", "app", "x"), "ALTER DATABASE apple OWNER TO o;");
     }
 
     #[test]
     fn splits_statements_at_line_ends() {
         let parts = statements("CREATE DATABASE a;\n\n\nALTER DATABASE a OWNER TO b;\n");
-        assert_eq!(
-            parts,
-            vec!["CREATE DATABASE a;", "ALTER DATABASE a OWNER TO b;"]
-        );
+        assert_eq!(parts, vec!["CREATE DATABASE a;", "ALTER DATABASE a OWNER TO b;"]);
     }
 }

@@ -106,13 +106,7 @@ impl Script {
             }
             let body = lines[start..end].join("\n");
             let sql = body.trim().to_owned();
-            entries.push(Entry {
-                kind,
-                schema,
-                name,
-                sql,
-                settings: shared.clone(),
-            });
+            entries.push(Entry { kind, schema, name, sql, settings: shared.clone() });
             for line in tail.into_iter().rev() {
                 if is_session_line(line) {
                     apply(line, &mut settings);
@@ -192,10 +186,7 @@ ALTER TABLE ONLY s.t
         assert!(f.sql.ends_with("$$;"));
         let c = &script.entries[2];
         assert_eq!(c.name, "t t_pkey");
-        assert!(
-            c.settings
-                .contains(&"SET default_tablespace = '';".to_owned())
-        );
+        assert!(c.settings.contains(&"SET default_tablespace = '';".to_owned()));
         assert!(!c.sql.contains("dump complete"), "{}", c.sql);
         assert!(!c.sql.contains('\\'));
     }

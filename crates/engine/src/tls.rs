@@ -49,9 +49,7 @@ fn roots_for(info: &ConnInfo) -> Result<Arc<RootCertStore>> {
             let mut roots = RootCertStore::empty();
             let certs = CertificateDer::pem_file_iter(path).map_err(|e| fail(e.to_string()))?;
             for cert in certs {
-                roots
-                    .add(cert.map_err(|e| fail(e.to_string()))?)
-                    .map_err(|e| fail(e.to_string()))?;
+                roots.add(cert.map_err(|e| fail(e.to_string()))?).map_err(|e| fail(e.to_string()))?;
             }
             if roots.is_empty() {
                 return Err(fail("the file holds no certificate".into()));
@@ -70,11 +68,8 @@ pub(crate) fn connector(info: &ConnInfo) -> Result<Option<MakeRustlsConnect>> {
     let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider())
         .build()
         .map_err(|e| Error::Tls(e.to_string()))?;
-    let verifier: Arc<dyn ServerCertVerifier> = if info.sslmode() == SslMode::VerifyCa {
-        Arc::new(ChainOnly(webpki))
-    } else {
-        webpki
-    };
+    let verifier: Arc<dyn ServerCertVerifier> =
+        if info.sslmode() == SslMode::VerifyCa { Arc::new(ChainOnly(webpki)) } else { webpki };
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?
@@ -97,13 +92,9 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForName
-                | rustls::CertificateError::NotValidForNameContext { .. },
+                rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
             other => other,
         }

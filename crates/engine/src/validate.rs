@@ -39,30 +39,15 @@ pub struct Check {
 impl Check {
     /// A passing check.
     pub fn pass(name: impl Into<String>, detail: impl Into<String>) -> Check {
-        Check {
-            name: name.into(),
-            status: CheckStatus::Pass,
-            detail: detail.into(),
-            hint: None,
-        }
+        Check { name: name.into(), status: CheckStatus::Pass, detail: detail.into(), hint: None }
     }
     /// A warning.
     pub fn warn(name: impl Into<String>, detail: impl Into<String>, hint: Option<String>) -> Check {
-        Check {
-            name: name.into(),
-            status: CheckStatus::Warn,
-            detail: detail.into(),
-            hint,
-        }
+        Check { name: name.into(), status: CheckStatus::Warn, detail: detail.into(), hint }
     }
     /// A failure.
     pub fn fail(name: impl Into<String>, detail: impl Into<String>, hint: Option<String>) -> Check {
-        Check {
-            name: name.into(),
-            status: CheckStatus::Fail,
-            detail: detail.into(),
-            hint,
-        }
+        Check { name: name.into(), status: CheckStatus::Fail, detail: detail.into(), hint }
     }
 }
 
@@ -87,27 +72,19 @@ pub async fn validate(req: &Request) -> ValidateReport {
     let source = connection_check(&req.source, &mut checks).await;
     let target = connection_check(&req.target, &mut checks).await;
     let (Some(source), Some(_target)) = (source, target) else {
-        return ValidateReport {
-            checks,
-            plan: None,
-            ok: false,
-        };
+        return ValidateReport { checks, plan: None, ok: false };
     };
     let plan = match plan::plan(req).await {
         Ok(plan) => plan,
         Err(e) => {
             checks.push(Check::fail("plan", e.to_string(), None));
-            return ValidateReport {
-                checks,
-                plan: None,
-                ok: false,
-            };
+            return ValidateReport { checks, plan: None, ok: false };
         }
     };
     for db in &plan.databases {
         let tables = db.tables.iter().filter(|t| !t.schema_only).count();
-        let seconds = db.bytes as f64 / ESTIMATE_BYTES_PER_SECOND
-            * (2.0 / req.options.jobs.clamp(1, 8) as f64).max(0.5);
+        let seconds =
+            db.bytes as f64 / ESTIMATE_BYTES_PER_SECOND * (2.0 / req.options.jobs.clamp(1, 8) as f64).max(0.5);
         checks.push(Check::pass(
             format!("size of \"{}\"", db.source),
             format!(
@@ -123,11 +100,7 @@ pub async fn validate(req: &Request) -> ValidateReport {
         sync_checks(&source, &mut checks).await;
     }
     let ok = checks.iter().all(|c| c.status != CheckStatus::Fail);
-    ValidateReport {
-        checks,
-        plan: Some(plan),
-        ok,
-    }
+    ValidateReport { checks, plan: Some(plan), ok }
 }
 
 async fn connection_check(info: &crate::conninfo::ConnInfo, checks: &mut Vec<Check>) -> Option<Db> {
@@ -176,20 +149,14 @@ async fn sync_checks(source: &Db, checks: &mut Vec<Check>) {
         .ok()
         .flatten()
         .is_some();
-    let row = match source
-        .query_one(
-            "read replication settings",
-            if has_rds_role { query } else { fallback },
-            &[],
-        )
-        .await
-    {
-        Ok(row) => row,
-        Err(e) => {
-            checks.push(Check::fail("logical replication", e.to_string(), None));
-            return;
-        }
-    };
+    let row =
+        match source.query_one("read replication settings", if has_rds_role { query } else { fallback }, &[]).await {
+            Ok(row) => row,
+            Err(e) => {
+                checks.push(Check::fail("logical replication", e.to_string(), None));
+                return;
+            }
+        };
     let (wal_level, replication, free_slots, free_senders): (String, bool, i32, i32) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
     checks.push(if wal_level == "logical" {
@@ -202,10 +169,7 @@ async fn sync_checks(source: &Db, checks: &mut Vec<Check>) {
         )
     });
     checks.push(if replication {
-        Check::pass(
-            "source REPLICATION privilege",
-            "the source user may replicate",
-        )
+        Check::pass("source REPLICATION privilege", "the source user may replicate")
     } else {
         Check::fail(
             "source REPLICATION privilege",
@@ -220,17 +184,11 @@ async fn sync_checks(source: &Db, checks: &mut Vec<Check>) {
             Check::fail(
                 format!("source {what}"),
                 format!("no free {what}"),
-                Some(format!(
-                    "raise {setting} on the source, or drop unused ones"
-                )),
+                Some(format!("raise {setting} on the source, or drop unused ones")),
             )
         }
     };
-    checks.push(free(
-        free_slots,
-        "replication slots",
-        "max_replication_slots",
-    ));
+    checks.push(free(free_slots, "replication slots", "max_replication_slots"));
     checks.push(free(free_senders, "WAL senders", "max_wal_senders"));
 }
 
@@ -243,11 +201,7 @@ pub fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", units[unit])
-    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", units[unit]) }
 }
 
 /// `2m 05s`.

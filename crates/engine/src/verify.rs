@@ -115,10 +115,7 @@ enum Chunking {
     Ranges { key: String, parts: Vec<Part> },
     /// Buckets of a hash of the primary key (or of the whole row, without one), computed in
     /// one grouped scan per side.
-    Buckets {
-        key: Option<Vec<String>>,
-        buckets: u64,
-    },
+    Buckets { key: Option<Vec<String>>, buckets: u64 },
 }
 
 #[derive(Clone, Debug)]
@@ -141,25 +138,14 @@ fn row_expr(columns: &[String]) -> String {
     if columns.is_empty() {
         return "''".into();
     }
-    format!(
-        "row({})::text",
-        columns
-            .iter()
-            .map(|c| format!("t.{}", ident::quote(c)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
+    format!("row({})::text", columns.iter().map(|c| format!("t.{}", ident::quote(c))).collect::<Vec<_>>().join(", "))
 }
 
 fn select_list(columns: &[String]) -> String {
     if columns.is_empty() {
         "1 as one".into()
     } else {
-        columns
-            .iter()
-            .map(|c| ident::quote(c))
-            .collect::<Vec<_>>()
-            .join(", ")
+        columns.iter().map(|c| ident::quote(c)).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -219,10 +205,7 @@ pub async fn verify(req: &Request) -> Result<VerifyReport> {
     let (source_admin, _) = connect_admin(&req.source).await?;
     let mapping = plan::mapping(req, &source_admin, &filter).await?;
     drop(source_admin);
-    let mut report = VerifyReport {
-        ok: true,
-        ..VerifyReport::default()
-    };
+    let mut report = VerifyReport { ok: true, ..VerifyReport::default() };
     for (source_db, target_db) in &mapping.pairs {
         let db = verify_database(req, &filter, source_db, target_db).await?;
         report.ok &= db.ok;
@@ -232,19 +215,8 @@ pub async fn verify(req: &Request) -> Result<VerifyReport> {
 }
 
 async fn snapshot_of(db: &Db) -> Result<String> {
-    db.batch(
-        "open the verify snapshot",
-        "begin isolation level repeatable read read only",
-    )
-    .await?;
-    Ok(db
-        .query_one(
-            "export the verify snapshot",
-            "select pg_catalog.pg_export_snapshot()",
-            &[],
-        )
-        .await?
-        .get(0))
+    db.batch("open the verify snapshot", "begin isolation level repeatable read read only").await?;
+    Ok(db.query_one("export the verify snapshot", "select pg_catalog.pg_export_snapshot()", &[]).await?.get(0))
 }
 
 async fn verify_database(
@@ -260,38 +232,18 @@ async fn verify_database(
     let relations = catalog::relations(&source).await?;
     let schemas = catalog::schemas(&source).await?;
     let selection = plan::select(source_db, &relations, &schemas, filter);
-    let target_tables: BTreeSet<(String, String)> = catalog::relations(&target)
-        .await?
-        .into_iter()
-        .filter(|r| r.kind == 'r')
-        .map(|r| (r.schema, r.name))
-        .collect();
+    let target_tables: BTreeSet<(String, String)> =
+        catalog::relations(&target).await?.into_iter().filter(|r| r.kind == 'r').map(|r| (r.schema, r.name)).collect();
     let pkeys: HashMap<u32, Vec<String>> = source
-        .query(
-            "list primary keys",
-            include_str!("sql/primary_keys.sql"),
-            &[],
-        )
+        .query("list primary keys", include_str!("sql/primary_keys.sql"), &[])
         .await?
         .iter()
-        .map(|r| {
-            (
-                u32::try_from(r.get::<_, i64>(0)).unwrap_or_default(),
-                r.get(1),
-            )
-        })
+        .map(|r| (u32::try_from(r.get::<_, i64>(0)).unwrap_or_default(), r.get(1)))
         .collect();
-    let mut result = DatabaseVerify {
-        source: source_db.into(),
-        target: target_db.into(),
-        ..DatabaseVerify::default()
-    };
+    let mut result = DatabaseVerify { source: source_db.into(), target: target_db.into(), ..DatabaseVerify::default() };
     let mut jobs = Vec::new();
     let mut tables = Vec::new();
-    for r in relations
-        .iter()
-        .filter(|r| r.kind == 'r' && selection.selected.contains(&r.oid))
-    {
+    for r in relations.iter().filter(|r| r.kind == 'r' && selection.selected.contains(&r.oid)) {
         if filter.schema_only(source_db, &r.schema, &r.name) {
             continue;
         }
@@ -312,36 +264,19 @@ async fn verify_database(
                     c = ident::quote(key),
                     t = ident::qualified(&r.schema, &r.name)
                 );
-                let row = source
-                    .query_one(&format!("find the key range of {display}"), &sql, &[])
-                    .await?;
+                let row = source.query_one(&format!("find the key range of {display}"), &sql, &[]).await?;
                 let parts = match (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) {
                     (Some(min), Some(max)) => key_parts(key, min, max, chunks.min(256)),
                     _ => vec![Part::Whole],
                 };
-                Chunking::Ranges {
-                    key: key.clone(),
-                    parts,
-                }
+                Chunking::Ranges { key: key.clone(), parts }
             }
-            None => Chunking::Buckets {
-                key: pkeys.get(&r.oid).cloned(),
-                buckets: chunks.next_power_of_two(),
-            },
+            None => Chunking::Buckets { key: pkeys.get(&r.oid).cloned(), buckets: chunks.next_power_of_two() },
         };
-        tables.push(TableVerify {
-            table: display.clone(),
-            ok: true,
-            ..TableVerify::default()
-        });
+        tables.push(TableVerify { table: display.clone(), ok: true, ..TableVerify::default() });
         jobs.push((
             tables.len() - 1,
-            TableJob {
-                display,
-                qualified: ident::qualified(&r.schema, &r.name),
-                columns: r.columns.clone(),
-                chunking,
-            },
+            TableJob { display, qualified: ident::qualified(&r.schema, &r.name), columns: r.columns.clone(), chunking },
         ));
     }
     let mut queue = VecDeque::new();
@@ -354,8 +289,7 @@ async fn verify_database(
         }
     }
     let queue = Mutex::new(queue);
-    let outcomes: Mutex<Vec<TableVerify>> =
-        Mutex::new(jobs.iter().map(|(i, _)| tables[*i].clone()).collect());
+    let outcomes: Mutex<Vec<TableVerify>> = Mutex::new(jobs.iter().map(|(i, _)| tables[*i].clone()).collect());
     let workers = (0..req.options.jobs.max(1)).map(|_| async {
         let src = Db::connect(&req.source, source_db).await?;
         enter_snapshot(&src, &source_snapshot).await?;
@@ -390,51 +324,21 @@ async fn verify_database(
         tables[*i] = outcome;
     }
     result.tables = tables;
-    compare_sequences(
-        &source,
-        &target,
-        source_db,
-        &relations,
-        &selection,
-        &mut result,
-    )
-    .await?;
-    compare_objects(
-        &source,
-        &target,
-        source_db,
-        filter,
-        &selection,
-        &relations,
-        &mut result,
-    )
-    .await?;
+    compare_sequences(&source, &target, source_db, &relations, &selection, &mut result).await?;
+    compare_objects(&source, &target, source_db, filter, &selection, &relations, &mut result).await?;
     let count = "select count(*) from pg_catalog.pg_largeobject_metadata";
     result.large_objects = (
-        source
-            .query_one("count large objects", count, &[])
-            .await?
-            .get(0),
-        target
-            .query_one("count large objects", count, &[])
-            .await?
-            .get(0),
+        source.query_one("count large objects", count, &[]).await?.get(0),
+        target.query_one("count large objects", count, &[]).await?.get(0),
     );
     let lobs_ok = result.large_objects.0 == result.large_objects.1
         || !(req.filter.include_schemas.is_empty() && req.filter.include_tables.is_empty());
-    result.ok = result.tables.iter().all(|t| t.ok)
-        && result.sequences.is_empty()
-        && result.objects.is_empty()
-        && lobs_ok;
+    result.ok =
+        result.tables.iter().all(|t| t.ok) && result.sequences.is_empty() && result.objects.is_empty() && lobs_ok;
     Ok(result)
 }
 
-async fn run_task(
-    src: &Db,
-    dst: &Db,
-    jobs: &[(usize, TableJob)],
-    task: Task,
-) -> Result<(usize, TableVerify)> {
+async fn run_task(src: &Db, dst: &Db, jobs: &[(usize, TableJob)], task: Task) -> Result<(usize, TableVerify)> {
     let mut outcome = TableVerify::default();
     match task {
         Task::Range { table, part } => {
@@ -444,10 +348,7 @@ async fn run_task(
             };
             let sql = job.range_sql(&parts[part]);
             let what = format!("checksum {}", job.display);
-            let (s, t) = tokio::try_join!(
-                src.query_one(&what, &sql, &[]),
-                dst.query_one(&what, &sql, &[])
-            )?;
+            let (s, t) = tokio::try_join!(src.query_one(&what, &sql, &[]), dst.query_one(&what, &sql, &[]))?;
             let (sc, ss): (i64, String) = (s.get(0), s.get(1));
             let (tc, ts): (i64, String) = (t.get(0), t.get(1));
             outcome.source_rows = sc as u64;
@@ -468,17 +369,9 @@ async fn run_task(
             };
             let sql = job.bucket_sql(key, *buckets);
             let what = format!("checksum {}", job.display);
-            let (s, t) =
-                tokio::try_join!(src.query(&what, &sql, &[]), dst.query(&what, &sql, &[]))?;
+            let (s, t) = tokio::try_join!(src.query(&what, &sql, &[]), dst.query(&what, &sql, &[]))?;
             let collect = |rows: Vec<tokio_postgres::Row>| -> Aggregates {
-                rows.iter()
-                    .map(|r| {
-                        (
-                            r.get::<_, i64>(0),
-                            (r.get::<_, i64>(1), r.get::<_, String>(2)),
-                        )
-                    })
-                    .collect()
+                rows.iter().map(|r| (r.get::<_, i64>(0), (r.get::<_, i64>(1), r.get::<_, String>(2)))).collect()
             };
             let (s, t) = (collect(s), collect(t));
             outcome.source_rows = s.values().map(|v| v.0 as u64).sum();
@@ -501,10 +394,7 @@ async fn run_task(
             }
             outcome.samples.truncate(SAMPLES);
             if key.is_none() && outcome.mismatched_chunks > 0 {
-                outcome.note = Some(
-                    "no primary key: differing rows are shown by their position in hash order"
-                        .into(),
-                );
+                outcome.note = Some("no primary key: differing rows are shown by their position in hash order".into());
             }
             Ok((table, outcome))
         }
@@ -522,16 +412,8 @@ async fn diff_rows(
 ) -> Result<Vec<String>> {
     let sql = job.detail_sql(filter, key);
     let what = format!("find differing rows of {}", job.display);
-    let s = src
-        .client()
-        .query_raw(&sql, params.iter().copied())
-        .await
-        .map_err(|e| src.err(&what, &e))?;
-    let t = dst
-        .client()
-        .query_raw(&sql, params.iter().copied())
-        .await
-        .map_err(|e| dst.err(&what, &e))?;
+    let s = src.client().query_raw(&sql, params.iter().copied()).await.map_err(|e| src.err(&what, &e))?;
+    let t = dst.client().query_raw(&sql, params.iter().copied()).await.map_err(|e| dst.err(&what, &e))?;
     pin_mut!(s, t);
     let next = |row: Option<std::result::Result<tokio_postgres::Row, tokio_postgres::Error>>,
                 db: &Db|
@@ -557,11 +439,7 @@ async fn diff_rows(
         };
         position += 1;
         let label = |k: &str| {
-            if has_key {
-                k.to_owned()
-            } else {
-                format!("row #{position} (hash order)")
-            }
+            if has_key { k.to_owned() } else { format!("row #{position} (hash order)") }
         };
         match order {
             std::cmp::Ordering::Equal => {
@@ -604,9 +482,7 @@ async fn compare_sequences(
         .map(|r| (r.schema.clone(), r.name.clone()))
         .collect();
     let read = |rows: Vec<tokio_postgres::Row>| -> BTreeMap<(String, String), Option<i64>> {
-        rows.iter()
-            .map(|r| ((r.get("schema"), r.get("name")), r.get("last_value")))
-            .collect()
+        rows.iter().map(|r| ((r.get("schema"), r.get("name")), r.get("last_value"))).collect()
     };
     let sql = include_str!("sql/sequences.sql");
     let s = read(source.query("read sequences", sql, &[]).await?);

@@ -1,0 +1,478 @@
+//! Engine tests against real PostgreSQL 18 and 15 clusters started by the harness
+//! (`barge-testkit`, `scripts/pg`). Each test works in databases of its own.
+
+use barge_engine::{
+    CheckStatus, ConnInfo, Filter, InitReport, Options, Plan, Request, Side,
+    plan::{Part, TargetAction},
+    progress::{self, Event},
+};
+use barge_testkit::{Cluster, dst18, src15, src18, unique};
+use std::sync::{Arc, Mutex};
+
+fn request(src: &Cluster, src_db: &str, dst: &Cluster, dst_db: &str) -> Request {
+    Request {
+        source: ConnInfo::parse(Side::Source, &src.url(src_db)).unwrap(),
+        target: ConnInfo::parse(Side::Target, &dst.url(dst_db)).unwrap(),
+        all_databases: false,
+        filter: Filter::default(),
+        options: Options { jobs: 2, index_jobs: 2, pg_bin: Some(src18().bin()), ..Options::default() },
+    }
+}
+
+async fn plan_ok(req: &Request) -> Plan {
+    let plan = barge_engine::plan(req).await.unwrap();
+    let problems: Vec<_> = plan.problems().collect();
+    assert!(problems.is_empty(), "unexpected problems: {problems:#?}");
+    plan
+}
+
+async fn copy(req: &Request) -> InitReport {
+    let plan = plan_ok(req).await;
+    barge_engine::init(req, &plan, progress::discard()).await.unwrap()
+}
+
+async fn assert_same_data(src: &Cluster, src_db: &str, dst: &Cluster, dst_db: &str) {
+    let a = src.table_fingerprints(src_db).await;
+    let b = dst.table_fingerprints(dst_db).await;
+    assert_eq!(a, b, "table contents differ");
+}
+
+async fn assert_verify_ok(req: &Request) {
+    let report = barge_engine::verify(req).await.unwrap();
+    assert!(report.ok, "verify found differences: {report:#?}");
+}
+
+async fn fidelity(src: Cluster) {
+    // GIVEN a database holding every object kind barge must carry
+    src.ensure_fixture_roles().await;
+    let dst = dst18();
+    dst.ensure_fixture_roles().await;
+    let src_db = src.fidelity_db("fid").await;
+    let dst_db = unique("fid_copy");
+    let req = request(&src, &src_db, &dst, &dst_db);
+    // WHEN barge copies it into a database that does not exist yet
+    let report = copy(&req).await;
+    // THEN schema, rows, sequences and large objects are the same on both sides
+    assert_eq!(report.databases.len(), 1);
+    assert_eq!(report.databases[0].large_objects, 2);
+    if src.version == 18 {
+        assert_eq!(src.schema_dump(&src_db), dst.schema_dump(&dst_db), "schemas differ");
+    } else {
+        // pg_dump prints a few things differently per server version (e.g. NOT NULL
+        // constraints named since 18); compare the object inventory through verify instead.
+    }
+    assert_same_data(&src, &src_db, &dst, &dst_db).await;
+    assert_verify_ok(&req).await;
+    let lo = "select oid::int8, lomowner::regrole::text, coalesce(lomacl::text, ''), \
+              coalesce(obj_description(oid, 'pg_largeobject'), ''), md5(lo_get(oid)) from pg_largeobject_metadata order by 1";
+    let read = |rows: Vec<tokio_postgres::Row>| -> Vec<(i64, String, String, String, String)> {
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect()
+    };
+    let a = read(src.connect(&src_db).await.query(lo, &[]).await.unwrap());
+    let b = read(dst.connect(&dst_db).await.query(lo, &[]).await.unwrap());
+    assert_eq!(a, b, "large objects differ");
+    assert!(a[0].2.contains("barge_lo_reader=r"), "the fixture's ACL is in place: {a:?}");
+    // reg* columns name the same objects (PITFALLS 25), not the same OIDs.
+    let reg = "select rel::text, typ::text, fn::text, rels::text from public.registry order by id";
+    let read = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, String, String, Option<String>)> {
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+    };
+    let a = read(src.connect(&src_db).await.query(reg, &[]).await.unwrap());
+    let b = read(dst.connect(&dst_db).await.query(reg, &[]).await.unwrap());
+    assert_eq!(a, b);
+    // Database properties travel too.
+    let props = "select coalesce((select array_to_string(setconfig, ',') from pg_db_role_setting \
+                 where setdatabase = d.oid and setrole = 0), ''), coalesce(shobj_description(d.oid, 'pg_database'), '') \
+                 from pg_database d where datname = current_database()";
+    src.run_sql(
+        &src_db,
+        &format!("alter database {src_db} set work_mem = '8MB'; comment on database {src_db} is 'fidelity'"),
+    )
+    .await;
+    let dst_db2 = unique("fid_copy");
+    let req2 = request(&src, &src_db, &dst, &dst_db2);
+    copy(&req2).await;
+    let a = src.connect(&src_db).await.query_one(props, &[]).await.unwrap();
+    let b = dst.connect(&dst_db2).await.query_one(props, &[]).await.unwrap();
+    assert_eq!((a.get::<_, String>(0), a.get::<_, String>(1)), (b.get::<_, String>(0), b.get::<_, String>(1)));
+}
+
+#[tokio::test]
+async fn fidelity_18_to_18() {
+    fidelity(src18()).await;
+}
+
+#[tokio::test]
+async fn fidelity_15_to_18() {
+    fidelity(src15()).await;
+}
+
+#[tokio::test]
+async fn filters_select_schemas_and_tables() {
+    let (src, dst) = (src18(), dst18());
+    let src_db = src.create_db("filt").await;
+    src.run_sql(
+        &src_db,
+        "create schema sales; create schema tmp; create schema hr;
+         create table sales.orders (id int primary key, v text);
+         create table sales.order_archive (id int primary key);
+         create table sales.big (id int primary key, payload text);
+         create table hr.people (id int primary key);
+         create table tmp.scratch (id int);
+         create table public.logs (id int);
+         create view sales.recent as select * from sales.orders;
+         insert into sales.orders select g, 'v' || g from generate_series(1, 50) g;
+         insert into sales.order_archive select generate_series(1, 10);
+         insert into sales.big select g, repeat('x', 100) from generate_series(1, 20) g;
+         insert into hr.people select generate_series(1, 5);",
+    )
+    .await;
+    let dst_db = unique("filt_copy");
+    let mut req = request(&src, &src_db, &dst, &dst_db);
+    req.filter = Filter {
+        include_tables: vec!["sales.*".into(), "hr.people".into()],
+        exclude_tables: vec![format!("{src_db}.sales.order_arch*")],
+        schema_only_tables: vec!["sales.big".into()],
+        exclude_schemas: vec!["tmp".into()],
+        ..Filter::default()
+    };
+    let plan = plan_ok(&req).await;
+    let names: Vec<String> = plan.databases[0].tables.iter().map(|t| t.display()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(plan.databases[0].excluded_schemas.contains(&"tmp".to_owned()));
+    barge_engine::init(&req, &plan, progress::discard()).await.unwrap();
+    let client = dst.connect(&dst_db).await;
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("select count(*) from sales.orders").await, 50);
+    assert_eq!(count("select count(*) from hr.people").await, 5);
+    assert_eq!(count("select count(*) from sales.big").await, 0, "schema-only table got rows");
+    assert_eq!(count("select count(*) from sales.recent").await, 50);
+    assert_eq!(
+        count("select count(*) from pg_class where relname in ('order_archive', 'scratch', 'logs')").await,
+        0,
+        "excluded tables were created"
+    );
+    assert_eq!(count("select count(*) from pg_namespace where nspname = 'tmp'").await, 0);
+    assert_verify_ok(&req).await;
+}
+
+#[tokio::test]
+async fn a_view_on_a_left_out_table_is_a_problem() {
+    let (src, dst) = (src18(), dst18());
+    let src_db = src.create_db("viewdep").await;
+    src.run_sql(&src_db, "create table a (id int); create view v as select * from a;").await;
+    let mut req = request(&src, &src_db, &dst, &unique("viewdep_copy"));
+    req.filter.exclude_tables = vec!["public.a".into()];
+    let plan = barge_engine::plan(&req).await.unwrap();
+    let problems: Vec<_> = plan.problems().collect();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(problems[0].detail.contains("public.a"));
+    let err = barge_engine::init(&req, &plan, progress::discard()).await.unwrap_err().to_string();
+    assert!(err.contains("nothing was changed"), "{err}");
+}
+
+#[tokio::test]
+async fn big_tables_are_split_by_key_and_by_blocks() {
+    let (src, dst) = (src18(), dst18());
+    let src_db = src.create_db("split").await;
+    src.run_sql(
+        &src_db,
+        "create table keyed (id bigint primary key, payload text);
+         insert into keyed select g, repeat(md5(g::text), 4) from generate_series(-5000, 15000) g;
+         create table heap (a int, payload text);
+         insert into heap select g % 100, repeat(md5(g::text), 4) from generate_series(1, 20000) g;
+         insert into heap select * from heap limit 500;
+         create index heap_a on heap (a);
+         analyze;",
+    )
+    .await;
+    let dst_db = unique("split_copy");
+    let mut req = request(&src, &src_db, &dst, &dst_db);
+    req.options.split_tables_larger_than = 512 << 10;
+    req.options.jobs = 3;
+    let plan = plan_ok(&req).await;
+    let table = |name: &str| plan.databases[0].tables.iter().find(|t| t.name == name).unwrap().clone();
+    let keyed = table("keyed");
+    assert!(keyed.parts.len() >= 4, "{:?}", keyed.parts);
+    assert!(matches!(keyed.parts[0], Part::Key { from: None, .. }));
+    let heap = table("heap");
+    assert!(heap.parts.len() >= 4, "{:?}", heap.parts);
+    assert!(matches!(heap.parts.last(), Some(Part::Blocks { to: None, .. })));
+    let report = barge_engine::init(&req, &plan, progress::discard()).await.unwrap();
+    assert_eq!(report.databases[0].rows, 20001 + 20500);
+    assert_same_data(&src, &src_db, &dst, &dst_db).await;
+    assert_verify_ok(&req).await;
+}
+
+#[tokio::test]
+async fn a_non_empty_target_is_refused_until_drop_existing() {
+    let (src, dst) = (src18(), dst18());
+    let src_db = src.create_db("nonempty").await;
+    src.run_sql(&src_db, "create table t (id int primary key); insert into t values (1), (2);").await;
+    let dst_db = dst.create_db("nonempty_copy").await;
+    dst.run_sql(&dst_db, "create table precious (id int); insert into precious values (42);").await;
+    let req = request(&src, &src_db, &dst, &dst_db);
+    let plan = barge_engine::plan(&req).await.unwrap();
+    assert!(matches!(plan.databases[0].action, TargetAction::Refuse { .. }));
+    let err = barge_engine::init(&req, &plan, progress::discard()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, barge_engine::Error::TargetNotEmpty(_)), "{text}");
+    assert!(text.contains(&dst_db) && text.contains("public.precious") && text.contains("--drop-existing"), "{text}");
+    // Nothing was touched.
+    let n: i64 = dst.connect(&dst_db).await.query_one("select count(*) from precious", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    // --drop-existing replaces it.
+    let mut req = req;
+    req.options.drop_existing = true;
+    let plan = plan_ok(&req).await;
+    assert!(matches!(plan.databases[0].action, TargetAction::DropAndCreate { .. }));
+    barge_engine::init(&req, &plan, progress::discard()).await.unwrap();
+    let gone: i64 = dst
+        .connect(&dst_db)
+        .await
+        .query_one("select count(*) from pg_class where relname = 'precious'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(gone, 0);
+    assert_verify_ok(&req).await;
+}
+
+#[tokio::test]
+async fn verify_names_changed_and_missing_rows_and_sequences() {
+    let (src, dst) = (src18(), dst18());
+    let src_db = src.create_db("verify").await;
+    src.run_sql(
+        &src_db,
+        "create table items (id int primary key, name text);
+         insert into items select g, 'item ' || g from generate_series(1, 3000) g;
+         create table pairs (a text, b int, v text, primary key (a, b));
+         insert into pairs select 'k' || (g % 7), g, 'v' || g from generate_series(1, 500) g;
+         create table loose (v text);
+         insert into loose select 'x' || g from generate_series(1, 100) g;
+         create sequence counter; select setval('counter', 77);",
+    )
+    .await;
+    let dst_db = unique("verify_copy");
+    let req = request(&src, &src_db, &dst, &dst_db);
+    copy(&req).await;
+    assert_verify_ok(&req).await;
+    // WHEN rows change, vanish and appear on the target and a sequence moves
+    dst.run_sql(
+        &dst_db,
+        "update items set name = 'changed' where id = 1234;
+         delete from items where id = 2500;
+         delete from pairs where a = 'k3' and b = 10;
+         insert into loose values ('intruder');
+         select setval('counter', 78);",
+    )
+    .await;
+    let report = barge_engine::verify(&req).await.unwrap();
+    // THEN verify names each difference
+    assert!(!report.ok);
+    let db = &report.databases[0];
+    let table = |name: &str| db.tables.iter().find(|t| t.table == name).unwrap();
+    let items = table("public.items");
+    assert!(!items.ok);
+    assert_eq!((items.source_rows, items.target_rows), (3000, 2999));
+    assert!(items.samples.contains(&"(1234) differs".to_owned()), "{:?}", items.samples);
+    assert!(items.samples.contains(&"(2500) missing on target".to_owned()), "{:?}", items.samples);
+    let pairs = table("public.pairs");
+    assert!(pairs.samples.iter().any(|s| s == "(k3,10) missing on target"), "{:?}", pairs.samples);
+    let loose = table("public.loose");
+    assert_eq!((loose.source_rows, loose.target_rows), (100, 101));
+    assert!(!loose.ok);
+    assert_eq!(db.sequences.len(), 1);
+    assert_eq!((db.sequences[0].source, db.sequences[0].target), (Some(77), Some(78)));
+    // Missing objects are named too.
+    dst.run_sql(&dst_db, "alter table items drop constraint items_pkey").await;
+    let report = barge_engine::verify(&req).await.unwrap();
+    let pk = report.databases[0].objects.iter().find(|o| o.kind == "primary key").unwrap();
+    assert_eq!(pk.missing, vec!["public.items.items_pkey".to_owned()]);
+}
+
+#[tokio::test]
+async fn validate_reports_what_would_stop_a_copy() {
+    let (src15, dst) = (src15(), dst18());
+    let src_db = src15.create_db("val").await;
+    let reader = unique("reader");
+    src15
+        .run_sql(
+            &src_db,
+            &format!(
+                "create extension pgcrypto;
+                 create table open_t (id int primary key);
+                 create table secret (id int);
+                 create role {reader} login password 'r3ader;pw';
+                 grant select on open_t to {reader};"
+            ),
+        )
+        .await;
+    let dst_db = dst.create_db("val_copy").await;
+    dst.run_sql(&dst_db, "create table occupied (id int)").await;
+    let mut req = request(&src15, &src_db, &dst, &dst_db);
+    req.source = ConnInfo::parse(Side::Source, &src15.url_as(&reader, "r3ader;pw", &src_db)).unwrap();
+    req.options.sync = true;
+    let report = barge_engine::validate(&req).await;
+    assert!(!report.ok);
+    let failed: Vec<String> = report
+        .checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Fail)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    let has = |needle: &str| failed.iter().any(|f| f.contains(needle));
+    assert!(has("extension pgcrypto"), "{failed:#?}");
+    assert!(has("cannot read public.secret"), "{failed:#?}");
+    assert!(has(&format!("target database \"{dst_db}\"")), "{failed:#?}");
+    assert!(has("REPLICATION"), "{failed:#?}");
+    assert!(
+        report
+            .checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::Fail)
+            .all(|c| c.hint.is_some() || c.detail.contains("--")),
+        "every failing check says what to do: {:#?}",
+        report.checks
+    );
+    // The passing parts are reported too.
+    assert!(report.checks.iter().any(|c| c.name == "source connection" && c.status == CheckStatus::Pass));
+    assert!(report.checks.iter().any(|c| c.name == "source wal_level" && c.status == CheckStatus::Pass));
+}
+
+#[tokio::test]
+async fn an_old_pg_dump_is_refused_with_both_versions() {
+    let (src, dst) = (src18(), dst18());
+    let src_db = src.create_db("olddump").await;
+    let mut req = request(&src, &src_db, &dst, &unique("olddump_copy"));
+    req.options.pg_bin = Some(src15().bin());
+    let plan = barge_engine::plan(&req).await.unwrap();
+    let problem = plan.problems().find(|c| c.name == "pg_dump").expect("a pg_dump problem");
+    assert!(problem.detail.contains("pg_dump 18 or newer") && problem.detail.contains("15."), "{}", problem.detail);
+}
+
+#[tokio::test]
+async fn all_databases_map_to_same_names_postgres_included() {
+    // A cluster pair of its own: --all-databases sees every database of the source.
+    let src = barge_testkit::cluster("alls18", 18);
+    let dst = barge_testkit::cluster("alld18", 18);
+    let a = unique("alla");
+    let b = unique("allb");
+    let skip = unique("skip");
+    for db in [&a, &b, &skip] {
+        src.run_sql("postgres", &format!("create database {db}")).await;
+        src.run_sql(db, &format!("create table t (id int primary key, db text); insert into t values (1, '{db}');"))
+            .await;
+    }
+    src.run_sql(
+        "postgres",
+        "create table if not exists in_postgres (id int); truncate in_postgres; insert into in_postgres values (7);",
+    )
+    .await;
+    dst.run_sql("postgres", "drop table if exists in_postgres").await;
+    let mut req = request(&src, "postgres", &dst, "postgres");
+    req.all_databases = true;
+    req.filter.exclude_databases = vec!["skip_*".into()];
+    let plan = plan_ok(&req).await;
+    let pairs: Vec<(String, String)> = plan.databases.iter().map(|d| (d.source.clone(), d.target.clone())).collect();
+    assert!(pairs.contains(&(a.clone(), a.clone())) && pairs.contains(&(b.clone(), b.clone())), "{pairs:?}");
+    assert!(pairs.contains(&("postgres".into(), "postgres".into())), "postgres is copied too: {pairs:?}");
+    assert!(!pairs.iter().any(|(s, _)| s == &skip));
+    barge_engine::init(&req, &plan, progress::discard()).await.unwrap();
+    for db in [&a, &b] {
+        let v: String = dst.connect(db).await.query_one("select db from t", &[]).await.unwrap().get(0);
+        assert_eq!(&v, db);
+    }
+    let n: i32 = dst.connect("postgres").await.query_one("select id from in_postgres", &[]).await.unwrap().get(0);
+    assert_eq!(n, 7);
+}
+
+#[tokio::test]
+async fn a_database_copied_under_another_name_keeps_its_properties() {
+    let (src, dst) = (src18(), dst18());
+    let src_db = src.create_db("rename").await;
+    src.run_sql(&src_db, &format!("create table t (id int); alter database {src_db} set work_mem = '7MB';")).await;
+    let dst_db = format!("Renamed {}", unique("db"));
+    let req = request(&src, &src_db, &dst, &dst_db);
+    copy(&req).await;
+    let setting: Vec<String> = dst
+        .connect(&dst_db)
+        .await
+        .query_one(
+            "select setconfig from pg_db_role_setting where setdatabase = (select oid from pg_database where datname = current_database())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(setting, vec!["work_mem=7MB".to_owned()]);
+}
+
+#[tokio::test]
+async fn roles_are_created_without_passwords() {
+    let (src, dst) = (src18(), dst18());
+    let owner = unique("owner");
+    let member = unique("member");
+    let src_db = src.create_db("roles").await;
+    src.run_sql(
+        "postgres",
+        &format!("create role {owner} login password 'owner-secret' createdb; create role {member} nologin; grant {owner} to {member};"),
+    )
+    .await;
+    src.run_sql(&src_db, &format!("create table t (id int); alter table t owner to {owner};")).await;
+    let dst_db = unique("roles_copy");
+    let mut req = request(&src, &src_db, &dst, &dst_db);
+    // Without --roles the missing owner stops the copy before anything changes.
+    let plan = barge_engine::plan(&req).await.unwrap();
+    assert!(plan.problems().any(|c| c.name == "roles" && c.detail.contains(&owner)));
+    req.options.roles = true;
+    let report = copy(&req).await;
+    let created = report.roles.unwrap().created;
+    assert!(created.contains(&owner) && created.contains(&member), "{created:?}");
+    let client = dst.connect(&dst_db).await;
+    let row = client
+        .query_one("select rolcanlogin, rolcreatedb, rolpassword is null from pg_authid where rolname = $1", &[&owner])
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0) && row.get::<_, bool>(1));
+    assert!(row.get::<_, bool>(2), "a password was copied");
+    let table_owner: String =
+        client.query_one("select tableowner::text from pg_tables where tablename = 't'", &[]).await.unwrap().get(0);
+    assert_eq!(table_owner, owner);
+    let is_member: bool =
+        client.query_one("select pg_has_role($1, $2, 'member')", &[&member, &owner]).await.unwrap().get(0);
+    assert!(is_member);
+}
+
+#[tokio::test]
+async fn progress_events_cover_the_copy_and_serialise() {
+    let (src, dst) = (src18(), dst18());
+    let src_db = src.create_db("events").await;
+    src.run_sql(
+        &src_db,
+        "create table a (id int primary key, v text); insert into a select g, 'x' from generate_series(1, 1000) g;
+         create table b (id int primary key); insert into b select generate_series(1, 10); create index b_idx on b (id);",
+    )
+    .await;
+    let req = request(&src, &src_db, &dst, &unique("events_copy"));
+    let plan = plan_ok(&req).await;
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    barge_engine::init(&req, &plan, Arc::new(move |e: Event| sink.lock().unwrap().push(e))).await.unwrap();
+    let events = events.lock().unwrap();
+    let finished: Vec<&Event> = events.iter().filter(|e| matches!(e, Event::TableFinished { .. })).collect();
+    assert_eq!(finished.len(), 2);
+    assert!(events.iter().any(|e| matches!(e, Event::IndexFinished { .. })));
+    let last =
+        events.iter().rev().find_map(|e| if let Event::Progress(p) = e { Some(p.clone()) } else { None }).unwrap();
+    assert_eq!((last.tables_done, last.tables_total, last.rows_copied), (2, 2, 1010));
+    assert_eq!(last.indexes_done, last.indexes_total);
+    for e in events.iter() {
+        let text = serde_json::to_string(e).unwrap();
+        let back: Event = serde_json::from_str(&text).unwrap();
+        assert_eq!(&back, e);
+    }
+}
