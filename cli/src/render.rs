@@ -207,7 +207,12 @@ impl Progress {
     /// Handles one engine event.
     pub fn event(&self, event: Event) {
         match &self.mode {
-            Mode::Json => json_line("progress_event", &event),
+            // Engine events carry their own "event" tag: phase, table_started, progress, …
+            Mode::Json => {
+                if let Ok(line) = serde_json::to_string(&event) {
+                    println!("{line}");
+                }
+            }
             Mode::Plain(state) => {
                 let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
                 plain_event(&mut state, &event);

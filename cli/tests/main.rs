@@ -1,0 +1,199 @@
+//! The `barge` binary as users run it, against real PostgreSQL clusters started by the
+//! harness: output formats, exit codes, resume after `kill -9`, and no password anywhere.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use barge_testkit::{Cluster, PASSWORD, PASSWORD_ENCODED, dst18, src18, unique};
+
+fn barge() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_barge"));
+    cmd.env("BARGE_PG_BIN", src18().bin()).env_remove("BARGE_SOURCE").env_remove("BARGE_TARGET");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> (i32, String) {
+    let Output { status, stdout, stderr } = cmd.output().expect("run barge");
+    let text = format!("{}{}", String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr));
+    (status.code().unwrap_or(-1), text)
+}
+
+fn assert_no_password(text: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(!text.contains(secret), "output holds a password ({secret}):\n{text}");
+    }
+}
+
+async fn count(cluster: &Cluster, db: &str, sql: &str) -> i64 {
+    cluster.connect(db).await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn resume_after_kill_copies_every_row_once() {
+    // GIVEN a source with two tables split into many parts (one keyed, one without a key)
+    let (src, dst) = (src18(), dst18());
+    let src_db = src.create_db("resume").await;
+    src.run_sql(
+        &src_db,
+        "create table keyed (id bigint primary key, payload text);
+         insert into keyed select g, repeat(md5(g::text), 5) from generate_series(1, 120000) g;
+         create table nokey (n int, payload text);
+         insert into nokey select g % 1000, repeat(md5(g::text), 5) from generate_series(1, 120000) g;
+         create index nokey_n on nokey (n);
+         analyze;",
+    )
+    .await;
+    let dst_db = unique("resume_copy");
+    let args = |extra: &[&str]| {
+        let mut cmd = barge();
+        cmd.args(["init", "--output", "json", "--jobs", "1", "--index-jobs", "1", "--split-tables-larger-than", "256kB"])
+            .args(["--source", &src.url(&src_db), "--target", &dst.url(&dst_db)])
+            .args(extra);
+        cmd
+    };
+    // WHEN the copy is killed with SIGKILL after a few parts committed
+    let mut child = args(&[]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut finished = 0;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if line.contains("\"table_finished\"") {
+            finished += 1;
+            if finished == 3 {
+                child.kill().unwrap();
+                break;
+            }
+        }
+    }
+    child.wait().unwrap();
+    assert_eq!(finished, 3, "the copy ended before it could be killed mid-way");
+    let done = count(&dst, &dst_db, "select count(*) from _barge.done where step like 'data:%'").await;
+    let total_rows = count(&dst, &dst_db, "select count(*) from keyed").await + count(&dst, &dst_db, "select count(*) from nokey").await;
+    assert!(done >= 3 && total_rows < 240_000, "killed mid-way: {done} parts marked, {total_rows} rows in");
+    // A second run without --resume refuses to touch the half-copied database.
+    let (code, text) = run(&mut args(&[]));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("--resume"), "{text}");
+    // THEN --resume finishes the copy without copying committed parts again
+    let (code, text) = run(&mut args(&["--resume"]));
+    assert_eq!(code, 0, "{text}");
+    let report = text.lines().find(|l| l.contains("\"event\":\"report\"")).expect("a report line");
+    let report: serde_json::Value = serde_json::from_str(report).unwrap();
+    let resumed = report["databases"][0]["resumed_steps"].as_u64().unwrap();
+    assert!(resumed as i64 >= done, "{report}");
+    let rows = report["databases"][0]["rows"].as_u64().unwrap();
+    assert!(rows < 240_000, "committed parts were copied again: {rows} rows");
+    assert_eq!(count(&dst, &dst_db, "select count(*) from keyed").await, 120_000);
+    assert_eq!(count(&dst, &dst_db, "select count(*) from nokey").await, 120_000, "rows duplicated or lost");
+    assert_eq!(count(&dst, &dst_db, "select count(*) from pg_namespace where nspname = '_barge'").await, 0);
+    let (code, text) = run(barge().args(["verify", "--source", &src.url(&src_db), "--target", &dst.url(&dst_db)]));
+    assert_eq!(code, 0, "{text}");
+}
+
+#[tokio::test]
+async fn passwords_never_reach_any_output() {
+    let (src, dst) = (src18(), dst18());
+    let src_db = src.create_db("secrets").await;
+    src.run_sql(&src_db, "create table t (id int primary key); insert into t select generate_series(1, 100);").await;
+    let dst_db = unique("secrets_copy");
+    let (s, t) = (src.url(&src_db), dst.url(&dst_db));
+    let wrong = "wr0ng;p@ss";
+    let wrong_url = src.url_as("postgres", wrong, &src_db);
+    let secrets = [PASSWORD, PASSWORD_ENCODED, wrong, "wr0ng%3Bp%40ss", "wr0ng"];
+    let mut outputs = Vec::new();
+    // A copy with debug logs, in both output formats.
+    outputs.push(run(barge().args(["-vv", "init", "--source", &s, "--target", &t])));
+    outputs.push(run(barge().args(["-vv", "verify", "--output", "json", "--source", &s, "--target", &t])));
+    // URLs from the environment.
+    outputs.push(run(barge().args(["validate", "--sync"]).env("BARGE_SOURCE", &s).env("BARGE_TARGET", &t)));
+    // Failures: wrong password, refused target, malformed URL, a URL where a flag belongs.
+    outputs.push(run(barge().args(["init", "--source", &wrong_url, "--target", &t])));
+    outputs.push(run(barge().args(["validate", "--source", &wrong_url, "--target", &t, "--output", "json"])));
+    outputs.push(run(barge().args(["init", "--source", &s, "--target", &t])));
+    outputs.push(run(barge().args(["init", "--source", &s.replace("postgres://", "mysql://"), "--target", &t])));
+    outputs.push(run(barge().args(["init", &s, "--target", &t])));
+    outputs.push(run(barge().args(["init", "--source", &format!("{s}?sslmode=bogus"), "--target", &t])));
+    let codes: Vec<i32> = outputs.iter().map(|(c, _)| *c).collect();
+    assert_eq!(codes, vec![0, 0, 1, 1, 1, 1, 2, 2, 2], "{outputs:#?}");
+    assert!(outputs[3].1.contains("password authentication failed"), "{}", outputs[3].1);
+    assert!(outputs[3].1.contains("source server at 127.0.0.1"), "{}", outputs[3].1);
+    for (_, text) in &outputs {
+        assert_no_password(text, &secrets);
+    }
+    // Nor into the target's stored items: the progress marks are gone, and no catalog of the
+    // target holds the source's password.
+    let client = dst.connect(&dst_db).await;
+    for sql in ["select coalesce(string_agg(d::text, ''), '') from pg_db_role_setting d", "select coalesce(string_agg(s::text, ''), '') from pg_subscription s"] {
+        let text: String = client.query_one(sql, &[]).await.unwrap().get(0);
+        assert_no_password(&text, &secrets);
+    }
+}
+
+#[tokio::test]
+async fn output_formats_and_exit_codes() {
+    let (src, dst) = (src18(), dst18());
+    let src_db = src.create_db("formats").await;
+    src.run_sql(&src_db, "create table t (id int primary key, v text); insert into t select g, 'v' from generate_series(1, 500) g;")
+        .await;
+    let dst_db = unique("formats_copy");
+    let (s, t) = (src.url(&src_db), dst.url(&dst_db));
+    // --dry-run prints the plan and creates nothing.
+    let (code, text) = run(barge().args(["init", "--dry-run", "--source", &s, "--target", &t]));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&format!("{src_db} → {dst_db}   create")), "{text}");
+    assert!(text.contains("public.t") && text.contains("dry run: nothing was changed"), "{text}");
+    let exists = count(&dst, "postgres", &format!("select count(*) from pg_database where datname = '{dst_db}'")).await;
+    assert_eq!(exists, 0, "--dry-run created the database");
+    // JSON lines: a plan, progress events, a report.
+    let (code, text) = run(barge().args(["init", "--output", "json", "--source", &s, "--target", &t]));
+    assert_eq!(code, 0, "{text}");
+    let events: Vec<serde_json::Value> =
+        text.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"plan"));
+    assert_eq!(kinds.last(), Some(&"report"));
+    for kind in ["phase", "table_started", "table_finished", "progress", "database_finished"] {
+        assert!(kinds.contains(&kind), "no {kind} event in {kinds:?}");
+    }
+    // verify: 0 when equal, 1 on a difference, with the key named.
+    let (code, _) = run(barge().args(["verify", "--source", &s, "--target", &t]));
+    assert_eq!(code, 0);
+    dst.run_sql(&dst_db, "update t set v = 'changed' where id = 321").await;
+    let (code, text) = run(barge().args(["verify", "--source", &s, "--target", &t]));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("(321) differs"), "{text}");
+    // validate: 1 with a failing check (the target is no longer empty), in JSON too.
+    let (code, text) = run(barge().args(["validate", "--output", "json", "--source", &s, "--target", &t]));
+    assert_eq!(code, 1, "{text}");
+    let report: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(report["ok"], false);
+    assert!(report["checks"].as_array().unwrap().iter().any(|c| c["status"] == "fail" && c["hint"].is_string()
+        || c["status"] == "fail" && c["detail"].as_str().unwrap_or("").contains("--drop-existing")));
+    // Usage errors: 2.
+    let (code, _) = run(barge().args(["init", "--source", &s]));
+    assert_eq!(code, 2);
+    let (code, text) = run(barge().args(["init", "--source", &s, "--target", &t, "--include-table", "a.b.c.d"]));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--include-table"), "{text}");
+}
+
+#[test]
+fn help_documents_exit_codes_and_every_flag() {
+    let (code, text) = run(barge().args(["init", "--help"]));
+    assert_eq!(code, 0);
+    for flag in [
+        "--source", "--target", "--all-databases", "--include-database", "--exclude-database", "--include-schema",
+        "--exclude-schema", "--include-table", "--exclude-table", "--schema-only-table", "--jobs", "--index-jobs",
+        "--split-tables-larger-than", "--drop-existing", "--resume", "--dry-run", "--roles", "--no-owner", "--no-acl",
+        "--output", "Exit codes",
+    ] {
+        assert!(text.contains(flag), "--help lacks {flag}");
+    }
+    let started = Instant::now();
+    let (code, _) = run(barge().arg("--version"));
+    assert_eq!(code, 0);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
