@@ -49,9 +49,19 @@ async fn resume_after_kill_copies_every_row_once() {
     let dst_db = unique("resume_copy");
     let args = |extra: &[&str]| {
         let mut cmd = barge();
-        cmd.args(["init", "--output", "json", "--jobs", "1", "--index-jobs", "1", "--split-tables-larger-than", "256kB"])
-            .args(["--source", &src.url(&src_db), "--target", &dst.url(&dst_db)])
-            .args(extra);
+        cmd.args([
+            "init",
+            "--output",
+            "json",
+            "--jobs",
+            "1",
+            "--index-jobs",
+            "1",
+            "--split-tables-larger-than",
+            "256kB",
+        ])
+        .args(["--source", &src.url(&src_db), "--target", &dst.url(&dst_db)])
+        .args(extra);
         cmd
     };
     // WHEN the copy is killed with SIGKILL after a few parts committed
@@ -71,7 +81,8 @@ async fn resume_after_kill_copies_every_row_once() {
     child.wait().unwrap();
     assert_eq!(finished, 3, "the copy ended before it could be killed mid-way");
     let done = count(&dst, &dst_db, "select count(*) from _barge.done where step like 'data:%'").await;
-    let total_rows = count(&dst, &dst_db, "select count(*) from keyed").await + count(&dst, &dst_db, "select count(*) from nokey").await;
+    let total_rows = count(&dst, &dst_db, "select count(*) from keyed").await
+        + count(&dst, &dst_db, "select count(*) from nokey").await;
     assert!(done >= 3 && total_rows < 240_000, "killed mid-way: {done} parts marked, {total_rows} rows in");
     // A second run without --resume refuses to touch the half-copied database.
     let (code, text) = run(&mut args(&[]));
@@ -126,7 +137,10 @@ async fn passwords_never_reach_any_output() {
     // Nor into the target's stored items: the progress marks are gone, and no catalog of the
     // target holds the source's password.
     let client = dst.connect(&dst_db).await;
-    for sql in ["select coalesce(string_agg(d::text, ''), '') from pg_db_role_setting d", "select coalesce(string_agg(s::text, ''), '') from pg_subscription s"] {
+    for sql in [
+        "select coalesce(string_agg(d::text, ''), '') from pg_db_role_setting d",
+        "select coalesce(string_agg(s::text, ''), '') from pg_subscription s",
+    ] {
         let text: String = client.query_one(sql, &[]).await.unwrap().get(0);
         assert_no_password(&text, &secrets);
     }
@@ -136,8 +150,11 @@ async fn passwords_never_reach_any_output() {
 async fn output_formats_and_exit_codes() {
     let (src, dst) = (src18(), dst18());
     let src_db = src.create_db("formats").await;
-    src.run_sql(&src_db, "create table t (id int primary key, v text); insert into t select g, 'v' from generate_series(1, 500) g;")
-        .await;
+    src.run_sql(
+        &src_db,
+        "create table t (id int primary key, v text); insert into t select g, 'v' from generate_series(1, 500) g;",
+    )
+    .await;
     let dst_db = unique("formats_copy");
     let (s, t) = (src.url(&src_db), dst.url(&dst_db));
     // --dry-run prints the plan and creates nothing.
@@ -185,10 +202,27 @@ fn help_documents_exit_codes_and_every_flag() {
     let (code, text) = run(barge().args(["init", "--help"]));
     assert_eq!(code, 0);
     for flag in [
-        "--source", "--target", "--all-databases", "--include-database", "--exclude-database", "--include-schema",
-        "--exclude-schema", "--include-table", "--exclude-table", "--schema-only-table", "--jobs", "--index-jobs",
-        "--split-tables-larger-than", "--drop-existing", "--resume", "--dry-run", "--roles", "--no-owner", "--no-acl",
-        "--output", "Exit codes",
+        "--source",
+        "--target",
+        "--all-databases",
+        "--include-database",
+        "--exclude-database",
+        "--include-schema",
+        "--exclude-schema",
+        "--include-table",
+        "--exclude-table",
+        "--schema-only-table",
+        "--jobs",
+        "--index-jobs",
+        "--split-tables-larger-than",
+        "--drop-existing",
+        "--resume",
+        "--dry-run",
+        "--roles",
+        "--no-owner",
+        "--no-acl",
+        "--output",
+        "Exit codes",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }

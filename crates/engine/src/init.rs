@@ -1,30 +1,29 @@
 //! `barge init`: copy databases. Per database: one exported snapshot; pg_dump reads the schema
-//! in it; pre-data goes in one transaction; rows move as parallel COPY streams; each table's
-//! indexes start the moment its rows are in (primary keys and unique constraints as
-//! `CREATE UNIQUE INDEX` + `ADD CONSTRAINT … USING INDEX`); then the rest of post-data with
-//! foreign keys `NOT VALID`, validated in parallel with `ANALYZE`; sequences last. Every
-//! step commits with its progress mark, so `--resume` continues where a run died.
+//! in it; pre-data goes in one transaction; then the [pipeline](crate::pipeline) moves rows
+//! and builds indexes, key constraints, foreign keys and statistics table by table; then the
+//! rest of post-data in pg_dump's order; sequences last. Every step commits with its progress
+//! mark, so `--resume` continues where a run died.
 
 use std::{
-    collections::{BinaryHeap, HashMap, HashSet, VecDeque},
-    sync::{Arc, Mutex, MutexGuard},
+    collections::{HashSet, VecDeque},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 
 use crate::{
     catalog,
     conninfo::ConnInfo,
-    copy,
     db::Db,
     error::{Error, Result},
     ident,
     marks::{self, Marks},
     pgtools::{DumpOptions, PgTools},
+    pipeline::Pipeline,
     plan::{DatabasePlan, Plan, TargetAction},
+    postdata::{self, Step},
     progress::{Phase, ProgressSink, Timings, Tracker},
     request::Request,
     roles::{self, RolesReport},
@@ -203,365 +202,6 @@ fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// An index (or exclusion constraint) build, or the constraints attached once a table's
-/// builds are done.
-#[derive(Clone, Debug)]
-enum IndexWork {
-    Build { table: usize, name: String, sql: String, step: String },
-    Attach { table: usize },
-}
-
-/// A heap entry: the largest table's work first, attachments before anything.
-struct Queued {
-    weight: u64,
-    seq: u64,
-    work: IndexWork,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.weight, self.seq) == (other.weight, other.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.weight.cmp(&other.weight).then_with(|| other.seq.cmp(&self.seq))
-    }
-}
-
-/// A key constraint attached to its prebuilt unique index.
-#[derive(Clone, Debug)]
-struct Attach {
-    name: String,
-    sql: String,
-    step: String,
-}
-
-#[derive(Debug, Default)]
-struct TableState {
-    parts_left: usize,
-    builds: Vec<IndexWork>,
-    builds_left: usize,
-    attach: Vec<Attach>,
-}
-
-enum DataTask {
-    Part { table: usize, part: usize },
-    LargeObjects { first: u32, last: u32 },
-}
-
-struct Sched {
-    data: VecDeque<DataTask>,
-    heap: BinaryHeap<Queued>,
-    tables: Vec<TableState>,
-    /// Builds and attachments not finished, including those of tables still copying.
-    index_pending: usize,
-    seq: u64,
-    first_index_at: Option<Instant>,
-    data_done_at: Option<Instant>,
-    index_seconds: f64,
-}
-
-impl Sched {
-    fn push(&mut self, weight: u64, work: IndexWork) {
-        self.seq += 1;
-        self.heap.push(Queued { weight, seq: self.seq, work });
-    }
-
-    /// Queues a table's builds once its rows are in (or its attachments when no build is left).
-    fn release(&mut self, table: usize, weight: u64) {
-        let builds = std::mem::take(&mut self.tables[table].builds);
-        if builds.is_empty() {
-            if !self.tables[table].attach.is_empty() {
-                self.push(u64::MAX, IndexWork::Attach { table });
-            }
-            return;
-        }
-        for work in builds {
-            self.push(weight, work);
-        }
-    }
-}
-
-/// Everything the copy and index workers share.
-struct Ctx<'a> {
-    req: &'a Request,
-    plan: &'a DatabasePlan,
-    snapshot: &'a str,
-    tracker: Arc<Tracker>,
-    sched: Mutex<Sched>,
-    notify: Notify,
-    maintenance_work_mem: u64,
-}
-
-impl Ctx<'_> {
-    fn sched(&self) -> MutexGuard<'_, Sched> {
-        self.sched.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-fn part_step(table: &crate::plan::TablePlan, part: usize) -> String {
-    format!("data:{}:{}/{}", table.display(), part + 1, table.parts.len())
-}
-
-async fn copy_worker(ctx: &Ctx<'_>) -> Result<()> {
-    let source = Db::connect(&ctx.req.source, &ctx.plan.source).await?;
-    copy::enter_snapshot(&source, ctx.snapshot).await?;
-    let target = Db::connect(&ctx.req.target, &ctx.plan.target).await?;
-    target.batch("tune the copy session", "set synchronous_commit = off").await?;
-    loop {
-        let task = ctx.sched().data.pop_front();
-        let Some(task) = task else { break };
-        match task {
-            DataTask::Part { table, part } => {
-                let t = &ctx.plan.tables[table];
-                let display = t.display();
-                let started = Instant::now();
-                let estimate = t.bytes / t.parts.len().max(1) as u64;
-                let counter = ctx.tracker.part_started(&display, part + 1, t.parts.len(), estimate);
-                let result = copy::copy_part(&source, &target, t, &t.parts[part], &part_step(t, part), &counter).await;
-                let rows = result.as_ref().ok().copied();
-                ctx.tracker.part_finished(&display, part + 1, t.parts.len(), rows, started.elapsed().as_secs_f64());
-                result?;
-                let mut sched = ctx.sched();
-                sched.tables[table].parts_left -= 1;
-                if sched.tables[table].parts_left == 0 {
-                    ctx.tracker.table_done();
-                    sched.release(table, t.bytes);
-                    drop(sched);
-                    ctx.notify.notify_waiters();
-                }
-            }
-            DataTask::LargeObjects { first, last } => {
-                let label = "large objects".to_owned();
-                let started = Instant::now();
-                let counter = ctx.tracker.part_started(&label, 1, 1, 0);
-                let step = format!("lo:{first}-{last}");
-                let result = copy::copy_large_objects(
-                    &source,
-                    &target,
-                    first,
-                    last,
-                    ctx.req.options.no_owner,
-                    ctx.req.options.no_acl,
-                    &step,
-                    &counter,
-                )
-                .await;
-                ctx.tracker.part_finished(&label, 1, 1, None, started.elapsed().as_secs_f64());
-                result?;
-            }
-        }
-    }
-    source.batch("leave the copy snapshot", "commit").await
-}
-
-async fn index_worker(ctx: &Ctx<'_>) -> Result<()> {
-    let target = Db::connect(&ctx.req.target, &ctx.plan.target).await?;
-    target
-        .batch(
-            "tune the index session",
-            &format!(
-                "set maintenance_work_mem = '{}kB'; set max_parallel_maintenance_workers = 0; set synchronous_commit = off",
-                ctx.maintenance_work_mem / 1024
-            ),
-        )
-        .await?;
-    loop {
-        let notified = ctx.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let next = {
-            let mut sched = ctx.sched();
-            match sched.heap.pop() {
-                Some(q) => {
-                    sched.first_index_at.get_or_insert_with(Instant::now);
-                    Some(q.work)
-                }
-                None if sched.index_pending == 0 => return Ok(()),
-                None => None,
-            }
-        };
-        let Some(work) = next else {
-            notified.await;
-            continue;
-        };
-        match work {
-            IndexWork::Build { table, name, sql, step } => {
-                let started = Instant::now();
-                let t = &ctx.plan.tables[table];
-                marks::run_step(&target, &step, &format!("build {name} on {}", t.display()), &sql).await?;
-                let seconds = started.elapsed().as_secs_f64();
-                ctx.tracker.index_done(&t.display(), &name, seconds);
-                let mut sched = ctx.sched();
-                sched.index_seconds += seconds;
-                sched.index_pending -= 1;
-                sched.tables[table].builds_left -= 1;
-                if sched.tables[table].builds_left == 0 && !sched.tables[table].attach.is_empty() {
-                    sched.push(u64::MAX, IndexWork::Attach { table });
-                }
-            }
-            IndexWork::Attach { table } => {
-                let attach = std::mem::take(&mut ctx.sched().tables[table].attach);
-                let t = &ctx.plan.tables[table];
-                for a in &attach {
-                    marks::run_step(&target, &a.step, &format!("add constraint {} on {}", a.name, t.display()), &a.sql)
-                        .await?;
-                }
-                ctx.sched().index_pending -= 1;
-            }
-        }
-        ctx.notify.notify_waiters();
-    }
-}
-
-/// Post-data split in two: what barge schedules itself and the rest, in pg_dump's order.
-struct PostData<'a> {
-    /// Per plan table: index builds and key constraints.
-    tables: Vec<(Vec<IndexWork>, Vec<Attach>)>,
-    /// Entries to run in order, with their SQL (foreign keys rewritten NOT VALID).
-    rest: Vec<(&'a Entry, String)>,
-    /// Foreign keys to validate afterwards: (step, sql, label).
-    validations: Vec<(String, String, String)>,
-}
-
-async fn classify<'a>(
-    source: &Db,
-    plan: &DatabasePlan,
-    post: &'a crate::script::Script,
-    schema_only_matviews: &HashSet<(String, String)>,
-) -> Result<PostData<'a>> {
-    let table_index: HashMap<(String, String), usize> =
-        plan.tables.iter().enumerate().map(|(i, t)| ((t.schema.clone(), t.name.clone()), i)).collect();
-    let headers: HashSet<(&str, &str, &str)> =
-        post.entries.iter().map(|e| (e.kind.as_str(), e.schema.as_str(), e.name.as_str())).collect();
-    let mut taken: HashSet<(String, String, String)> = HashSet::new();
-    let mut tables: Vec<(Vec<IndexWork>, Vec<Attach>)> = vec![(Vec::new(), Vec::new()); plan.tables.len()];
-    for index in catalog::indexes(source).await? {
-        let Some(&t) = table_index.get(&(index.schema.clone(), index.table_name.clone())) else {
-            continue;
-        };
-        let table = &plan.tables[t];
-        match (index.contype, &index.conname) {
-            (None, _) => {
-                if !headers.contains(&("INDEX", index.schema.as_str(), index.name.as_str())) {
-                    continue;
-                }
-                taken.insert(("INDEX".into(), index.schema.clone(), index.name.clone()));
-                tables[t].0.push(IndexWork::Build {
-                    table: t,
-                    name: index.name.clone(),
-                    step: format!("index:{}.{}", index.schema, index.name),
-                    sql: index.indexdef.clone(),
-                });
-            }
-            (Some(kind), Some(conname)) => {
-                let tag = format!("{} {}", index.table_name, conname);
-                if !headers.contains(&("CONSTRAINT", index.schema.as_str(), tag.as_str())) {
-                    continue;
-                }
-                taken.insert(("CONSTRAINT".into(), index.schema.clone(), tag));
-                let step = format!("constraint:{}.{}.{}", index.schema, index.table_name, conname);
-                if kind == 'x' {
-                    let condef = index.condef.clone().unwrap_or_default();
-                    tables[t].0.push(IndexWork::Build {
-                        table: t,
-                        name: conname.clone(),
-                        step,
-                        sql: format!(
-                            "alter table only {} add constraint {} {condef}",
-                            table.qualified(),
-                            ident::quote(conname)
-                        ),
-                    });
-                } else {
-                    tables[t].0.push(IndexWork::Build {
-                        table: t,
-                        name: conname.clone(),
-                        step: format!("index:{}.{}", index.schema, index.name),
-                        sql: index.indexdef.clone(),
-                    });
-                    let deferral = match (index.deferrable, index.deferred) {
-                        (false, _) => "",
-                        (true, false) => " deferrable initially immediate",
-                        (true, true) => " deferrable initially deferred",
-                    };
-                    tables[t].1.push(Attach {
-                        name: conname.clone(),
-                        step,
-                        sql: format!(
-                            "alter table only {} add constraint {} {} using index {}{deferral}",
-                            table.qualified(),
-                            ident::quote(conname),
-                            if kind == 'p' { "primary key" } else { "unique" },
-                            ident::quote(&index.name)
-                        ),
-                    });
-                }
-            }
-            _ => {}
-        }
-    }
-    let relations: HashMap<u32, catalog::Relation> =
-        catalog::relations(source).await?.into_iter().map(|r| (r.oid, r)).collect();
-    let excluded: HashSet<(&str, &str)> =
-        plan.excluded_relations.iter().map(|(s, n)| (s.as_str(), n.as_str())).collect();
-    let excluded_schemas: HashSet<&str> = plan.excluded_schemas.iter().map(String::as_str).collect();
-    let mut fk_sql: HashMap<(String, String), Option<(String, Option<String>)>> = HashMap::new();
-    let mut validations = Vec::new();
-    for fk in catalog::foreign_keys(source).await? {
-        let (Some(table), Some(referenced)) = (relations.get(&fk.table_oid), relations.get(&fk.ref_oid)) else {
-            continue;
-        };
-        let tag = format!("{} {}", fk.table_name, fk.name);
-        let ref_left_out = excluded.contains(&(referenced.schema.as_str(), referenced.name.as_str()))
-            || excluded_schemas.contains(referenced.schema.as_str());
-        if ref_left_out {
-            fk_sql.insert((fk.schema.clone(), tag), None);
-            continue;
-        }
-        if table.kind != 'r' || !fk.validated {
-            continue;
-        }
-        let qualified = ident::qualified(&fk.schema, &fk.table_name);
-        let add =
-            format!("alter table only {qualified} add constraint {} {} not valid;", ident::quote(&fk.name), fk.def);
-        let validate = format!("alter table {qualified} validate constraint {}", ident::quote(&fk.name));
-        let step = format!("validate:{}.{}.{}", fk.schema, fk.table_name, fk.name);
-        validations.push((step, validate.clone(), format!("{}.{}", fk.schema, fk.name)));
-        fk_sql.insert((fk.schema.clone(), tag), Some((add, Some(validate))));
-    }
-    let mut rest = Vec::new();
-    for entry in &post.entries {
-        if taken.contains(&(entry.kind.clone(), entry.schema.clone(), entry.name.clone())) {
-            continue;
-        }
-        if entry.kind == "MATERIALIZED VIEW DATA"
-            && schema_only_matviews.contains(&(entry.schema.clone(), entry.name.clone()))
-        {
-            continue;
-        }
-        if entry.kind == "FK CONSTRAINT" {
-            match fk_sql.get(&(entry.schema.clone(), entry.name.clone())) {
-                Some(None) => continue,
-                Some(Some((add, _))) => {
-                    rest.push((entry, add.clone()));
-                    continue;
-                }
-                None => {}
-            }
-        }
-        rest.push((entry, entry.sql.clone()));
-    }
-    Ok(PostData { tables, rest, validations })
-}
-
 /// Runs the rest of post-data in pg_dump's order, in transactions of up to 50 statements
 /// (materialized view refreshes alone), each with its mark.
 async fn run_post_data(
@@ -615,39 +255,22 @@ async fn run_post_data(
     Ok(())
 }
 
-/// Validates foreign keys and analyzes tables on `jobs` connections.
-async fn finish_in_parallel(
+/// Validates the late foreign keys (those referencing partitioned tables) in parallel.
+async fn validate_late(
     req: &Request,
     plan: &DatabasePlan,
-    validations: Vec<(String, String, String)>,
+    validations: &[Step],
     marks: &Marks,
     tracker: &Tracker,
 ) -> Result<()> {
-    let mut tasks: VecDeque<(Option<String>, String, String)> = VecDeque::new();
-    for (step, sql, label) in validations {
-        if !marks.is_done(&step) {
-            tasks.push_back((Some(step), sql, format!("validate foreign key {label}")));
-        }
-    }
-    for table in plan.tables.iter().filter(|t| !t.schema_only) {
-        tasks.push_back((None, format!("analyze {}", table.qualified()), format!("analyze {}", table.display())));
-    }
-    tracker.add_constraints_total(tasks.len() as u64);
-    let queue = Mutex::new(tasks);
-    let workers = (0..req.options.index_jobs.max(1)).map(|_| async {
+    let queue: Mutex<VecDeque<&Step>> = Mutex::new(validations.iter().filter(|v| !marks.is_done(&v.step)).collect());
+    tracker.add_constraints_total(validations.len() as u64);
+    let workers = (0..req.options.index_jobs.max(1).min(validations.len().max(1))).map(|_| async {
         let target = Db::connect(&req.target, &plan.target).await?;
-        target
-            .batch("tune the session", "set max_parallel_maintenance_workers = 0; set synchronous_commit = off")
-            .await?;
         loop {
-            let task = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
-            let Some((step, sql, label)) = task else {
-                return Ok::<(), Error>(());
-            };
-            match step {
-                Some(step) => marks::run_step(&target, &step, &label, &sql).await?,
-                None => target.batch(&label, &sql).await?,
-            }
+            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+            let Some(step) = next else { return Ok::<(), Error>(()) };
+            marks::run_step(&target, &step.step, &format!("validate foreign key {}", step.name), &step.sql).await?;
             tracker.constraint_done();
         }
     });
@@ -754,102 +377,26 @@ async fn copy_database(
         .filter(|r| r.kind == 'm' && filter.schema_only(&db.source, &r.schema, &r.name))
         .map(|r| (r.schema, r.name))
         .collect();
-    let post = classify(&holder, db, &dump.post, &schema_only_matviews).await?;
-
-    // Queue the work that is not done yet.
-    let mut tables: Vec<TableState> = Vec::with_capacity(db.tables.len());
-    let mut data = Vec::new();
-    let (mut parts_total, mut parts_done, mut tables_done, mut indexes_total, mut indexes_done, mut bytes_done) =
-        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-    for (t, table) in db.tables.iter().enumerate() {
-        let (builds, attach) = &post.tables[t];
-        let builds: Vec<IndexWork> = builds
-            .iter()
-            .filter(|w| match w {
-                IndexWork::Build { step, .. } => !marks.is_done(step),
-                IndexWork::Attach { .. } => true,
-            })
-            .cloned()
-            .collect();
-        indexes_total += post.tables[t].0.len() as u64;
-        indexes_done += (post.tables[t].0.len() - builds.len()) as u64;
-        let attach: Vec<Attach> = attach.iter().filter(|a| !marks.is_done(&a.step)).cloned().collect();
-        let mut parts_left = 0;
-        for part in 0..table.parts.len() {
-            parts_total += 1;
-            if marks.is_done(&part_step(table, part)) {
-                parts_done += 1;
-                bytes_done += table.bytes / table.parts.len() as u64;
-            } else {
-                parts_left += 1;
-                data.push((table.bytes / table.parts.len() as u64, t, part));
-            }
-        }
-        if parts_left == 0 && !table.schema_only {
-            tables_done += 1;
-        }
-        tables.push(TableState { parts_left, builds_left: builds.len(), builds, attach });
-    }
-    // Largest parts first, parts of a table together: one big table keeps every stream busy.
-    data.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    let mut queue: VecDeque<DataTask> =
-        data.into_iter().map(|(_, table, part)| DataTask::Part { table, part }).collect();
-    for &(first, last) in &db.large_object_batches {
-        if !marks.is_done(&format!("lo:{first}-{last}")) {
-            queue.push_back(DataTask::LargeObjects { first, last });
-        }
-    }
-    let index_pending = tables.iter().map(|t| t.builds_left + usize::from(!t.attach.is_empty())).sum();
-    let mut sched = Sched {
-        data: queue,
-        heap: BinaryHeap::new(),
-        tables,
-        index_pending,
-        seq: 0,
-        first_index_at: None,
-        data_done_at: None,
-        index_seconds: 0.0,
-    };
-    for (t, table) in db.tables.iter().enumerate() {
-        if sched.tables[t].parts_left == 0 {
-            sched.release(t, table.bytes);
-        }
-    }
-    tracker.set_totals(
-        db.tables.iter().filter(|t| !t.schema_only).map(|t| t.bytes).sum(),
-        parts_total,
-        db.tables.iter().filter(|t| !t.schema_only).count() as u64,
-        indexes_total,
-    );
-    tracker.already_done(parts_done, tables_done, indexes_done, bytes_done);
-    let ctx = Ctx {
+    let post = postdata::classify(&holder, db, &dump.post, &schema_only_matviews).await?;
+    let pipeline = Pipeline {
         req,
         plan: db,
         snapshot: &snapshot,
         tracker: tracker.clone(),
-        sched: Mutex::new(sched),
-        notify: Notify::new(),
+        marks: &marks,
+        work: &post.tables,
+        fks: &post.foreign_keys,
         maintenance_work_mem: maintenance_work_mem(req, &target).await?,
     };
     tracker.phase(Phase::Copying);
     let data_started = Instant::now();
-    {
+    let outcome = {
         let _ticks = tracker.tick(Duration::from_secs(1));
-        let copiers = async {
-            try_join_all((0..req.options.jobs.max(1)).map(|_| copy_worker(&ctx))).await?;
-            ctx.sched().data_done_at = Some(Instant::now());
-            // The rows are in; what remains are index builds.
-            tracker.phase(Phase::Indexing);
-            Ok::<(), Error>(())
-        };
-        let builders = try_join_all((0..req.options.index_jobs.max(1)).map(|_| index_worker(&ctx)));
-        tokio::try_join!(copiers, builders)?;
-    }
-    let sched = ctx.sched.into_inner().unwrap_or_else(|e| e.into_inner());
-    let data_done = sched.data_done_at.unwrap_or_else(Instant::now);
-    timings.data = data_done.duration_since(data_started).as_secs_f64();
-    timings.indexes_after_data = data_done.elapsed().as_secs_f64();
-    timings.index_builds = sched.index_seconds;
+        pipeline.run().await?
+    };
+    timings.data = outcome.data_done_at.duration_since(data_started).as_secs_f64();
+    timings.indexes_after_data = outcome.data_done_at.elapsed().as_secs_f64();
+    timings.index_builds = outcome.build_seconds;
     let mut report = DatabaseReport {
         source: db.source.clone(),
         target: db.target.clone(),
@@ -858,9 +405,10 @@ async fn copy_database(
     };
     let progress = tracker.snapshot();
     report.rows = progress.rows_copied;
-    report.bytes = progress.bytes_copied.saturating_sub(bytes_done);
-    report.tables = progress.tables_done.saturating_sub(tables_done);
-    report.indexes = progress.indexes_done.saturating_sub(indexes_done);
+    let (tables_resumed, builds_resumed, bytes_resumed) = outcome.resumed;
+    report.bytes = progress.bytes_copied.saturating_sub(bytes_resumed);
+    report.tables = progress.tables_done.saturating_sub(tables_resumed);
+    report.indexes = progress.indexes_done.saturating_sub(builds_resumed);
     report.large_objects = db.large_objects;
     // The rows are in: release the snapshot.
     holder.batch("close the copy snapshot", "commit").await?;
@@ -873,7 +421,7 @@ async fn copy_database(
     report.sequences = copy_sequences(&holder, &target).await?;
     timings.other = other_started.elapsed().as_secs_f64();
     let constraints_started = Instant::now();
-    finish_in_parallel(req, db, post.validations, &marks, &tracker).await?;
+    validate_late(req, db, &post.late_validations, &marks, &tracker).await?;
     timings.constraints = constraints_started.elapsed().as_secs_f64();
     marks::drop_all(&target).await?;
     timings.total = started.elapsed().as_secs_f64();

@@ -10,9 +10,13 @@ use barge_testkit::{Cluster, dst18, src15, src18, unique};
 use std::sync::{Arc, Mutex};
 
 fn request(src: &Cluster, src_db: &str, dst: &Cluster, dst_db: &str) -> Request {
+    request_urls(&src.url(src_db), &dst.url(dst_db))
+}
+
+fn request_urls(source: &str, target: &str) -> Request {
     Request {
-        source: ConnInfo::parse(Side::Source, &src.url(src_db)).unwrap(),
-        target: ConnInfo::parse(Side::Target, &dst.url(dst_db)).unwrap(),
+        source: ConnInfo::parse(Side::Source, source).unwrap(),
+        target: ConnInfo::parse(Side::Target, target).unwrap(),
         all_databases: false,
         filter: Filter::default(),
         options: Options { jobs: 2, index_jobs: 2, pg_bin: Some(src18().bin()), ..Options::default() },
@@ -303,7 +307,7 @@ async fn validate_reports_what_would_stop_a_copy() {
         .run_sql(
             &src_db,
             &format!(
-                "create extension pgcrypto;
+                "create extension adminpack;
                  create table open_t (id int primary key);
                  create table secret (id int);
                  create role {reader} login password 'r3ader;pw';
@@ -325,7 +329,7 @@ async fn validate_reports_what_would_stop_a_copy() {
         .map(|c| format!("{}: {}", c.name, c.detail))
         .collect();
     let has = |needle: &str| failed.iter().any(|f| f.contains(needle));
-    assert!(has("extension pgcrypto"), "{failed:#?}");
+    assert!(has("extension adminpack"), "{failed:#?}");
     assert!(has("cannot read public.secret"), "{failed:#?}");
     assert!(has(&format!("target database \"{dst_db}\"")), "{failed:#?}");
     assert!(has("REPLICATION"), "{failed:#?}");
@@ -359,6 +363,21 @@ async fn all_databases_map_to_same_names_postgres_included() {
     // A cluster pair of its own: --all-databases sees every database of the source.
     let src = barge_testkit::cluster("alls18", 18);
     let dst = barge_testkit::cluster("alld18", 18);
+    for cluster in [&src, &dst] {
+        // Earlier runs' databases would be copied too.
+        let client = cluster.connect("postgres").await;
+        let rows = client
+            .query(
+                "select datname::text from pg_database where datname not in ('postgres', 'template0', 'template1')",
+                &[],
+            )
+            .await
+            .unwrap();
+        for row in rows {
+            let name: String = row.get(0);
+            client.batch_execute(&format!("drop database \"{name}\" with (force)")).await.unwrap();
+        }
+    }
     let a = unique("alla");
     let b = unique("allb");
     let skip = unique("skip");
@@ -475,4 +494,38 @@ async fn progress_events_cover_the_copy_and_serialise() {
         let back: Event = serde_json::from_str(&text).unwrap();
         assert_eq!(&back, e);
     }
+}
+
+#[tokio::test]
+async fn tls_is_verified_by_default() {
+    let tls = barge_testkit::tls_cluster("tls18");
+    let dst = dst18();
+    let db = tls.create_db("tls").await;
+    tls.run_sql(&db, "create table t (id int primary key); insert into t select generate_series(1, 100);").await;
+    let ca = tls.tls_ca();
+    let ca = ca.to_str().unwrap();
+    let target = dst.url("postgres");
+    let connects = |url: String| {
+        let req = request_urls(&url, &target);
+        async move {
+            let report = barge_engine::validate(&req).await;
+            let check = report.checks.iter().find(|c| c.name == "source connection").unwrap().clone();
+            (check.status == CheckStatus::Pass, check.detail)
+        }
+    };
+    // An untrusted certificate fails even with the default sslmode, and says what to do.
+    let (ok, detail) = connects(tls.url(&db)).await;
+    assert!(!ok && detail.contains("sslrootcert"), "{detail}");
+    let (ok, detail) = connects(tls.url_via("127.0.0.1", &db, "sslmode=require")).await;
+    assert!(!ok && detail.contains("sslrootcert"), "{detail}");
+    // The right CA but a name the certificate does not carry: verify-full fails, verify-ca passes.
+    let (ok, detail) = connects(tls.url_via("127.0.0.1", &db, &format!("sslmode=verify-full&sslrootcert={ca}"))).await;
+    assert!(!ok, "{detail}");
+    let (ok, detail) = connects(tls.url_via("127.0.0.1", &db, &format!("sslmode=verify-ca&sslrootcert={ca}"))).await;
+    assert!(ok && detail.contains("TLS verified"), "{detail}");
+    // Fully verified end to end: barge's connections and pg_dump's.
+    let source = tls.url_via("localhost", &db, &format!("sslmode=verify-full&sslrootcert={ca}"));
+    let req = request_urls(&source, &dst.url(&unique("tls_copy")));
+    copy(&req).await;
+    assert_verify_ok(&req).await;
 }

@@ -43,16 +43,28 @@ fn scripts_pg() -> PathBuf {
 
 /// Starts (or finds running) the cluster `name` of PostgreSQL `version` (18 or 15).
 pub fn cluster(name: &str, version: u32) -> Cluster {
+    start(name, version, false)
+}
+
+/// A PostgreSQL 18 cluster serving TLS with a certificate for `localhost` only, signed by a
+/// CA of its own ([`Cluster::tls_ca`]).
+pub fn tls_cluster(name: &str) -> Cluster {
+    start(name, 18, true)
+}
+
+fn start(name: &str, version: u32, tls: bool) -> Cluster {
     static STARTED: OnceLock<Mutex<Vec<Cluster>>> = OnceLock::new();
     let started = STARTED.get_or_init(|| Mutex::new(Vec::new()));
     let mut started = started.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(c) = started.iter().find(|c| c.name == name) {
         return c.clone();
     }
-    let output = Command::new(scripts_pg())
-        .args(["start", name, &version.to_string()])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run scripts/pg: {e}"));
+    let mut command = Command::new(scripts_pg());
+    command.args(["start", name, &version.to_string()]);
+    if tls {
+        command.env("BARGE_PG_TLS", "1");
+    }
+    let output = command.output().unwrap_or_else(|e| panic!("cannot run scripts/pg: {e}"));
     assert!(
         output.status.success(),
         "scripts/pg start {name} {version} failed:\n{}",
@@ -93,6 +105,17 @@ impl Cluster {
     /// A superuser URL for `db`, with the percent-encoded password.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres:{PASSWORD_ENCODED}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// A superuser URL through another host name, with extra query parameters.
+    pub fn url_via(&self, host: &str, db: &str, query: &str) -> String {
+        format!("postgres://postgres:{PASSWORD_ENCODED}@{host}:{}/{db}?{query}", self.port)
+    }
+
+    /// The CA certificate of a [`tls_cluster`].
+    pub fn tls_ca(&self) -> PathBuf {
+        let out = Command::new(scripts_pg()).arg("root").output().expect("scripts/pg root");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("clusters").join(&self.name).join("tls/ca.pem")
     }
 
     /// A URL for another user and password.

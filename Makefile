@@ -1,0 +1,35 @@
+# barge — the two commands on a fresh machine: `make demo` and `make test`. `make help` lists all.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/barge/target
+CARGO ?= cargo
+
+.PHONY: help setup build demo test check bench clean-clusters
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+setup: ## Install what demo and test need (PostgreSQL 18 and 15, nextest)
+	@scripts/setup
+
+build: ## Build barge (debug)
+	$(CARGO) build --workspace
+
+demo: setup build ## Copy a sample database between two local clusters with live progress, then verify
+	@scripts/demo
+
+test: setup ## Run every test against real PostgreSQL 18 and 15 (started and stopped here)
+	@scripts/test
+
+check: ## Formatting and clippy, warnings are errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench: ## Time barge against pg_dump/pg_restore and pgcopydb (BENCH_SCALE=1 is ~1 GiB per dataset)
+	@scripts/setup bench
+	$(CARGO) build --release -p barge
+	@bench/run
+
+clean-clusters: ## Stop the local test clusters
+	@scripts/pg stop

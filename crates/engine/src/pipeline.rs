@@ -1,0 +1,442 @@
+//! The copy pipeline of one database: COPY streams take table parts (largest first, a split
+//! table's parts together, so one huge table keeps every stream busy) and large-object
+//! batches; index workers take whatever is ready, largest first:
+//!
+//! - a table's index builds, as soon as its last part committed;
+//! - its key constraints, attached once its builds are done (then the table is *indexed*);
+//! - its `ANALYZE`, once indexed;
+//! - its foreign keys, one at a time, once it is analyzed and the referenced table indexed:
+//!   `ADD CONSTRAINT … NOT VALID`, then `VALIDATE CONSTRAINT` (a lighter lock, so several
+//!   validations against the same referenced table run side by side).
+//!
+//! Every step commits with its progress mark; steps marked by an earlier run are skipped.
+
+use std::{
+    collections::{BinaryHeap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Instant,
+};
+
+use futures_util::future::try_join_all;
+use tokio::sync::Notify;
+
+use crate::{
+    copy,
+    db::Db,
+    error::{Error, Result},
+    marks::{self, Marks},
+    plan::{DatabasePlan, TablePlan},
+    postdata::{ForeignKey, TableWork},
+    progress::{Phase, Tracker},
+    request::Request,
+};
+
+/// Something an index worker can do.
+#[derive(Clone, Copy, Debug)]
+enum Work {
+    Build { table: usize, build: usize },
+    Attach { table: usize },
+    Analyze { table: usize },
+    ForeignKey { fk: usize },
+}
+
+/// A heap entry: larger work first (longest-first keeps the tail short); ties in queue order.
+struct Queued {
+    weight: u64,
+    seq: u64,
+    work: Work,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.weight, self.seq) == (other.weight, other.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.weight.cmp(&other.weight).then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+#[derive(Debug, Default)]
+struct TableState {
+    parts_left: usize,
+    /// Builds not done yet, queued when the rows are in.
+    builds: Vec<usize>,
+    builds_left: usize,
+    /// Key constraints not attached yet.
+    attach: Vec<usize>,
+    indexed: bool,
+    analyzed: bool,
+    /// Foreign keys of this table not started yet.
+    fks: Vec<usize>,
+    fk_running: bool,
+}
+
+enum DataTask {
+    Part { table: usize, part: usize },
+    LargeObjects { first: u32, last: u32 },
+}
+
+struct Sched {
+    data: VecDeque<DataTask>,
+    heap: BinaryHeap<Queued>,
+    tables: Vec<TableState>,
+    /// Referenced table → foreign keys waiting for it.
+    waiting_on: Vec<Vec<usize>>,
+    /// Index-worker work not finished, including work of tables still copying.
+    pending: usize,
+    seq: u64,
+    data_done_at: Option<Instant>,
+    build_seconds: f64,
+}
+
+/// Weights: attachments unblock the most and take no time; then long work first.
+fn weight(plan: &DatabasePlan, work: Work, fks: &[ForeignKey]) -> u64 {
+    match work {
+        Work::Attach { .. } => u64::MAX,
+        Work::Build { table, .. } => plan.tables[table].bytes,
+        Work::ForeignKey { fk } => plan.tables[fks[fk].child].bytes,
+        Work::Analyze { table } => plan.tables[table].bytes / 8,
+    }
+}
+
+impl Sched {
+    fn push(&mut self, plan: &DatabasePlan, fks: &[ForeignKey], work: Work) {
+        self.seq += 1;
+        self.heap.push(Queued { weight: weight(plan, work, fks), seq: self.seq, work });
+    }
+
+    /// A table's rows are all in: queue its builds.
+    fn release(&mut self, plan: &DatabasePlan, fks: &[ForeignKey], table: usize) {
+        let builds = std::mem::take(&mut self.tables[table].builds);
+        if builds.is_empty() {
+            self.builds_finished(plan, fks, table);
+        }
+        for build in builds {
+            self.push(plan, fks, Work::Build { table, build });
+        }
+    }
+
+    fn builds_finished(&mut self, plan: &DatabasePlan, fks: &[ForeignKey], table: usize) {
+        if self.tables[table].attach.is_empty() {
+            self.indexed(plan, fks, table);
+        } else {
+            self.push(plan, fks, Work::Attach { table });
+        }
+    }
+
+    fn build_done(&mut self, plan: &DatabasePlan, fks: &[ForeignKey], table: usize) {
+        self.pending -= 1;
+        self.tables[table].builds_left -= 1;
+        if self.tables[table].builds_left == 0 {
+            self.builds_finished(plan, fks, table);
+        }
+    }
+
+    fn indexed(&mut self, plan: &DatabasePlan, fks: &[ForeignKey], table: usize) {
+        self.tables[table].indexed = true;
+        self.push(plan, fks, Work::Analyze { table });
+        for fk in std::mem::take(&mut self.waiting_on[table]) {
+            self.try_fk(plan, fks, fks[fk].child);
+        }
+    }
+
+    fn analyzed(&mut self, plan: &DatabasePlan, fks: &[ForeignKey], table: usize) {
+        self.pending -= 1;
+        self.tables[table].analyzed = true;
+        self.try_fk(plan, fks, table);
+    }
+
+    fn fk_done(&mut self, plan: &DatabasePlan, fks: &[ForeignKey], child: usize) {
+        self.pending -= 1;
+        self.tables[child].fk_running = false;
+        self.try_fk(plan, fks, child);
+    }
+
+    /// Starts the child's next foreign key whose referenced table is indexed; one at a time
+    /// per child, since validations of one table would wait on each other's locks.
+    fn try_fk(&mut self, plan: &DatabasePlan, fks: &[ForeignKey], child: usize) {
+        let state = &self.tables[child];
+        if state.fk_running || !state.analyzed {
+            return;
+        }
+        let ready = state.fks.iter().position(|&fk| self.tables[fks[fk].parent].indexed);
+        match ready {
+            Some(i) => {
+                let fk = self.tables[child].fks.remove(i);
+                self.tables[child].fk_running = true;
+                self.push(plan, fks, Work::ForeignKey { fk });
+            }
+            None => {
+                for &fk in &self.tables[child].fks {
+                    let parent = fks[fk].parent;
+                    if !self.waiting_on[parent].contains(&fk) {
+                        self.waiting_on[parent].push(fk);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the pipeline measured.
+pub(crate) struct Outcome {
+    /// When the last part committed.
+    pub data_done_at: Instant,
+    /// Sum of index build times.
+    pub build_seconds: f64,
+    /// Tables, index builds and bytes an earlier run had finished.
+    pub resumed: (u64, u64, u64),
+}
+
+/// Everything the workers share.
+pub(crate) struct Pipeline<'a> {
+    pub req: &'a Request,
+    pub plan: &'a DatabasePlan,
+    pub snapshot: &'a str,
+    pub tracker: Arc<Tracker>,
+    pub marks: &'a Marks,
+    pub work: &'a [TableWork],
+    pub fks: &'a [ForeignKey],
+    pub maintenance_work_mem: u64,
+}
+
+fn part_step(table: &TablePlan, part: usize) -> String {
+    format!("data:{}:{}/{}", table.display(), part + 1, table.parts.len())
+}
+
+struct Running<'a> {
+    p: &'a Pipeline<'a>,
+    sched: Mutex<Sched>,
+    notify: Notify,
+}
+
+impl Running<'_> {
+    fn sched(&self) -> MutexGuard<'_, Sched> {
+        self.sched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Pipeline<'_> {
+    /// Runs the copy and the index work to the end.
+    pub(crate) async fn run(&self) -> Result<Outcome> {
+        let (plan, marks, fks) = (self.plan, self.marks, self.fks);
+        let mut data = Vec::new();
+        let mut tables = Vec::with_capacity(plan.tables.len());
+        let (mut parts_total, mut parts_done, mut tables_done, mut builds_total, mut builds_done, mut bytes_done) =
+            (0, 0, 0, 0, 0, 0);
+        for (t, table) in plan.tables.iter().enumerate() {
+            let work = &self.work[t];
+            let builds: Vec<usize> = (0..work.builds.len()).filter(|&b| !marks.is_done(&work.builds[b].step)).collect();
+            builds_total += work.builds.len() as u64;
+            builds_done += (work.builds.len() - builds.len()) as u64;
+            let attach: Vec<usize> = (0..work.attach.len()).filter(|&a| !marks.is_done(&work.attach[a].step)).collect();
+            let mut parts_left = 0;
+            for part in 0..table.parts.len() {
+                parts_total += 1;
+                let share = table.bytes / table.parts.len() as u64;
+                if marks.is_done(&part_step(table, part)) {
+                    parts_done += 1;
+                    bytes_done += share;
+                } else {
+                    parts_left += 1;
+                    data.push((share, t, part));
+                }
+            }
+            if parts_left == 0 && !table.schema_only {
+                tables_done += 1;
+            }
+            let fks: Vec<usize> =
+                (0..fks.len()).filter(|&f| fks[f].child == t && !marks.is_done(&fks[f].validate.step)).collect();
+            tables.push(TableState {
+                parts_left,
+                builds_left: builds.len(),
+                builds,
+                attach,
+                fks,
+                ..TableState::default()
+            });
+        }
+        // Largest parts first, a table's parts together.
+        data.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let mut queue: VecDeque<DataTask> =
+            data.into_iter().map(|(_, table, part)| DataTask::Part { table, part }).collect();
+        for &(first, last) in &plan.large_object_batches {
+            if !marks.is_done(&format!("lo:{first}-{last}")) {
+                queue.push_back(DataTask::LargeObjects { first, last });
+            }
+        }
+        let fk_count: usize = tables.iter().map(|t| t.fks.len()).sum();
+        let pending =
+            tables.iter().map(|t| t.builds_left + usize::from(!t.attach.is_empty()) + 1).sum::<usize>() + fk_count;
+        let mut sched = Sched {
+            data: queue,
+            heap: BinaryHeap::new(),
+            waiting_on: vec![Vec::new(); tables.len()],
+            tables,
+            pending,
+            seq: 0,
+            data_done_at: None,
+            build_seconds: 0.0,
+        };
+        for t in 0..plan.tables.len() {
+            if sched.tables[t].parts_left == 0 {
+                sched.release(plan, fks, t);
+            }
+        }
+        self.tracker.set_totals(
+            plan.tables.iter().filter(|t| !t.schema_only).map(|t| t.bytes).sum(),
+            parts_total,
+            plan.tables.iter().filter(|t| !t.schema_only).count() as u64,
+            builds_total,
+        );
+        self.tracker.add_constraints_total((plan.tables.len() + fk_count) as u64);
+        self.tracker.already_done(parts_done, tables_done, builds_done, bytes_done);
+        let running = Running { p: self, sched: Mutex::new(sched), notify: Notify::new() };
+        let copiers = async {
+            try_join_all((0..self.req.options.jobs.max(1)).map(|_| copy_worker(&running))).await?;
+            running.sched().data_done_at = Some(Instant::now());
+            self.tracker.phase(Phase::Indexing);
+            Ok::<(), Error>(())
+        };
+        let builders = try_join_all((0..self.req.options.index_jobs.max(1)).map(|_| index_worker(&running)));
+        tokio::try_join!(copiers, builders)?;
+        let sched = running.sched.into_inner().unwrap_or_else(|e| e.into_inner());
+        Ok(Outcome {
+            data_done_at: sched.data_done_at.unwrap_or_else(Instant::now),
+            build_seconds: sched.build_seconds,
+            resumed: (tables_done, builds_done, bytes_done),
+        })
+    }
+}
+
+async fn copy_worker(r: &Running<'_>) -> Result<()> {
+    let (p, plan) = (r.p, r.p.plan);
+    let source = Db::connect(&p.req.source, &plan.source).await?;
+    copy::enter_snapshot(&source, p.snapshot).await?;
+    let target = Db::connect(&p.req.target, &plan.target).await?;
+    target.batch("tune the copy session", "set synchronous_commit = off").await?;
+    loop {
+        let task = r.sched().data.pop_front();
+        let Some(task) = task else { break };
+        match task {
+            DataTask::Part { table, part } => {
+                let t = &plan.tables[table];
+                let display = t.display();
+                let started = Instant::now();
+                let counter = p.tracker.part_started(&display, part + 1, t.parts.len(), t.bytes / t.parts.len() as u64);
+                let result = copy::copy_part(&source, &target, t, &t.parts[part], &part_step(t, part), &counter).await;
+                let rows = result.as_ref().ok().copied();
+                p.tracker.part_finished(&display, part + 1, t.parts.len(), rows, started.elapsed().as_secs_f64());
+                result?;
+                let mut sched = r.sched();
+                sched.tables[table].parts_left -= 1;
+                if sched.tables[table].parts_left == 0 {
+                    p.tracker.table_done();
+                    sched.release(plan, p.fks, table);
+                    drop(sched);
+                    r.notify.notify_waiters();
+                }
+            }
+            DataTask::LargeObjects { first, last } => {
+                let label = format!("large objects {first}..{last}");
+                let started = Instant::now();
+                let counter = p.tracker.part_started(&label, 1, 1, 0);
+                let step = format!("lo:{first}-{last}");
+                let (no_owner, no_acl) = (p.req.options.no_owner, p.req.options.no_acl);
+                let result =
+                    copy::copy_large_objects(&source, &target, first, last, no_owner, no_acl, &step, &counter).await;
+                p.tracker.part_finished(&label, 1, 1, None, started.elapsed().as_secs_f64());
+                result?;
+            }
+        }
+    }
+    source.batch("leave the copy snapshot", "commit").await
+}
+
+async fn index_worker(r: &Running<'_>) -> Result<()> {
+    let (p, plan, fks) = (r.p, r.p.plan, r.p.fks);
+    let target = Db::connect(&p.req.target, &plan.target).await?;
+    // Parallel maintenance workers only move CPU between builds on a busy machine; the
+    // builds themselves run in parallel here.
+    target
+        .batch(
+            "tune the index session",
+            &format!(
+                "set maintenance_work_mem = '{}kB'; set max_parallel_maintenance_workers = 0; set synchronous_commit = off",
+                p.maintenance_work_mem / 1024
+            ),
+        )
+        .await?;
+    loop {
+        let notified = r.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let next = {
+            let mut sched = r.sched();
+            match sched.heap.pop() {
+                Some(q) => Some(q.work),
+                None if sched.pending == 0 => return Ok(()),
+                None => None,
+            }
+        };
+        let Some(work) = next else {
+            notified.await;
+            continue;
+        };
+        let started = Instant::now();
+        match work {
+            Work::Build { table, build } => {
+                let t = &plan.tables[table];
+                let step = &p.work[table].builds[build];
+                marks::run_step(&target, &step.step, &format!("build {} on {}", step.name, t.display()), &step.sql)
+                    .await?;
+                let seconds = started.elapsed().as_secs_f64();
+                p.tracker.index_done(&t.display(), &step.name, seconds);
+                let mut sched = r.sched();
+                sched.build_seconds += seconds;
+                sched.build_done(plan, fks, table);
+            }
+            Work::Attach { table } => {
+                let attach = std::mem::take(&mut r.sched().tables[table].attach);
+                let t = &plan.tables[table];
+                for a in attach {
+                    let step = &p.work[table].attach[a];
+                    let what = format!("add constraint {} on {}", step.name, t.display());
+                    marks::run_step(&target, &step.step, &what, &step.sql).await?;
+                }
+                let mut sched = r.sched();
+                sched.pending -= 1;
+                sched.indexed(plan, fks, table);
+            }
+            Work::Analyze { table } => {
+                let t = &plan.tables[table];
+                target.batch(&format!("analyze {}", t.display()), &format!("analyze {}", t.qualified())).await?;
+                tracing::debug!(table = %t.display(), seconds = started.elapsed().as_secs_f64(), "analyzed");
+                p.tracker.constraint_done();
+                r.sched().analyzed(plan, fks, table);
+            }
+            Work::ForeignKey { fk } => {
+                let key = &fks[fk];
+                let child = plan.tables[key.child].display();
+                if !p.marks.is_done(&key.add.step) {
+                    let what = format!("add foreign key {} on {child}", key.add.name);
+                    marks::run_step(&target, &key.add.step, &what, &key.add.sql).await?;
+                }
+                let what = format!("validate foreign key {} on {child}", key.validate.name);
+                marks::run_step(&target, &key.validate.step, &what, &key.validate.sql).await?;
+                tracing::debug!(table = %child, key = %key.add.name, seconds = started.elapsed().as_secs_f64(), "foreign key validated");
+                p.tracker.constraint_done();
+                r.sched().fk_done(plan, fks, key.child);
+            }
+        }
+        r.notify.notify_waiters();
+    }
+}
