@@ -34,7 +34,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -325,7 +325,7 @@ fn bar_event(state: &mut BarState, event: &Event) {
         Event::Progress(p) => {
             state.overall.set_length(p.bytes_estimated);
             state.overall.set_position(p.bytes_copied);
-            state.overall.set_message(p.eta_seconds.map(|s| human_duration(s)).unwrap_or_else(|| "-".into()));
+            state.overall.set_message(p.eta_seconds.map(human_duration).unwrap_or_else(|| "-".into()));
             state.indexes.set_length(p.indexes_total);
             state.indexes.set_position(p.indexes_done);
             state.indexes.set_message(format!(

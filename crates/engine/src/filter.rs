@@ -120,20 +120,28 @@ fn split_parts(flag: &str, pattern: &str) -> Result<Vec<String>> {
     let mut chars = pattern.chars().peekable();
     let mut in_quotes = false;
     while let Some(c) = chars.next() {
-        match (c, in_quotes) {
-            ('"', false) => in_quotes = true,
+        let piece = match (c, in_quotes) {
+            ('"', false) => {
+                in_quotes = true;
+                continue;
+            }
             ('"', true) if chars.peek() == Some(&'"') => {
                 chars.next();
-                parts.last_mut().map(|p| p.push_str(&globset::escape("\"")));
+                globset::escape("\"")
             }
-            ('"', true) => in_quotes = false,
-            ('.', false) => parts.push(String::new()),
-            (c, true) => {
-                parts.last_mut().map(|p| p.push_str(&globset::escape(&c.to_string())));
+            ('"', true) => {
+                in_quotes = false;
+                continue;
             }
-            (c, false) => {
-                parts.last_mut().map(|p| p.push(c));
+            ('.', false) => {
+                parts.push(String::new());
+                continue;
             }
+            (c, true) => globset::escape(&c.to_string()),
+            (c, false) => c.to_string(),
+        };
+        if let Some(part) = parts.last_mut() {
+            part.push_str(&piece);
         }
     }
     if in_quotes {
@@ -231,15 +239,13 @@ mod tests {
 
     #[test]
     fn bad_patterns_name_the_flag() {
-        let mut bad = Filter::default();
-        bad.include_tables = vec!["a.b.c.d".into()];
+        let mut bad = Filter { include_tables: vec!["a.b.c.d".into()], ..Filter::default() };
         assert!(bad.compile().unwrap_err().to_string().contains("--include-table \"a.b.c.d\": too many"));
         bad.include_tables = vec!["\"open".into()];
         assert!(bad.compile().unwrap_err().to_string().contains("unterminated"));
         bad.include_tables = vec!["a..b".into()];
         assert!(bad.compile().unwrap_err().to_string().contains("empty name part"));
-        let mut bad = Filter::default();
-        bad.include_databases = vec!["a.b".into()];
+        let bad = Filter { include_databases: vec!["a.b".into()], ..Filter::default() };
         assert!(bad.compile().is_err());
     }
 }

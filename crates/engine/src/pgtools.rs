@@ -30,6 +30,15 @@ pub(crate) enum Section {
     PostData,
 }
 
+/// The database a dump reads.
+#[derive(Clone, Copy)]
+pub(crate) struct DumpSource<'a> {
+    pub info: &'a ConnInfo,
+    pub dbname: &'a str,
+    /// Whether barge's own connection negotiated TLS (the tool then verifies the server too).
+    pub tls_in_use: bool,
+}
+
 /// What a schema dump leaves out.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct DumpOptions {
@@ -110,14 +119,13 @@ impl PgTools {
     /// Filters go through a `--filter` file when pg_dump has it (17+), else argv patterns.
     pub(crate) fn dump_schema(
         &self,
-        info: &ConnInfo,
-        dbname: &str,
-        tls_in_use: bool,
+        database: &DumpSource<'_>,
         snapshot: Option<&str>,
         section: Section,
         options: &DumpOptions,
         filter_file: Option<&Path>,
     ) -> Command {
+        let DumpSource { info, dbname, tls_in_use } = *database;
         let mut cmd = Command::new(self.pg_dump());
         cmd.arg("--format=plain").arg(match section {
             Section::PreData => "--section=pre-data",
@@ -273,7 +281,8 @@ mod tests {
             exclude_tables: vec![("public".into(), "Odd \"Name\".x".into())],
             ..DumpOptions::default()
         };
-        let cmd = tools.dump_schema(&info, "app", false, Some("00000003-1"), Section::PreData, &options, None);
+        let source = DumpSource { info: &info, dbname: "app", tls_in_use: false };
+        let cmd = tools.dump_schema(&source, Some("00000003-1"), Section::PreData, &options, None);
         let std = cmd.as_std();
         let argv: Vec<String> = std.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert!(argv.iter().all(|a| !a.contains("s3cret")), "{argv:?}");

@@ -350,9 +350,8 @@ async fn copy_worker(r: &Running<'_>) -> Result<()> {
                 let started = Instant::now();
                 let counter = p.tracker.part_started(&label, 1, 1, 0);
                 let step = format!("lo:{first}-{last}");
-                let (no_owner, no_acl) = (p.req.options.no_owner, p.req.options.no_acl);
                 let result =
-                    copy::copy_large_objects(&source, &target, first, last, no_owner, no_acl, &step, &counter).await;
+                    copy::copy_large_objects(&source, &target, (first, last), &p.req.options, &step, &counter).await;
                 p.tracker.part_finished(&label, 1, 1, None, started.elapsed().as_secs_f64());
                 result?;
             }

@@ -621,7 +621,7 @@ async fn plan_database(
         let parts = if schema_only {
             Vec::new()
         } else {
-            split(source, r, req.options.split_tables_larger_than, block_size as u64).await?
+            split(source, r, req.options.split_tables_larger_than, req.options.jobs, block_size as u64).await?
         };
         tables.push(TablePlan {
             schema: r.schema.clone(),
@@ -688,11 +688,21 @@ fn filter_keeps_large_objects(filter: &crate::filter::Filter) -> bool {
     filter.include_schemas.is_empty() && filter.include_tables.is_empty()
 }
 
-async fn split(source: &Db, r: &Relation, threshold: u64, block_size: u64) -> Result<Vec<Part>> {
-    if threshold == 0 || r.bytes <= threshold {
+/// How many parts a table of `bytes` is split into: one per `threshold`, rounded up to a
+/// multiple of the COPY streams so the table's last round keeps every stream busy.
+pub(crate) fn part_count(bytes: u64, threshold: u64, jobs: usize) -> u64 {
+    if threshold == 0 || bytes <= threshold {
+        return 1;
+    }
+    let jobs = jobs.max(1) as u64;
+    bytes.div_ceil(threshold).max(2).div_ceil(jobs).saturating_mul(jobs).min(MAX_PARTS)
+}
+
+async fn split(source: &Db, r: &Relation, threshold: u64, jobs: usize, block_size: u64) -> Result<Vec<Part>> {
+    let n = part_count(r.bytes, threshold, jobs);
+    if n == 1 {
         return Ok(vec![Part::Whole]);
     }
-    let n = r.bytes.div_ceil(threshold).clamp(2, MAX_PARTS);
     if let Some(column) = &r.int_key {
         let sql = format!(
             "select min({c})::int8, max({c})::int8 from only {t}",
@@ -782,6 +792,15 @@ mod tests {
         // Extreme bounds do not overflow.
         let wide = key_parts("id", i64::MIN, i64::MAX, 3);
         assert_eq!(wide.len(), 3);
+    }
+
+    #[test]
+    fn part_counts_fill_every_stream() {
+        assert_eq!(part_count(100, 256, 4), 1);
+        assert_eq!(part_count(1100, 256, 4), 8);
+        assert_eq!(part_count(1100, 256, 2), 6);
+        assert_eq!(part_count(300, 256, 1), 2);
+        assert_eq!(part_count(u64::MAX, 1, 3), MAX_PARTS);
     }
 
     #[test]

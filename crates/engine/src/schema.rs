@@ -44,7 +44,8 @@ pub(crate) async fn dump(
             None
         };
     let path = filter_file.as_ref().map(|f| f.path());
-    let command = |section| tools.dump_schema(source, dbname, tls_in_use, Some(snapshot), section, options, path);
+    let database = pgtools::DumpSource { info: source, dbname, tls_in_use };
+    let command = |section| tools.dump_schema(&database, Some(snapshot), section, options, path);
     let what = format!("pg_dump of source database \"{dbname}\"");
     let (pre, post) = tokio::try_join!(
         pgtools::run_capture(command(Section::PreData), &what),

@@ -1,6 +1,9 @@
 //! Engine tests against real PostgreSQL 18 and 15 clusters started by the harness
 //! (`barge-testkit`, `scripts/pg`). Each test works in databases of its own.
 
+// Test code: a failed unwrap is the failed test, with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use barge_engine::{
     CheckStatus, ConnInfo, Filter, InitReport, Options, Plan, Request, Side,
     plan::{Part, TargetAction},

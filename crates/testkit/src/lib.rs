@@ -4,6 +4,9 @@
 //! (nextest runs each test in its own), so only the first test pays for starting them;
 //! `make test` stops them at the end.
 
+// A harness: a failed setup step is a failed test, so it panics with the reason.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
