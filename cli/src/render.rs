@@ -242,8 +242,8 @@ fn phase_text(phase: Phase) -> &'static str {
         Phase::Validating => "validating",
         Phase::Schema => "creating the schema",
         Phase::Copying => "copying rows (indexes build as tables finish)",
-        Phase::Indexing => "rows are in; building the last indexes",
-        Phase::Constraints => "post-data: triggers, views, foreign keys, ANALYZE",
+        Phase::Indexing => "rows are in; finishing indexes, foreign keys and ANALYZE",
+        Phase::Constraints => "rest of post-data: triggers, rules, policies, materialized views",
         Phase::Verifying => "verifying",
         Phase::Done => "done",
     }
@@ -381,8 +381,12 @@ pub fn init_report(report: &InitReport) {
             }
         );
         println!(
-            "    time: schema {:.1}s · data {:.1}s · indexes after data {:.1}s (index builds {:.1}s in all) · post-data {:.1}s · foreign keys + ANALYZE {:.1}s · sequences {:.1}s · total {:.1}s",
-            t.schema, t.data, t.indexes_after_data, t.index_builds, t.post_data, t.constraints, t.other, t.total
+            "    wall time: schema {:.1}s · data {:.1}s · indexes, foreign keys and ANALYZE after the data {:.1}s · rest of post-data {:.1}s · sequences {:.1}s · total {:.1}s",
+            t.schema, t.data, t.after_data, t.post_data, t.sequences, t.total
+        );
+        println!(
+            "    busy time (overlapping): index builds {:.1}s · foreign keys {:.1}s · ANALYZE {:.1}s",
+            t.index_builds, t.foreign_keys, t.analyze
         );
     }
 }

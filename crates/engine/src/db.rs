@@ -7,7 +7,7 @@ use tokio_postgres::{Client, NoTls, Row, types::ToSql};
 
 use crate::{
     conninfo::{ConnInfo, Side},
-    error::{Error, Result, describe_pg_error},
+    error::{ConnectFailure, Error, Result, describe_pg_error},
     tls,
 };
 
@@ -35,12 +35,15 @@ impl Db {
     /// Connects to `dbname` on the server `info` names.
     pub(crate) async fn connect(info: &ConnInfo, dbname: &str) -> Result<Db> {
         let config = info.pg_config(dbname);
-        let fail = |detail: String, hint: &str| Error::Connect {
-            side: info.side(),
-            endpoint: info.endpoint(),
-            database: dbname.to_owned(),
-            detail,
-            hint: hint.to_owned(),
+        let fail = |detail: String, hint: &str, code: Option<String>| {
+            Error::Connect(Box::new(ConnectFailure {
+                side: info.side(),
+                endpoint: info.endpoint(),
+                database: dbname.to_owned(),
+                detail,
+                hint: hint.to_owned(),
+                code,
+            }))
         };
         let connected = match tls::connector(info)? {
             Some(tls) => config.connect(tls).await.map(|(client, conn)| {
@@ -62,7 +65,7 @@ impl Db {
         };
         let client = connected.map_err(|e| {
             let (detail, hint) = connect_hint(info, &e);
-            fail(detail, &hint)
+            fail(detail, &hint, e.code().map(|c| c.code().to_owned()))
         })?;
         let mut db = Db { client, side: info.side(), database: dbname.to_owned(), version_num: 0, tls: false };
         let row = db

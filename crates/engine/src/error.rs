@@ -20,19 +20,8 @@ pub enum Error {
         reason: String,
     },
     /// Connecting to a server failed.
-    #[error("cannot connect to the {side} server at {endpoint} (database \"{database}\"): {detail}{hint}")]
-    Connect {
-        /// Which server.
-        side: Side,
-        /// host:port or socket directory.
-        endpoint: String,
-        /// The database we tried.
-        database: String,
-        /// The driver's or server's message.
-        detail: String,
-        /// What to check, starting with ". ".
-        hint: String,
-    },
+    #[error("{0}")]
+    Connect(Box<ConnectFailure>),
     /// A statement failed on a server.
     #[error("{side} database \"{database}\": {context}: {detail}")]
     Query {
@@ -70,6 +59,24 @@ pub enum Error {
     },
 }
 
+/// Why a connection failed, and what to check.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to the {side} server at {endpoint} (database \"{database}\"): {detail}{hint}")]
+pub struct ConnectFailure {
+    /// Which server.
+    pub side: Side,
+    /// host:port or socket directory.
+    pub endpoint: String,
+    /// The database barge tried.
+    pub database: String,
+    /// The driver's or server's message.
+    pub detail: String,
+    /// What to check, starting with ". ".
+    pub hint: String,
+    /// SQLSTATE, when the server sent one.
+    pub code: Option<String>,
+}
+
 impl Error {
     /// Wraps a driver error from a statement with its context.
     pub(crate) fn query(side: Side, database: &str, context: impl Into<String>, err: &tokio_postgres::Error) -> Self {
@@ -91,6 +98,7 @@ impl Error {
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
             Error::Query { code, .. } => code.as_deref(),
+            Error::Connect(failure) => failure.code.as_deref(),
             _ => None,
         }
     }

@@ -395,8 +395,10 @@ async fn copy_database(
         pipeline.run().await?
     };
     timings.data = outcome.data_done_at.duration_since(data_started).as_secs_f64();
-    timings.indexes_after_data = outcome.data_done_at.elapsed().as_secs_f64();
+    timings.after_data = outcome.data_done_at.elapsed().as_secs_f64();
     timings.index_builds = outcome.build_seconds;
+    timings.foreign_keys = outcome.fk_seconds;
+    timings.analyze = outcome.analyze_seconds;
     let mut report = DatabaseReport {
         source: db.source.clone(),
         target: db.target.clone(),
@@ -416,13 +418,11 @@ async fn copy_database(
     tracker.phase(Phase::Constraints);
     let post_started = Instant::now();
     run_post_data(&target, &mut session, &post.rest, &marks, &tracker).await?;
-    timings.post_data = post_started.elapsed().as_secs_f64();
-    let other_started = Instant::now();
-    report.sequences = copy_sequences(&holder, &target).await?;
-    timings.other = other_started.elapsed().as_secs_f64();
-    let constraints_started = Instant::now();
     validate_late(req, db, &post.late_validations, &marks, &tracker).await?;
-    timings.constraints = constraints_started.elapsed().as_secs_f64();
+    timings.post_data = post_started.elapsed().as_secs_f64();
+    let sequences_started = Instant::now();
+    report.sequences = copy_sequences(&holder, &target).await?;
+    timings.sequences = sequences_started.elapsed().as_secs_f64();
     marks::drop_all(&target).await?;
     timings.total = started.elapsed().as_secs_f64();
     tracker.phase(Phase::Done);

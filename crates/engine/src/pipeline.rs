@@ -95,6 +95,8 @@ struct Sched {
     seq: u64,
     data_done_at: Option<Instant>,
     build_seconds: f64,
+    fk_seconds: f64,
+    analyze_seconds: f64,
 }
 
 /// Weights: attachments unblock the most and take no time; then long work first.
@@ -190,8 +192,10 @@ impl Sched {
 pub(crate) struct Outcome {
     /// When the last part committed.
     pub data_done_at: Instant,
-    /// Sum of index build times.
+    /// Busy time of index builds, foreign keys and ANALYZE.
     pub build_seconds: f64,
+    pub fk_seconds: f64,
+    pub analyze_seconds: f64,
     /// Tables, index builds and bytes an earlier run had finished.
     pub resumed: (u64, u64, u64),
 }
@@ -285,6 +289,8 @@ impl Pipeline<'_> {
             seq: 0,
             data_done_at: None,
             build_seconds: 0.0,
+            fk_seconds: 0.0,
+            analyze_seconds: 0.0,
         };
         for t in 0..plan.tables.len() {
             if sched.tables[t].parts_left == 0 {
@@ -312,6 +318,8 @@ impl Pipeline<'_> {
         Ok(Outcome {
             data_done_at: sched.data_done_at.unwrap_or_else(Instant::now),
             build_seconds: sched.build_seconds,
+            fk_seconds: sched.fk_seconds,
+            analyze_seconds: sched.analyze_seconds,
             resumed: (tables_done, builds_done, bytes_done),
         })
     }
@@ -418,9 +426,10 @@ async fn index_worker(r: &Running<'_>) -> Result<()> {
             Work::Analyze { table } => {
                 let t = &plan.tables[table];
                 target.batch(&format!("analyze {}", t.display()), &format!("analyze {}", t.qualified())).await?;
-                tracing::debug!(table = %t.display(), seconds = started.elapsed().as_secs_f64(), "analyzed");
                 p.tracker.constraint_done();
-                r.sched().analyzed(plan, fks, table);
+                let mut sched = r.sched();
+                sched.analyze_seconds += started.elapsed().as_secs_f64();
+                sched.analyzed(plan, fks, table);
             }
             Work::ForeignKey { fk } => {
                 let key = &fks[fk];
@@ -431,9 +440,10 @@ async fn index_worker(r: &Running<'_>) -> Result<()> {
                 }
                 let what = format!("validate foreign key {} on {child}", key.validate.name);
                 marks::run_step(&target, &key.validate.step, &what, &key.validate.sql).await?;
-                tracing::debug!(table = %child, key = %key.add.name, seconds = started.elapsed().as_secs_f64(), "foreign key validated");
                 p.tracker.constraint_done();
-                r.sched().fk_done(plan, fks, key.child);
+                let mut sched = r.sched();
+                sched.fk_seconds += started.elapsed().as_secs_f64();
+                sched.fk_done(plan, fks, key.child);
             }
         }
         r.notify.notify_waiters();

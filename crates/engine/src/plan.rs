@@ -272,7 +272,7 @@ pub(crate) async fn connect_admin(info: &ConnInfo) -> Result<(Db, String)> {
         match Db::connect(info, db).await {
             Ok(conn) => return Ok((conn, db.clone())),
             // Only a missing database moves on to the next candidate.
-            Err(e @ Error::Connect { .. }) if e.to_string().contains("3D000") => last = Some(e),
+            Err(e) if e.sqlstate() == Some("3D000") => last = Some(e),
             Err(e) => return Err(e),
         }
     }

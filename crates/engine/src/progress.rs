@@ -21,12 +21,13 @@ pub enum Phase {
     Validating,
     /// Creating the database and the pre-data schema.
     Schema,
-    /// Copying rows (index builds start as tables finish).
+    /// Copying rows; each table's indexes, foreign keys and ANALYZE start as soon as the
+    /// table is ready.
     Copying,
-    /// Rows are in; the last indexes are building.
+    /// Rows are in; the last indexes, foreign keys and ANALYZE are running.
     Indexing,
-    /// Triggers, rules, policies, materialized views, foreign keys; then validating foreign
-    /// keys and ANALYZE.
+    /// The rest of post-data in pg_dump's order (triggers, rules, policies, materialized
+    /// view refreshes, foreign keys to partitioned tables), then sequences.
     Constraints,
     /// Comparing source and target.
     Verifying,
@@ -159,18 +160,23 @@ pub struct RunningPart {
 pub struct Timings {
     /// Reading and applying the pre-data schema (and creating the database).
     pub schema: f64,
-    /// From the first COPY to the last committed part.
+    /// From the first COPY to the last committed part (index builds, foreign keys and
+    /// ANALYZE of finished tables run meanwhile).
     pub data: f64,
-    /// From the last committed part to the last index and key constraint.
-    pub indexes_after_data: f64,
-    /// Sum of all index and key constraint build times (they overlap the copy).
+    /// From the last committed part until the last index, key constraint, foreign key and
+    /// ANALYZE finished.
+    pub after_data: f64,
+    /// Busy time of index and key constraint builds, summed over the parallel builders.
     pub index_builds: f64,
-    /// Post-data statements (triggers, views, foreign keys NOT VALID, …).
+    /// Busy time of adding and validating foreign keys, summed.
+    pub foreign_keys: f64,
+    /// Busy time of ANALYZE, summed.
+    pub analyze: f64,
+    /// The rest of post-data in pg_dump's order (triggers, rules, policies, refreshes, …)
+    /// and foreign keys to partitioned tables.
     pub post_data: f64,
-    /// Validating foreign keys and ANALYZE, in parallel.
-    pub constraints: f64,
-    /// Large objects and sequences.
-    pub other: f64,
+    /// Sequences.
+    pub sequences: f64,
     /// The whole database copy.
     pub total: f64,
 }
