@@ -1,5 +1,6 @@
 -- Benchmark dataset "many": 20 tables of varied sizes with primary keys, secondary indexes
--- and foreign keys. psql -v scale=1 gives about 1 GiB of heap.
+-- and foreign keys, shaped like the reference measurement in TOOLCHAIN.md: psql -v scale=1
+-- gives about 1.1 GiB of heap and 0.6 GiB of indexes.
 \set ON_ERROR_STOP on
 select set_config('bench.scale', :'scale', false);
 do $$
@@ -29,11 +30,11 @@ begin
                    timestamptz '2020-01-01' + g * interval '1 second', array[g %% 3, g %% 5]
             from generate_series(1::int8, %4$s) g$f$,
             lpad(i::text, 2, '0'), i, greatest(1000, rows_total * weights[1] / 100), n);
+        execute format('create index t%1$s_account on t%1$s (account)', lpad(i::text, 2, '0'));
         if i % 2 = 0 then
-            execute format('create index t%1$s_account on t%1$s (account)', lpad(i::text, 2, '0'));
-        end if;
-        if i % 3 = 0 then
             execute format('create index t%1$s_created on t%1$s (created_at)', lpad(i::text, 2, '0'));
+        else
+            execute format('create index t%1$s_account_created on t%1$s (account, created_at)', lpad(i::text, 2, '0'));
         end if;
         if i > 1 and i <= 10 then
             execute format('alter table t%1$s add foreign key (parent_id) references t01 (id)', lpad(i::text, 2, '0'));

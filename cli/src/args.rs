@@ -98,6 +98,37 @@ impl Selection {
     }
 }
 
+/// What happens to target databases that already exist (validate checks as init would).
+#[derive(Debug, Args)]
+pub struct TargetPolicy {
+    /// Drop and re-create target databases that already hold objects.
+    #[arg(long, conflicts_with = "resume")]
+    pub drop_existing: bool,
+    /// Continue an interrupted copy: parts and steps that committed are not redone.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// Who owns what on the target.
+#[derive(Debug, Args)]
+pub struct Ownership {
+    /// Create the source's roles that the target lacks, without passwords.
+    #[arg(long)]
+    pub roles: bool,
+    /// Do not copy ownership: objects belong to the target user.
+    #[arg(long)]
+    pub no_owner: bool,
+}
+
+/// The PostgreSQL client tools barge runs.
+#[derive(Debug, Args)]
+pub struct Tools {
+    /// Directory holding pg_dump (at least the source server's version) [default: PATH,
+    /// then well-known install directories].
+    #[arg(long, env = "BARGE_PG_BIN", value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+}
+
 /// How output is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum OutputFormat {
@@ -125,22 +156,14 @@ pub struct InitArgs {
     /// else block ranges); 0 never splits. Units: kB, MB, GB, TB (1024-based).
     #[arg(long, value_name = "SIZE", default_value = "256MB", value_parser = parse_size)]
     pub split_tables_larger_than: u64,
-    /// Drop and re-create target databases that already hold objects.
-    #[arg(long, conflicts_with = "resume")]
-    pub drop_existing: bool,
-    /// Continue an interrupted copy: parts and steps that committed are not redone.
-    #[arg(long)]
-    pub resume: bool,
+    #[command(flatten)]
+    pub policy: TargetPolicy,
     /// Print the plan (databases, tables with sizes and parts, what would be created) and
     /// change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Create the source's roles that the target lacks, without passwords.
-    #[arg(long)]
-    pub roles: bool,
-    /// Do not copy ownership: objects belong to the target user.
-    #[arg(long)]
-    pub no_owner: bool,
+    #[command(flatten)]
+    pub ownership: Ownership,
     /// Do not copy grants.
     #[arg(long)]
     pub no_acl: bool,
@@ -153,10 +176,8 @@ pub struct InitArgs {
     /// maintenance_work_mem for index builds [default: sized from available memory].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub maintenance_work_mem: Option<u64>,
-    /// Directory holding pg_dump (at least the source server's version) [default: PATH,
-    /// then well-known install directories].
-    #[arg(long, env = "BARGE_PG_BIN", value_name = "DIR")]
-    pub pg_bin: Option<PathBuf>,
+    #[command(flatten)]
+    pub tools: Tools,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,
@@ -172,24 +193,15 @@ pub struct ValidateArgs {
     /// Also check logical replication prerequisites (wal_level, REPLICATION, free slots).
     #[arg(long)]
     pub sync: bool,
-    /// Check as if --drop-existing were given to init.
-    #[arg(long, conflicts_with = "resume")]
-    pub drop_existing: bool,
-    /// Check as if --resume were given to init.
-    #[arg(long)]
-    pub resume: bool,
-    /// Check as if --roles were given to init.
-    #[arg(long)]
-    pub roles: bool,
-    /// Check as if --no-owner were given to init.
-    #[arg(long)]
-    pub no_owner: bool,
+    #[command(flatten)]
+    pub policy: TargetPolicy,
+    #[command(flatten)]
+    pub ownership: Ownership,
     /// Parallel streams a copy would use (for the time estimate).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
-    /// Directory holding pg_dump.
-    #[arg(long, env = "BARGE_PG_BIN", value_name = "DIR")]
-    pub pg_bin: Option<PathBuf>,
+    #[command(flatten)]
+    pub tools: Tools,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,
@@ -239,15 +251,15 @@ impl TryFrom<&InitArgs> for Request {
             jobs: jobs(args.jobs, defaults.jobs)?,
             index_jobs: jobs(args.index_jobs, defaults.index_jobs)?,
             split_tables_larger_than: args.split_tables_larger_than,
-            drop_existing: args.drop_existing,
-            resume: args.resume,
-            roles: args.roles,
-            no_owner: args.no_owner,
+            drop_existing: args.policy.drop_existing,
+            resume: args.policy.resume,
+            roles: args.ownership.roles,
+            no_owner: args.ownership.no_owner,
             no_acl: args.no_acl,
             no_tablespaces: args.no_tablespaces,
             skip_large_objects: args.skip_large_objects,
             maintenance_work_mem: args.maintenance_work_mem,
-            pg_bin: args.pg_bin.clone(),
+            pg_bin: args.tools.pg_bin.clone(),
             sync: false,
         };
         request(&args.endpoints, &args.selection, options)
@@ -261,11 +273,11 @@ impl TryFrom<&ValidateArgs> for Request {
         let defaults = Options::default();
         let options = Options {
             jobs: jobs(args.jobs, defaults.jobs)?,
-            drop_existing: args.drop_existing,
-            resume: args.resume,
-            roles: args.roles,
-            no_owner: args.no_owner,
-            pg_bin: args.pg_bin.clone(),
+            drop_existing: args.policy.drop_existing,
+            resume: args.policy.resume,
+            roles: args.ownership.roles,
+            no_owner: args.ownership.no_owner,
+            pg_bin: args.tools.pg_bin.clone(),
             sync: args.sync,
             ..defaults
         };

@@ -294,6 +294,13 @@ fn bar_event(state: &mut BarState, event: &Event) {
     match event {
         Event::Phase { database, phase } => {
             let _ = state.multi.println(format!("[{database}] {}", phase_text(*phase)));
+            state.overall.set_prefix(match phase {
+                Phase::Schema => "schema",
+                Phase::Copying => "copying",
+                Phase::Indexing => "indexing",
+                Phase::Constraints => "post-data",
+                _ => "",
+            });
             if *phase == Phase::Indexing || *phase == Phase::Constraints {
                 state.overall.set_message("-");
             }

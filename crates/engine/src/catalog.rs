@@ -21,6 +21,7 @@ pub(crate) struct Relation {
     pub columns: Vec<String>,
     pub int_key: Option<String>,
     pub owned_by: Option<u32>,
+    pub own_autovacuum: bool,
 }
 
 /// An index barge builds itself, with its constraint if it backs one.
@@ -124,6 +125,7 @@ pub(crate) async fn relations(db: &Db) -> Result<Vec<Relation>> {
             columns: r.get("columns"),
             int_key: r.get("int_key"),
             owned_by: r.get::<_, Option<i64>>("owned_by").map(oid),
+            own_autovacuum: r.get("own_autovacuum"),
         })
         .collect())
 }

@@ -32,7 +32,10 @@ pub(crate) async fn enter_snapshot(source: &Db, snapshot: &str) -> Result<()> {
         .await
 }
 
-/// The two COPY statements for a part.
+/// The two COPY statements for a part. A table copied whole is truncated and loaded with
+/// `FREEZE` in one transaction: its rows arrive frozen and its pages all-visible, so index
+/// builds, foreign key checks and ANALYZE set no hint bits, index-only scans work at once,
+/// and the target never has to vacuum-freeze the copy later.
 pub(crate) fn copy_statements(table: &TablePlan, part: &Part) -> (String, String) {
     let qualified = table.qualified();
     let columns = if table.columns.is_empty() {
@@ -41,6 +44,12 @@ pub(crate) fn copy_statements(table: &TablePlan, part: &Part) -> (String, String
         format!(" ({})", table.columns.iter().map(|c| ident::quote(c)).collect::<Vec<_>>().join(", "))
     };
     let format = if table.text_copy { "" } else { " (format binary)" };
+    let into_options = match (table.text_copy, freezes(table)) {
+        (false, true) => " (format binary, freeze)",
+        (false, false) => " (format binary)",
+        (true, true) => " (freeze)",
+        (true, false) => "",
+    };
     let out = match part.predicate() {
         None => format!("copy {qualified}{columns} to stdout{format}"),
         Some(predicate) => {
@@ -52,8 +61,13 @@ pub(crate) fn copy_statements(table: &TablePlan, part: &Part) -> (String, String
             format!("copy (select {select} from only {qualified} where {predicate}) to stdout{format}")
         }
     };
-    let into = format!("copy {qualified}{columns} from stdin{format}");
+    let into = format!("copy {qualified}{columns} from stdin{into_options}");
     (out, into)
+}
+
+/// Whether a table's rows load with `COPY … FREEZE` (only when one transaction loads it all).
+fn freezes(table: &TablePlan) -> bool {
+    table.parts.len() == 1
 }
 
 /// Copies one part and commits it with its mark `step`. Returns the rows copied.
@@ -67,38 +81,38 @@ pub(crate) async fn copy_part(
 ) -> Result<u64> {
     let (out_sql, in_sql) = copy_statements(table, part);
     let what = format!("copy {}", table.display());
-    target.batch(&what, "begin").await?;
-    let result = async {
-        let sink = target.client().copy_in(&in_sql).await.map_err(|e| target.err(&what, &e))?;
-        let stream = source.client().copy_out(&out_sql).await.map_err(|e| source.err(&what, &e))?;
-        pin_mut!(sink, stream);
-        let mut bytes = 0u64;
-        // The source sends a message per row; the target gets them in 64 KiB messages, which
-        // saves both ends per-message work and this process most of its write calls.
-        let mut buffer = BytesMut::with_capacity(RELAY_CHUNK);
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| source.err(&what, &e))?;
-            bytes += chunk.len() as u64;
-            counter.add(chunk.len() as u64);
-            buffer.extend_from_slice(&chunk);
-            if buffer.len() >= RELAY_CHUNK {
-                let full = std::mem::replace(&mut buffer, BytesMut::with_capacity(RELAY_CHUNK));
-                sink.feed(full.freeze()).await.map_err(|e| target.err(&what, &e))?;
+    target
+        .in_transaction(&what, async || {
+            if freezes(table) {
+                // FREEZE needs the table emptied in this transaction; it is empty anyway (or
+                // holds only an attempt that was rolled back).
+                target.batch(&what, &format!("truncate only {}", table.qualified())).await?;
             }
-        }
-        if !buffer.is_empty() {
-            sink.feed(buffer.freeze()).await.map_err(|e| target.err(&what, &e))?;
-        }
-        let rows = sink.as_mut().finish().await.map_err(|e| target.err(&what, &e))?;
-        marks::record(target, step, rows as i64, bytes as i64).await?;
-        target.batch(&what, "commit").await?;
-        Ok(rows)
-    }
-    .await;
-    if result.is_err() {
-        let _ = target.batch("roll back", "rollback").await;
-    }
-    result
+            let sink = target.client().copy_in(&in_sql).await.map_err(|e| target.err(&what, &e))?;
+            let stream = source.client().copy_out(&out_sql).await.map_err(|e| source.err(&what, &e))?;
+            pin_mut!(sink, stream);
+            let mut bytes = 0u64;
+            // The source sends a message per row; the target gets them in 64 KiB messages, which
+            // saves both ends per-message work and this process most of its write calls.
+            let mut buffer = BytesMut::with_capacity(RELAY_CHUNK);
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| source.err(&what, &e))?;
+                bytes += chunk.len() as u64;
+                counter.add(chunk.len() as u64);
+                buffer.extend_from_slice(&chunk);
+                if buffer.len() >= RELAY_CHUNK {
+                    let full = std::mem::replace(&mut buffer, BytesMut::with_capacity(RELAY_CHUNK));
+                    sink.feed(full.freeze()).await.map_err(|e| target.err(&what, &e))?;
+                }
+            }
+            if !buffer.is_empty() {
+                sink.feed(buffer.freeze()).await.map_err(|e| target.err(&what, &e))?;
+            }
+            let rows = sink.as_mut().finish().await.map_err(|e| target.err(&what, &e))?;
+            marks::record(target, step, rows as i64, bytes as i64).await?;
+            Ok(rows)
+        })
+        .await
 }
 
 /// Large objects are read and written in pieces of this size.
@@ -123,63 +137,58 @@ pub(crate) async fn copy_large_objects(
     let (no_owner, no_acl) = (options.no_owner, options.no_acl);
     let what = format!("copy large objects {first}..{last}");
     let rows = source.query(&what, include_str!("sql/large_objects.sql"), &[&first, &last]).await?;
-    target.batch(&what, "begin").await?;
-    let result = async {
-        let mut copied = LoCopied { objects: 0, bytes: 0 };
-        for row in &rows {
-            let oid: u32 = row.get("oid");
-            target.query_one(&what, "select pg_catalog.lo_create($1)", &[&oid]).await?;
-            let mut offset: i64 = 0;
-            loop {
-                let data: Vec<u8> = source
-                    .query_one(&what, "select pg_catalog.lo_get($1, $2, $3)", &[&oid, &offset, &LO_CHUNK])
-                    .await?
-                    .get(0);
-                if data.is_empty() {
-                    break;
+    target
+        .in_transaction(&what, async || {
+            let mut copied = LoCopied { objects: 0, bytes: 0 };
+            for row in &rows {
+                let oid: u32 = row.get("oid");
+                target.query_one(&what, "select pg_catalog.lo_create($1)", &[&oid]).await?;
+                let mut offset: i64 = 0;
+                loop {
+                    let data: Vec<u8> = source
+                        .query_one(&what, "select pg_catalog.lo_get($1, $2, $3)", &[&oid, &offset, &LO_CHUNK])
+                        .await?
+                        .get(0);
+                    if data.is_empty() {
+                        break;
+                    }
+                    target.query_one(&what, "select pg_catalog.lo_put($1, $2, $3)", &[&oid, &offset, &data]).await?;
+                    offset += data.len() as i64;
+                    counter.add(data.len() as u64);
+                    copied.bytes += data.len() as u64;
+                    if data.len() < LO_CHUNK as usize {
+                        break;
+                    }
                 }
-                target.query_one(&what, "select pg_catalog.lo_put($1, $2, $3)", &[&oid, &offset, &data]).await?;
-                offset += data.len() as i64;
-                counter.add(data.len() as u64);
-                copied.bytes += data.len() as u64;
-                if data.len() < LO_CHUNK as usize {
-                    break;
+                if !no_owner {
+                    let owner: String = row.get("owner");
+                    target.batch(&what, &format!("alter large object {oid} owner to {}", ident::quote(&owner))).await?;
                 }
-            }
-            if !no_owner {
-                let owner: String = row.get("owner");
-                target.batch(&what, &format!("alter large object {oid} owner to {}", ident::quote(&owner))).await?;
-            }
-            if !no_acl && row.get::<_, bool>("has_acl") {
-                // Grants to others; the owner keeps the rights ownership gives.
-                let grants: Vec<String> = row.get("grants");
-                if !grants.is_empty() {
-                    target.batch(&what, &format!("{};", grants.join(";\n"))).await?;
+                if !no_acl && row.get::<_, bool>("has_acl") {
+                    // Grants to others; the owner keeps the rights ownership gives.
+                    let grants: Vec<String> = row.get("grants");
+                    if !grants.is_empty() {
+                        target.batch(&what, &format!("{};", grants.join(";\n"))).await?;
+                    }
                 }
+                if let Some(comment) = row.get::<_, Option<String>>("comment") {
+                    // The target server quotes the comment; no value is formatted here.
+                    let statement: String = target
+                        .query_one(
+                            &what,
+                            "select pg_catalog.format('comment on large object %s is %L', $1::oid, $2::text)",
+                            &[&oid, &comment],
+                        )
+                        .await?
+                        .get(0);
+                    target.batch(&what, &statement).await?;
+                }
+                copied.objects += 1;
             }
-            if let Some(comment) = row.get::<_, Option<String>>("comment") {
-                // The target server quotes the comment; no value is formatted here.
-                let statement: String = target
-                    .query_one(
-                        &what,
-                        "select pg_catalog.format('comment on large object %s is %L', $1::oid, $2::text)",
-                        &[&oid, &comment],
-                    )
-                    .await?
-                    .get(0);
-                target.batch(&what, &statement).await?;
-            }
-            copied.objects += 1;
-        }
-        marks::record(target, step, copied.objects as i64, copied.bytes as i64).await?;
-        target.batch(&what, "commit").await?;
-        Ok(copied)
-    }
-    .await;
-    if result.is_err() {
-        let _ = target.batch("roll back", "rollback").await;
-    }
-    result
+            marks::record(target, step, copied.objects as i64, copied.bytes as i64).await?;
+            Ok(copied)
+        })
+        .await
 }
 
 #[cfg(test)]
@@ -197,6 +206,7 @@ mod tests {
             text_copy,
             columns: vec!["id".into(), "Value".into()],
             parts: vec![Part::Whole],
+            own_autovacuum: false,
         }
     }
 
@@ -204,12 +214,15 @@ mod tests {
     fn copy_statements_quote_and_choose_the_format() {
         let (out, into) = copy_statements(&table(false), &Part::Whole);
         assert_eq!(out, "copy \"s\".\"Odd \"\"t\"\"\" (\"id\", \"Value\") to stdout (format binary)");
-        assert_eq!(into, "copy \"s\".\"Odd \"\"t\"\"\" (\"id\", \"Value\") from stdin (format binary)");
+        assert_eq!(into, "copy \"s\".\"Odd \"\"t\"\"\" (\"id\", \"Value\") from stdin (format binary, freeze)");
         let part = Part::Key { column: "id".into(), from: Some(10), to: None };
-        let (out, _) = copy_statements(&table(true), &part);
+        let mut split = table(true);
+        split.parts = vec![Part::Whole, part.clone()];
+        let (out, into) = copy_statements(&split, &part);
         assert_eq!(
             out,
             "copy (select \"id\", \"Value\" from only \"s\".\"Odd \"\"t\"\"\" where \"id\" >= 10) to stdout"
         );
+        assert_eq!(into, "copy \"s\".\"Odd \"\"t\"\"\" (\"id\", \"Value\") from stdin");
     }
 }

@@ -131,6 +131,23 @@ impl Db {
         self.client.execute(sql, params).await.map_err(|e| self.err(context, &e))
     }
 
+    /// Runs `body` in a transaction: commits when it succeeds, rolls back when it fails.
+    pub(crate) async fn in_transaction<T>(&self, context: &str, body: impl AsyncFnOnce() -> Result<T>) -> Result<T> {
+        self.batch(context, "begin").await?;
+        match body().await {
+            Ok(value) => {
+                self.batch(context, "commit").await?;
+                Ok(value)
+            }
+            Err(e) => {
+                // The error that matters is the body's; a failed rollback only means the
+                // connection is gone, which ends the transaction too.
+                let _ = self.batch("roll back", "rollback").await;
+                Err(e)
+            }
+        }
+    }
+
     /// Runs statements with the simple protocol (no parameters).
     pub(crate) async fn batch(&self, context: &str, sql: &str) -> Result<()> {
         self.client.batch_execute(sql).await.map_err(|e| self.err(context, &e))

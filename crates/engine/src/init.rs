@@ -237,19 +237,14 @@ async fn run_post_data(
             tracker.constraint_done();
             continue;
         }
-        target.batch("apply post-data", "begin").await?;
-        let result = async {
-            for (entry, sql) in batch {
-                schema::run_entry(target, session, entry, sql).await?;
-            }
-            marks::record(target, &step, 0, 0).await?;
-            target.batch("apply post-data", "commit").await
-        }
-        .await;
-        if result.is_err() {
-            let _ = target.batch("roll back", "rollback").await;
-        }
-        result?;
+        target
+            .in_transaction("apply post-data", async || {
+                for (entry, sql) in batch {
+                    schema::run_entry(target, session, entry, sql).await?;
+                }
+                marks::record(target, &step, 0, 0).await
+            })
+            .await?;
         tracker.constraint_done();
     }
     Ok(())
@@ -276,6 +271,30 @@ async fn validate_late(
     });
     try_join_all(workers).await?;
     Ok(())
+}
+
+/// Autovacuum would vacuum and analyze tables while they load, competing with the copy for
+/// CPU and doing again what barge does at the end; it is paused on the copied tables (unless
+/// a table sets autovacuum_enabled itself) and restored when the copy is complete. A copy
+/// that dies leaves it paused until `--resume` completes it.
+async fn set_autovacuum(target: &Db, plan: &DatabasePlan, paused: bool) -> Result<()> {
+    let sql: String = plan
+        .tables
+        .iter()
+        .filter(|t| !t.own_autovacuum)
+        .map(|t| {
+            if paused {
+                format!("alter table only {} set (autovacuum_enabled = false);\n", t.qualified())
+            } else {
+                format!("alter table only {} reset (autovacuum_enabled);\n", t.qualified())
+            }
+        })
+        .collect();
+    if sql.is_empty() {
+        return Ok(());
+    }
+    let what = if paused { "pause autovacuum on the copied tables" } else { "restore autovacuum on the copied tables" };
+    target.batch(what, &sql).await
 }
 
 /// Sets every target sequence to its source position.
@@ -349,24 +368,20 @@ async fn copy_database(
     let mut session = Session::new(&target).await?;
     if !marks.is_done("pre-data") {
         let quoted = schema::quote_like_pg_dump(&holder, &db.source).await?;
-        target.batch("apply pre-data", "begin").await?;
-        let result = async {
-            for entry in schema::database_property_entries(&dump.pre) {
-                let sql = schema::rename_database(&entry.sql, &quoted, &db.target);
-                schema::run_entry(&target, &mut session, entry, &sql).await?;
-            }
-            for entry in schema::object_entries(&dump.pre) {
-                schema::run_entry(&target, &mut session, entry, &entry.sql).await?;
-            }
-            marks::record(&target, "pre-data", 0, 0).await?;
-            target.batch("apply pre-data", "commit").await
-        }
-        .await;
-        if result.is_err() {
-            let _ = target.batch("roll back", "rollback").await;
-        }
-        result?;
+        target
+            .in_transaction("apply pre-data", async || {
+                for entry in schema::database_property_entries(&dump.pre) {
+                    let sql = schema::rename_database(&entry.sql, &quoted, &db.target);
+                    schema::run_entry(&target, &mut session, entry, &sql).await?;
+                }
+                for entry in schema::object_entries(&dump.pre) {
+                    schema::run_entry(&target, &mut session, entry, &entry.sql).await?;
+                }
+                marks::record(&target, "pre-data", 0, 0).await
+            })
+            .await?;
     }
+    set_autovacuum(&target, db, true).await?;
     timings.schema = started.elapsed().as_secs_f64();
 
     // Which tables are schema-only materialized views is a filter question.
@@ -423,6 +438,7 @@ async fn copy_database(
     let sequences_started = Instant::now();
     report.sequences = copy_sequences(&holder, &target).await?;
     timings.sequences = sequences_started.elapsed().as_secs_f64();
+    set_autovacuum(&target, db, false).await?;
     marks::drop_all(&target).await?;
     timings.total = started.elapsed().as_secs_f64();
     tracker.phase(Phase::Done);

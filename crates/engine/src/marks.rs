@@ -78,17 +78,12 @@ pub(crate) async fn record(target: &Db, step: &str, rows: i64, bytes: i64) -> Re
 
 /// Runs `sql` and records `step` in one transaction.
 pub(crate) async fn run_step(target: &Db, step: &str, context: &str, sql: &str) -> Result<()> {
-    target.batch(context, "begin").await?;
-    let result = async {
-        target.batch(context, sql).await?;
-        record(target, step, 0, 0).await?;
-        target.batch(context, "commit").await
-    }
-    .await;
-    if result.is_err() {
-        let _ = target.batch("roll back", "rollback").await;
-    }
-    result
+    target
+        .in_transaction(context, async || {
+            target.batch(context, sql).await?;
+            record(target, step, 0, 0).await
+        })
+        .await
 }
 
 /// Drops the marks once the copy is complete.

@@ -360,7 +360,8 @@ async fn copy_worker(r: &Running<'_>) -> Result<()> {
                 let step = format!("lo:{first}-{last}");
                 let result =
                     copy::copy_large_objects(&source, &target, (first, last), &p.req.options, &step, &counter).await;
-                p.tracker.part_finished(&label, 1, 1, None, started.elapsed().as_secs_f64());
+                let objects = result.as_ref().ok().map(|c| c.objects);
+                p.tracker.batch_finished(&label, objects, started.elapsed().as_secs_f64());
                 result?;
             }
         }
@@ -371,13 +372,15 @@ async fn copy_worker(r: &Running<'_>) -> Result<()> {
 async fn index_worker(r: &Running<'_>) -> Result<()> {
     let (p, plan, fks) = (r.p, r.p.plan, r.p.fks);
     let target = Db::connect(&p.req.target, &plan.target).await?;
-    // Parallel maintenance workers only move CPU between builds on a busy machine; the
-    // builds themselves run in parallel here.
+    // Parallelism comes from running builds, validations and ANALYZE side by side; parallel
+    // workers inside one of them only add CPU on a machine the copy keeps busy (a foreign key
+    // check with two parallel workers costs about three times the CPU for the same time).
     target
         .batch(
             "tune the index session",
             &format!(
-                "set maintenance_work_mem = '{}kB'; set max_parallel_maintenance_workers = 0; set synchronous_commit = off",
+                "set maintenance_work_mem = '{}kB'; set max_parallel_maintenance_workers = 0; \
+                 set max_parallel_workers_per_gather = 0; set synchronous_commit = off",
                 p.maintenance_work_mem / 1024
             ),
         )
@@ -447,5 +450,120 @@ async fn index_worker(r: &Running<'_>) -> Result<()> {
             }
         }
         r.notify.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{ObjectCounts, Part, TargetAction};
+    use crate::postdata::Step;
+
+    fn step(name: &str) -> Step {
+        Step { name: name.into(), sql: String::new(), step: name.into() }
+    }
+
+    fn plan(tables: usize) -> DatabasePlan {
+        DatabasePlan {
+            source: "s".into(),
+            target: "t".into(),
+            action: TargetAction::Create,
+            tables: (0..tables)
+                .map(|i| TablePlan {
+                    schema: "public".into(),
+                    name: format!("t{i}"),
+                    bytes: 1000 * (i as u64 + 1),
+                    est_rows: 0,
+                    kind: "table".into(),
+                    schema_only: false,
+                    text_copy: false,
+                    columns: Vec::new(),
+                    parts: vec![Part::Whole],
+                    own_autovacuum: false,
+                })
+                .collect(),
+            excluded_schemas: Vec::new(),
+            excluded_relations: Vec::new(),
+            skipped_foreign_keys: Vec::new(),
+            large_object_batches: Vec::new(),
+            large_objects: 0,
+            objects: ObjectCounts::default(),
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn foreign_keys_wait_for_both_tables_and_run_one_at_a_time_per_table() {
+        // GIVEN t0 referenced by two keys of t1 and one of t2; each table has one index build
+        let plan = plan(3);
+        let fk = |child, parent, name: &str| ForeignKey { child, parent, add: step(name), validate: step(name) };
+        let fks = vec![fk(1, 0, "a"), fk(1, 0, "b"), fk(2, 0, "c")];
+        let tables = (0..3)
+            .map(|t| TableState {
+                parts_left: 1,
+                builds: vec![0],
+                builds_left: 1,
+                fks: (0..fks.len()).filter(|&f| fks[f].child == t).collect(),
+                ..TableState::default()
+            })
+            .collect();
+        let mut sched = Sched {
+            data: VecDeque::new(),
+            heap: BinaryHeap::new(),
+            waiting_on: vec![Vec::new(); 3],
+            tables,
+            pending: 3 + 3 + 3,
+            seq: 0,
+            data_done_at: None,
+            build_seconds: 0.0,
+            fk_seconds: 0.0,
+            analyze_seconds: 0.0,
+        };
+        // WHEN the children's rows land first and the referenced table's last
+        let mut order = Vec::new();
+        let mut arrivals = VecDeque::from([1, 2, 0]);
+        loop {
+            let Some(q) = sched.heap.pop() else {
+                match arrivals.pop_front() {
+                    Some(t) => {
+                        sched.tables[t].parts_left = 0;
+                        sched.release(&plan, &fks, t);
+                        continue;
+                    }
+                    None => break,
+                }
+            };
+            // THEN at most one key per child is ever queued or running
+            let queued_keys =
+                sched.heap.iter().filter(|q| matches!(q.work, Work::ForeignKey { fk } if fks[fk].child == 1)).count();
+            assert!(queued_keys <= 1);
+            match q.work {
+                Work::Build { table, .. } => {
+                    order.push(format!("build t{table}"));
+                    sched.build_done(&plan, &fks, table);
+                }
+                Work::Attach { table } => {
+                    sched.pending -= 1;
+                    sched.indexed(&plan, &fks, table);
+                }
+                Work::Analyze { table } => {
+                    order.push(format!("analyze t{table}"));
+                    sched.analyzed(&plan, &fks, table);
+                }
+                Work::ForeignKey { fk } => {
+                    // AND a key runs only once its table is analyzed and the referenced one indexed
+                    assert!(sched.tables[fks[fk].child].analyzed && sched.tables[fks[fk].parent].indexed);
+                    order.push(format!("fk {}", fks[fk].add.name));
+                    sched.fk_done(&plan, &fks, fks[fk].child);
+                }
+            }
+        }
+        assert_eq!(sched.pending, 0, "{order:?}");
+        for key in ["fk a", "fk b", "fk c"] {
+            assert!(order.contains(&key.to_owned()), "{order:?}");
+        }
+        let position = |s: &str| order.iter().position(|o| o == s).unwrap();
+        assert!(position("build t0") < position("fk a"));
+        assert!(position("analyze t1") < position("fk a"));
     }
 }

@@ -153,6 +153,10 @@ pub struct TablePlan {
     pub columns: Vec<String>,
     /// The parts copied in parallel.
     pub parts: Vec<Part>,
+    /// The table sets `autovacuum_enabled` itself (barge then leaves autovacuum alone;
+    /// otherwise it pauses autovacuum on the table while copying).
+    #[serde(default)]
+    pub own_autovacuum: bool,
 }
 
 impl TablePlan {
@@ -639,6 +643,7 @@ async fn plan_database(
             text_copy: text_copy.contains(&r.oid),
             columns: r.columns.clone(),
             parts,
+            own_autovacuum: r.own_autovacuum,
         });
     }
     tables.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.display().cmp(&b.display())));

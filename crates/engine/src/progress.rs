@@ -315,6 +315,29 @@ impl Tracker {
         PartCounter { part: bytes, total: &self.bytes_copied }
     }
 
+    /// A batch that is not a table part (large objects) committed or failed; reported like
+    /// a part, with `objects` as its rows, but not counted as rows or parts.
+    pub(crate) fn batch_finished(&self, label: &str, objects: Option<u64>, seconds: f64) {
+        let bytes = self
+            .state
+            .lock()
+            .ok()
+            .and_then(|mut s| s.running.remove(&(label.to_owned(), 1)))
+            .map(|slot| slot.bytes.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        if let Some(rows) = objects {
+            self.sink.emit(Event::TableFinished {
+                database: self.database.clone(),
+                table: label.to_owned(),
+                part: 1,
+                parts: 1,
+                rows,
+                bytes,
+                seconds,
+            });
+        }
+    }
+
     /// A part committed (or failed: `rows` is None).
     pub(crate) fn part_finished(&self, table: &str, part: usize, parts: usize, rows: Option<u64>, seconds: f64) {
         let bytes = self
@@ -342,7 +365,8 @@ impl Tracker {
     pub(crate) fn snapshot(&self) -> Progress {
         let copied = self.bytes_copied.load(Ordering::Relaxed);
         let mut estimated = self.bytes_estimated.load(Ordering::Relaxed);
-        if copied > estimated {
+        let parts_total = self.parts_total.load(Ordering::Relaxed);
+        if copied > estimated || (parts_total > 0 && self.parts_done.load(Ordering::Relaxed) == parts_total) {
             // The estimate (on-disk size) was low: grow it rather than pass 100 %.
             estimated = copied;
             self.bytes_estimated.store(estimated, Ordering::Relaxed);

@@ -1,6 +1,7 @@
 -- Every user relation of the current database with what planning needs: its kind, size,
 -- the columns COPY moves (generated columns are recomputed by the target), a single-column
--- integer primary key to split on, the partition parent and the table owning a sequence.
+-- integer primary key to split on, the partition parent, the table owning a sequence, and
+-- whether the table sets its own autovacuum_enabled.
 select c.oid::int8 as oid,
        n.nspname as schema,
        c.relname as name,
@@ -28,7 +29,8 @@ select c.oid::int8 as oid,
          where c.relkind = 'S'
            and d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass and d.objid = c.oid
            and d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass and d.deptype in ('a', 'i')
-         limit 1) as owned_by
+         limit 1) as owned_by,
+       coalesce(array_to_string(c.reloptions, ','), '') ~ 'autovacuum_enabled' as own_autovacuum
 from pg_catalog.pg_class c
 join pg_catalog.pg_namespace n on n.oid = c.relnamespace
 where c.relkind in ('r', 'p', 'm', 'v', 'f', 'S')
