@@ -87,6 +87,9 @@ async fn resume_after_kill_copies_every_row_once() {
     let total_rows = count(&dst, &dst_db, "select count(*) from keyed").await
         + count(&dst, &dst_db, "select count(*) from nokey").await;
     assert!(done >= 3 && total_rows < 240_000, "killed mid-way: {done} parts marked, {total_rows} rows in");
+    let paused = "select count(*) from pg_class where relname in ('keyed', 'nokey') \
+                  and array_to_string(reloptions, ',') like '%autovacuum_enabled=false%'";
+    assert_eq!(count(&dst, &dst_db, paused).await, 2, "autovacuum is paused while the copy is incomplete");
     // A second run without --resume refuses to touch the half-copied database.
     let (code, text) = run(&mut args(&[]));
     assert_eq!(code, 1, "{text}");
@@ -103,6 +106,7 @@ async fn resume_after_kill_copies_every_row_once() {
     assert_eq!(count(&dst, &dst_db, "select count(*) from keyed").await, 120_000);
     assert_eq!(count(&dst, &dst_db, "select count(*) from nokey").await, 120_000, "rows duplicated or lost");
     assert_eq!(count(&dst, &dst_db, "select count(*) from pg_namespace where nspname = '_barge'").await, 0);
+    assert_eq!(count(&dst, &dst_db, paused).await, 0, "autovacuum is restored once the copy is complete");
     let (code, text) = run(barge().args(["verify", "--source", &src.url(&src_db), "--target", &dst.url(&dst_db)]));
     assert_eq!(code, 0, "{text}");
 }

@@ -532,3 +532,43 @@ async fn tls_is_verified_by_default() {
     copy(&req).await;
     assert_verify_ok(&req).await;
 }
+
+#[tokio::test]
+async fn whole_tables_arrive_frozen_and_autovacuum_settings_survive() {
+    let (src, dst) = (src18(), dst18());
+    let src_db = src.create_db("frozen").await;
+    src.run_sql(
+        &src_db,
+        "create table plain (id int primary key, v text);
+         insert into plain select g, repeat('x', 50) from generate_series(1, 20000) g;
+         create table tuned (id int primary key) with (autovacuum_enabled = false, fillfactor = 70);
+         insert into tuned select generate_series(1, 100);",
+    )
+    .await;
+    let dst_db = unique("frozen_copy");
+    copy(&request(&src, &src_db, &dst, &dst_db)).await;
+    let client = dst.connect(&dst_db).await;
+    // GIVEN a table copied whole: COPY FREEZE left its pages all-visible (ANALYZE counted them;
+    // a page that two insert batches shared is the exception)
+    let row =
+        client.query_one("select relpages, relallvisible from pg_class where relname = 'plain'", &[]).await.unwrap();
+    let (pages, visible): (i32, i32) = (row.get(0), row.get(1));
+    assert!(pages > 10 && visible * 10 >= pages * 9, "{visible} of {pages} pages all-visible");
+    // AND autovacuum, paused during the copy, is back: reset where barge paused it, the
+    // source's own setting kept where the table had one.
+    let options = |name: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "select coalesce(array_to_string(reloptions, ','), '') from pg_class where relname = $1",
+                    &[&name],
+                )
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(options("plain").await, "");
+    assert_eq!(options("tuned").await, "autovacuum_enabled=false,fillfactor=70");
+}
