@@ -22,7 +22,7 @@ const RELAY_CHUNK: usize = 64 << 10;
 pub(crate) async fn enter_snapshot(source: &Db, snapshot: &str) -> Result<()> {
     // The id comes from pg_export_snapshot(); check its shape before it goes into SQL.
     if snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-        return Err(Error::Invalid(format!("unexpected snapshot id {snapshot:?}")));
+        return Err(Error::Internal(format!("unexpected snapshot id {snapshot:?}")));
     }
     source
         .batch(

@@ -42,9 +42,16 @@ pub enum Error {
     /// The target holds data that barge must not overwrite.
     #[error("{0}")]
     TargetNotEmpty(String),
-    /// The request cannot be carried out as given (filters, options, mapping).
+    /// The request itself is wrong (filters, options, database mapping): a usage error.
     #[error("{0}")]
     Invalid(String),
+    /// The servers are not ready for what was asked (privileges, missing roles or
+    /// extensions, unreadable objects); nothing was changed by the check that says so.
+    #[error("{0}")]
+    Refused(String),
+    /// Something barge relies on is not as expected (an internal or environment failure).
+    #[error("{0}")]
+    Internal(String),
     /// TLS could not be set up.
     #[error("TLS setup failed: {0}")]
     Tls(String),
@@ -92,6 +99,15 @@ impl Error {
     /// Wraps an I/O error with its context.
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }
+    }
+
+    /// Appends what to do to a server error's message.
+    pub(crate) fn with_hint(mut self, hint: &str) -> Error {
+        if let Error::Query { detail, .. } = &mut self {
+            detail.push_str(" — ");
+            detail.push_str(hint);
+        }
+        self
     }
 
     /// The SQLSTATE of a failed statement, if any.

@@ -79,7 +79,7 @@ pub async fn init(req: &Request, plan: &Plan, sink: Arc<dyn ProgressSink>) -> Re
     if !problems.is_empty() {
         let refused = plan.databases.iter().any(|d| matches!(d.action, TargetAction::Refuse { .. }));
         let text = format!("nothing was changed; fix these first:\n  {}", problems.join("\n  "));
-        return Err(if refused { Error::TargetNotEmpty(text) } else { Error::Invalid(text) });
+        return Err(if refused { Error::TargetNotEmpty(text) } else { Error::Refused(text) });
     }
     let started = Instant::now();
     let (source_admin, _) = crate::plan::connect_admin(&req.source).await?;
@@ -114,7 +114,9 @@ async fn connect_admin_except(info: &ConnInfo, avoid: &str) -> Result<Db> {
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| Error::Invalid("no maintenance database to connect to on the target".into())))
+    Err(last.unwrap_or_else(|| {
+        Error::Refused("no maintenance database (postgres, template1) to connect to on the target".into())
+    }))
 }
 
 async fn drop_database(admin: &Db, name: &str) -> Result<()> {
@@ -151,13 +153,13 @@ async fn prepare_target(req: &Request, db: &DatabasePlan, pre: &crate::script::S
             for statement in schema::statements(&sql) {
                 admin.batch(&format!("create target database \"{}\"", db.target), &statement).await.map_err(|e| {
                     match e.sqlstate() {
-                        Some("42501") => Error::Invalid(format!(
-                            "{e} — the target user needs the CREATEDB privilege, or create an empty database \"{}\" yourself and run again",
+                        Some("42501") => e.with_hint(&format!(
+                            "the target user needs the CREATEDB privilege, or create an empty database \"{}\" yourself and run again",
                             db.target
                         )),
-                        Some("22023") | Some("42809") => Error::Invalid(format!(
-                            "{e} — the target server lacks the source database's encoding or locale"
-                        )),
+                        Some("22023") | Some("42809") => {
+                            e.with_hint("the target server lacks the source database's encoding or locale")
+                        }
                         _ => e,
                     }
                 })?;
@@ -318,7 +320,7 @@ async fn copy_sequences(source: &Db, target: &Db) -> Result<u64> {
             continue;
         }
         if !row.get::<_, bool>("readable") {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Refused(format!(
                 "the source user cannot read sequence {schema}.{name}: grant it SELECT on the sequence, or its position would be lost"
             )));
         }

@@ -30,7 +30,7 @@ impl Marks {
             Some(row) if resume => {
                 let text: String = row.get(0);
                 serde_json::from_str(&text).map_err(|e| {
-                    Error::Invalid(format!(
+                    Error::Refused(format!(
                         "the progress marks in target database \"{}\" are unreadable ({e}): start over with --drop-existing",
                         target.database()
                     ))
@@ -38,7 +38,7 @@ impl Marks {
             }
             _ => {
                 let text =
-                    serde_json::to_string(plan).map_err(|e| Error::Invalid(format!("cannot store the plan: {e}")))?;
+                    serde_json::to_string(plan).map_err(|e| Error::Internal(format!("cannot store the plan: {e}")))?;
                 target
                     .execute(
                         "store the plan",

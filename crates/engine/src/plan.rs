@@ -280,7 +280,7 @@ pub(crate) async fn connect_admin(info: &ConnInfo) -> Result<(Db, String)> {
             Err(e) => return Err(e),
         }
     }
-    Err(last.unwrap_or_else(|| Error::Invalid(format!("no database to connect to on the {} server", info.side()))))
+    Err(last.unwrap_or_else(|| Error::Refused(format!("no database to connect to on the {} server", info.side()))))
 }
 
 /// Decides the database mapping.

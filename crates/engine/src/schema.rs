@@ -163,26 +163,22 @@ pub(crate) async fn run_entry(db: &Db, session: &mut Session, entry: &Entry, sql
 }
 
 pub(crate) fn entry_error(db: &Db, entry: &Entry, e: &tokio_postgres::Error) -> Error {
-    let mut err = db.err(&format!("creating {} {}", entry.kind, describe(entry)), e);
-    if let Error::Query { detail, code, .. } = &mut err {
-        let hint = match code.as_deref() {
-            Some("42704") => {
-                " — something it names is missing on the target: --roles copies roles, --no-owner and --no-acl leave ownership and grants out"
-            }
-            Some("58P01") | Some("0A000") if detail.contains("extension") => {
-                " — install the extension on the target server"
-            }
-            Some("42P01") | Some("42883") => {
-                " — it depends on an object that is missing on the target; check the filters (--exclude-*, --include-*)"
-            }
-            Some("53200") => {
-                " — the target ran out of lock slots applying the schema in one transaction: raise max_locks_per_transaction on the target"
-            }
-            _ => "",
-        };
-        detail.push_str(hint);
-    }
-    err
+    let err = db.err(&format!("creating {} {}", entry.kind, describe(entry)), e);
+    let extension = err.to_string().contains("extension");
+    let hint = match err.sqlstate() {
+        Some("42704") => {
+            "something it names is missing on the target: --roles copies roles, --no-owner and --no-acl leave ownership and grants out"
+        }
+        Some("58P01") | Some("0A000") if extension => "install the extension on the target server",
+        Some("42P01") | Some("42883") => {
+            "it depends on an object that is missing on the target; check the filters (--exclude-*, --include-*)"
+        }
+        Some("53200") => {
+            "the target ran out of lock slots applying the schema in one transaction: raise max_locks_per_transaction on the target"
+        }
+        _ => return err,
+    };
+    err.with_hint(hint)
 }
 
 fn describe(entry: &Entry) -> String {
