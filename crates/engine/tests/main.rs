@@ -62,11 +62,25 @@ async fn fidelity(src: Cluster) {
     // THEN schema, rows, sequences and large objects are the same on both sides
     assert_eq!(report.databases.len(), 1);
     assert_eq!(report.databases[0].large_objects, 2);
-    if src.version == 18 {
+    if src.version == dst.version {
         assert_eq!(src.schema_dump(&src_db), dst.schema_dump(&dst_db), "schemas differ");
     } else {
-        // pg_dump prints a few things differently per server version (e.g. NOT NULL
-        // constraints named since 18); compare the object inventory through verify instead.
+        // Servers of different versions print some definitions differently (PostgreSQL 16+
+        // leaves single-table view columns unqualified): compare with the same fixture loaded
+        // natively into the target's version. PostgreSQL 15 has no named NOT NULL
+        // constraints, so a partition's get its own name where a native one inherits its
+        // parent's; pg_restore does the same, and the names are left out of the comparison.
+        let native = dst.fidelity_db("fid_native").await;
+        let unnamed = |dump: String| {
+            dump.lines()
+                .map(|line| match (line.find(" CONSTRAINT "), line.find("_not_null NOT NULL")) {
+                    (Some(a), Some(b)) if a < b => format!("{}{}", &line[..a], &line[b + "_not_null".len()..]),
+                    _ => line.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(unnamed(dst.schema_dump(&native)), unnamed(dst.schema_dump(&dst_db)), "schemas differ");
     }
     assert_same_data(&src, &src_db, &dst, &dst_db).await;
     assert_verify_ok(&req).await;
