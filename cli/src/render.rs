@@ -239,12 +239,10 @@ impl Progress {
 
 fn phase_text(phase: Phase) -> &'static str {
     match phase {
-        Phase::Validating => "validating",
         Phase::Schema => "creating the schema",
         Phase::Copying => "copying rows (indexes build as tables finish)",
         Phase::Indexing => "rows are in; finishing indexes, foreign keys and ANALYZE",
         Phase::Constraints => "rest of post-data: triggers, rules, policies, materialized views",
-        Phase::Verifying => "verifying",
         Phase::Done => "done",
     }
 }
@@ -299,7 +297,7 @@ fn bar_event(state: &mut BarState, event: &Event) {
                 Phase::Copying => "copying",
                 Phase::Indexing => "indexing",
                 Phase::Constraints => "post-data",
-                _ => "",
+                Phase::Done => "done",
             });
             if *phase == Phase::Indexing || *phase == Phase::Constraints {
                 state.overall.set_message("-");

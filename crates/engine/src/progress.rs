@@ -17,8 +17,6 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
-    /// Checking servers and planning.
-    Validating,
     /// Creating the database and the pre-data schema.
     Schema,
     /// Copying rows; each table's indexes, foreign keys and ANALYZE start as soon as the
@@ -29,8 +27,6 @@ pub enum Phase {
     /// The rest of post-data in pg_dump's order (triggers, rules, policies, materialized
     /// view refreshes, foreign keys to partitioned tables), then sequences.
     Constraints,
-    /// Comparing source and target.
-    Verifying,
     /// Finished.
     Done,
 }

@@ -96,6 +96,9 @@ pub async fn validate(req: &Request) -> ValidateReport {
         ));
     }
     checks.extend(plan.findings.iter().cloned());
+    for db in &plan.databases {
+        checks.push(key_check(req, db).await);
+    }
     if req.options.sync {
         sync_checks(&source, &mut checks).await;
     }
@@ -124,6 +127,65 @@ async fn connection_check(info: &crate::conninfo::ConnInfo, checks: &mut Vec<Che
             None
         }
     }
+}
+
+/// Tables without a primary key: copied and verified fine (by whole-row hashes), but logical
+/// replication cannot apply their updates and deletes unless their replica identity is
+/// FULL or an index.
+async fn key_check(req: &Request, db: &plan::DatabasePlan) -> Check {
+    let name = format!("primary keys in \"{}\"", db.source);
+    let rows = match Db::connect(&req.source, &db.source).await {
+        Ok(source) => source.query("list tables without a primary key", include_str!("sql/without_key.sql"), &[]).await,
+        Err(e) => Err(e),
+    };
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => return Check::fail(name, e.to_string(), None),
+    };
+    let copied: std::collections::HashSet<(&str, &str)> =
+        db.tables.iter().map(|t| (t.schema.as_str(), t.name.as_str())).collect();
+    let mut unkeyed = Vec::new();
+    let mut unidentified = Vec::new();
+    for row in &rows {
+        let (schema, table): (String, String) = (row.get(0), row.get(1));
+        if !copied.contains(&(schema.as_str(), table.as_str())) {
+            continue;
+        }
+        let label = format!("{schema}.{table}");
+        if !row.get::<_, bool>(2) {
+            unidentified.push(label.clone());
+        }
+        unkeyed.push(label);
+    }
+    let list = |names: &[String]| {
+        let more = if names.len() > 5 { format!(" and {} more", names.len() - 5) } else { String::new() };
+        format!("{}{more}", names.iter().take(5).cloned().collect::<Vec<_>>().join(", "))
+    };
+    if unkeyed.is_empty() {
+        return Check::pass(name, "every copied table has a primary key");
+    }
+    if req.options.sync && !unidentified.is_empty() {
+        return Check::warn(
+            name,
+            format!(
+                "{} table(s) without a primary key or replica identity: {}",
+                unidentified.len(),
+                list(&unidentified)
+            ),
+            Some(
+                "add a primary key, or ALTER TABLE … REPLICA IDENTITY FULL, so their updates and deletes replicate"
+                    .into(),
+            ),
+        );
+    }
+    Check::pass(
+        name,
+        format!(
+            "{} table(s) without a primary key ({}): copied whole or by block ranges, verified by whole-row hashes",
+            unkeyed.len(),
+            list(&unkeyed)
+        ),
+    )
 }
 
 /// Logical replication prerequisites on the source (PITFALLS 13: the source's wal_level, not

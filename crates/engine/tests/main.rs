@@ -359,6 +359,14 @@ async fn validate_reports_what_would_stop_a_copy() {
         "every failing check says what to do: {:#?}",
         report.checks
     );
+    // Tables without a key are a warning when logical replication will follow.
+    assert!(
+        report.checks.iter().any(|c| c.status == CheckStatus::Warn
+            && c.name.starts_with("primary keys")
+            && c.detail.contains("public.secret")),
+        "{:#?}",
+        report.checks
+    );
     // The passing parts are reported too.
     assert!(report.checks.iter().any(|c| c.name == "source connection" && c.status == CheckStatus::Pass));
     assert!(report.checks.iter().any(|c| c.name == "source wal_level" && c.status == CheckStatus::Pass));

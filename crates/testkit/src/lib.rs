@@ -35,9 +35,14 @@ pub struct Cluster {
     pub version: u32,
 }
 
-/// The repository root.
+/// The repository root. Cargo and nextest set `CARGO_MANIFEST_DIR` when they run a test; it
+/// wins over the compile-time path, which is stale when a shared target directory holds a
+/// build made from another clone.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    // Test binaries of every package run from their own directory; the root holds `scripts/`.
+    manifest.ancestors().find(|dir| dir.join("scripts/pg").is_file()).map_or(manifest.join("../.."), Path::to_path_buf)
 }
 
 fn scripts_pg() -> PathBuf {
@@ -67,7 +72,7 @@ fn start(name: &str, version: u32, tls: bool) -> Cluster {
     if tls {
         command.env("BARGE_PG_TLS", "1");
     }
-    let output = command.output().unwrap_or_else(|e| panic!("cannot run scripts/pg: {e}"));
+    let output = command.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", scripts_pg().display()));
     assert!(
         output.status.success(),
         "scripts/pg start {name} {version} failed:\n{}",
