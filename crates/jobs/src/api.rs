@@ -1,0 +1,136 @@
+//! Request and response bodies of the coordinator API, shared by the coordinator, the CLI
+//! and the worker.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    job::{Job, JobId, JobStatus, Outcome, Timestamp},
+    progress::Progress,
+    spec::{Command, Filter, JobSpec, Options},
+};
+
+/// The header that makes `POST /jobs` idempotent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = crate::spec::MAX_SPEC_BYTES;
+/// Jobs per page of `GET /jobs` unless `limit` says otherwise, and the most it may say.
+pub const PAGE_SIZE: (u32, u32) = (20, 100);
+
+/// A job as its owner sees it: no credentials, no internals.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    /// Its id.
+    pub id: JobId,
+    /// Who asked.
+    pub owner: String,
+    /// What it does.
+    pub command: Command,
+    /// Source URL, redacted.
+    pub source: String,
+    /// Target URL, redacted.
+    pub target: String,
+    /// Which databases, schemas and tables.
+    pub filter: Filter,
+    /// How.
+    pub options: Options,
+    /// Where it is.
+    pub status: JobStatus,
+    /// The owner asked to stop.
+    pub cancel_requested: bool,
+    /// Current attempt (1-based).
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// The worker's machine.
+    pub instance_id: Option<String>,
+    /// The worker's latest progress.
+    pub progress: Option<Progress>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+    /// When its worker claimed it.
+    pub started_at: Option<Timestamp>,
+    /// The worker's last sign of life.
+    pub heartbeat_at: Option<Timestamp>,
+    /// When it finished.
+    pub finished_at: Option<Timestamp>,
+    /// When the current state must have moved on.
+    pub deadline: Option<Timestamp>,
+}
+
+impl From<&Job> for JobView {
+    fn from(job: &Job) -> Self {
+        JobView {
+            id: job.id.clone(),
+            owner: job.owner.clone(),
+            command: job.command,
+            source: job.source.clone(),
+            target: job.target.clone(),
+            filter: job.filter.clone(),
+            options: job.options.clone(),
+            status: job.status.clone(),
+            cancel_requested: job.cancel_requested,
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            instance_id: job.instance_id.clone(),
+            progress: job.progress.clone(),
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            started_at: job.started_at,
+            heartbeat_at: job.heartbeat_at,
+            finished_at: job.finished_at,
+            deadline: job.deadline,
+        }
+    }
+}
+
+/// `GET /jobs`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobList {
+    /// Newest first.
+    pub jobs: Vec<JobView>,
+    /// Pass as `?cursor=` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /jobs/{id}/claim`: what the worker needs to run the job, credentials included.
+/// Served once, to the instance the job was launched on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Claim {
+    /// The job.
+    pub job: JobView,
+    /// The spec with its URLs.
+    pub spec: JobSpec,
+}
+
+/// `POST /jobs/{id}/heartbeat` (and `/progress`) answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Stop cleanly and finish as `cancelled`.
+    pub cancel_requested: bool,
+    /// The job's status as stored.
+    pub status: JobStatus,
+}
+
+/// `POST /jobs/{id}/finish` body.
+pub type Finish = Outcome;
+
+/// Every error body: `{"error": {"code", "message"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// An error's code and message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable (`not_found`, `invalid_spec`, `limit_reached`, …).
+    pub code: String,
+    /// What happened and what to do.
+    pub message: String,
+}

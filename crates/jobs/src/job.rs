@@ -1,0 +1,841 @@
+//! A job as stored: its identity, owner, what was asked (credentials sealed), its
+//! [`JobStatus`] and the one transition function, [`Job::apply`], that decides what may
+//! follow what. Every store writes a transition conditionally on the status and revision it
+//! was computed from, so a late writer can never resurrect a finished job.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    progress::Progress,
+    spec::{Command, Filter, JobSpec, Options},
+};
+
+/// How long a finished job stays readable before the store's TTL may delete it.
+pub const RETENTION_SECONDS: i64 = 30 * 24 * 3600;
+
+/// A job's id: 32 lowercase hex digits (a UUID). Random, or derived from the caller and
+/// their `Idempotency-Key` so a replayed create finds the job it made.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct JobId(String);
+
+impl JobId {
+    /// A new random id.
+    pub fn random() -> JobId {
+        JobId(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// The id a create with this owner and idempotency key always gets.
+    pub fn for_key(owner: &str, key: &str) -> JobId {
+        let name = format!("{}\n{owner}\n{key}", owner.len());
+        JobId(uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).simple().to_string())
+    }
+
+    /// Parses an id from a path; `None` for anything that is not one.
+    pub fn parse(text: &str) -> Option<JobId> {
+        let valid = text.len() == 32 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        valid.then(|| JobId(text.to_string()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for JobId {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        JobId::parse(&value).ok_or_else(|| "a job id is 32 lowercase hex digits".to_string())
+    }
+}
+
+impl From<JobId> for String {
+    fn from(id: JobId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobId({})", self.0)
+    }
+}
+
+/// A point in time, in milliseconds since the Unix epoch; RFC 3339 in JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// Now, by the system clock.
+    pub fn now() -> Timestamp {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Timestamp(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// From milliseconds since the epoch.
+    pub fn from_millis(millis: i64) -> Timestamp {
+        Timestamp(millis)
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    /// Whole seconds since the epoch (DynamoDB's TTL unit).
+    pub fn seconds(self) -> i64 {
+        self.0.div_euclid(1000)
+    }
+
+    /// This time plus `seconds`.
+    pub fn plus_seconds(self, seconds: i64) -> Timestamp {
+        Timestamp(self.0.saturating_add(seconds.saturating_mul(1000)))
+    }
+
+    /// RFC 3339 with milliseconds, in UTC.
+    pub fn rfc3339(self) -> String {
+        let nanos = i128::from(self.0) * 1_000_000;
+        time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| self.0.to_string())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let t = time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+            .map_err(serde::de::Error::custom)?;
+        let millis = t.unix_timestamp_nanos() / 1_000_000;
+        i64::try_from(millis).map(Timestamp).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where a running job is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Preflight checks.
+    Validating,
+    /// Creating databases and the pre-data schema.
+    Schema,
+    /// Copying rows (indexes build as tables finish).
+    Copying,
+    /// Rows are in; the last indexes, foreign keys and ANALYZE.
+    Indexing,
+    /// Triggers, rules, policies, materialized views, sequences.
+    PostData,
+    /// Comparing source and target.
+    Verifying,
+    /// Applying changes by logical replication.
+    Streaming,
+    /// Waiting for zero lag, syncing sequences, removing replication objects.
+    CuttingOver,
+}
+
+/// A job's state. Each variant says who sets it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Stored, no worker yet. Set by the coordinator on create, and by the reaper when it
+    /// relaunches a job whose worker died.
+    Queued,
+    /// A worker machine was asked for; `instance_id` is known. Set by the coordinator (or the
+    /// reaper) after the launcher answered.
+    Launching,
+    /// The worker claimed the job. Set by the worker on claim and on each phase change.
+    Running {
+        /// What the worker is doing.
+        phase: Phase,
+    },
+    /// Finished as asked. Set by the worker.
+    Succeeded,
+    /// Finished with an error. Set by the worker (the engine failed), the coordinator (the
+    /// launch failed for good) or the reaper (the worker died and no attempts remain).
+    Failed {
+        /// What went wrong and what to do; never holds a credential.
+        reason: String,
+        /// Whether running it again may succeed (lost connection, capacity).
+        retryable: bool,
+    },
+    /// Stopped at the owner's request. Set by the coordinator (a job that had no worker yet),
+    /// the worker (it stopped the engine cleanly) or the reaper (the worker did not stop).
+    Cancelled,
+    /// Ran past its `max_duration` or a state's deadline. Set by the worker or the reaper.
+    TimedOut,
+}
+
+/// A status without its data, for conditions, indexes and filters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// See [`JobStatus::Queued`].
+    Queued,
+    /// See [`JobStatus::Launching`].
+    Launching,
+    /// See [`JobStatus::Running`].
+    Running,
+    /// See [`JobStatus::Succeeded`].
+    Succeeded,
+    /// See [`JobStatus::Failed`].
+    Failed,
+    /// See [`JobStatus::Cancelled`].
+    Cancelled,
+    /// See [`JobStatus::TimedOut`].
+    TimedOut,
+}
+
+impl State {
+    /// Every state.
+    pub const ALL: [State; 7] = [
+        State::Queued,
+        State::Launching,
+        State::Running,
+        State::Succeeded,
+        State::Failed,
+        State::Cancelled,
+        State::TimedOut,
+    ];
+
+    /// Its name in JSON and in stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Launching => "launching",
+            State::Running => "running",
+            State::Succeeded => "succeeded",
+            State::Failed => "failed",
+            State::Cancelled => "cancelled",
+            State::TimedOut => "timed_out",
+        }
+    }
+
+    /// Parses [`State::as_str`].
+    pub fn parse(text: &str) -> Option<State> {
+        State::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Finished: nothing follows.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, State::Succeeded | State::Failed | State::Cancelled | State::TimedOut)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl JobStatus {
+    /// The state without data.
+    pub fn state(&self) -> State {
+        match self {
+            JobStatus::Queued => State::Queued,
+            JobStatus::Launching => State::Launching,
+            JobStatus::Running { .. } => State::Running,
+            JobStatus::Succeeded => State::Succeeded,
+            JobStatus::Failed { .. } => State::Failed,
+            JobStatus::Cancelled => State::Cancelled,
+            JobStatus::TimedOut => State::TimedOut,
+        }
+    }
+}
+
+/// How a worker says its job ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Outcome {
+    /// Done as asked.
+    Succeeded,
+    /// The engine failed.
+    Failed {
+        /// What went wrong, redacted.
+        reason: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
+    /// Stopped after a cancel request.
+    Cancelled,
+    /// Stopped at `max_duration`.
+    TimedOut,
+}
+
+/// Limits that give every non-terminal state a deadline (PITFALLS 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadlines {
+    /// A queued job must be launched within this many seconds.
+    pub queued: i64,
+    /// A launched worker must claim its job within this many seconds.
+    pub launching: i64,
+    /// Attempts a job gets (a dead worker is replaced while attempts remain).
+    pub max_attempts: u32,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines { queued: 15 * 60, launching: 10 * 60, max_attempts: 3 }
+    }
+}
+
+/// Something that happens to a job.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The coordinator (or reaper) launched a worker.
+    Launched {
+        /// The machine (or process) the worker runs on.
+        instance_id: String,
+    },
+    /// The launch failed.
+    LaunchFailed {
+        /// Why, for the user.
+        reason: String,
+        /// Capacity and throttling: the reaper tries again.
+        retryable: bool,
+    },
+    /// The worker on `instance_id` took the job.
+    Claimed {
+        /// Who claims.
+        instance_id: String,
+    },
+    /// The worker moved to another phase.
+    Phase(Phase),
+    /// The worker is alive.
+    Heartbeat,
+    /// The worker's latest progress.
+    Progress(Box<Progress>),
+    /// The owner asked to stop.
+    CancelRequested,
+    /// The worker finished.
+    Finished(Outcome),
+    /// The reaper found the worker gone (no heartbeat, instance terminated, never claimed).
+    WorkerLost {
+        /// What the reaper saw.
+        reason: String,
+    },
+    /// The reaper found the job past its deadline.
+    DeadlinePassed,
+}
+
+impl Event {
+    /// A short name, for messages and tests.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Launched { .. } => "launched",
+            Event::LaunchFailed { .. } => "launch_failed",
+            Event::Claimed { .. } => "claimed",
+            Event::Phase(_) => "phase",
+            Event::Heartbeat => "heartbeat",
+            Event::Progress(_) => "progress",
+            Event::CancelRequested => "cancel_requested",
+            Event::Finished(_) => "finished",
+            Event::WorkerLost { .. } => "worker_lost",
+            Event::DeadlinePassed => "deadline_passed",
+        }
+    }
+}
+
+/// Why an event does not apply.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The job's state does not allow it (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller is not the job's worker (403).
+    #[error("{0}")]
+    NotYourJob(String),
+}
+
+/// A job, as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// Its id.
+    pub id: JobId,
+    /// Who asked (an IAM ARN on AWS, `local` for `barge serve`).
+    pub owner: String,
+    /// What to do.
+    pub command: Command,
+    /// Source URL, redacted.
+    pub source: String,
+    /// Target URL, redacted.
+    pub target: String,
+    /// Which databases, schemas and tables.
+    #[serde(default)]
+    pub filter: Filter,
+    /// How.
+    #[serde(default)]
+    pub options: Options,
+    /// The URLs, sealed (base64 in JSON).
+    #[serde(with = "crate::ports::sealed_base64")]
+    pub sealed_credentials: Vec<u8>,
+    /// Where it is.
+    pub status: JobStatus,
+    /// The owner asked to stop; the worker sees it on its next heartbeat.
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// 1 for the first worker, +1 for each replacement.
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// The worker's machine (or process), once launched.
+    pub instance_id: Option<String>,
+    /// The worker's latest progress.
+    pub progress: Option<Progress>,
+    /// The create's `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
+    /// Hash of what was asked, credentials excluded, to tell a replay from a reused key.
+    pub request_digest: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+    /// When the current worker claimed it.
+    pub started_at: Option<Timestamp>,
+    /// The current worker's last sign of life.
+    pub heartbeat_at: Option<Timestamp>,
+    /// When it reached a terminal state.
+    pub finished_at: Option<Timestamp>,
+    /// When the current state must have moved on (the reaper enforces it).
+    pub deadline: Option<Timestamp>,
+    /// When a store may delete it (TTL); set on a terminal state. Reads hide it after this.
+    pub expires_at: Option<Timestamp>,
+    /// Bumped by every write; writes are conditional on it.
+    pub revision: u64,
+}
+
+impl Job {
+    /// A new queued job for `spec`, with credentials already sealed.
+    pub fn new(
+        id: JobId,
+        owner: &str,
+        spec: &JobSpec,
+        sealed_credentials: Vec<u8>,
+        idempotency_key: Option<&str>,
+        deadlines: Deadlines,
+        now: Timestamp,
+    ) -> Job {
+        Job {
+            id,
+            owner: owner.to_string(),
+            command: spec.command,
+            source: spec.source_url.redacted(),
+            target: spec.target_url.redacted(),
+            filter: spec.filter.clone(),
+            options: spec.options.clone(),
+            sealed_credentials,
+            status: JobStatus::Queued,
+            cancel_requested: false,
+            attempt: 1,
+            max_attempts: deadlines.max_attempts,
+            instance_id: None,
+            progress: None,
+            idempotency_key: idempotency_key.map(str::to_string),
+            request_digest: request_digest(spec),
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            heartbeat_at: None,
+            finished_at: None,
+            deadline: Some(now.plus_seconds(deadlines.queued)),
+            expires_at: None,
+            revision: 0,
+        }
+    }
+
+    /// Its state.
+    pub fn state(&self) -> State {
+        self.status.state()
+    }
+
+    /// Not finished: counts against the active-job limit.
+    pub fn is_active(&self) -> bool {
+        !self.state().is_terminal()
+    }
+
+    /// Hidden from reads: past its retention.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The one transition function: what `event` makes of this job at `now`, or why it
+    /// does not apply. The result carries the next revision; stores write it only if the
+    /// stored job still has this job's state and revision.
+    pub fn apply(&self, event: &Event, deadlines: Deadlines, now: Timestamp) -> Result<Job, Rejection> {
+        use JobStatus as S;
+        let state = self.state();
+        let mut next = self.clone();
+        next.revision = self.revision + 1;
+        next.updated_at = now;
+        let conflict = |what: &str| Err(Rejection::Conflict(format!("cannot {what}: the job is {state}")));
+        match (&self.status, event) {
+            (S::Queued, Event::Launched { instance_id }) => {
+                next.status = S::Launching;
+                next.instance_id = Some(instance_id.clone());
+                next.deadline = Some(now.plus_seconds(deadlines.launching));
+            }
+            (S::Queued, Event::LaunchFailed { reason, retryable: false }) => {
+                next.finish(
+                    S::Failed { reason: format!("could not launch a worker: {reason}"), retryable: false },
+                    now,
+                );
+            }
+            // The reaper launches it again; the queued deadline still bounds the retries.
+            (S::Queued, Event::LaunchFailed { retryable: true, .. }) => {}
+            (S::Launching, Event::Claimed { instance_id }) => {
+                if self.instance_id.as_deref() != Some(instance_id) {
+                    return Err(Rejection::NotYourJob("this job was launched on another instance".into()));
+                }
+                next.status = S::Running { phase: Phase::Validating };
+                next.started_at = Some(now);
+                next.heartbeat_at = Some(now);
+                let max = i64::try_from(self.options.max_duration_seconds()).unwrap_or(i64::MAX);
+                next.deadline = Some(now.plus_seconds(max));
+            }
+            (S::Running { .. }, Event::Claimed { .. }) => return conflict("claim it again: it was claimed"),
+            (S::Running { .. }, Event::Phase(phase)) => {
+                next.status = S::Running { phase: *phase };
+                next.heartbeat_at = Some(now);
+            }
+            (S::Running { .. }, Event::Heartbeat) => next.heartbeat_at = Some(now),
+            (S::Running { .. }, Event::Progress(progress)) => {
+                if let Some(phase) = progress.phase {
+                    next.status = S::Running { phase };
+                }
+                next.progress = Some((**progress).clone());
+                next.heartbeat_at = Some(now);
+            }
+            (S::Queued, Event::CancelRequested) => next.finish(S::Cancelled, now),
+            (S::Launching | S::Running { .. }, Event::CancelRequested) => next.cancel_requested = true,
+            (S::Running { .. }, Event::Finished(outcome)) => {
+                let status = match outcome {
+                    Outcome::Succeeded => S::Succeeded,
+                    Outcome::Failed { reason, retryable } => {
+                        S::Failed { reason: reason.clone(), retryable: *retryable }
+                    }
+                    Outcome::Cancelled => S::Cancelled,
+                    Outcome::TimedOut => S::TimedOut,
+                };
+                next.finish(status, now);
+            }
+            (S::Launching | S::Running { .. }, Event::WorkerLost { reason }) => {
+                if self.cancel_requested {
+                    next.finish(S::Cancelled, now);
+                } else if self.attempt < self.max_attempts {
+                    next.status = S::Queued;
+                    next.attempt = self.attempt + 1;
+                    next.instance_id = None;
+                    next.started_at = None;
+                    next.heartbeat_at = None;
+                    next.deadline = Some(now.plus_seconds(deadlines.queued));
+                } else {
+                    let reason = format!("the worker was lost ({reason}) on each of {} attempts", self.attempt);
+                    next.finish(S::Failed { reason, retryable: true }, now);
+                }
+            }
+            (S::Queued | S::Launching | S::Running { .. }, Event::DeadlinePassed) => {
+                if self.deadline.is_none_or(|deadline| deadline > now) {
+                    return conflict("time it out before its deadline");
+                }
+                if self.cancel_requested {
+                    next.finish(S::Cancelled, now);
+                } else {
+                    next.finish(S::TimedOut, now);
+                }
+            }
+            (status, event) if status.state().is_terminal() => {
+                let done = format!("the job already finished: it {}", finished_words(status));
+                return Err(Rejection::Conflict(match event {
+                    Event::CancelRequested => format!("cannot cancel: {done}"),
+                    _ => done,
+                }));
+            }
+            (_, event) => return conflict(&format!("apply {}", event.name().replace('_', " "))),
+        }
+        Ok(next)
+    }
+
+    fn finish(&mut self, status: JobStatus, now: Timestamp) {
+        self.status = status;
+        self.finished_at = Some(now);
+        self.deadline = None;
+        self.expires_at = Some(now.plus_seconds(RETENTION_SECONDS));
+    }
+}
+
+fn finished_words(status: &JobStatus) -> &'static str {
+    match status.state() {
+        State::Succeeded => "succeeded",
+        State::Failed => "failed",
+        State::Cancelled => "was cancelled",
+        State::TimedOut => "timed out",
+        _ => "is active",
+    }
+}
+
+/// What a create asked for, credentials excluded but their redacted form included: two
+/// creates with the same idempotency key must have the same digest.
+pub fn request_digest(spec: &JobSpec) -> String {
+    let shape = serde_json::json!({
+        "command": spec.command,
+        "source": spec.source_url.redacted(),
+        "target": spec.target_url.redacted(),
+        "filter": spec.filter,
+        "options": spec.options,
+    });
+    let digest = Sha256::digest(shape.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::ConnUrl;
+
+    const NOW: Timestamp = Timestamp(1_800_000_000_000);
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            command: Command::Init,
+            source_url: ConnUrl::new("postgres://u:pw@a/db"),
+            target_url: ConnUrl::new("postgres://u:pw@b/db"),
+            filter: Filter::default(),
+            options: Options::default(),
+        }
+    }
+
+    fn job_in(status: JobStatus, cancel_requested: bool) -> Job {
+        let mut job = Job::new(JobId::random(), "alice", &spec(), vec![1, 2, 3], None, Deadlines::default(), NOW);
+        job.instance_id = (!matches!(status, JobStatus::Queued)).then(|| "i-1".to_string());
+        job.cancel_requested = cancel_requested;
+        job.status = status;
+        job.deadline = Some(NOW.plus_seconds(-1));
+        job
+    }
+
+    /// What the table expects.
+    #[derive(Debug, PartialEq)]
+    enum To {
+        State(State),
+        Same,
+        CancelFlag,
+        Requeued,
+        Conflict,
+        Forbidden,
+    }
+
+    fn events() -> Vec<Event> {
+        vec![
+            Event::Launched { instance_id: "i-2".into() },
+            Event::LaunchFailed { reason: "no capacity".into(), retryable: true },
+            Event::LaunchFailed { reason: "bad template".into(), retryable: false },
+            Event::Claimed { instance_id: "i-1".into() },
+            Event::Claimed { instance_id: "i-9".into() },
+            Event::Phase(Phase::Copying),
+            Event::Heartbeat,
+            Event::Progress(Box::default()),
+            Event::CancelRequested,
+            Event::Finished(Outcome::Succeeded),
+            Event::Finished(Outcome::Failed { reason: "x".into(), retryable: false }),
+            Event::Finished(Outcome::Cancelled),
+            Event::Finished(Outcome::TimedOut),
+            Event::WorkerLost { reason: "no heartbeat".into() },
+            Event::DeadlinePassed,
+        ]
+    }
+
+    fn statuses() -> Vec<JobStatus> {
+        vec![
+            JobStatus::Queued,
+            JobStatus::Launching,
+            JobStatus::Running { phase: Phase::Schema },
+            JobStatus::Succeeded,
+            JobStatus::Failed { reason: "x".into(), retryable: true },
+            JobStatus::Cancelled,
+            JobStatus::TimedOut,
+        ]
+    }
+
+    /// The whole table: every state against every event.
+    fn expected(state: State, event: usize) -> To {
+        use To::{CancelFlag, Conflict, Forbidden, Requeued, Same};
+        let to = To::State;
+        let row: [To; 15] = match state {
+            State::Queued => [
+                to(State::Launching),
+                Same,
+                to(State::Failed),
+                Conflict,
+                Conflict,
+                Conflict,
+                Conflict,
+                Conflict,
+                to(State::Cancelled),
+                Conflict,
+                Conflict,
+                Conflict,
+                Conflict,
+                Conflict,
+                to(State::TimedOut),
+            ],
+            State::Launching => [
+                Conflict,
+                Conflict,
+                Conflict,
+                to(State::Running),
+                Forbidden,
+                Conflict,
+                Conflict,
+                Conflict,
+                CancelFlag,
+                Conflict,
+                Conflict,
+                Conflict,
+                Conflict,
+                Requeued,
+                to(State::TimedOut),
+            ],
+            State::Running => [
+                Conflict,
+                Conflict,
+                Conflict,
+                Conflict,
+                Conflict,
+                Same,
+                Same,
+                Same,
+                CancelFlag,
+                to(State::Succeeded),
+                to(State::Failed),
+                to(State::Cancelled),
+                to(State::TimedOut),
+                Requeued,
+                to(State::TimedOut),
+            ],
+            State::Succeeded | State::Failed | State::Cancelled | State::TimedOut => std::array::from_fn(|_| Conflict),
+        };
+        row.into_iter().nth(event).unwrap_or(Conflict)
+    }
+
+    #[test]
+    fn every_state_against_every_event() {
+        for status in statuses() {
+            for (i, event) in events().iter().enumerate() {
+                let job = job_in(status.clone(), false);
+                let got = match job.apply(event, Deadlines::default(), NOW) {
+                    Err(Rejection::Conflict(message)) => {
+                        assert!(!message.is_empty());
+                        To::Conflict
+                    }
+                    Err(Rejection::NotYourJob(_)) => To::Forbidden,
+                    Ok(next) => {
+                        assert_eq!(next.revision, job.revision + 1, "every write bumps the revision");
+                        if next.cancel_requested && !job.cancel_requested {
+                            To::CancelFlag
+                        } else if next.attempt > job.attempt {
+                            assert_eq!(next.state(), State::Queued);
+                            To::Requeued
+                        } else if next.state() == job.state() {
+                            To::Same
+                        } else {
+                            To::State(next.state())
+                        }
+                    }
+                };
+                assert_eq!(got, expected(status.state(), i), "{} + {}", status.state(), event.name());
+            }
+        }
+    }
+
+    #[test]
+    fn terminal_transitions_set_retention_and_clear_the_deadline() {
+        for status in statuses() {
+            for event in events() {
+                let job = job_in(status.clone(), false);
+                if let Ok(next) = job.apply(&event, Deadlines::default(), NOW) {
+                    if next.state().is_terminal() {
+                        assert_eq!(next.finished_at, Some(NOW));
+                        assert_eq!(next.expires_at, Some(NOW.plus_seconds(RETENTION_SECONDS)));
+                        assert_eq!(next.deadline, None);
+                    } else {
+                        assert!(next.deadline.is_some(), "every active state has a deadline: {:?}", next.status);
+                        assert_eq!(next.expires_at, None);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_cancel_requested_job_whose_worker_is_lost_is_cancelled_not_relaunched() {
+        let job = job_in(JobStatus::Running { phase: Phase::Copying }, true);
+        let next = job.apply(&Event::WorkerLost { reason: "gone".into() }, Deadlines::default(), NOW).unwrap();
+        assert_eq!(next.status, JobStatus::Cancelled);
+        let next = job.apply(&Event::DeadlinePassed, Deadlines::default(), NOW).unwrap();
+        assert_eq!(next.status, JobStatus::Cancelled);
+    }
+
+    #[test]
+    fn attempts_run_out() {
+        let mut job = job_in(JobStatus::Launching, false);
+        job.attempt = job.max_attempts;
+        let next = job.apply(&Event::WorkerLost { reason: "never booted".into() }, Deadlines::default(), NOW).unwrap();
+        match next.status {
+            JobStatus::Failed { reason, retryable: true } => assert!(reason.contains("never booted"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn deadlines_are_only_enforced_once_passed() {
+        let mut job = job_in(JobStatus::Running { phase: Phase::Copying }, false);
+        job.deadline = Some(NOW.plus_seconds(60));
+        assert!(matches!(job.apply(&Event::DeadlinePassed, Deadlines::default(), NOW), Err(Rejection::Conflict(_))));
+        let claimed = job_in(JobStatus::Launching, false)
+            .apply(&Event::Claimed { instance_id: "i-1".into() }, Deadlines::default(), NOW)
+            .unwrap();
+        assert_eq!(claimed.deadline, Some(NOW.plus_seconds(24 * 3600)), "max_duration bounds a running job");
+    }
+
+    #[test]
+    fn statuses_serialise_tagged() {
+        let json = serde_json::to_value(JobStatus::Running { phase: Phase::CuttingOver }).unwrap();
+        assert_eq!(json, serde_json::json!({"state": "running", "phase": "cutting_over"}));
+        let json = serde_json::to_value(JobStatus::Failed { reason: "r".into(), retryable: true }).unwrap();
+        assert_eq!(json, serde_json::json!({"state": "failed", "reason": "r", "retryable": true}));
+        for state in State::ALL {
+            assert_eq!(State::parse(state.as_str()), Some(state));
+        }
+        let t = Timestamp::from_millis(1_700_000_000_123);
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, "\"2023-11-14T22:13:20.123Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
+    }
+
+    #[test]
+    fn ids_from_keys_are_stable_and_owner_scoped() {
+        assert_eq!(JobId::for_key("alice", "k1"), JobId::for_key("alice", "k1"));
+        assert_ne!(JobId::for_key("alice", "k1"), JobId::for_key("bob", "k1"));
+        assert_ne!(JobId::for_key("a\n1", "k"), JobId::for_key("a", "1\nk"));
+        assert!(JobId::parse(JobId::random().as_str()).is_some());
+        assert!(JobId::parse("../etc").is_none());
+        assert!(JobId::parse("counter#active").is_none());
+    }
+}

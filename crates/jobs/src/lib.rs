@@ -1,0 +1,24 @@
+//! barge's job domain: what a user asks for ([`JobSpec`]), the status machine with its one
+//! transition function ([`Job::apply`]), the [`Progress`] snapshot, the API's bodies, and
+//! the ports ([`JobStore`], [`Launcher`], [`Sealer`], [`Authenticator`]) adapters implement.
+//!
+//! Depends on nothing of barge's and on no AWS SDK or database driver: the CLI, the
+//! coordinator, the worker and every adapter share these types, so they cannot drift.
+
+pub mod api;
+#[cfg(feature = "test-util")]
+pub mod conformance;
+pub mod job;
+pub mod lifecycle;
+#[cfg(feature = "test-util")]
+pub mod memory;
+pub mod ports;
+pub mod progress;
+pub mod spec;
+
+pub use job::{Deadlines, Event, Job, JobId, JobStatus, Outcome, Phase, Rejection, State, Timestamp};
+pub use ports::{
+    AuthError, Authenticator, Caller, Created, JobStore, LaunchError, Launcher, Page, SealError, Sealer, StoreError,
+};
+pub use progress::Progress;
+pub use spec::{Command, ConnUrl, Credentials, Filter, JobSpec, Options, SpecError};

@@ -1,0 +1,858 @@
+//! What a user asks for: [`JobSpec`]. The CLI builds it from flags, the API parses it from
+//! JSON, the worker turns it into an engine request; one type, so the three cannot drift
+//! (PITFALLS 1). Validation lives here, once, with messages a user can act on. The
+//! predecessor system's spec (`"version": "1.0"`) is accepted as is.
+
+use std::fmt;
+
+use percent_encoding::percent_decode_str;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Largest spec body accepted, in bytes.
+pub const MAX_SPEC_BYTES: usize = 64 * 1024;
+/// Longest connection URL accepted, in bytes (both URLs are sealed together with KMS,
+/// whose `Encrypt` takes at most 4 KiB).
+pub const MAX_URL_BYTES: usize = 1800;
+/// Most patterns in one filter list.
+pub const MAX_PATTERNS: usize = 1000;
+/// Longest pattern, in bytes.
+pub const MAX_PATTERN_BYTES: usize = 512;
+/// Most parallel streams a job may ask for.
+pub const MAX_JOBS: u32 = 256;
+/// Shortest and longest `max_duration`, in seconds (one minute, fourteen days).
+pub const MAX_DURATION_RANGE: (u64, u64) = (60, 14 * 24 * 3600);
+/// `max_duration` when the spec gives none: one day.
+pub const DEFAULT_MAX_DURATION: u64 = 24 * 3600;
+
+/// What the job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// Copy schema and data from source to target.
+    Init,
+    /// Preflight checks, changing nothing.
+    Validate,
+    /// Compare source and target.
+    Verify,
+    /// Copy, then keep the target in sync by logical replication.
+    Sync,
+}
+
+impl Command {
+    /// Its name as users type it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Init => "init",
+            Command::Validate => "validate",
+            Command::Verify => "verify",
+            Command::Sync => "sync",
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A PostgreSQL connection URL. It may hold a password, so `Debug` and `Display` show it
+/// redacted; [`ConnUrl::expose`] is the only way to the text.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConnUrl(String);
+
+impl ConnUrl {
+    /// Wraps a URL (checked by [`JobSpec::validate`]).
+    pub fn new(url: impl Into<String>) -> Self {
+        ConnUrl(url.into())
+    }
+
+    /// The URL with its password, for the worker that connects with it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with the password (and any `password` parameter) replaced by `***`; what
+    /// users, logs and stored items see.
+    pub fn redacted(&self) -> String {
+        match Url::parse(&self.0) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                let pairs: Vec<(String, String)> = url
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if k.eq_ignore_ascii_case("password") { "***".to_string() } else { v.into_owned() };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                if !pairs.is_empty() {
+                    url.query_pairs_mut().clear().extend_pairs(pairs);
+                }
+                url.to_string().replace("%2A%2A%2A", "***")
+            }
+            Err(_) => "(unparsable URL)".into(),
+        }
+    }
+
+    fn parse(&self, field: &str) -> Result<Endpoint, SpecError> {
+        let bad = |message: String| SpecError::new(field, message);
+        if self.0.len() > MAX_URL_BYTES {
+            return Err(bad(format!("longer than {MAX_URL_BYTES} bytes")));
+        }
+        if self.0.trim().is_empty() {
+            return Err(bad("is empty; give postgres://user:password@host:port/dbname".into()));
+        }
+        // url's messages ("invalid port number", …) never echo the input.
+        let url = Url::parse(&self.0).map_err(|e| {
+            bad(format!("is not a URL ({e}); give postgres://user:password@host:port/dbname, percent-encoding special characters in the password"))
+        })?;
+        if url.scheme() != "postgres" && url.scheme() != "postgresql" {
+            return Err(bad(format!("scheme must be postgres:// or postgresql://, not {}://", url.scheme())));
+        }
+        let decode = |what: &str, raw: &str| {
+            let bytes = raw.as_bytes();
+            let malformed = bytes.iter().enumerate().any(|(i, &b)| {
+                b == b'%'
+                    && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                        && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+            });
+            if malformed {
+                return Err(bad(format!(
+                    "the {what} has a % that does not start a percent-encoded byte (write % as %25)"
+                )));
+            }
+            percent_decode_str(raw)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| bad(format!("the {what} is not valid percent-encoded UTF-8")))
+        };
+        if let Some(password) = url.password() {
+            decode("password", password)?;
+        }
+        decode("user name", url.username())?;
+        let query_host = url.query_pairs().find(|(k, _)| k == "host").map(|(_, v)| v.into_owned());
+        let host = match url.host_str() {
+            Some(host) if !host.is_empty() => host.to_ascii_lowercase(),
+            _ => match query_host {
+                Some(host) if !host.is_empty() && !host.starts_with('/') => host.to_ascii_lowercase(),
+                Some(_) => {
+                    return Err(bad("names a Unix socket; a job runs on another machine and needs a host name".into()));
+                }
+                None => return Err(bad("has no host; give postgres://user:password@host:port/dbname".into())),
+            },
+        };
+        let database = url.path().trim_start_matches('/');
+        let database = if database.is_empty() { None } else { Some(decode("database name", database)?) };
+        for (key, _) in url.query_pairs() {
+            if !CONNECTION_PARAMETERS.contains(&key.as_ref()) {
+                return Err(bad(format!(
+                    "has an unknown parameter `{key}`; known: {}",
+                    CONNECTION_PARAMETERS.join(", ")
+                )));
+            }
+        }
+        Ok(Endpoint { host, port: url.port().unwrap_or(5432), database })
+    }
+}
+
+/// URL parameters a connection URL may carry (those of libpq that barge honours).
+const CONNECTION_PARAMETERS: &[&str] = &[
+    "host",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "sslnegotiation",
+    "connect_timeout",
+    "application_name",
+    "options",
+    "target_session_attrs",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "channel_binding",
+];
+
+impl fmt::Debug for ConnUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for ConnUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Where a URL points.
+#[derive(Debug, PartialEq, Eq)]
+struct Endpoint {
+    host: String,
+    port: u16,
+    database: Option<String>,
+}
+
+/// Which databases, schemas and tables (the engine's filter, same names and meaning).
+/// Patterns are globs; dots separate `db.schema.table`; double quotes make a part literal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Filter {
+    /// Only these databases.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub include_databases: Vec<String>,
+    /// Skip these databases.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude_databases: Vec<String>,
+    /// Only these schemas (`schema` or `db.schema`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub include_schemas: Vec<String>,
+    /// Skip these schemas.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude_schemas: Vec<String>,
+    /// Only these tables (`table`, `schema.table` or `db.schema.table`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub include_tables: Vec<String>,
+    /// Skip these tables.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude_tables: Vec<String>,
+    /// Copy these tables' structure without rows.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schema_only_tables: Vec<String>,
+}
+
+impl Filter {
+    fn lists(&self) -> [(&'static str, &Vec<String>, usize); 7] {
+        [
+            ("include_databases", &self.include_databases, 1),
+            ("exclude_databases", &self.exclude_databases, 1),
+            ("include_schemas", &self.include_schemas, 2),
+            ("exclude_schemas", &self.exclude_schemas, 2),
+            ("include_tables", &self.include_tables, 3),
+            ("exclude_tables", &self.exclude_tables, 3),
+            ("schema_only_tables", &self.schema_only_tables, 3),
+        ]
+    }
+
+    /// True when nothing is filtered.
+    pub fn is_empty(&self) -> bool {
+        self.lists().iter().all(|(_, list, _)| list.is_empty())
+    }
+}
+
+/// How the job runs. Every field is optional in JSON; unknown names are refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Options {
+    /// Copy every database of the source (also implied by a source URL without a database).
+    #[serde(skip_serializing_if = "is_false")]
+    pub all_databases: bool,
+    /// Drop and re-create target databases that already hold objects.
+    #[serde(skip_serializing_if = "is_false")]
+    pub drop_existing: bool,
+    /// Continue an interrupted copy.
+    #[serde(skip_serializing_if = "is_false")]
+    pub resume: bool,
+    /// Check for (validate) or set up (sync) continuous logical replication.
+    #[serde(skip_serializing_if = "is_false")]
+    pub sync: bool,
+    /// Parallel COPY streams (and verify workers) [default: the worker's CPU count].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<u32>,
+    /// Parallel index builds [default: the worker's CPU count].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_jobs: Option<u32>,
+    /// Split tables larger than this many bytes into parts; 0 never splits [default 256 MiB].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split_tables_larger_than: Option<u64>,
+    /// Create the source's roles the target lacks, without passwords.
+    #[serde(skip_serializing_if = "is_false")]
+    pub roles: bool,
+    /// Leave ownership out.
+    #[serde(skip_serializing_if = "is_false")]
+    pub no_owner: bool,
+    /// Leave grants out.
+    #[serde(skip_serializing_if = "is_false")]
+    pub no_acl: bool,
+    /// Leave tablespace assignments out.
+    #[serde(skip_serializing_if = "is_false")]
+    pub no_tablespaces: bool,
+    /// Do not copy large objects.
+    #[serde(skip_serializing_if = "is_false")]
+    pub skip_large_objects: bool,
+    /// `maintenance_work_mem` for index builds, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance_work_mem: Option<u64>,
+    /// Longest the job may run, in seconds [default one day]; then it is `timed_out`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<u64>,
+    /// EC2 instance type of the worker [default: chosen from the estimated size].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+impl Options {
+    /// `max_duration` in seconds, default applied.
+    pub fn max_duration_seconds(&self) -> u64 {
+        self.max_duration.unwrap_or(DEFAULT_MAX_DURATION)
+    }
+
+    /// Names of the options set to something other than their default.
+    fn set(&self) -> Vec<&'static str> {
+        let flags = [
+            ("all_databases", self.all_databases),
+            ("drop_existing", self.drop_existing),
+            ("resume", self.resume),
+            ("sync", self.sync),
+            ("jobs", self.jobs.is_some()),
+            ("index_jobs", self.index_jobs.is_some()),
+            ("split_tables_larger_than", self.split_tables_larger_than.is_some()),
+            ("roles", self.roles),
+            ("no_owner", self.no_owner),
+            ("no_acl", self.no_acl),
+            ("no_tablespaces", self.no_tablespaces),
+            ("skip_large_objects", self.skip_large_objects),
+            ("maintenance_work_mem", self.maintenance_work_mem.is_some()),
+            ("max_duration", self.max_duration.is_some()),
+            ("instance_type", self.instance_type.is_some()),
+        ];
+        flags.into_iter().filter(|(_, set)| *set).map(|(name, _)| name).collect()
+    }
+}
+
+/// Options `verify` uses; it refuses the others rather than ignore them (PITFALLS 1).
+const VERIFY_OPTIONS: &[&str] = &["all_databases", "jobs", "max_duration", "instance_type"];
+
+/// A job request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// What to do.
+    pub command: Command,
+    /// Where data comes from.
+    pub source_url: ConnUrl,
+    /// Where it goes.
+    pub target_url: ConnUrl,
+    /// Which databases, schemas and tables.
+    #[serde(default, skip_serializing_if = "Filter::is_empty")]
+    pub filter: Filter,
+    /// How.
+    #[serde(default)]
+    pub options: Options,
+}
+
+/// A spec that cannot run, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    /// The offending field, as a JSON path (`options.jobs`), or `spec` for the whole.
+    pub field: String,
+    /// What is wrong and what to do; never holds a URL.
+    pub message: String,
+}
+
+impl SpecError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError { field: field.into(), message: message.into() }
+    }
+}
+
+/// The predecessor system's spec, accepted as is.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LegacySpec {
+    version: Option<String>,
+    schema_version: Option<String>,
+    command: Command,
+    source_url: ConnUrl,
+    target_url: ConnUrl,
+    #[serde(default)]
+    filter: LegacyFilter,
+    #[serde(default)]
+    options: LegacyOptions,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LegacyFilter {
+    include_databases: Vec<String>,
+    exclude_tables: Vec<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LegacyOptions {
+    drop_existing: bool,
+    no_sync: bool,
+}
+
+impl LegacySpec {
+    fn into_spec(self) -> Result<JobSpec, SpecError> {
+        let (field, version) = match (&self.version, &self.schema_version) {
+            (Some(v), None) => ("version", v),
+            (None, Some(v)) => ("schema_version", v),
+            (Some(_), Some(_)) => return Err(SpecError::new("spec", "give `version` or `schema_version`, not both")),
+            (None, None) => return Err(SpecError::new("version", "missing")),
+        };
+        if version != "1.0" && version != "1.0.0" {
+            return Err(SpecError::new(
+                field,
+                format!("version {version:?} is not supported; use \"1.0\", or the current spec without a version"),
+            ));
+        }
+        // `exclude_tables` held `db.table`: the table in any schema of that database.
+        let exclude_tables = self
+            .filter
+            .exclude_tables
+            .into_iter()
+            .enumerate()
+            .map(|(i, pattern)| match split_pattern(&pattern).map(|p| p.len()) {
+                Some(2) => {
+                    let (db, table) = pattern.split_at(pattern.find('.').unwrap_or(0));
+                    Ok(format!("{db}.*{table}"))
+                }
+                Some(3) => Ok(pattern),
+                _ => Err(SpecError::new(format!("filter.exclude_tables[{i}]"), "give db.table (or db.schema.table)")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let has_databases = !self.filter.include_databases.is_empty();
+        Ok(JobSpec {
+            command: self.command,
+            source_url: self.source_url,
+            target_url: self.target_url,
+            filter: Filter { include_databases: self.filter.include_databases, exclude_tables, ..Filter::default() },
+            options: Options {
+                all_databases: has_databases,
+                drop_existing: self.options.drop_existing,
+                // The predecessor streamed changes after a copy unless told `no_sync`.
+                sync: self.command != Command::Verify && !self.options.no_sync,
+                ..Options::default()
+            },
+        })
+    }
+}
+
+impl JobSpec {
+    /// Parses and validates a spec from JSON: the current shape, or the predecessor's
+    /// (recognised by its `version`/`schema_version` field).
+    pub fn from_json(body: &[u8]) -> Result<JobSpec, SpecError> {
+        if body.len() > MAX_SPEC_BYTES {
+            return Err(SpecError::new("spec", format!("larger than {} KiB", MAX_SPEC_BYTES / 1024)));
+        }
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| SpecError::new("spec", format!("not valid JSON: {}", json_message(&e))))?;
+        let Some(object) = value.as_object() else {
+            return Err(SpecError::new("spec", "must be a JSON object"));
+        };
+        let spec = if object.contains_key("version") || object.contains_key("schema_version") {
+            deserialize::<LegacySpec>(value)?.into_spec()?
+        } else {
+            deserialize::<JobSpec>(value)?
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks everything that can be checked without connecting.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let source = self.source_url.parse("source_url")?;
+        let target = self.target_url.parse("target_url")?;
+        if source.host == target.host && source.port == target.port {
+            // A URL without a database means every database (source) or the source's
+            // database names (target): the same server either way.
+            let same_database = match (&source.database, &target.database) {
+                (Some(s), Some(t)) => s == t,
+                _ => true,
+            };
+            if same_database {
+                return Err(SpecError::new(
+                    "target_url",
+                    format!(
+                        "names the same server and database as source_url ({}:{}/{}); a job never copies a database onto itself",
+                        source.host,
+                        source.port,
+                        source.database.as_deref().unwrap_or("every database")
+                    ),
+                ));
+            }
+        }
+        for (name, list, parts) in self.filter.lists() {
+            if list.len() > MAX_PATTERNS {
+                return Err(SpecError::new(format!("filter.{name}"), format!("more than {MAX_PATTERNS} patterns")));
+            }
+            for (i, pattern) in list.iter().enumerate() {
+                check_pattern(pattern, parts).map_err(|m| SpecError::new(format!("filter.{name}[{i}]"), m))?;
+            }
+        }
+        let options = &self.options;
+        for (name, value) in [("jobs", options.jobs), ("index_jobs", options.index_jobs)] {
+            if let Some(n) = value
+                && !(1..=MAX_JOBS).contains(&n)
+            {
+                return Err(SpecError::new(format!("options.{name}"), format!("must be between 1 and {MAX_JOBS}")));
+            }
+        }
+        if let Some(bytes) = options.maintenance_work_mem
+            && !(1 << 20..=2 << 40).contains(&bytes)
+        {
+            return Err(SpecError::new("options.maintenance_work_mem", "must be between 1 MiB and 2 TiB, in bytes"));
+        }
+        if let Some(seconds) = options.max_duration {
+            let (min, max) = MAX_DURATION_RANGE;
+            if !(min..=max).contains(&seconds) {
+                return Err(SpecError::new(
+                    "options.max_duration",
+                    format!("must be between {min} and {max} seconds (14 days)"),
+                ));
+            }
+        }
+        if let Some(kind) = &options.instance_type {
+            let valid = kind.len() <= 32
+                && kind.split_once('.').is_some_and(|(family, size)| {
+                    !family.is_empty()
+                        && !size.is_empty()
+                        && kind.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+                });
+            if !valid {
+                return Err(SpecError::new("options.instance_type", "must be an EC2 instance type such as m7i.large"));
+            }
+        }
+        if options.drop_existing && options.resume {
+            return Err(SpecError::new(
+                "options.resume",
+                "cannot be combined with drop_existing: resume keeps what the last run copied",
+            ));
+        }
+        if self.command == Command::Verify
+            && let Some(unused) = options.set().into_iter().find(|name| !VERIFY_OPTIONS.contains(name))
+        {
+            return Err(SpecError::new(
+                format!("options.{unused}"),
+                format!("verify does not use it; verify takes {}", VERIFY_OPTIONS.join(", ")),
+            ));
+        }
+        if self.command == Command::Verify && !self.filter.schema_only_tables.is_empty() {
+            return Err(SpecError::new("filter.schema_only_tables", "verify does not use it"));
+        }
+        Ok(())
+    }
+
+    /// The URLs, for sealing.
+    pub fn credentials(&self) -> Credentials {
+        Credentials { source_url: self.source_url.clone(), target_url: self.target_url.clone() }
+    }
+}
+
+/// The secret part of a spec: sealed before it is stored, unsealed only for the job's worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// Source URL.
+    pub source_url: ConnUrl,
+    /// Target URL.
+    pub target_url: ConnUrl,
+}
+
+fn deserialize<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, SpecError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "spec".to_string() } else { path };
+        SpecError::new(field, json_message(e.inner()))
+    })
+}
+
+/// serde_json's message without its "at line x column y" tail, and with the misleading
+/// "expected one of" list kept (it names the known fields).
+fn json_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+/// Splits a pattern at the dots outside double quotes; `None` when quotes are unbalanced.
+fn split_pattern(pattern: &str) -> Option<Vec<&str>> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in pattern.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '.' if !quoted => {
+                parts.push(&pattern[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&pattern[start..]);
+    (!quoted).then_some(parts)
+}
+
+fn check_pattern(pattern: &str, max_parts: usize) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err("is empty".into());
+    }
+    if pattern.len() > MAX_PATTERN_BYTES {
+        return Err(format!("longer than {MAX_PATTERN_BYTES} bytes"));
+    }
+    if pattern.chars().any(char::is_control) {
+        return Err("holds a control character".into());
+    }
+    let parts = split_pattern(pattern).ok_or_else(|| "has an unbalanced double quote".to_string())?;
+    if parts.len() > max_parts {
+        return Err(format!("has {} dot-separated parts; at most {max_parts} here", parts.len()));
+    }
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err("has an empty part (two dots in a row, or a leading or trailing dot)".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOURCE: &str = "postgres://app:p%3Bw%24d%60x@db1.example.com:5432/shop";
+    const TARGET: &str = "postgresql://app:t0p@db2.example.com/shop_copy?sslmode=verify-full";
+
+    fn parse(json: serde_json::Value) -> Result<JobSpec, SpecError> {
+        JobSpec::from_json(json.to_string().as_bytes())
+    }
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({"command": "init", "source_url": SOURCE, "target_url": TARGET})
+    }
+
+    fn with(path: &[&str], value: serde_json::Value) -> serde_json::Value {
+        let mut spec = base();
+        let mut at = &mut spec;
+        for key in &path[..path.len() - 1] {
+            at = at.as_object_mut().unwrap().entry(*key).or_insert(serde_json::json!({}));
+        }
+        at[path[path.len() - 1]] = value;
+        spec
+    }
+
+    fn error(json: serde_json::Value) -> SpecError {
+        parse(json).unwrap_err()
+    }
+
+    #[test]
+    fn current_specs_parse_with_percent_encoded_passwords() {
+        let spec = parse(with(&["options", "jobs"], 8.into())).unwrap();
+        assert_eq!(spec.command, Command::Init);
+        assert_eq!(spec.options.jobs, Some(8));
+        assert_eq!(spec.source_url.expose(), SOURCE);
+        assert_eq!(spec.source_url.redacted(), "postgres://app:***@db1.example.com:5432/shop");
+        assert!(!format!("{spec:?}").contains("p%3B"));
+        assert!(!format!("{spec:?}").contains("t0p"));
+        // A round trip keeps every field.
+        let again = JobSpec::from_json(&serde_json::to_vec(&spec).unwrap()).unwrap();
+        assert_eq!(again, spec);
+    }
+
+    #[test]
+    fn predecessor_specs_are_accepted_as_is() {
+        for version in [serde_json::json!({"version": "1.0"}), serde_json::json!({"schema_version": "1.0.0"})] {
+            let mut json = serde_json::json!({
+                "command": "init",
+                "source_url": SOURCE,
+                "target_url": "postgres://u:pw@db2.example.com:5433",
+                "filter": {"include_databases": ["shop", "crm"], "exclude_tables": ["shop.audit_log", "crm.public.tmp"]},
+                "options": {"drop_existing": true, "no_sync": true}
+            });
+            json.as_object_mut().unwrap().extend(version.as_object().unwrap().clone());
+            let spec = parse(json).unwrap();
+            assert_eq!(spec.filter.include_databases, ["shop", "crm"]);
+            assert_eq!(spec.filter.exclude_tables, ["shop.*.audit_log", "crm.public.tmp"]);
+            assert!(spec.options.drop_existing && spec.options.all_databases && !spec.options.sync);
+        }
+        let spec =
+            parse(serde_json::json!({"version": "1.0", "command": "init", "source_url": SOURCE, "target_url": TARGET}))
+                .unwrap();
+        assert!(spec.options.sync, "the predecessor synced unless told no_sync");
+        let e =
+            error(serde_json::json!({"version": "2.0", "command": "init", "source_url": SOURCE, "target_url": TARGET}));
+        assert_eq!(e.field, "version");
+        let e = error(serde_json::json!({"version": "1.0", "command": "init", "source_url": SOURCE,
+            "target_url": TARGET, "options": {"enable_sync": true}}));
+        assert_eq!(e.field, "options.enable_sync");
+        assert!(e.message.contains("enable_sync") && e.message.contains("no_sync"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_and_options_are_refused_by_name() {
+        let e = error(with(&["options", "no_synk"], true.into()));
+        assert_eq!(e.field, "options.no_synk");
+        assert!(e.message.contains("unknown field `no_synk`"), "{e}");
+        let e = error(with(&["filter", "tables"], serde_json::json!(["x"])));
+        assert!(e.message.contains("unknown field `tables`"), "{e}");
+        let e = error(with(&["job_timeout"], 5.into()));
+        assert!(e.message.contains("unknown field `job_timeout`"), "{e}");
+        let e = error(with(&["command"], "clone".into()));
+        assert_eq!(e.field, "command");
+        assert!(e.message.contains("init"), "{e}");
+        let e = error(with(&["options", "jobs"], "four".into()));
+        assert_eq!(e.field, "options.jobs");
+    }
+
+    #[test]
+    fn bad_urls_say_what_to_fix_without_echoing_them() {
+        let cases = [
+            ("mysql://u:secretpw@h/db", "scheme"),
+            ("postgres://u:secretpw@/db", "host"),
+            ("postgres://u:secret%ZZpw@h/db", "%25"),
+            ("postgres://u:secretpw@h:99999/db", "not a URL"),
+            ("postgres://u:secret%FFpw@h/db", "percent-encoded"),
+            ("postgres://u:secretpw@h/db?sslmod=require", "unknown parameter `sslmod`"),
+            ("postgres:///db?host=/var/run/postgresql&password=secretpw", "Unix socket"),
+            ("", "is empty"),
+        ];
+        for (url, needle) in cases {
+            let e = error(with(&["source_url"], url.into()));
+            assert_eq!(e.field, "source_url", "{url}");
+            assert!(e.message.contains(needle), "{url}: {e}");
+            assert!(!e.to_string().contains("secret"), "{e}");
+        }
+        let long = format!("postgres://u:p@h/{}", "d".repeat(MAX_URL_BYTES));
+        assert!(error(with(&["target_url"], long.into())).message.contains("longer"));
+    }
+
+    #[test]
+    fn identical_source_and_target_are_refused() {
+        for target in
+            ["postgres://other:x@DB1.example.com/shop", "postgres://app@db1.example.com:5432/shop?sslmode=require"]
+        {
+            let e = error(with(&["target_url"], target.into()));
+            assert_eq!(e.field, "target_url");
+            assert!(e.message.contains("db1.example.com:5432/shop"), "{e}");
+        }
+        // The same server under another database name is a copy, not a collision.
+        parse(with(&["target_url"], "postgres://app:x@db1.example.com/shop_v2".into())).unwrap();
+        parse(with(&["target_url"], "postgres://app:x@db1.example.com:5433/shop".into())).unwrap();
+    }
+
+    #[test]
+    fn limits_and_combinations() {
+        let cases = [
+            (with(&["options", "jobs"], 0.into()), "options.jobs"),
+            (with(&["options", "index_jobs"], 1000.into()), "options.index_jobs"),
+            (with(&["options", "max_duration"], 5.into()), "options.max_duration"),
+            (with(&["options", "instance_type"], "huge; rm -rf".into()), "options.instance_type"),
+            (with(&["options", "maintenance_work_mem"], 10.into()), "options.maintenance_work_mem"),
+            (with(&["filter", "include_tables"], serde_json::json!(["a.b.c.d"])), "filter.include_tables[0]"),
+            (
+                with(&["filter", "exclude_schemas"], serde_json::json!(["ok", "\"unbalanced"])),
+                "filter.exclude_schemas[1]",
+            ),
+            (with(&["filter", "exclude_tables"], serde_json::json!(["a..b"])), "filter.exclude_tables[0]"),
+            (with(&["filter", "include_databases"], serde_json::json!([""])), "filter.include_databases[0]"),
+        ];
+        for (json, field) in cases {
+            assert_eq!(error(json).field, field);
+        }
+        let mut both = with(&["options", "drop_existing"], true.into());
+        both["options"]["resume"] = true.into();
+        assert_eq!(error(both).field, "options.resume");
+        let many = serde_json::Value::from(vec!["t"; MAX_PATTERNS + 1]);
+        assert_eq!(error(with(&["filter", "exclude_tables"], many)).field, "filter.exclude_tables");
+        let huge = "x".repeat(MAX_SPEC_BYTES + 1);
+        assert!(error(with(&["filter", "exclude_tables"], serde_json::json!([huge]))).message.contains("KiB"));
+        // verify refuses options it would ignore.
+        let mut verify = with(&["options", "drop_existing"], true.into());
+        verify["command"] = "verify".into();
+        assert_eq!(error(verify).field, "options.drop_existing");
+        let mut verify = with(&["options", "jobs"], 4.into());
+        verify["command"] = "verify".into();
+        parse(verify).unwrap();
+        assert_eq!(error(serde_json::json!([1])).message, "must be a JSON object");
+        assert!(error(serde_json::json!("x")).field == "spec");
+    }
+
+    #[test]
+    fn quoted_parts_keep_their_dots() {
+        parse(with(&["filter", "include_tables"], serde_json::json!(["\"my.schema\".\"t.1\""]))).unwrap();
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_json_never_panics(json in json_strategy()) {
+            let _ = JobSpec::from_json(json.to_string().as_bytes());
+            // And the same with the fields a spec has, holding arbitrary values.
+            let mut spec = base();
+            for key in ["command", "source_url", "filter", "options", "version"] {
+                spec[key] = json.clone();
+                let _ = JobSpec::from_json(spec.to_string().as_bytes());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = JobSpec::from_json(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_urls_never_panic_nor_leak(url in "postgres(ql)?://[a-z%0-9]{0,6}(:[ -~]{0,12})?@[ -~]{0,20}") {
+            let spec = with(&["source_url"], url.clone().into());
+            let password = url
+                .split_once("://")
+                .and_then(|(_, rest)| rest.split_once(':'))
+                .and_then(|(_, rest)| rest.rsplit_once('@'))
+                .map(|(p, _)| p.to_string())
+                .filter(|p| p.len() > 3);
+            if let (Err(e), Some(password)) = (JobSpec::from_json(spec.to_string().as_bytes()), password) {
+                proptest::prop_assert!(!e.message.contains(&password), "{e}");
+            }
+        }
+    }
+
+    fn json_strategy() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            ".{0,40}".prop_map(serde_json::Value::from),
+            prop_oneof![Just("init"), Just("verify"), Just("1.0"), Just(SOURCE), Just(TARGET)]
+                .prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("command".to_string()),
+                        Just("source_url".to_string()),
+                        Just("target_url".to_string()),
+                        Just("filter".to_string()),
+                        Just("options".to_string()),
+                        Just("include_databases".to_string()),
+                        Just("exclude_tables".to_string()),
+                        Just("jobs".to_string()),
+                        Just("version".to_string()),
+                        "[a-z_]{1,12}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+}
