@@ -19,7 +19,7 @@ build: ## Build barge (debug)
 demo: setup build ## Copy a sample database between two local clusters with live progress, then verify
 	@scripts/demo
 
-test: setup ## Run every test against real PostgreSQL 18 and 15 (started and stopped here)
+test: setup ## Run every test against real PostgreSQL 18 and 15, DynamoDB Local and moto (started and stopped here)
 	@scripts/test
 
 check: ## Formatting and clippy, warnings are errors

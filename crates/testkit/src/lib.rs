@@ -249,3 +249,29 @@ impl Cluster {
 pub fn fidelity_sql() -> String {
     std::fs::read_to_string(repo_root().join("crates/engine/tests/fixtures/fidelity.sql")).expect("read fidelity.sql")
 }
+
+/// The endpoint URL of a local AWS stand-in, started by `scripts/aws-local` on first use
+/// (once per machine; `scripts/test` stops it): `"dynamodb"` (DynamoDB Local) or `"moto"`
+/// (moto server for EC2, KMS, SSM, IAM).
+pub fn aws_local(service: &str) -> String {
+    static STARTED: OnceLock<Mutex<Vec<(String, String)>>> = OnceLock::new();
+    let started = STARTED.get_or_init(|| Mutex::new(Vec::new()));
+    let mut started = started.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, url)) = started.iter().find(|(name, _)| name == service) {
+        return url.clone();
+    }
+    let script = repo_root().join("scripts/aws-local");
+    let output = Command::new(&script)
+        .args(["start", service])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "scripts/aws-local start {service} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let url = String::from_utf8_lossy(&output.stdout).trim().lines().last().unwrap_or_default().to_string();
+    assert!(url.starts_with("http://"), "scripts/aws-local printed {url:?}");
+    started.push((service.to_string(), url.clone()));
+    url
+}
