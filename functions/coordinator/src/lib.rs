@@ -1,0 +1,86 @@
+//! The coordinator: barge's job API as one [`axum::Router`] over the ports of `barge-jobs`.
+//! The Lambda (`src/main.rs`) runs it behind API Gateway with DynamoDB, KMS and IAM; `barge
+//! serve` runs the same router on loopback with SQLite, a key file and bearer tokens.
+//!
+//! Routes (`{id}` is a job id):
+//! - users: `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`, `POST /jobs/{id}/cancel`;
+//! - the job's own worker: `POST /jobs/{id}/claim`, `/heartbeat`, `/progress`, `/finish`.
+
+mod error;
+#[cfg(feature = "lambda")]
+pub mod iam;
+mod routes;
+
+use std::sync::Arc;
+
+use barge_jobs::{Authenticator, Deadlines, JobStore, Launcher, Sealer};
+
+pub use error::ApiError;
+pub use routes::router;
+
+/// The adapters a coordinator runs with.
+pub trait Ports: Send + Sync + 'static {
+    /// Where jobs live.
+    type Store: JobStore;
+    /// Starts workers.
+    type Launcher: Launcher;
+    /// Seals credentials.
+    type Sealer: Sealer;
+    /// Recognises callers.
+    type Auth: Authenticator;
+}
+
+/// Limits the coordinator enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Jobs that may be active at once across the account; more get 429.
+    pub max_active_jobs: u32,
+    /// Deadlines and attempts of every job.
+    pub deadlines: Deadlines,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { max_active_jobs: 20, deadlines: Deadlines::default() }
+    }
+}
+
+impl Config {
+    /// From `MAX_ACTIVE_JOBS`, `LAUNCH_TIMEOUT_SECONDS` and `MAX_ATTEMPTS` (each optional),
+    /// given as `(name, value)` pairs so it reads the environment or a test's map.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, String> {
+        let mut config = Config::default();
+        for (name, value) in vars {
+            let number =
+                || value.trim().parse::<u32>().map_err(|_| format!("{name} must be a whole number, not {value:?}"));
+            match name.as_str() {
+                "MAX_ACTIVE_JOBS" => config.max_active_jobs = number()?.max(1),
+                "LAUNCH_TIMEOUT_SECONDS" => config.deadlines.launching = i64::from(number()?.max(60)),
+                "MAX_ATTEMPTS" => config.deadlines.max_attempts = number()?.clamp(1, 10),
+                _ => {}
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// A coordinator: its adapters and limits. Cheap to share (`Arc`).
+pub struct App<P: Ports> {
+    /// Where jobs live.
+    pub store: P::Store,
+    /// Starts workers.
+    pub launcher: P::Launcher,
+    /// Seals credentials.
+    pub sealer: P::Sealer,
+    /// Recognises callers.
+    pub auth: P::Auth,
+    /// Limits.
+    pub config: Config,
+}
+
+impl<P: Ports> App<P> {
+    /// A coordinator over these adapters.
+    pub fn new(store: P::Store, launcher: P::Launcher, sealer: P::Sealer, auth: P::Auth, config: Config) -> Arc<Self> {
+        Arc::new(App { store, launcher, sealer, auth, config })
+    }
+}

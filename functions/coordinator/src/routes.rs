@@ -1,0 +1,317 @@
+//! The routes and their handlers. Handlers authenticate, parse, and call the domain
+//! (`barge_jobs::lifecycle`); every decision about states is the domain's.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State, rejection::BytesRejection},
+    http::{HeaderMap, StatusCode, request::Parts},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use barge_jobs::{
+    Caller, Created, Event, Job, JobId, JobSpec, JobStore, Launcher, Outcome, Progress, Sealer, State as JobState,
+    Timestamp,
+    api::{self, Claim, Heartbeat, JobList, JobView},
+    lifecycle::{self, ApplyError},
+};
+use serde::Deserialize;
+
+use crate::{ApiError, App, Ports};
+
+/// The coordinator's router over `app`.
+pub fn router<P: Ports>(app: Arc<App<P>>) -> Router {
+    Router::new()
+        .route("/jobs", post(create::<P>).get(list::<P>))
+        .route("/jobs/{id}", get(show::<P>))
+        .route("/jobs/{id}/cancel", post(cancel::<P>))
+        .route("/jobs/{id}/claim", post(claim::<P>))
+        .route("/jobs/{id}/heartbeat", post(heartbeat::<P>))
+        .route("/jobs/{id}/progress", post(progress::<P>))
+        .route("/jobs/{id}/finish", post(finish::<P>))
+        .fallback(|| async { ApiError::NotFound("no such route; see the API reference in docs/".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this route".into()) })
+        .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+/// A user caller: their owner identity.
+struct User(String);
+
+/// A worker caller: the instance it runs on.
+struct Worker(String);
+
+fn caller<P: Ports>(parts: &Parts, app: &App<P>) -> Result<Caller, ApiError> {
+    use barge_jobs::{AuthError, Authenticator};
+    app.auth.authenticate(parts).map_err(|e| match e {
+        AuthError::Missing(how) => ApiError::Unauthenticated(format!("missing credentials: {how}")),
+        AuthError::Invalid => ApiError::Unauthenticated("invalid credentials".into()),
+    })
+}
+
+impl<P: Ports> FromRequestParts<Arc<App<P>>> for User {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App<P>>) -> Result<Self, Self::Rejection> {
+        match caller(parts, app)? {
+            Caller::User { owner } => Ok(User(owner)),
+            Caller::Worker { .. } => Err(ApiError::Forbidden("workers cannot call user routes".into())),
+        }
+    }
+}
+
+impl<P: Ports> FromRequestParts<Arc<App<P>>> for Worker {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App<P>>) -> Result<Self, Self::Rejection> {
+        match caller(parts, app)? {
+            Caller::Worker { instance_id } => Ok(Worker(instance_id)),
+            Caller::User { .. } => Err(ApiError::Forbidden("only the job's worker may call this route".into())),
+        }
+    }
+}
+
+fn job_id(text: &str) -> Result<JobId, ApiError> {
+    JobId::parse(text).ok_or_else(ApiError::no_job)
+}
+
+fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(api::MAX_BODY_BYTES / 1024),
+        _ => ApiError::BadRequest(rejection.body_text()),
+    })
+}
+
+/// A JSON body: 400 when it is not JSON, 422 (naming the field) when it has the wrong shape.
+fn json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let without_position =
+        |e: &serde_json::Error| e.to_string().split(" at line ").next().unwrap_or_default().to_string();
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {}", without_position(&e))))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." { String::new() } else { format!("{path}: ") };
+        ApiError::Invalid(format!("{at}{}", without_position(e.inner())))
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(api::IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value.to_str().ok().map(str::trim).unwrap_or_default();
+    let valid = !key.is_empty() && key.len() <= api::MAX_IDEMPOTENCY_KEY && key.bytes().all(|b| b.is_ascii_graphic());
+    if !valid {
+        return Err(ApiError::BadRequest(format!(
+            "Idempotency-Key must be 1 to {} visible ASCII characters",
+            api::MAX_IDEMPOTENCY_KEY
+        )));
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// `POST /jobs`: validate, seal, store (idempotently, within the active limit), launch.
+async fn create<P: Ports>(
+    State(app): State<Arc<App<P>>>,
+    User(owner): User,
+    headers: HeaderMap,
+    request: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = body(request)?;
+    let _: serde_json::Value = json(&bytes)?;
+    let spec = JobSpec::from_json(&bytes)?;
+    let key = idempotency_key(&headers)?;
+    let id = key.as_deref().map_or_else(JobId::random, |key| JobId::for_key(&owner, key));
+    let sealed = app.sealer.seal(&id, &spec.credentials()).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let job = Job::new(id, &owner, &spec, sealed, key.as_deref(), app.config.deadlines, Timestamp::now());
+    let (job, replayed) = match app.store.create(&job, app.config.max_active_jobs).await? {
+        Created::New(job) => (job, false),
+        Created::Existing(existing) => {
+            if existing.request_digest != job.request_digest {
+                return Err(ApiError::Conflict(
+                    "this Idempotency-Key was used for a different request; use a new key for a new job".into(),
+                ));
+            }
+            (existing, true)
+        }
+    };
+    tracing::info!(job = %job.id, command = %job.command, replayed, "job created");
+    // A replay of a create whose launch never happened launches it now; the launcher
+    // starts one worker per job attempt however often it is asked.
+    let job = if job.state() == JobState::Queued && job.instance_id.is_none() { launch(&app, job).await? } else { job };
+    let mut response = (StatusCode::CREATED, Json(JobView::from(&job))).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// Launches a worker for a queued job and records the outcome.
+async fn launch<P: Ports>(app: &App<P>, job: Job) -> Result<Job, ApiError> {
+    let event = match app.launcher.launch(&job).await {
+        Ok(instance_id) => Event::Launched { instance_id },
+        Err(e) => {
+            tracing::warn!(job = %job.id, retryable = e.retryable, error = %e.message, "launch failed");
+            Event::LaunchFailed { reason: e.message, retryable: e.retryable }
+        }
+    };
+    match lifecycle::apply(&app.store, &job.id, &event, app.config.deadlines, |_| Ok(())).await {
+        Ok(job) => Ok(job),
+        // Someone else moved it on (a concurrent replay launched it, the owner cancelled).
+        Err(ApplyError::Rejected(_)) => app.store.get(&job.id).await?.ok_or_else(ApiError::no_job),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+    status: Option<String>,
+}
+
+/// `GET /jobs`: the caller's jobs, newest first.
+async fn list<P: Ports>(
+    State(app): State<Arc<App<P>>>,
+    User(owner): User,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<JobList>, ApiError> {
+    let Query(query) =
+        query.map_err(|e| ApiError::BadRequest(format!("{}; use limit, cursor and status", e.body_text())))?;
+    let (default, max) = api::PAGE_SIZE;
+    let limit = match query.limit.as_deref() {
+        None => default,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::BadRequest(format!("limit must be between 1 and {max}")))?,
+    };
+    let state = match query.status.as_deref() {
+        None => None,
+        Some(text) => Some(JobState::parse(text).ok_or_else(|| {
+            let states: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::BadRequest(format!("status must be one of {}", states.join(", ")))
+        })?),
+    };
+    let page = app.store.list(&owner, state, limit, query.cursor.as_deref()).await?;
+    Ok(Json(JobList { jobs: page.jobs.iter().map(JobView::from).collect(), next_cursor: page.next }))
+}
+
+/// The caller's job, or 404 (another owner's job is indistinguishable from none).
+async fn owned<P: Ports>(app: &App<P>, owner: &str, id: &str) -> Result<Job, ApiError> {
+    let id = job_id(id)?;
+    match app.store.get(&id).await? {
+        Some(job) if job.owner == owner => Ok(job),
+        _ => Err(ApiError::no_job()),
+    }
+}
+
+/// `GET /jobs/{id}`.
+async fn show<P: Ports>(
+    State(app): State<Arc<App<P>>>,
+    User(owner): User,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(JobView::from(&owned(&app, &owner, &id).await?)))
+}
+
+/// `POST /jobs/{id}/cancel`: a queued job is cancelled at once; a launched one is flagged
+/// and its worker stops at its next heartbeat.
+async fn cancel<P: Ports>(
+    State(app): State<Arc<App<P>>>,
+    User(owner): User,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let id = job_id(&id)?;
+    let allow = |job: &Job| if job.owner == owner { Ok(()) } else { Err(ApplyError::NotFound) };
+    let job = lifecycle::apply(&app.store, &id, &Event::CancelRequested, app.config.deadlines, allow).await?;
+    tracing::info!(job = %job.id, state = %job.state(), "cancel requested");
+    let status = if job.state().is_terminal() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, Json(JobView::from(&job))))
+}
+
+/// Applies a worker's event, refusing any caller but the job's own worker.
+async fn worker_event<P: Ports>(app: &App<P>, instance: &str, id: &str, event: &Event) -> Result<Job, ApiError> {
+    let id = job_id(id)?;
+    let allow = |job: &Job| {
+        if job.instance_id.as_deref() == Some(instance) {
+            Ok(())
+        } else {
+            Err(ApplyError::Rejected(barge_jobs::Rejection::NotYourJob(
+                "this job was not launched on your instance".into(),
+            )))
+        }
+    };
+    Ok(lifecycle::apply(&app.store, &id, event, app.config.deadlines, allow).await?)
+}
+
+/// `POST /jobs/{id}/claim`: the spec with credentials, once, to the launched instance.
+async fn claim<P: Ports>(
+    State(app): State<Arc<App<P>>>,
+    Worker(instance): Worker,
+    Path(id): Path<String>,
+) -> Result<Json<Claim>, ApiError> {
+    let job = worker_event(&app, &instance, &id, &Event::Claimed { instance_id: instance.clone() }).await?;
+    let credentials =
+        app.sealer.unseal(&job.id, &job.sealed_credentials).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    tracing::info!(job = %job.id, attempt = job.attempt, instance = %instance, "claimed");
+    let spec = JobSpec {
+        command: job.command,
+        source_url: credentials.source_url,
+        target_url: credentials.target_url,
+        filter: job.filter.clone(),
+        options: job.options.clone(),
+    };
+    Ok(Json(Claim { job: JobView::from(&job), spec }))
+}
+
+fn heartbeat_answer(job: &Job) -> Json<Heartbeat> {
+    Json(Heartbeat { cancel_requested: job.cancel_requested, status: job.status.clone() })
+}
+
+/// `POST /jobs/{id}/heartbeat`: the worker is alive; answers whether to stop.
+async fn heartbeat<P: Ports>(
+    State(app): State<Arc<App<P>>>,
+    Worker(instance): Worker,
+    Path(id): Path<String>,
+) -> Result<Json<Heartbeat>, ApiError> {
+    Ok(heartbeat_answer(&worker_event(&app, &instance, &id, &Event::Heartbeat).await?))
+}
+
+/// `POST /jobs/{id}/progress`: the latest snapshot (also a heartbeat).
+async fn progress<P: Ports>(
+    State(app): State<Arc<App<P>>>,
+    Worker(instance): Worker,
+    Path(id): Path<String>,
+    request: Result<Bytes, BytesRejection>,
+) -> Result<Json<Heartbeat>, ApiError> {
+    let progress: Progress = json(&body(request)?)?;
+    progress.check().map_err(ApiError::Invalid)?;
+    let job = worker_event(&app, &instance, &id, &Event::Progress(Box::new(progress))).await?;
+    Ok(heartbeat_answer(&job))
+}
+
+/// Longest failure reason kept.
+const MAX_REASON_BYTES: usize = 4096;
+
+/// `POST /jobs/{id}/finish`: the worker's outcome.
+async fn finish<P: Ports>(
+    State(app): State<Arc<App<P>>>,
+    Worker(instance): Worker,
+    Path(id): Path<String>,
+    request: Result<Bytes, BytesRejection>,
+) -> Result<Json<JobView>, ApiError> {
+    let outcome: Outcome = json(&body(request)?)?;
+    if let Outcome::Failed { reason, .. } = &outcome
+        && (reason.is_empty() || reason.len() > MAX_REASON_BYTES)
+    {
+        return Err(ApiError::Invalid(format!("reason: 1 to {MAX_REASON_BYTES} bytes")));
+    }
+    let job = worker_event(&app, &instance, &id, &Event::Finished(outcome)).await?;
+    tracing::info!(job = %job.id, state = %job.state(), "finished");
+    Ok(Json(JobView::from(&job)))
+}

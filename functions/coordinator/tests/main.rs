@@ -1,0 +1,514 @@
+//! The coordinator's router over every route and every error, with in-memory ports and
+//! bearer tokens (as `barge serve` runs it), through API Gateway v2 events with an IAM
+//! authorizer context (as the Lambda runs it), and on a loopback socket.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+
+use axum::{Router, body::Body};
+use barge_coordinator::{App, Config, Ports, iam::IamAuthenticator, router};
+use barge_jobs::{
+    Caller, LaunchError, Timestamp,
+    api::{Claim, Heartbeat, JobList, JobView},
+    memory::{MemoryLauncher, MemorySealer, MemoryStore},
+};
+use barge_local::BearerTokens;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const PASSWORD: &str = "p;a$s`w0rd";
+const SOURCE: &str = "postgres://app:p%3Ba%24s%60w0rd@db1.example.com:5432/shop";
+const TARGET: &str = "postgres://app:p%3Ba%24s%60w0rd@db2.example.com:5432/shop";
+
+struct Mem;
+
+impl Ports for Mem {
+    type Store = MemoryStore;
+    type Launcher = MemoryLauncher;
+    type Sealer = MemorySealer;
+    type Auth = BearerTokens;
+}
+
+struct Harness {
+    app: Arc<App<Mem>>,
+    router: Router,
+    alice: String,
+    bob: String,
+}
+
+impl Harness {
+    fn new(max_active_jobs: u32) -> Harness {
+        let tokens = BearerTokens::new();
+        let alice = tokens.issue(Caller::User { owner: "alice".into() }).unwrap();
+        let bob = tokens.issue(Caller::User { owner: "bob".into() }).unwrap();
+        let config = Config { max_active_jobs, ..Config::default() };
+        let app = App::<Mem>::new(MemoryStore::new(), MemoryLauncher::new(), MemorySealer::new(), tokens, config);
+        Harness { router: router(Arc::clone(&app)), app, alice, bob }
+    }
+
+    fn worker(&self, instance_id: &str) -> String {
+        self.app.auth.issue(Caller::Worker { instance_id: instance_id.into() }).unwrap()
+    }
+
+    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        self.raw(method, path, token, body.map(|b| b.to_string().into_bytes()).unwrap_or_default(), &[]).await
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(path).header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = self.router.clone().oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        // Only a claim (the worker's) carries credentials.
+        if !path.ends_with("/claim") {
+            assert!(!text.contains(PASSWORD) && !text.contains("p%3Ba"), "a response holds the password: {text}");
+        }
+        (status, serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {text}")))
+    }
+
+    async fn create(&self, token: &str) -> JobView {
+        let (status, body) = self.call("POST", "/jobs", Some(token), Some(spec())).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        serde_json::from_value(body).unwrap()
+    }
+}
+
+fn spec() -> Value {
+    json!({"command": "init", "source_url": SOURCE, "target_url": TARGET, "options": {"jobs": 4}})
+}
+
+fn error(body: &Value) -> (&str, &str) {
+    (body["error"]["code"].as_str().unwrap(), body["error"]["message"].as_str().unwrap())
+}
+
+#[tokio::test]
+async fn a_job_is_created_launched_and_shown_to_its_owner_only() {
+    let h = Harness::new(10);
+    let job = h.create(&h.alice).await;
+    assert_eq!(job.owner, "alice");
+    assert_eq!(job.status, barge_jobs::JobStatus::Launching);
+    assert!(job.instance_id.as_deref().is_some_and(|i| i.starts_with("i-")));
+    assert_eq!(job.source, "postgres://app:***@db1.example.com:5432/shop");
+    assert_eq!(job.options.jobs, Some(4));
+    assert!(job.deadline.is_some_and(|d| d > Timestamp::now()));
+    let (status, body) = h.call("GET", &format!("/jobs/{}", job.id), Some(&h.alice), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(serde_json::from_value::<JobView>(body).unwrap(), job);
+    // Bob cannot tell it exists.
+    let (status, body) = h.call("GET", &format!("/jobs/{}", job.id), Some(&h.bob), None).await;
+    assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, "not_found"));
+    let (status, body) = h.call("POST", &format!("/jobs/{}/cancel", job.id), Some(&h.bob), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (_, body) = h.call("GET", "/jobs", Some(&h.bob), None).await;
+    assert_eq!(body["jobs"], json!([]));
+    // The predecessor's spec is accepted as is.
+    let legacy = json!({"version": "1.0", "command": "init", "source_url": SOURCE, "target_url": "postgres://u:p@other/db",
+        "filter": {"include_databases": ["shop"], "exclude_tables": ["shop.logs"]}, "options": {"drop_existing": true, "no_sync": true}});
+    let (status, body) = h.call("POST", "/jobs", Some(&h.alice), Some(legacy)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["filter"]["exclude_tables"], json!(["shop.*.logs"]));
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_the_same_job() {
+    let h = Harness::new(10);
+    let key = [("idempotency-key", "req-42")];
+    let (s1, first) = h.raw("POST", "/jobs", Some(&h.alice), spec().to_string().into_bytes(), &key).await;
+    let (s2, again) = h.raw("POST", "/jobs", Some(&h.alice), spec().to_string().into_bytes(), &key).await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(first["id"], again["id"]);
+    assert_eq!(h.app.launcher.launched(), 1, "one worker for one job");
+    // The same key from another user is another job.
+    let (_, bobs) = h.raw("POST", "/jobs", Some(&h.bob), spec().to_string().into_bytes(), &key).await;
+    assert_ne!(bobs["id"], first["id"]);
+    // The same key with another request is refused.
+    let mut other = spec();
+    other["options"]["jobs"] = 8.into();
+    let (status, body) = h.raw("POST", "/jobs", Some(&h.alice), other.to_string().into_bytes(), &key).await;
+    assert_eq!((status, error(&body).0), (StatusCode::CONFLICT, "conflict"));
+    assert!(error(&body).1.contains("Idempotency-Key"));
+    let (status, _) =
+        h.raw("POST", "/jobs", Some(&h.alice), spec().to_string().into_bytes(), &[("idempotency-key", "")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let long = "k".repeat(300);
+    let (status, _) =
+        h.raw("POST", "/jobs", Some(&h.alice), spec().to_string().into_bytes(), &[("idempotency-key", &long)]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_right_status_and_a_usable_message() {
+    let h = Harness::new(10);
+    let cases: Vec<(Vec<u8>, StatusCode, &str, &str)> = vec![
+        (b"{not json".to_vec(), StatusCode::BAD_REQUEST, "bad_request", "not JSON"),
+        (
+            json!({"command": "init"}).to_string().into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "source_url",
+        ),
+        (
+            json!({"command": "init", "source_url": SOURCE, "target_url": TARGET, "options": {"no_synk": true}})
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "unknown field `no_synk`",
+        ),
+        (
+            json!({"command": "init", "source_url": SOURCE, "target_url": SOURCE}).to_string().into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "same server and database",
+        ),
+        (
+            json!({"command": "init", "source_url": "postgres://u:p%ZZ@h/db", "target_url": TARGET})
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "source_url",
+        ),
+        (vec![b' '; 70 * 1024], StatusCode::PAYLOAD_TOO_LARGE, "too_large", "KiB"),
+    ];
+    for (body, status, code, needle) in cases {
+        let (got, answer) = h.raw("POST", "/jobs", Some(&h.alice), body, &[]).await;
+        assert_eq!(got, status, "{answer}");
+        assert_eq!(error(&answer).0, code);
+        assert!(error(&answer).1.contains(needle), "{answer}");
+    }
+    let (status, body) = h.call("GET", "/nowhere", Some(&h.alice), None).await;
+    assert_eq!((status, error(&body).0), (StatusCode::NOT_FOUND, "not_found"));
+    let (status, body) = h.call("DELETE", "/jobs", Some(&h.alice), None).await;
+    assert_eq!((status, error(&body).0), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    let (status, _) = h.call("GET", "/jobs/not-an-id", Some(&h.alice), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for query in ["limit=0", "limit=1000", "limit=x", "status=sleeping", "cursor=zzz", "colour=red"] {
+        let (status, body) = h.call("GET", &format!("/jobs?{query}"), Some(&h.alice), None).await;
+        assert_eq!((status, error(&body).0), (StatusCode::BAD_REQUEST, "bad_request"), "{query}: {body}");
+    }
+    assert_eq!(h.app.store.dump().len(), 0, "nothing was stored");
+}
+
+#[tokio::test]
+async fn callers_are_authenticated_and_kept_to_their_routes() {
+    let h = Harness::new(10);
+    let (status, body) = h.call("GET", "/jobs", None, None).await;
+    assert_eq!((status, error(&body).0), (StatusCode::UNAUTHORIZED, "unauthenticated"));
+    let (status, _) = h.call("GET", "/jobs", Some("barge_forged"), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let job = h.create(&h.alice).await;
+    let worker = h.worker(job.instance_id.as_deref().unwrap());
+    let (status, body) = h.call("GET", "/jobs", Some(&worker), None).await;
+    assert_eq!((status, error(&body).0), (StatusCode::FORBIDDEN, "forbidden"));
+    let (status, _) = h.call("POST", "/jobs", Some(&worker), Some(spec())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for route in ["claim", "heartbeat", "finish"] {
+        let (status, _) = h.call("POST", &format!("/jobs/{}/{route}", job.id), Some(&h.alice), Some(json!({}))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "users cannot call {route}");
+    }
+    // Another job's worker gets nothing.
+    let intruder = h.worker("i-0fffffffffffffff0");
+    for route in ["claim", "heartbeat"] {
+        let (status, body) = h.call("POST", &format!("/jobs/{}/{route}", job.id), Some(&intruder), None).await;
+        assert_eq!((status, error(&body).0), (StatusCode::FORBIDDEN, "forbidden"), "{route}");
+    }
+    let (status, _) =
+        h.call("POST", &format!("/jobs/{}/claim", barge_jobs::JobId::random()), Some(&worker), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_worker_claims_once_reports_and_finishes() {
+    let h = Harness::new(10);
+    let job = h.create(&h.alice).await;
+    let worker = h.worker(job.instance_id.as_deref().unwrap());
+    let path = |route: &str| format!("/jobs/{}/{route}", job.id);
+    // Claim: the spec with its credentials, once.
+    let request =
+        Request::builder().method("POST").uri(path("claim")).header("authorization", format!("Bearer {worker}"));
+    let response = h.router.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let claim: Claim = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(claim.spec.source_url.expose(), SOURCE);
+    assert_eq!(claim.spec.options.jobs, Some(4));
+    assert_eq!(claim.job.status, barge_jobs::JobStatus::Running { phase: barge_jobs::Phase::Validating });
+    let (status, body) = h.call("POST", &path("claim"), Some(&worker), None).await;
+    assert_eq!((status, error(&body).0), (StatusCode::CONFLICT, "conflict"));
+    // Heartbeats and progress.
+    let (status, body) = h.call("POST", &path("heartbeat"), Some(&worker), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!serde_json::from_value::<Heartbeat>(body).unwrap().cancel_requested);
+    let progress = json!({"phase": "copying", "bytes_copied": 1000, "bytes_estimated": 4000, "tables_total": 3,
+        "running": [{"database": "shop", "table": "public.orders", "part": 1, "parts": 2, "bytes": 1000}]});
+    let (status, body) = h.call("POST", &path("progress"), Some(&worker), Some(progress)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, body) = h.call("GET", &format!("/jobs/{}", job.id), Some(&h.alice), None).await;
+    let view: JobView = serde_json::from_value(body).unwrap();
+    assert_eq!(view.status, barge_jobs::JobStatus::Running { phase: barge_jobs::Phase::Copying });
+    assert_eq!(view.progress.unwrap().bytes_copied, 1000);
+    let (status, body) = h.call("POST", &path("progress"), Some(&worker), Some(json!({"bytes": 1}))).await;
+    assert_eq!((status, error(&body).0), (StatusCode::UNPROCESSABLE_ENTITY, "invalid"));
+    assert!(error(&body).1.contains("bytes"), "{body}");
+    let (status, _) = h.call("POST", &path("progress"), Some(&worker), Some(json!({"eta_seconds": -1.0}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // The owner cancels; the next heartbeat says so; the worker finishes as cancelled.
+    let (status, body) = h.call("POST", &format!("/jobs/{}/cancel", job.id), Some(&h.alice), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["cancel_requested"], json!(true));
+    let (_, body) = h.call("POST", &path("heartbeat"), Some(&worker), None).await;
+    assert!(serde_json::from_value::<Heartbeat>(body).unwrap().cancel_requested);
+    let (status, body) = h.call("POST", &path("finish"), Some(&worker), Some(json!({"outcome": "kaput"}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = h.call("POST", &path("finish"), Some(&worker), Some(json!({"outcome": "cancelled"}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], json!({"state": "cancelled"}));
+    assert!(body["finished_at"].is_string());
+    // A late writer cannot resurrect it.
+    for route in ["heartbeat", "claim"] {
+        let (status, _) = h.call("POST", &path(route), Some(&worker), None).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{route}");
+    }
+    let (status, body) = h.call("POST", &path("finish"), Some(&worker), Some(json!({"outcome": "succeeded"}))).await;
+    assert_eq!((status, error(&body).0), (StatusCode::CONFLICT, "conflict"));
+    let (status, body) = h.call("POST", &format!("/jobs/{}/cancel", job.id), Some(&h.alice), None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(error(&body).1.contains("already finished"), "{body}");
+}
+
+#[tokio::test]
+async fn failures_are_reported_with_their_reason() {
+    let h = Harness::new(10);
+    h.app.launcher.fail_next(LaunchError { message: "launch template not found".into(), retryable: false });
+    let job = h.create(&h.alice).await;
+    match &job.status {
+        barge_jobs::JobStatus::Failed { reason, retryable: false } => {
+            assert!(reason.contains("launch template"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A retryable launch failure leaves the job queued for the reaper; cancelling it ends it.
+    h.app.launcher.fail_next(LaunchError { message: "InsufficientInstanceCapacity".into(), retryable: true });
+    let job = h.create(&h.alice).await;
+    assert_eq!(job.status, barge_jobs::JobStatus::Queued);
+    let (status, body) = h.call("POST", &format!("/jobs/{}/cancel", job.id), Some(&h.alice), None).await;
+    assert_eq!((status, &body["status"]), (StatusCode::OK, &json!({"state": "cancelled"})));
+    // A worker's failure keeps its reason and whether a retry may help.
+    let job = h.create(&h.alice).await;
+    let worker = h.worker(job.instance_id.as_deref().unwrap());
+    h.call("POST", &format!("/jobs/{}/claim", job.id), Some(&worker), None).await;
+    let outcome = json!({"outcome": "failed", "reason": "target database \"shop\" is not empty", "retryable": false});
+    let (status, body) = h.call("POST", &format!("/jobs/{}/finish", job.id), Some(&worker), Some(outcome)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"]["retryable"], json!(false));
+    let (status, _) = h
+        .call(
+            "POST",
+            &format!("/jobs/{}/finish", job.id),
+            Some(&worker),
+            Some(json!({"outcome": "failed", "reason": "", "retryable": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn the_active_limit_answers_429_until_a_job_ends() {
+    let h = Harness::new(2);
+    let first = h.create(&h.alice).await;
+    h.create(&h.bob).await;
+    let (status, body) = h.call("POST", "/jobs", Some(&h.alice), Some(spec())).await;
+    assert_eq!((status, error(&body).0), (StatusCode::TOO_MANY_REQUESTS, "limit_reached"));
+    assert!(error(&body).1.contains("2 jobs are already active"), "{body}");
+    let worker = h.worker(first.instance_id.as_deref().unwrap());
+    h.call("POST", &format!("/jobs/{}/claim", first.id), Some(&worker), None).await;
+    h.call("POST", &format!("/jobs/{}/finish", first.id), Some(&worker), Some(json!({"outcome": "succeeded"}))).await;
+    h.create(&h.alice).await;
+}
+
+#[tokio::test]
+async fn lists_are_newest_first_and_paginated() {
+    let h = Harness::new(100);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(h.create(&h.alice).await.id);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    ids.reverse();
+    let (mut seen, mut cursor) = (Vec::new(), String::new());
+    loop {
+        let path =
+            if cursor.is_empty() { "/jobs?limit=2".to_string() } else { format!("/jobs?limit=2&cursor={cursor}") };
+        let (status, body) = h.call("GET", &path, Some(&h.alice), None).await;
+        assert_eq!(status, StatusCode::OK);
+        let page: JobList = serde_json::from_value(body).unwrap();
+        seen.extend(page.jobs.into_iter().map(|j| j.id));
+        match page.next_cursor {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let (_, body) = h.call("GET", "/jobs?status=launching&limit=100", Some(&h.alice), None).await;
+    assert_eq!(body["jobs"].as_array().unwrap().len(), 5);
+    let (_, body) = h.call("GET", "/jobs?status=succeeded", Some(&h.alice), None).await;
+    assert_eq!(body["jobs"], json!([]));
+}
+
+#[tokio::test]
+async fn logs_and_stored_items_never_hold_the_password() {
+    // GIVEN every log line captured
+    let lines = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let lines = Arc::clone(&lines);
+        move || Capture(Arc::clone(&lines))
+    };
+    let subscriber =
+        tracing_subscriber::fmt().json().with_max_level(tracing::Level::TRACE).with_writer(writer).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // WHEN a job goes through every route, including failures
+    let h = Harness::new(10);
+    let job = h.create(&h.alice).await;
+    h.call(
+        "POST",
+        "/jobs",
+        Some(&h.alice),
+        Some(json!({"command": "init", "source_url": SOURCE, "target_url": SOURCE})),
+    )
+    .await;
+    let worker = h.worker(job.instance_id.as_deref().unwrap());
+    h.call("POST", &format!("/jobs/{}/claim", job.id), Some(&worker), None).await;
+    h.call("POST", &format!("/jobs/{}/finish", job.id), Some(&worker), Some(json!({"outcome": "succeeded"}))).await;
+    // THEN neither the logs nor the store hold the password, in any encoding
+    let logged = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+    assert!(logged.contains(job.id.as_str()), "the job was logged: {logged}");
+    let stored = h.app.store.dump().join("\n");
+    for needle in [PASSWORD, "p%3Ba%24s", "p;a$s"] {
+        assert!(!logged.contains(needle), "{needle} logged");
+        assert!(!stored.contains(needle), "{needle} stored");
+    }
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Iam;
+
+impl Ports for Iam {
+    type Store = MemoryStore;
+    type Launcher = MemoryLauncher;
+    type Sealer = MemorySealer;
+    type Auth = IamAuthenticator;
+}
+
+/// An API Gateway HTTP API (payload 2.0) event from `tests/fixtures`, with its path, body
+/// and caller replaced.
+fn event(fixture: &str, path: &str, caller_arn: &str, body: Option<&Value>) -> http::Request<lambda_http::Body> {
+    let text = std::fs::read_to_string(format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut event: Value = serde_json::from_str(&text).unwrap();
+    event["rawPath"] = path.into();
+    event["requestContext"]["http"]["path"] = path.into();
+    event["requestContext"]["authorizer"]["iam"]["userArn"] = caller_arn.into();
+    if let Some(body) = body {
+        event["body"] = body.to_string().into();
+    }
+    let request: lambda_http::request::LambdaRequest = serde_json::from_value(event).unwrap();
+    request.into()
+}
+
+async fn send(router: &Router, request: http::Request<lambda_http::Body>) -> (StatusCode, Value) {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn api_gateway_events_with_iam_callers_reach_the_router() {
+    let app = App::<Iam>::new(
+        MemoryStore::new(),
+        MemoryLauncher::new(),
+        MemorySealer::new(),
+        IamAuthenticator::new("barge-worker"),
+        Config::default(),
+    );
+    let router = router(Arc::clone(&app));
+    let alice = "arn:aws:iam::123456789012:user/alice";
+    let (status, body) = send(&router, event("create-job.json", "/jobs", alice, Some(&spec()))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["owner"], json!(alice));
+    let id = body["id"].as_str().unwrap().to_string();
+    let instance = body["instance_id"].as_str().unwrap().to_string();
+    // The worker: the worker role's session named after the instance the job launched on.
+    let worker = format!("arn:aws:sts::123456789012:assumed-role/barge-worker/{instance}");
+    let (status, body) = send(&router, event("worker-call.json", &format!("/jobs/{id}/claim"), &worker, None)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["spec"]["source_url"], json!(SOURCE));
+    // Another instance of the worker role is refused; so is a user on a worker route.
+    let other = "arn:aws:sts::123456789012:assumed-role/barge-worker/i-0aaaaaaaaaaaaaaaa";
+    let (status, _) = send(&router, event("worker-call.json", &format!("/jobs/{id}/heartbeat"), other, None)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = send(&router, event("worker-call.json", &format!("/jobs/{id}/heartbeat"), alice, None)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = send(&router, event("list-jobs.json", "/jobs", alice, None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["jobs"][0]["id"], json!(id));
+    let bob = "arn:aws:sts::123456789012:assumed-role/Developers/bob@example.com";
+    let (status, _) = send(&router, event("list-jobs.json", &format!("/jobs/{id}"), bob, None)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Without an IAM authorizer context (a misconfigured route) nobody gets in.
+    let mut request = event("list-jobs.json", "/jobs", alice, None);
+    request.extensions_mut().clear();
+    let (status, body) = send(&router, request).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(error(&body).1.contains("SigV4"), "{body}");
+}
+
+#[tokio::test]
+async fn the_router_serves_on_loopback() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::new(10);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(axum::serve(listener, h.router.clone()).into_future());
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let body = spec().to_string();
+    let request = format!(
+        "POST /jobs HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        h.alice,
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    assert!(response.contains("\"state\":\"launching\""), "{response}");
+    server.abort();
+}
