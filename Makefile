@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/barge/target
 CARGO ?= cargo
 
-.PHONY: help setup build demo test check bench clean-clusters
+.PHONY: help setup build build-lambda demo test check bench clean-clusters
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -26,10 +26,15 @@ check: ## Formatting and clippy, warnings are errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench: ## Time barge against pg_dump/pg_restore and pgcopydb (BENCH_SCALE=1 is ~1 GiB per dataset)
+build-lambda: ## Build the coordinator Lambda for arm64 with cargo-lambda ($CARGO_TARGET_DIR/lambda/coordinator/bootstrap)
+	@scripts/setup lambda
+	PATH="$(HOME)/.cache/barge/venv/bin:$$PATH" $(CARGO) lambda build --release --arm64 --bin coordinator
+
+bench: ## Copy: barge vs pg_dump/pg_restore and pgcopydb (BENCH_SCALE=1 is ~1 GiB per dataset); API: latency, Lambda size
 	@scripts/setup bench
 	$(CARGO) build --release -p barge
 	@bench/run
+	@bench/api
 
 clean-clusters: ## Stop the local test clusters
 	@scripts/pg stop
