@@ -438,10 +438,7 @@ impl JobStore for DynamoJobStore {
                 break;
             }
         }
-        let more = jobs.len() > limit as usize;
-        jobs.truncate(limit as usize);
-        let next = if more { jobs.last().map(cursor) } else { None };
-        Ok(Page { jobs, next })
+        Ok(Page::cut(jobs, limit, cursor))
     }
 
     async fn active(&self) -> Result<Vec<Job>, StoreError> {

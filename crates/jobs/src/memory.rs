@@ -90,10 +90,7 @@ impl JobStore for MemoryStore {
             .cloned()
             .collect();
         mine.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
-        let more = mine.len() > limit as usize;
-        mine.truncate(limit as usize);
-        let next = if more { mine.last().map(keyset_cursor) } else { None };
-        Ok(Page { jobs: mine, next })
+        Ok(Page::cut(mine, limit, keyset_cursor))
     }
 
     async fn active(&self) -> Result<Vec<Job>, StoreError> {

@@ -68,6 +68,17 @@ pub struct Page {
     pub next: Option<String>,
 }
 
+impl Page {
+    /// A page from up to `limit + 1` jobs read in order: the extra one only says that more
+    /// follow, and the cursor points after the last job kept.
+    pub fn cut(mut jobs: Vec<Job>, limit: u32, cursor: impl Fn(&Job) -> String) -> Page {
+        let more = jobs.len() > limit as usize;
+        jobs.truncate(limit as usize);
+        let next = if more { jobs.last().map(cursor) } else { None };
+        Page { jobs, next }
+    }
+}
+
 /// Where jobs live. Every write is conditional; a job's `revision` and state are the
 /// condition of the write that replaces it.
 pub trait JobStore: Send + Sync + 'static {

@@ -233,10 +233,7 @@ impl JobStore for SqliteStore {
                 let (id, body) = row.map_err(db_error)?;
                 jobs.push(decode(&id, &body)?);
             }
-            let more = jobs.len() > limit as usize;
-            jobs.truncate(limit as usize);
-            let next = if more { jobs.last().map(keyset_cursor) } else { None };
-            Ok(Page { jobs, next })
+            Ok(Page::cut(jobs, limit, keyset_cursor))
         })
         .await
     }
