@@ -512,3 +512,74 @@ async fn the_router_serves_on_loopback() {
     assert!(response.contains("\"state\":\"launching\""), "{response}");
     server.abort();
 }
+
+/// A store that is down, with a message that must not reach callers.
+struct DownStore;
+
+const SDK_DETAIL: &str =
+    "dispatch failure: io error: connection refused (os error 111) arn:aws:dynamodb:eu-west-1:123456789012:table/jobs";
+
+impl barge_jobs::JobStore for DownStore {
+    async fn create(&self, _: &barge_jobs::Job, _: u32) -> Result<barge_jobs::Created, barge_jobs::StoreError> {
+        Err(barge_jobs::StoreError::Unavailable(SDK_DETAIL.into()))
+    }
+    async fn get(&self, id: &barge_jobs::JobId) -> Result<Option<barge_jobs::Job>, barge_jobs::StoreError> {
+        Err(barge_jobs::StoreError::Corrupt { id: id.to_string(), message: SDK_DETAIL.into() })
+    }
+    async fn replace(&self, _: &barge_jobs::Job, _: &barge_jobs::Job) -> Result<(), barge_jobs::StoreError> {
+        Err(barge_jobs::StoreError::Unavailable(SDK_DETAIL.into()))
+    }
+    async fn list(
+        &self,
+        _: &str,
+        _: Option<barge_jobs::State>,
+        _: u32,
+        _: Option<&str>,
+    ) -> Result<barge_jobs::Page, barge_jobs::StoreError> {
+        Err(barge_jobs::StoreError::Unavailable(SDK_DETAIL.into()))
+    }
+    async fn active(&self) -> Result<Vec<barge_jobs::Job>, barge_jobs::StoreError> {
+        Err(barge_jobs::StoreError::Unavailable(SDK_DETAIL.into()))
+    }
+    async fn active_count(&self) -> Result<u32, barge_jobs::StoreError> {
+        Err(barge_jobs::StoreError::Unavailable(SDK_DETAIL.into()))
+    }
+}
+
+struct Down;
+
+impl Ports for Down {
+    type Store = DownStore;
+    type Launcher = MemoryLauncher;
+    type Sealer = MemorySealer;
+    type Auth = BearerTokens;
+}
+
+#[tokio::test]
+async fn a_failing_store_answers_503_and_500_without_its_details() {
+    let tokens = BearerTokens::new();
+    let alice = tokens.issue(Caller::User { owner: "alice".into() }).unwrap();
+    let app = App::<Down>::new(DownStore, MemoryLauncher::new(), MemorySealer::new(), tokens, Config::default());
+    let router = router(app);
+    let cases = [
+        ("POST", "/jobs".to_string(), Some(spec()), StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        ("GET", "/jobs".to_string(), None, StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        ("GET", format!("/jobs/{}", barge_jobs::JobId::random()), None, StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    ];
+    for (method, path, body, status, code) in cases {
+        let request = Request::builder()
+            .method(method)
+            .uri(&path)
+            .header("authorization", format!("Bearer {alice}"))
+            .body(Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), status, "{method} {path}");
+        let body: Value = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(error(&body).0, code);
+        assert!(error(&body).1.contains("reference"), "{body}");
+        for leak in ["connection refused", "arn:aws", "dispatch"] {
+            assert!(!body.to_string().contains(leak), "{leak} reached the caller: {body}");
+        }
+    }
+}
