@@ -332,6 +332,9 @@ pub enum Event {
     },
     /// The reaper found the job past its deadline.
     DeadlinePassed,
+    /// The reaper gave up waiting for the worker to stop after a cancel request (it
+    /// terminates the worker).
+    CancelUnanswered,
 }
 
 impl Event {
@@ -348,6 +351,7 @@ impl Event {
             Event::Finished(_) => "finished",
             Event::WorkerLost { .. } => "worker_lost",
             Event::DeadlinePassed => "deadline_passed",
+            Event::CancelUnanswered => "cancel_unanswered",
         }
     }
 }
@@ -391,6 +395,9 @@ pub struct Job {
     /// The owner asked to stop; the worker sees it on its next heartbeat.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// When the owner first asked to stop (the reaper gives the worker a grace period).
+    #[serde(default)]
+    pub cancel_requested_at: Option<Timestamp>,
     /// 1 for the first worker, +1 for each replacement.
     pub attempt: u32,
     /// Attempts allowed.
@@ -443,6 +450,7 @@ impl Job {
             sealed_credentials,
             status: JobStatus::Queued,
             cancel_requested: false,
+            cancel_requested_at: None,
             attempt: 1,
             max_attempts: deadlines.max_attempts,
             instance_id: None,
@@ -523,7 +531,16 @@ impl Job {
                 next.heartbeat_at = Some(now);
             }
             (S::Queued, Event::CancelRequested) => next.finish(S::Cancelled, now),
-            (S::Launching | S::Running { .. }, Event::CancelRequested) => next.cancel_requested = true,
+            (S::Launching | S::Running { .. }, Event::CancelRequested) => {
+                next.cancel_requested = true;
+                next.cancel_requested_at = self.cancel_requested_at.or(Some(now));
+            }
+            (S::Launching | S::Running { .. }, Event::CancelUnanswered) => {
+                if !self.cancel_requested {
+                    return conflict("end it as cancelled: no cancel was requested");
+                }
+                next.finish(S::Cancelled, now);
+            }
             (S::Running { .. }, Event::Finished(outcome)) => {
                 let status = match outcome {
                     Outcome::Succeeded => S::Succeeded,
@@ -658,6 +675,7 @@ mod tests {
             Event::Finished(Outcome::TimedOut),
             Event::WorkerLost { reason: "no heartbeat".into() },
             Event::DeadlinePassed,
+            Event::CancelUnanswered,
         ]
     }
 
@@ -677,7 +695,7 @@ mod tests {
     fn expected(state: State, event: usize) -> To {
         use To::{CancelFlag, Conflict, Forbidden, Requeued, Same};
         let to = To::State;
-        let row: [To; 15] = match state {
+        let row: [To; 16] = match state {
             State::Queued => [
                 to(State::Launching),
                 Same,
@@ -694,6 +712,7 @@ mod tests {
                 Conflict,
                 Conflict,
                 to(State::TimedOut),
+                Conflict,
             ],
             State::Launching => [
                 Conflict,
@@ -711,6 +730,7 @@ mod tests {
                 Conflict,
                 Requeued,
                 to(State::TimedOut),
+                Conflict,
             ],
             State::Running => [
                 Conflict,
@@ -728,6 +748,7 @@ mod tests {
                 to(State::TimedOut),
                 Requeued,
                 to(State::TimedOut),
+                Conflict,
             ],
             State::Succeeded | State::Failed | State::Cancelled | State::TimedOut => std::array::from_fn(|_| Conflict),
         };
@@ -790,6 +811,19 @@ mod tests {
         assert_eq!(next.status, JobStatus::Cancelled);
         let next = job.apply(&Event::DeadlinePassed, Deadlines::default(), NOW).unwrap();
         assert_eq!(next.status, JobStatus::Cancelled);
+    }
+
+    #[test]
+    fn an_unanswered_cancel_ends_the_job_as_cancelled() {
+        for status in [JobStatus::Launching, JobStatus::Running { phase: Phase::Copying }] {
+            let job = job_in(status, false);
+            let flagged = job.apply(&Event::CancelRequested, Deadlines::default(), NOW).unwrap();
+            assert_eq!(flagged.cancel_requested_at, Some(NOW));
+            let again = flagged.apply(&Event::CancelRequested, Deadlines::default(), NOW.plus_seconds(5)).unwrap();
+            assert_eq!(again.cancel_requested_at, Some(NOW), "the first request's time is kept");
+            let ended = again.apply(&Event::CancelUnanswered, Deadlines::default(), NOW.plus_seconds(200)).unwrap();
+            assert_eq!(ended.status, JobStatus::Cancelled);
+        }
     }
 
     #[test]

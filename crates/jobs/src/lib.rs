@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod memory;
 pub mod ports;
 pub mod progress;
+pub mod reaper;
 pub mod spec;
 
 pub use job::{Deadlines, Event, Job, JobId, JobStatus, Outcome, Phase, Rejection, State, Timestamp};

@@ -4,7 +4,7 @@
 
 use crate::{
     job::{Deadlines, Event, Job, JobId, Rejection, Timestamp},
-    ports::{JobStore, StoreError},
+    ports::{JobStore, Launcher, StoreError},
 };
 
 /// How often a transition is recomputed after losing a race before giving up.
@@ -47,4 +47,25 @@ pub async fn apply<S: JobStore>(
         }
     }
     Err(StoreError::Conflict.into())
+}
+
+/// Asks `launcher` for a worker for the queued `job` and records the answer: `launching`
+/// with the instance, or the launch failure (`failed` for good, still `queued` when the
+/// reaper may try again). A job that moved on meanwhile (cancelled, launched by a
+/// concurrent call) is returned as stored; a worker started for it is then an orphan the
+/// reaper terminates.
+pub async fn launch<S: JobStore, L: Launcher>(
+    store: &S,
+    launcher: &L,
+    job: &Job,
+    deadlines: Deadlines,
+) -> Result<Job, ApplyError> {
+    let event = match launcher.launch(job).await {
+        Ok(instance_id) => Event::Launched { instance_id },
+        Err(e) => Event::LaunchFailed { reason: e.message, retryable: e.retryable },
+    };
+    match apply(store, &job.id, &event, deadlines, |_| Ok(())).await {
+        Err(ApplyError::Rejected(_)) => store.get(&job.id).await?.ok_or(ApplyError::NotFound),
+        other => other,
+    }
 }

@@ -10,7 +10,7 @@ use std::{
 use crate::{
     job::{Job, JobId, State, Timestamp},
     ports::{
-        Created, JobStore, LaunchError, Launcher, Page, SealError, Sealer, StoreError, keyset_cursor,
+        Created, Instance, JobStore, LaunchError, Launcher, Page, SealError, Sealer, StoreError, keyset_cursor,
         parse_keyset_cursor,
     },
     spec::Credentials,
@@ -116,6 +116,7 @@ struct LauncherState {
     launched: HashMap<(JobId, u32), String>,
     terminated: Vec<String>,
     fail_next: Option<LaunchError>,
+    strays: Vec<Instance>,
 }
 
 impl MemoryLauncher {
@@ -132,6 +133,11 @@ impl MemoryLauncher {
     /// Instances launched so far.
     pub fn launched(&self) -> usize {
         lock(&self.state).launched.len()
+    }
+
+    /// Pretends an instance runs that no stored job launched (an orphan for the reaper).
+    pub fn add_stray(&self, instance: Instance) {
+        lock(&self.state).strays.push(instance);
     }
 
     /// Instances terminated so far.
@@ -153,6 +159,19 @@ impl Launcher for MemoryLauncher {
     async fn terminate(&self, instance_id: &str) -> Result<(), LaunchError> {
         lock(&self.state).terminated.push(instance_id.to_string());
         Ok(())
+    }
+
+    async fn instances(&self) -> Result<Vec<Instance>, LaunchError> {
+        let state = lock(&self.state);
+        let mut instances: Vec<Instance> = state
+            .launched
+            .iter()
+            .filter(|(_, id)| !state.terminated.contains(id))
+            .map(|((job, _), id)| Instance { id: id.clone(), job: Some(job.clone()) })
+            .collect();
+        instances.extend(state.strays.iter().filter(|i| !state.terminated.contains(&i.id)).cloned());
+        instances.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(instances)
     }
 }
 

@@ -121,6 +121,15 @@ pub struct LaunchError {
     pub retryable: bool,
 }
 
+/// A worker machine (or process) the launcher started and has not seen end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    /// Its id.
+    pub id: String,
+    /// The job it was launched for (its `JobId` tag), when readable.
+    pub job: Option<JobId>,
+}
+
 /// Starts and stops workers.
 pub trait Launcher: Send + Sync + 'static {
     /// Starts a worker for `job`; returns the instance (or process) id. Launching the same
@@ -129,6 +138,9 @@ pub trait Launcher: Send + Sync + 'static {
 
     /// Stops a worker (the reaper's last resort).
     fn terminate(&self, instance_id: &str) -> impl Future<Output = Result<(), LaunchError>> + Send;
+
+    /// Every worker still running (pending or running; not stopping or gone).
+    fn instances(&self) -> impl Future<Output = Result<Vec<Instance>, LaunchError>> + Send;
 }
 
 /// A sealing failure; never holds the plaintext.

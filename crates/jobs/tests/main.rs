@@ -1,4 +1,151 @@
 //! The in-memory store against the store conformance suite (the same cases SQLite and
-//! DynamoDB Local run in their crates).
+//! DynamoDB Local run in their crates), and the reaper's decisions and sweeps.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 barge_jobs::store_conformance!(async { barge_jobs::memory::MemoryStore::new() });
+
+mod reaper {
+    use barge_jobs::{
+        Deadlines, Event, Job, JobStatus, JobStore, Launcher, Outcome, State, Timestamp, conformance,
+        memory::{MemoryLauncher, MemoryStore},
+        ports::Instance,
+        reaper::{Decision, Policy, decide, sweep},
+    };
+
+    const MIN: i64 = 60;
+
+    fn at(job: &Job, event: Event, seconds_ago: i64) -> Job {
+        job.apply(&event, Deadlines::default(), Timestamp::now().plus_seconds(-seconds_ago)).unwrap()
+    }
+
+    /// A stored job that was launched and claimed `minutes` ago and is running.
+    async fn running(store: &MemoryStore, launcher: &MemoryLauncher, minutes: i64) -> Job {
+        let queued = conformance::job("alice", None, Timestamp::now().plus_seconds(-minutes * MIN));
+        store.create(&queued, 100).await.unwrap();
+        let instance = launcher.launch(&queued).await.unwrap();
+        let launched = at(&queued, Event::Launched { instance_id: instance.clone() }, minutes * MIN);
+        let claimed = at(&launched, Event::Claimed { instance_id: instance }, minutes * MIN);
+        store.replace(&queued, &launched).await.unwrap();
+        store.replace(&launched, &claimed).await.unwrap();
+        claimed
+    }
+
+    #[test]
+    fn decisions_follow_deadlines_heartbeats_and_cancel_requests() {
+        let policy = Policy::default();
+        let now = Timestamp::now();
+        let queued = conformance::job("alice", None, now);
+        assert_eq!(decide(&queued, &policy, now), Decision::Launch);
+        assert_eq!(decide(&queued, &policy, now.plus_seconds(16 * MIN)), Decision::TimedOut);
+        let launched = queued.apply(&Event::Launched { instance_id: "i-1".into() }, Deadlines::default(), now).unwrap();
+        assert_eq!(decide(&launched, &policy, now.plus_seconds(5 * MIN)), Decision::Wait);
+        assert!(
+            matches!(decide(&launched, &policy, now.plus_seconds(11 * MIN)), Decision::WorkerLost(r) if r.contains("did not claim"))
+        );
+        let running = launched.apply(&Event::Claimed { instance_id: "i-1".into() }, Deadlines::default(), now).unwrap();
+        assert_eq!(decide(&running, &policy, now.plus_seconds(MIN)), Decision::Wait);
+        assert!(
+            matches!(decide(&running, &policy, now.plus_seconds(3 * MIN)), Decision::WorkerLost(r) if r.contains("heartbeat"))
+        );
+        let beating = running.apply(&Event::Heartbeat, Deadlines::default(), now.plus_seconds(2 * MIN)).unwrap();
+        assert_eq!(decide(&beating, &policy, now.plus_seconds(3 * MIN)), Decision::Wait);
+        assert_eq!(decide(&beating, &policy, now.plus_seconds(25 * 3600)), Decision::TimedOut, "max_duration");
+        let cancelling =
+            beating.apply(&Event::CancelRequested, Deadlines::default(), now.plus_seconds(2 * MIN)).unwrap();
+        assert_eq!(decide(&cancelling, &policy, now.plus_seconds(3 * MIN)), Decision::Wait, "grace period");
+        assert_eq!(decide(&cancelling, &policy, now.plus_seconds(5 * MIN)), Decision::CancelUnanswered);
+        let done = beating.apply(&Event::Finished(Outcome::Succeeded), Deadlines::default(), now).unwrap();
+        assert_eq!(decide(&done, &policy, now.plus_seconds(48 * 3600)), Decision::Wait);
+    }
+
+    #[tokio::test]
+    async fn a_silent_worker_is_replaced_and_its_instance_terminated() {
+        let (store, launcher) = (MemoryStore::new(), MemoryLauncher::new());
+        let job = running(&store, &launcher, 5).await;
+        let old = job.instance_id.clone().unwrap();
+        let report = sweep(&store, &launcher, &Policy::default()).await.unwrap();
+        assert_eq!(report.lost, vec![job.id.clone()]);
+        assert_eq!(report.launched, vec![job.id.clone()]);
+        assert!(report.terminated.contains(&old));
+        let now = store.get(&job.id).await.unwrap().unwrap();
+        assert_eq!((now.state(), now.attempt), (State::Launching, 2));
+        assert_ne!(now.instance_id.as_deref(), Some(old.as_str()));
+        // A second sweep right after changes nothing.
+        let again = sweep(&store, &launcher, &Policy::default()).await.unwrap();
+        assert_eq!(again, Default::default());
+    }
+
+    #[tokio::test]
+    async fn the_last_attempt_fails_and_unanswered_cancels_and_overruns_end_the_job() {
+        let (store, launcher) = (MemoryStore::new(), MemoryLauncher::new());
+        // GIVEN a job on its last attempt whose worker went silent
+        let mut last = running(&store, &launcher, 5).await;
+        let stored = last.clone();
+        last.attempt = last.max_attempts;
+        last.revision += 1;
+        store.replace(&stored, &last).await.unwrap();
+        // AND a job whose owner cancelled 3 minutes ago, with a worker still heartbeating
+        let cancelled = running(&store, &launcher, 10).await;
+        let flagged = at(&cancelled, Event::CancelRequested, 3 * MIN);
+        let beating = at(&flagged, Event::Heartbeat, 0);
+        store.replace(&cancelled, &flagged).await.unwrap();
+        store.replace(&flagged, &beating).await.unwrap();
+        // AND a job running past its max_duration
+        let long = running(&store, &launcher, 25 * 60).await;
+        let beating_long = at(&long, Event::Heartbeat, 0);
+        store.replace(&long, &beating_long).await.unwrap();
+        // WHEN the reaper sweeps
+        let report = sweep(&store, &launcher, &Policy::default()).await.unwrap();
+        // THEN each ends as it should, and every worker is terminated
+        let state = |job: &Job| {
+            let store = &store;
+            let id = job.id.clone();
+            async move { store.get(&id).await.unwrap().unwrap().status }
+        };
+        assert!(matches!(state(&last).await, JobStatus::Failed { retryable: true, .. }));
+        assert_eq!(state(&cancelled).await, JobStatus::Cancelled);
+        assert_eq!(state(&long).await, JobStatus::TimedOut);
+        for job in [&last, &cancelled, &long] {
+            assert!(report.terminated.contains(job.instance_id.as_ref().unwrap()), "{report:?}");
+        }
+        assert!(report.launched.is_empty());
+        assert!(launcher.instances().await.unwrap().is_empty());
+        assert_eq!(store.active_count().await.unwrap(), 0, "capacity released");
+    }
+
+    #[tokio::test]
+    async fn orphans_and_queued_jobs_are_handled() {
+        let (store, launcher) = (MemoryStore::new(), MemoryLauncher::new());
+        // A job whose launch failed for a retryable reason waits queued; the reaper launches it.
+        let queued = conformance::job("alice", None, Timestamp::now());
+        store.create(&queued, 100).await.unwrap();
+        // A finished job's worker that never powered off, and an instance no job knows.
+        let done = running(&store, &launcher, 1).await;
+        let finished = at(&done, Event::Finished(Outcome::Succeeded), 0);
+        store.replace(&done, &finished).await.unwrap();
+        launcher.add_stray(Instance { id: "i-0000000000000dead".into(), job: None });
+        let report = sweep(&store, &launcher, &Policy::default()).await.unwrap();
+        assert_eq!(report.launched, vec![queued.id.clone()]);
+        assert!(report.terminated.contains(done.instance_id.as_ref().unwrap()));
+        assert!(report.terminated.contains(&"i-0000000000000dead".to_string()));
+        let live = launcher.instances().await.unwrap();
+        assert_eq!(live.len(), 1, "only the newly launched worker runs: {live:?}");
+        assert_eq!(live[0].job.as_ref(), Some(&queued.id));
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_that_lands_first_wins_over_the_reaper() {
+        let (store, launcher) = (MemoryStore::new(), MemoryLauncher::new());
+        let job = running(&store, &launcher, 5).await;
+        // The job looked silent, but the worker heartbeats before the sweep writes (the sweep
+        // re-decides on every fresh read inside its conditional transition).
+        let decision = decide(&job, &Policy::default(), Timestamp::now());
+        assert!(matches!(decision, Decision::WorkerLost(_)));
+        let beat = at(&job, Event::Heartbeat, 0);
+        store.replace(&job, &beat).await.unwrap();
+        let report = sweep(&store, &launcher, &Policy::default()).await.unwrap();
+        assert!(report.lost.is_empty() && report.terminated.is_empty(), "{report:?}");
+        assert_eq!(store.get(&job.id).await.unwrap().unwrap().state(), State::Running);
+    }
+}

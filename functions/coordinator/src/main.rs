@@ -4,7 +4,7 @@
 
 use barge_aws::{DynamoJobStore, KmsSealer};
 use barge_coordinator::{App, Config, Ports, iam::IamAuthenticator, router};
-use barge_jobs::{Job, LaunchError, Launcher};
+use barge_jobs::{Job, LaunchError, Launcher, ports::Instance};
 
 /// Workers launch from the fleet the worker issue adds; until a deployment has one, a
 /// launch fails for good with this message instead of leaving jobs queued.
@@ -17,6 +17,10 @@ impl Launcher for NoFleet {
 
     async fn terminate(&self, _instance_id: &str) -> Result<(), LaunchError> {
         Ok(())
+    }
+
+    async fn instances(&self) -> Result<Vec<Instance>, LaunchError> {
+        Ok(Vec::new())
     }
 }
 

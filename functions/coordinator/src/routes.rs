@@ -12,8 +12,7 @@ use axum::{
     routing::{get, post},
 };
 use barge_jobs::{
-    Caller, Created, Event, Job, JobId, JobSpec, JobStore, Launcher, Outcome, Progress, Sealer, State as JobState,
-    Timestamp,
+    Caller, Created, Event, Job, JobId, JobSpec, JobStore, Outcome, Progress, Sealer, State as JobState, Timestamp,
     api::{self, Claim, Heartbeat, JobList, JobView},
     lifecycle::{self, ApplyError},
 };
@@ -150,19 +149,12 @@ async fn create<P: Ports>(
 
 /// Launches a worker for a queued job and records the outcome.
 async fn launch<P: Ports>(app: &App<P>, job: Job) -> Result<Job, ApiError> {
-    let event = match app.launcher.launch(&job).await {
-        Ok(instance_id) => Event::Launched { instance_id },
-        Err(e) => {
-            tracing::warn!(job = %job.id, retryable = e.retryable, error = %e.message, "launch failed");
-            Event::LaunchFailed { reason: e.message, retryable: e.retryable }
-        }
-    };
-    match lifecycle::apply(&app.store, &job.id, &event, app.config.deadlines, |_| Ok(())).await {
-        Ok(job) => Ok(job),
-        // Someone else moved it on (a concurrent replay launched it, the owner cancelled).
-        Err(ApplyError::Rejected(_)) => app.store.get(&job.id).await?.ok_or_else(ApiError::no_job),
-        Err(e) => Err(e.into()),
+    let job = lifecycle::launch(&app.store, &app.launcher, &job, app.config.deadlines).await?;
+    match &job.status {
+        barge_jobs::JobStatus::Launching => tracing::info!(job = %job.id, instance = ?job.instance_id, "launched"),
+        status => tracing::warn!(job = %job.id, ?status, "not launched"),
     }
+    Ok(job)
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,183 @@
+//! The reaper: what happens to jobs whose worker died, never came, will not stop or ran too
+//! long, and to workers nobody needs. [`decide`] looks at one job; [`sweep`] applies the
+//! decisions to every active job and terminates orphan instances. It runs every minute (an
+//! EventBridge schedule on AWS, a task in `barge serve`). Every decision is a conditional
+//! transition re-checked against a fresh read, so the reaper and a late worker never both win.
+
+use crate::{
+    job::{Deadlines, Event, Job, JobId, JobStatus, Rejection, Timestamp},
+    lifecycle::{self, ApplyError},
+    ports::{JobStore, Launcher, StoreError},
+};
+
+/// How patient the reaper is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// A running job whose worker was silent this long (seconds) lost its worker.
+    pub heartbeat_timeout: i64,
+    /// A worker gets this long (seconds) to stop after a cancel request.
+    pub cancel_grace: i64,
+    /// Deadlines and attempts of every job.
+    pub deadlines: Deadlines,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { heartbeat_timeout: 120, cancel_grace: 120, deadlines: Deadlines::default() }
+    }
+}
+
+/// What the reaper does about one job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing: the job is healthy.
+    Wait,
+    /// Queued without a worker (a retryable launch failure, a lost worker): launch one.
+    Launch,
+    /// The worker is gone or never claimed: a new attempt, or `failed` when none remain.
+    WorkerLost(String),
+    /// The cancel request went unanswered: `cancelled`.
+    CancelUnanswered,
+    /// Past its deadline: `timed_out`.
+    TimedOut,
+}
+
+impl Decision {
+    fn event(&self) -> Option<Event> {
+        match self {
+            Decision::Wait | Decision::Launch => None,
+            Decision::WorkerLost(reason) => Some(Event::WorkerLost { reason: reason.clone() }),
+            Decision::CancelUnanswered => Some(Event::CancelUnanswered),
+            Decision::TimedOut => Some(Event::DeadlinePassed),
+        }
+    }
+}
+
+fn passed(at: Option<Timestamp>, seconds: i64, now: Timestamp) -> bool {
+    at.is_some_and(|at| at.plus_seconds(seconds) <= now)
+}
+
+/// What the reaper does about `job` at `now`.
+pub fn decide(job: &Job, policy: &Policy, now: Timestamp) -> Decision {
+    let overdue = job.deadline.is_some_and(|deadline| deadline <= now);
+    let cancel_unanswered = job.cancel_requested && passed(job.cancel_requested_at, policy.cancel_grace, now);
+    match job.status {
+        JobStatus::Queued if overdue => Decision::TimedOut,
+        JobStatus::Queued if job.instance_id.is_none() => Decision::Launch,
+        JobStatus::Launching | JobStatus::Running { .. } if cancel_unanswered => Decision::CancelUnanswered,
+        JobStatus::Launching if overdue => Decision::WorkerLost(format!(
+            "the worker did not claim the job within {} minutes of its launch",
+            policy.deadlines.launching / 60
+        )),
+        JobStatus::Running { .. } if overdue => Decision::TimedOut,
+        JobStatus::Running { .. } if passed(job.heartbeat_at, policy.heartbeat_timeout, now) => {
+            Decision::WorkerLost(format!("no heartbeat from the worker for {} seconds", policy.heartbeat_timeout))
+        }
+        _ => Decision::Wait,
+    }
+}
+
+/// What a sweep did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Jobs a worker was launched for (first launch after a failure, or a new attempt).
+    pub launched: Vec<JobId>,
+    /// Jobs whose worker was lost (relaunched or failed).
+    pub lost: Vec<JobId>,
+    /// Jobs ended as `cancelled`.
+    pub cancelled: Vec<JobId>,
+    /// Jobs ended as `timed_out`.
+    pub timed_out: Vec<JobId>,
+    /// Instances terminated.
+    pub terminated: Vec<String>,
+    /// What failed (the next sweep tries again).
+    pub errors: Vec<String>,
+}
+
+/// One pass over every active job and every running instance.
+pub async fn sweep<S: JobStore, L: Launcher>(store: &S, launcher: &L, policy: &Policy) -> Result<Sweep, StoreError> {
+    let mut sweep = Sweep::default();
+    for job in store.active().await? {
+        let decision = decide(&job, policy, Timestamp::now());
+        if decision == Decision::Launch {
+            launch(store, launcher, &job, policy, &mut sweep).await;
+            continue;
+        }
+        let Some(event) = decision.event() else { continue };
+        // Still the same decision on a fresh read: a heartbeat or a finish that arrived
+        // meanwhile wins over the reaper.
+        let still = |fresh: &Job| {
+            if decide(fresh, policy, Timestamp::now()) == decision {
+                Ok(())
+            } else {
+                Err(ApplyError::Rejected(Rejection::Conflict("the job changed".into())))
+            }
+        };
+        let next = match lifecycle::apply(store, &job.id, &event, policy.deadlines, still).await {
+            Ok(next) => next,
+            Err(ApplyError::Rejected(_) | ApplyError::NotFound) => continue,
+            Err(e) => {
+                sweep.errors.push(format!("job {}: {e}", job.id));
+                continue;
+            }
+        };
+        match decision {
+            Decision::WorkerLost(_) => sweep.lost.push(job.id.clone()),
+            Decision::CancelUnanswered => sweep.cancelled.push(job.id.clone()),
+            Decision::TimedOut => sweep.timed_out.push(job.id.clone()),
+            Decision::Wait | Decision::Launch => {}
+        }
+        if let Some(instance) = &job.instance_id {
+            terminate(launcher, instance, &mut sweep).await;
+        }
+        if matches!(next.status, JobStatus::Queued) {
+            launch(store, launcher, &next, policy, &mut sweep).await;
+        }
+    }
+    orphans(store, launcher, &mut sweep).await?;
+    Ok(sweep)
+}
+
+async fn launch<S: JobStore, L: Launcher>(store: &S, launcher: &L, job: &Job, policy: &Policy, sweep: &mut Sweep) {
+    match lifecycle::launch(store, launcher, job, policy.deadlines).await {
+        Ok(next) if matches!(next.status, JobStatus::Launching) => sweep.launched.push(job.id.clone()),
+        Ok(next) => {
+            if let JobStatus::Failed { reason, .. } = &next.status {
+                sweep.errors.push(format!("job {}: {reason}", job.id));
+            }
+        }
+        Err(e) => sweep.errors.push(format!("job {}: launch: {e}", job.id)),
+    }
+}
+
+async fn terminate<L: Launcher>(launcher: &L, instance: &str, sweep: &mut Sweep) {
+    match launcher.terminate(instance).await {
+        Ok(()) => sweep.terminated.push(instance.to_string()),
+        Err(e) => sweep.errors.push(format!("terminate {instance}: {e}")),
+    }
+}
+
+/// Instances whose job is finished, unknown, or now runs elsewhere (PITFALLS 5, 6).
+async fn orphans<S: JobStore, L: Launcher>(store: &S, launcher: &L, sweep: &mut Sweep) -> Result<(), StoreError> {
+    let instances = match launcher.instances().await {
+        Ok(instances) => instances,
+        Err(e) => {
+            sweep.errors.push(format!("list instances: {e}"));
+            return Ok(());
+        }
+    };
+    for instance in instances {
+        if sweep.terminated.contains(&instance.id) {
+            continue;
+        }
+        let job = match &instance.job {
+            Some(id) => store.get(id).await?,
+            None => None,
+        };
+        let needed = job.is_some_and(|job| job.is_active() && job.instance_id.as_deref() == Some(instance.id.as_str()));
+        if !needed {
+            terminate(launcher, &instance.id, sweep).await;
+        }
+    }
+    Ok(())
+}
