@@ -26,9 +26,9 @@ check: ## Formatting and clippy, warnings are errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-build-lambda: ## Build the coordinator Lambda for arm64 with cargo-lambda ($CARGO_TARGET_DIR/lambda/coordinator/bootstrap)
+build-lambda: ## Build the coordinator and reaper Lambdas for arm64 with cargo-lambda ($CARGO_TARGET_DIR/lambda/*/bootstrap)
 	@scripts/setup lambda
-	PATH="$(HOME)/.cache/barge/venv/bin:$$PATH" $(CARGO) lambda build --release --arm64 --bin coordinator
+	PATH="$(HOME)/.cache/barge/venv/bin:$$PATH" $(CARGO) lambda build --release --arm64 --bin coordinator --bin reaper
 
 bench: ## Copy: barge vs pg_dump/pg_restore and pgcopydb (BENCH_SCALE=1 is ~1 GiB per dataset); API: latency, Lambda size
 	@scripts/setup bench

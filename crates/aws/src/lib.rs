@@ -1,19 +1,28 @@
 //! barge's AWS adapters of the `barge-jobs` ports: [`DynamoJobStore`] (jobs in DynamoDB,
-//! conditional writes, an exact active-job counter, TTL) and [`KmsSealer`] (credentials
-//! sealed with KMS under the job's encryption context). Depends on `barge-jobs` only.
+//! conditional writes, an exact active-job counter, TTL), [`KmsSealer`] (credentials sealed
+//! with KMS under the job's encryption context) and [`Ec2Launcher`] (a worker instance per
+//! job attempt). Depends on `barge-jobs` only.
 
 mod dynamo;
+mod ec2;
 mod kms;
 
 pub use dynamo::{DynamoJobStore, TableNames};
+pub use ec2::{Ec2Launcher, Ec2LauncherConfig, MANAGED_BY, user_data};
 pub use kms::KmsSealer;
 
 /// An SDK configuration pointed at a local stand-in (DynamoDB Local, moto) with static
 /// test credentials, for tests and local development.
 pub async fn local_config(endpoint: &str) -> aws_config::SdkConfig {
+    local_config_in(endpoint, "us-east-1").await
+}
+
+/// [`local_config`] in another region (moto keeps each region's resources apart, so tests
+/// running at once do not see each other's instances).
+pub async fn local_config_in(endpoint: &str, region: &'static str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
+        .region(aws_config::Region::new(region))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "static"))
         .load()
         .await

@@ -60,3 +60,198 @@ async fn no_stored_item_holds_the_password() {
     let stored = store.get(&id).await.unwrap().unwrap();
     assert_eq!(sealer.unseal(&id, &stored.sealed_credentials).await.unwrap(), spec.credentials());
 }
+
+mod ec2 {
+    use aws_sdk_ec2::{
+        Client,
+        operation::run_instances::{RunInstancesError, RunInstancesOutput},
+        types::{
+            HttpTokensState, Instance as Ec2Instance, InstanceAttributeName, LaunchTemplateHttpTokensState,
+            LaunchTemplateInstanceMetadataOptionsRequest, RequestLaunchTemplateData, ResourceType,
+        },
+    };
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use barge_aws::{Ec2Launcher, Ec2LauncherConfig, local_config_in};
+    use barge_jobs::{
+        Event, JobStore, Launcher, Outcome, Timestamp, conformance,
+        memory::MemoryStore,
+        reaper::{Policy, sweep},
+    };
+    use base64::{Engine, engine::general_purpose::STANDARD};
+
+    /// A moto region with a launch template like the CDK app's (IMDSv2 required).
+    async fn moto(region: &'static str) -> (Client, Ec2Launcher) {
+        let config = local_config_in(&barge_testkit::aws_local("moto"), region).await;
+        let client = Client::new(&config);
+        let images = client.describe_images().send().await.unwrap();
+        let image = images.images()[0].image_id().unwrap().to_string();
+        let name = format!("barge-worker-{}", barge_jobs::JobId::random());
+        client
+            .create_launch_template()
+            .launch_template_name(&name)
+            .launch_template_data(
+                RequestLaunchTemplateData::builder()
+                    .image_id(image)
+                    .metadata_options(
+                        LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                            .http_tokens(LaunchTemplateHttpTokensState::Required)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let launcher = Ec2Launcher::new(
+            &config,
+            Ec2LauncherConfig {
+                launch_template: name,
+                endpoint: "https://api.example.com".into(),
+                instance_types: vec!["m7i.large".into(), "m6i.large".into()],
+            },
+        );
+        (client, launcher)
+    }
+
+    #[tokio::test]
+    async fn a_worker_instance_is_tagged_imdsv2_only_and_its_user_data_holds_no_secret() {
+        let (client, launcher) = moto("eu-west-1").await;
+        let job = conformance::job("alice", None, Timestamp::now());
+        let id = launcher.launch(&job).await.unwrap();
+        let described = client.describe_instances().instance_ids(&id).send().await.unwrap();
+        let instance: &Ec2Instance = &described.reservations()[0].instances()[0];
+        let tag = |key: &str| {
+            instance.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value()).map(str::to_string)
+        };
+        assert_eq!(tag("JobId"), Some(job.id.to_string()));
+        assert_eq!(tag("Attempt"), Some("1".into()));
+        assert_eq!(tag("ManagedBy"), Some("barge".into()));
+        assert_eq!(instance.instance_type().map(|t| t.as_str()), Some("m7i.large"));
+        assert_eq!(instance.metadata_options().and_then(|m| m.http_tokens()), Some(&HttpTokensState::Required));
+        let attribute = client
+            .describe_instance_attribute()
+            .instance_id(&id)
+            .attribute(InstanceAttributeName::UserData)
+            .send()
+            .await
+            .unwrap();
+        let encoded = attribute.user_data().and_then(|v| v.value()).unwrap();
+        let user_data = String::from_utf8(STANDARD.decode(encoded).unwrap()).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&user_data).unwrap();
+        assert_eq!(parsed["barge"]["job_id"], serde_json::json!(job.id.to_string()));
+        assert_eq!(parsed["barge"]["endpoint"], serde_json::json!("https://api.example.com"));
+        for secret in ["s3cr", "postgres://", "example.com:5432"] {
+            assert!(!user_data.contains(secret), "{secret} in user data: {user_data}");
+        }
+        let listed = launcher.instances().await.unwrap();
+        assert!(listed.iter().any(|i| i.id == id && i.job.as_ref() == Some(&job.id)), "{listed:?}");
+        launcher.terminate(&id).await.unwrap();
+        assert!(launcher.instances().await.unwrap().iter().all(|i| i.id != id));
+        launcher.terminate(&id).await.unwrap();
+        launcher.terminate("i-0123456789abcdef0").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_reaper_terminates_orphans_and_stale_jobs_instances_on_ec2() {
+        let (client, launcher) = moto("ap-southeast-2").await;
+        let store = MemoryStore::new();
+        // GIVEN a job whose worker went silent five minutes ago
+        let long_ago = Timestamp::now().plus_seconds(-300);
+        let stale = conformance::job("alice", None, long_ago);
+        store.create(&stale, 10).await.unwrap();
+        let old_instance = launcher.launch(&stale).await.unwrap();
+        let deadlines = barge_jobs::Deadlines::default();
+        let launched =
+            stale.apply(&Event::Launched { instance_id: old_instance.clone() }, deadlines, long_ago).unwrap();
+        let claimed =
+            launched.apply(&Event::Claimed { instance_id: old_instance.clone() }, deadlines, long_ago).unwrap();
+        store.replace(&stale, &launched).await.unwrap();
+        store.replace(&launched, &claimed).await.unwrap();
+        // AND the instance of a job that finished but never powered off
+        let done = conformance::job("alice", None, Timestamp::now());
+        store.create(&done, 10).await.unwrap();
+        let done_instance = launcher.launch(&done).await.unwrap();
+        let now = Timestamp::now();
+        let finished = done
+            .apply(&Event::Launched { instance_id: done_instance.clone() }, deadlines, now)
+            .and_then(|j| j.apply(&Event::Claimed { instance_id: done_instance.clone() }, deadlines, now))
+            .and_then(|j| j.apply(&Event::Finished(Outcome::Succeeded), deadlines, now))
+            .unwrap();
+        store.replace(&done, &finished).await.unwrap();
+        // WHEN the reaper sweeps
+        let report = sweep(&store, &launcher, &Policy::default()).await.unwrap();
+        // THEN both old instances are terminated and the stale job runs on a new one
+        assert!(report.terminated.contains(&old_instance), "{report:?}");
+        assert!(report.terminated.contains(&done_instance), "{report:?}");
+        let job = store.get(&stale.id).await.unwrap().unwrap();
+        assert_eq!(job.attempt, 2);
+        let new_instance = job.instance_id.clone().unwrap();
+        let described = client.describe_instances().instance_ids(&new_instance).send().await.unwrap();
+        let tags = described.reservations()[0].instances()[0].tags().to_vec();
+        assert!(tags.iter().any(|t| t.key() == Some("Attempt") && t.value() == Some("2")));
+        let live: Vec<String> = launcher.instances().await.unwrap().into_iter().map(|i| i.id).collect();
+        assert_eq!(live, vec![new_instance]);
+    }
+
+    fn mocked(client: Client) -> Ec2Launcher {
+        Ec2Launcher::with_client(
+            client,
+            Ec2LauncherConfig {
+                launch_template: "lt-0123456789abcdef0".into(),
+                endpoint: "https://api.example.com".into(),
+                instance_types: vec!["m7i.large".into(), "m6i.large".into(), "r7i.large".into()],
+            },
+        )
+    }
+
+    fn out_of(code: &'static str) -> RunInstancesError {
+        RunInstancesError::generic(aws_sdk_ec2::error::ErrorMetadata::builder().code(code).message("try later").build())
+    }
+
+    #[tokio::test]
+    async fn run_instances_carries_an_idempotency_token_and_falls_back_on_capacity() {
+        // GIVEN EC2 out of capacity for the first type
+        let job = conformance::job("alice", None, Timestamp::now());
+        let first_token = format!("{}-1-0", job.id);
+        let second_token = format!("{}-1-1", job.id);
+        let refused = mock!(Client::run_instances)
+            .match_requests(move |r| {
+                r.client_token() == Some(first_token.as_str())
+                    && r.instance_type().map(|t| t.as_str()) == Some("m7i.large")
+                    && r.launch_template().and_then(|t| t.launch_template_id()) == Some("lt-0123456789abcdef0")
+                    && r.metadata_options().and_then(|m| m.http_tokens()) == Some(&HttpTokensState::Required)
+                    && r.tag_specifications().iter().any(|t| t.resource_type() == Some(&ResourceType::Volume))
+            })
+            .then_error(|| out_of("InsufficientInstanceCapacity"));
+        let accepted = mock!(Client::run_instances)
+            .match_requests(move |r| {
+                r.client_token() == Some(second_token.as_str())
+                    && r.instance_type().map(|t| t.as_str()) == Some("m6i.large")
+            })
+            .then_output(|| {
+                RunInstancesOutput::builder()
+                    .instances(Ec2Instance::builder().instance_id("i-0feedfeedfeedfeed").build())
+                    .build()
+            });
+        let client = mock_client!(aws_sdk_ec2, RuleMode::Sequential, [&refused, &accepted]);
+        // WHEN a worker is launched THEN the next type is tried with its own token
+        assert_eq!(mocked(client).launch(&job).await.unwrap(), "i-0feedfeedfeedfeed");
+        assert_eq!((refused.num_calls(), accepted.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn launch_failures_say_whether_a_retry_may_help() {
+        let job = conformance::job("alice", None, Timestamp::now());
+        let none_left = mock!(Client::run_instances).then_error(|| out_of("InsufficientInstanceCapacity"));
+        let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&none_left]);
+        let e = mocked(client).launch(&job).await.unwrap_err();
+        assert!(e.retryable, "{e}");
+        assert!(e.message.contains("m7i.large") && e.message.contains("r7i.large"), "{e}");
+        assert_eq!(none_left.num_calls(), 3);
+        let broken = mock!(Client::run_instances).then_error(|| out_of("InvalidLaunchTemplateId.NotFound"));
+        let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&broken]);
+        let e = mocked(client).launch(&job).await.unwrap_err();
+        assert!(!e.retryable && e.message.contains("InvalidLaunchTemplateId.NotFound"), "{e}");
+        assert_eq!(broken.num_calls(), 1, "no fallback for a broken template");
+    }
+}

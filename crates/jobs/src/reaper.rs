@@ -27,6 +27,27 @@ impl Default for Policy {
     }
 }
 
+impl Policy {
+    /// From `HEARTBEAT_TIMEOUT_SECONDS`, `CANCEL_GRACE_SECONDS`, `LAUNCH_TIMEOUT_SECONDS` and
+    /// `MAX_ATTEMPTS` (each optional; others ignored), given as `(name, value)` pairs so it
+    /// reads the environment or a test's map. The coordinator and the reaper read the same.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Policy, String> {
+        let mut policy = Policy::default();
+        for (name, value) in vars {
+            let number =
+                || value.trim().parse::<u32>().map_err(|_| format!("{name} must be a whole number, not {value:?}"));
+            match name.as_str() {
+                "HEARTBEAT_TIMEOUT_SECONDS" => policy.heartbeat_timeout = i64::from(number()?.max(30)),
+                "CANCEL_GRACE_SECONDS" => policy.cancel_grace = i64::from(number()?.max(10)),
+                "LAUNCH_TIMEOUT_SECONDS" => policy.deadlines.launching = i64::from(number()?.max(60)),
+                "MAX_ATTEMPTS" => policy.deadlines.max_attempts = number()?.clamp(1, 10),
+                _ => {}
+            }
+        }
+        Ok(policy)
+    }
+}
+
 /// What the reaper does about one job.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {

@@ -46,19 +46,17 @@ impl Default for Config {
 }
 
 impl Config {
-    /// From `MAX_ACTIVE_JOBS`, `LAUNCH_TIMEOUT_SECONDS` and `MAX_ATTEMPTS` (each optional),
-    /// given as `(name, value)` pairs so it reads the environment or a test's map.
+    /// From `MAX_ACTIVE_JOBS` and the deadline variables of
+    /// [`Policy::from_vars`](barge_jobs::reaper::Policy::from_vars) (each optional), given as
+    /// `(name, value)` pairs so it reads the environment or a test's map.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, String> {
-        let mut config = Config::default();
-        for (name, value) in vars {
-            let number =
-                || value.trim().parse::<u32>().map_err(|_| format!("{name} must be a whole number, not {value:?}"));
-            match name.as_str() {
-                "MAX_ACTIVE_JOBS" => config.max_active_jobs = number()?.max(1),
-                "LAUNCH_TIMEOUT_SECONDS" => config.deadlines.launching = i64::from(number()?.max(60)),
-                "MAX_ATTEMPTS" => config.deadlines.max_attempts = number()?.clamp(1, 10),
-                _ => {}
-            }
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut config =
+            Config { deadlines: barge_jobs::reaper::Policy::from_vars(vars.clone())?.deadlines, ..Config::default() };
+        if let Some((_, value)) = vars.iter().find(|(name, _)| name == "MAX_ACTIVE_JOBS") {
+            let limit: u32 =
+                value.trim().parse().map_err(|_| format!("MAX_ACTIVE_JOBS must be a whole number, not {value:?}"))?;
+            config.max_active_jobs = limit.max(1);
         }
         Ok(config)
     }

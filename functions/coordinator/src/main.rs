@@ -1,34 +1,16 @@
 //! The coordinator Lambda: API Gateway HTTP API (payload 2.0, `$default` stage, IAM
 //! authorization on every route) → this router, with jobs in DynamoDB, credentials sealed
-//! by KMS and callers identified by IAM.
+//! by KMS, workers launched on EC2 and callers identified by IAM. Configuration comes from
+//! the environment the CDK app sets (PITFALLS 24: nothing hard-coded).
 
-use barge_aws::{DynamoJobStore, KmsSealer};
+use barge_aws::{DynamoJobStore, Ec2Launcher, Ec2LauncherConfig, KmsSealer};
 use barge_coordinator::{App, Config, Ports, iam::IamAuthenticator, router};
-use barge_jobs::{Job, LaunchError, Launcher, ports::Instance};
-
-/// Workers launch from the fleet the worker issue adds; until a deployment has one, a
-/// launch fails for good with this message instead of leaving jobs queued.
-struct NoFleet;
-
-impl Launcher for NoFleet {
-    async fn launch(&self, _job: &Job) -> Result<String, LaunchError> {
-        Err(LaunchError { message: "this deployment has no worker fleet configured".into(), retryable: false })
-    }
-
-    async fn terminate(&self, _instance_id: &str) -> Result<(), LaunchError> {
-        Ok(())
-    }
-
-    async fn instances(&self) -> Result<Vec<Instance>, LaunchError> {
-        Ok(Vec::new())
-    }
-}
 
 struct Aws;
 
 impl Ports for Aws {
     type Store = DynamoJobStore;
-    type Launcher = NoFleet;
+    type Launcher = Ec2Launcher;
     type Sealer = KmsSealer;
     type Auth = IamAuthenticator;
 }
@@ -42,9 +24,14 @@ async fn main() -> Result<(), lambda_http::Error> {
     tracing_subscriber::fmt().json().with_target(false).without_time().init();
     let config = Config::from_vars(std::env::vars())?;
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let fleet = Ec2LauncherConfig {
+        launch_template: var("WORKER_LAUNCH_TEMPLATE")?,
+        endpoint: var("API_ENDPOINT")?,
+        instance_types: var("WORKER_INSTANCE_TYPES")?.split(',').map(|t| t.trim().to_string()).collect(),
+    };
     let app = App::<Aws>::new(
         DynamoJobStore::new(&aws, var("JOB_TABLE")?),
-        NoFleet,
+        Ec2Launcher::new(&aws, fleet),
         KmsSealer::new(&aws, var("KMS_KEY_ID")?),
         IamAuthenticator::new(var("WORKER_ROLE_NAME")?),
         config,
