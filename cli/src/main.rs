@@ -4,6 +4,7 @@
 mod args;
 mod render;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 

@@ -37,6 +37,7 @@ pub async fn run(command: Command) -> u8 {
         Command::Init(args) => init(&args).await,
         Command::Validate(args) => validate(&args).await,
         Command::Verify(args) => verify(&args).await,
+        Command::Serve(args) => crate::serve::serve(&args).await,
     }
 }
 

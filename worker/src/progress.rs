@@ -86,6 +86,11 @@ impl Fold {
         self.tables_failed += 1;
     }
 
+    /// Sets the message users see with the progress (bounded).
+    pub fn set_message(&mut self, message: &str) {
+        self.message = Some(bounded(message));
+    }
+
     /// Moves the job to a phase the engine does not report (validating, verifying, …).
     pub fn set_phase(&mut self, phase: Phase) {
         self.phase = Some(phase);

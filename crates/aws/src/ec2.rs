@@ -1,7 +1,8 @@
 //! [`Ec2Launcher`]: one EC2 instance per job attempt, from the worker launch template.
 //!
-//! - `ClientToken` = job id + attempt (+ the fallback index), so a retried request never
-//!   starts a second worker (PITFALLS 5);
+//! - `ClientToken` = job id + attempt (+ the market and fallback index), so a retried
+//!   request never starts a second worker (PITFALLS 5);
+//! - optionally spot first for resumable jobs, on-demand when spot has no capacity;
 //! - tags `JobId`, `Attempt`, `ManagedBy=barge` on the instance and its volume, which is how
 //!   the reaper finds orphans;
 //! - user data holds only the job id, the attempt and the coordinator endpoint, never a
@@ -13,11 +14,13 @@ use aws_sdk_ec2::{
     Client,
     error::ProvideErrorMetadata,
     types::{
-        Filter, HttpTokensState, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType,
-        LaunchTemplateSpecification, ResourceType, Tag, TagSpecification,
+        BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, InstanceInterruptionBehavior,
+        InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType,
+        LaunchTemplateSpecification, MarketType, ResourceType, SpotInstanceType, SpotMarketOptions, Tag,
+        TagSpecification, VolumeType,
     },
 };
-use barge_jobs::{Job, JobId, LaunchError, Launcher, ports::Instance};
+use barge_jobs::{Command, Job, JobId, LaunchError, Launcher, ports::Instance};
 use base64::{Engine, engine::general_purpose::STANDARD};
 
 /// The tag every barge instance carries.
@@ -38,6 +41,51 @@ pub struct Ec2LauncherConfig {
     pub endpoint: String,
     /// Instance types to try in order when the job does not name one.
     pub instance_types: Vec<String>,
+    /// The CloudWatch Logs group workers log to (written into user data).
+    pub log_group: Option<String>,
+    /// Try spot capacity first for jobs that resume after an interruption, then on-demand.
+    pub spot: bool,
+    /// Root volume size in GiB (gp3, encrypted); the launch template's when unset. The
+    /// worker streams without temporary files, so this holds the OS, tools and logs only,
+    /// whatever the size of the databases.
+    pub root_volume_gib: Option<i32>,
+}
+
+impl Ec2LauncherConfig {
+    /// From the Lambdas' environment: `WORKER_LAUNCH_TEMPLATE`, `API_ENDPOINT`,
+    /// `WORKER_INSTANCE_TYPES` (comma-separated), optional `WORKER_LOG_GROUP`, `WORKER_SPOT`
+    /// (`true`/`false`) and `WORKER_ROOT_VOLUME_GIB`.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Ec2LauncherConfig, String> {
+        let required = |name: &str| var(name).filter(|v| !v.trim().is_empty()).ok_or(format!("{name} is not set"));
+        let instance_types: Vec<String> = required("WORKER_INSTANCE_TYPES")?
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let spot = match var("WORKER_SPOT").as_deref().map(str::trim) {
+            None | Some("" | "false") => false,
+            Some("true") => true,
+            Some(other) => return Err(format!("WORKER_SPOT must be true or false, not {other:?}")),
+        };
+        let root_volume_gib = match var("WORKER_ROOT_VOLUME_GIB") {
+            None => None,
+            Some(text) => Some(
+                text.trim()
+                    .parse::<i32>()
+                    .ok()
+                    .filter(|gib| (8..=16_384).contains(gib))
+                    .ok_or(format!("WORKER_ROOT_VOLUME_GIB must be 8 to 16384, not {text:?}"))?,
+            ),
+        };
+        Ok(Ec2LauncherConfig {
+            launch_template: required("WORKER_LAUNCH_TEMPLATE")?,
+            endpoint: required("API_ENDPOINT")?,
+            instance_types,
+            log_group: var("WORKER_LOG_GROUP").filter(|v| !v.trim().is_empty()),
+            spot,
+            root_volume_gib,
+        })
+    }
 }
 
 /// Launches workers on EC2.
@@ -48,9 +96,23 @@ pub struct Ec2Launcher {
 }
 
 /// The user data a worker reads through IMDSv2: no secrets, just where to ask.
-pub fn user_data(job: &JobId, attempt: u32, endpoint: &str) -> String {
-    serde_json::json!({"barge": {"job_id": job, "attempt": attempt, "endpoint": endpoint}}).to_string()
+pub fn user_data(job: &JobId, attempt: u32, endpoint: &str, log_group: Option<&str>) -> String {
+    let mut launch = serde_json::json!({"job_id": job, "attempt": attempt, "endpoint": endpoint});
+    if let Some(group) = log_group {
+        launch["log_group"] = serde_json::json!(group);
+    }
+    serde_json::json!({ "barge": launch }).to_string()
 }
+
+/// Jobs that may run on spot capacity: an interruption costs a new attempt that resumes
+/// (init keeps its progress marks; validate and verify start over cheaply). Streaming
+/// replication (sync) stays on-demand.
+fn resumable(command: Command) -> bool {
+    !matches!(command, Command::Sync)
+}
+
+/// Spot errors that mean "no spot here now": fall back to on-demand.
+const SPOT_CODES: &[&str] = &["SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded", "InsufficientInstanceCapacity"];
 
 fn described<E: ProvideErrorMetadata + std::fmt::Debug>(e: &aws_sdk_ec2::error::SdkError<E>) -> (String, String) {
     match e.as_service_error() {
@@ -102,48 +164,81 @@ impl Launcher for Ec2Launcher {
         if types.is_empty() {
             return Err(LaunchError { message: "no instance type is configured".into(), retryable: false });
         }
-        let user_data = STANDARD.encode(user_data(&job.id, job.attempt, &self.config.endpoint));
+        let user_data =
+            STANDARD.encode(user_data(&job.id, job.attempt, &self.config.endpoint, self.config.log_group.as_deref()));
+        let markets: &[bool] = if self.config.spot && resumable(job.command) { &[true, false] } else { &[false] };
         let mut out_of_capacity = Vec::new();
-        for (i, kind) in types.iter().enumerate() {
-            let result = self
-                .client
-                .run_instances()
-                .launch_template(self.template())
-                .instance_type(InstanceType::from(kind.as_str()))
-                .min_count(1)
-                .max_count(1)
-                .client_token(format!("{}-{}-{i}", job.id, job.attempt))
-                .user_data(&user_data)
-                .metadata_options(
-                    InstanceMetadataOptionsRequest::builder()
-                        .http_tokens(HttpTokensState::Required)
-                        .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                        .http_put_response_hop_limit(1)
-                        .build(),
-                )
-                .tag_specifications(Self::tags(job, ResourceType::Instance))
-                .tag_specifications(Self::tags(job, ResourceType::Volume))
-                .send()
-                .await;
-            match result {
-                Ok(out) => {
-                    return out
-                        .instances()
-                        .first()
-                        .and_then(|instance| instance.instance_id().map(str::to_string))
-                        .ok_or_else(|| LaunchError {
-                            message: "RunInstances returned no instance".into(),
-                            retryable: true,
-                        });
+        for &spot in markets {
+            for (i, kind) in types.iter().enumerate() {
+                let market = if spot { "s" } else { "o" };
+                let mut request = self
+                    .client
+                    .run_instances()
+                    .launch_template(self.template())
+                    .instance_type(InstanceType::from(kind.as_str()))
+                    .min_count(1)
+                    .max_count(1)
+                    .client_token(format!("{}-{}-{market}{i}", job.id, job.attempt))
+                    .user_data(&user_data)
+                    .metadata_options(
+                        InstanceMetadataOptionsRequest::builder()
+                            .http_tokens(HttpTokensState::Required)
+                            .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                            .http_put_response_hop_limit(1)
+                            .build(),
+                    )
+                    .tag_specifications(Self::tags(job, ResourceType::Instance))
+                    .tag_specifications(Self::tags(job, ResourceType::Volume));
+                if spot {
+                    request = request.instance_market_options(
+                        InstanceMarketOptionsRequest::builder()
+                            .market_type(MarketType::Spot)
+                            .spot_options(
+                                SpotMarketOptions::builder()
+                                    .spot_instance_type(SpotInstanceType::OneTime)
+                                    .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
+                                    .build(),
+                            )
+                            .build(),
+                    );
                 }
-                Err(e) => {
-                    let (code, message) = described(&e);
-                    if CAPACITY_CODES.contains(&code.as_str()) {
-                        out_of_capacity.push(format!("{kind} ({code})"));
-                        continue;
+                if let Some(gib) = self.config.root_volume_gib {
+                    request = request.block_device_mappings(
+                        BlockDeviceMapping::builder()
+                            .device_name("/dev/xvda")
+                            .ebs(
+                                EbsBlockDevice::builder()
+                                    .volume_size(gib)
+                                    .volume_type(VolumeType::Gp3)
+                                    .encrypted(true)
+                                    .delete_on_termination(true)
+                                    .build(),
+                            )
+                            .build(),
+                    );
+                }
+                match request.send().await {
+                    Ok(out) => {
+                        return out
+                            .instances()
+                            .first()
+                            .and_then(|instance| instance.instance_id().map(str::to_string))
+                            .ok_or_else(|| LaunchError {
+                                message: "RunInstances returned no instance".into(),
+                                retryable: true,
+                            });
                     }
-                    let retryable = TRANSIENT_CODES.contains(&code.as_str()) || code == "Unreachable";
-                    return Err(LaunchError { message: format!("EC2 RunInstances {code}: {message}"), retryable });
+                    Err(e) => {
+                        let (code, message) = described(&e);
+                        let capacity =
+                            CAPACITY_CODES.contains(&code.as_str()) || (spot && SPOT_CODES.contains(&code.as_str()));
+                        if capacity {
+                            out_of_capacity.push(format!("{kind}{} ({code})", if spot { " spot" } else { "" }));
+                            continue;
+                        }
+                        let retryable = TRANSIENT_CODES.contains(&code.as_str()) || code == "Unreachable";
+                        return Err(LaunchError { message: format!("EC2 RunInstances {code}: {message}"), retryable });
+                    }
                 }
             }
         }

@@ -108,6 +108,9 @@ mod ec2 {
                 launch_template: name,
                 endpoint: "https://api.example.com".into(),
                 instance_types: vec!["m7i.large".into(), "m6i.large".into()],
+                log_group: Some("/barge/workers".into()),
+                spot: false,
+                root_volume_gib: None,
             },
         );
         (client, launcher)
@@ -140,6 +143,7 @@ mod ec2 {
         let parsed: serde_json::Value = serde_json::from_str(&user_data).unwrap();
         assert_eq!(parsed["barge"]["job_id"], serde_json::json!(job.id.to_string()));
         assert_eq!(parsed["barge"]["endpoint"], serde_json::json!("https://api.example.com"));
+        assert_eq!(parsed["barge"]["log_group"], serde_json::json!("/barge/workers"));
         for secret in ["s3cr", "postgres://", "example.com:5432"] {
             assert!(!user_data.contains(secret), "{secret} in user data: {user_data}");
         }
@@ -200,6 +204,9 @@ mod ec2 {
                 launch_template: "lt-0123456789abcdef0".into(),
                 endpoint: "https://api.example.com".into(),
                 instance_types: vec!["m7i.large".into(), "m6i.large".into(), "r7i.large".into()],
+                log_group: None,
+                spot: false,
+                root_volume_gib: None,
             },
         )
     }
@@ -212,8 +219,8 @@ mod ec2 {
     async fn run_instances_carries_an_idempotency_token_and_falls_back_on_capacity() {
         // GIVEN EC2 out of capacity for the first type
         let job = conformance::job("alice", None, Timestamp::now());
-        let first_token = format!("{}-1-0", job.id);
-        let second_token = format!("{}-1-1", job.id);
+        let first_token = format!("{}-1-o0", job.id);
+        let second_token = format!("{}-1-o1", job.id);
         let refused = mock!(Client::run_instances)
             .match_requests(move |r| {
                 r.client_token() == Some(first_token.as_str())
@@ -253,5 +260,83 @@ mod ec2 {
         let e = mocked(client).launch(&job).await.unwrap_err();
         assert!(!e.retryable && e.message.contains("InvalidLaunchTemplateId.NotFound"), "{e}");
         assert_eq!(broken.num_calls(), 1, "no fallback for a broken template");
+    }
+
+    #[tokio::test]
+    async fn spot_first_for_resumable_jobs_then_on_demand_with_a_sized_encrypted_root_volume() {
+        let job = conformance::job("alice", None, Timestamp::now());
+        let spot_token = format!("{}-1-s0", job.id);
+        let on_demand_token = format!("{}-1-o0", job.id);
+        let volume = |r: &aws_sdk_ec2::operation::run_instances::RunInstancesInput| {
+            r.block_device_mappings().iter().any(|m| {
+                m.device_name() == Some("/dev/xvda")
+                    && m.ebs().is_some_and(|e| {
+                        e.volume_size() == Some(20)
+                            && e.encrypted() == Some(true)
+                            && e.delete_on_termination() == Some(true)
+                            && e.volume_type() == Some(&aws_sdk_ec2::types::VolumeType::Gp3)
+                    })
+            })
+        };
+        let no_spot = mock!(Client::run_instances)
+            .match_requests(move |r| {
+                r.client_token() == Some(spot_token.as_str())
+                    && r.instance_market_options().and_then(|m| m.market_type())
+                        == Some(&aws_sdk_ec2::types::MarketType::Spot)
+                    && volume(r)
+            })
+            .then_error(|| out_of("InsufficientInstanceCapacity"));
+        let on_demand = mock!(Client::run_instances)
+            .match_requests(move |r| {
+                r.client_token() == Some(on_demand_token.as_str()) && r.instance_market_options().is_none() && volume(r)
+            })
+            .then_output(|| {
+                RunInstancesOutput::builder()
+                    .instances(Ec2Instance::builder().instance_id("i-0abcabcabcabcabca").build())
+                    .build()
+            });
+        let client = mock_client!(aws_sdk_ec2, RuleMode::Sequential, [&no_spot, &on_demand]);
+        let launcher = Ec2Launcher::with_client(
+            client,
+            Ec2LauncherConfig {
+                launch_template: "barge-worker".into(),
+                endpoint: "https://api.example.com".into(),
+                instance_types: vec!["m7i.large".into()],
+                log_group: None,
+                spot: true,
+                root_volume_gib: Some(20),
+            },
+        );
+        assert_eq!(launcher.launch(&job).await.unwrap(), "i-0abcabcabcabcabca");
+        assert_eq!((no_spot.num_calls(), on_demand.num_calls()), (1, 1));
+    }
+
+    #[test]
+    fn the_fleet_config_comes_from_the_environment_with_clear_errors() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())
+        };
+        let config = Ec2LauncherConfig::from_vars(vars(&[
+            ("WORKER_LAUNCH_TEMPLATE", "lt-1"),
+            ("API_ENDPOINT", "https://x.execute-api.eu-west-1.amazonaws.com"),
+            ("WORKER_INSTANCE_TYPES", "m7i.large, m6i.large"),
+            ("WORKER_SPOT", "true"),
+            ("WORKER_ROOT_VOLUME_GIB", "30"),
+            ("WORKER_LOG_GROUP", "/barge/workers"),
+        ]))
+        .unwrap();
+        assert_eq!(config.instance_types, vec!["m7i.large", "m6i.large"]);
+        assert!(config.spot);
+        assert_eq!((config.root_volume_gib, config.log_group.as_deref()), (Some(30), Some("/barge/workers")));
+        let e = Ec2LauncherConfig::from_vars(vars(&[("WORKER_INSTANCE_TYPES", "m7i.large")])).unwrap_err();
+        assert!(e.contains("WORKER_LAUNCH_TEMPLATE"), "{e}");
+        let e = Ec2LauncherConfig::from_vars(vars(&[
+            ("WORKER_LAUNCH_TEMPLATE", "lt-1"),
+            ("API_ENDPOINT", "https://x"),
+            ("WORKER_INSTANCE_TYPES", "m7i.large"),
+            ("WORKER_SPOT", "yes"),
+        ]))
+        .unwrap_err();
+        assert!(e.contains("WORKER_SPOT"), "{e}");
     }
 }

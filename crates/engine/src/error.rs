@@ -110,6 +110,26 @@ impl Error {
         self
     }
 
+    /// Whether running the same request again may succeed without anyone changing anything:
+    /// lost connections, servers restarting or out of resources, serialization failures and
+    /// local I/O are; bad credentials, refused checks, schema conflicts and usage errors are
+    /// not (retrying them only repeats the failure).
+    pub fn retryable(&self) -> bool {
+        match self {
+            Error::Connect(failure) => failure.code.as_deref().is_none_or(transient_sqlstate),
+            // No SQLSTATE: the driver lost the connection mid-statement.
+            Error::Query { code, .. } => code.as_deref().is_none_or(transient_sqlstate),
+            Error::Io { .. } => true,
+            Error::Url { .. }
+            | Error::Tool(_)
+            | Error::TargetNotEmpty(_)
+            | Error::Invalid(_)
+            | Error::Refused(_)
+            | Error::Internal(_)
+            | Error::Tls(_) => false,
+        }
+    }
+
     /// The SQLSTATE of a failed statement, if any.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
@@ -118,6 +138,18 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// SQLSTATEs of conditions that pass: connection exceptions (08), serialization failures and
+/// deadlocks (40001, 40P01), insufficient resources (53), operator intervention (57: shutdown,
+/// crash recovery, "cannot connect now") except a cancelled query (57014), system errors (58).
+fn transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code == "40001"
+        || code == "40P01"
+        || code.starts_with("53")
+        || (code.starts_with("57") && code != "57014")
+        || code.starts_with("58")
 }
 
 /// Formats a driver error as "message (SQLSTATE xxxxx) detail: … hint: …", never the query text.
@@ -146,4 +178,52 @@ pub(crate) fn describe_pg_error(err: &tokio_postgres::Error) -> String {
         source = cause.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(code: Option<&str>) -> Error {
+        Error::Connect(Box::new(ConnectFailure {
+            side: Side::Source,
+            endpoint: "db:5432".into(),
+            database: "app".into(),
+            detail: "d".into(),
+            hint: String::new(),
+            code: code.map(str::to_owned),
+        }))
+    }
+
+    fn query(code: Option<&str>) -> Error {
+        Error::Query {
+            side: Side::Target,
+            database: "app".into(),
+            context: "c".into(),
+            detail: "d".into(),
+            code: code.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn what_may_pass_on_a_retry() {
+        // Lost connections, restarts, resources.
+        assert!(connect(None).retryable());
+        assert!(connect(Some("57P03")).retryable());
+        assert!(connect(Some("53300")).retryable());
+        assert!(query(None).retryable());
+        assert!(query(Some("08006")).retryable());
+        assert!(query(Some("57P01")).retryable());
+        assert!(query(Some("40001")).retryable());
+        assert!(Error::io("write", std::io::Error::other("x")).retryable());
+        // Credentials, missing databases, schema conflicts, usage.
+        assert!(!connect(Some("28P01")).retryable());
+        assert!(!connect(Some("28000")).retryable());
+        assert!(!connect(Some("3D000")).retryable());
+        assert!(!query(Some("42P07")).retryable());
+        assert!(!query(Some("57014")).retryable());
+        assert!(!Error::TargetNotEmpty("t".into()).retryable());
+        assert!(!Error::Invalid("i".into()).retryable());
+        assert!(!Error::Refused("r".into()).retryable());
+    }
 }

@@ -743,7 +743,12 @@ async fn target_action(req: &Request, target_admin: &Db, target_db: &str) -> Res
     let target = Db::connect(&req.target, target_db).await?;
     let contents = catalog::contents(&target).await?;
     let endpoint = req.target.endpoint();
-    if req.options.drop_existing && !req.options.resume {
+    // With both, an interrupted copy is resumed and anything else is dropped: what a job's
+    // next attempt does after a first one that died before or after its first commit.
+    if contents.interrupted && req.options.resume {
+        return Ok(TargetAction::Resume);
+    }
+    if req.options.drop_existing {
         return Ok(if contents.is_empty() && !contents.interrupted {
             TargetAction::UseEmpty
         } else {
@@ -751,14 +756,10 @@ async fn target_action(req: &Request, target_admin: &Db, target_db: &str) -> Res
         });
     }
     if contents.interrupted {
-        return Ok(if req.options.resume {
-            TargetAction::Resume
-        } else {
-            TargetAction::Refuse {
-                reason: format!(
-                    "target database \"{target_db}\" on {endpoint} holds an interrupted barge copy: pass --resume to continue it, or --drop-existing to start over"
-                ),
-            }
+        return Ok(TargetAction::Refuse {
+            reason: format!(
+                "target database \"{target_db}\" on {endpoint} holds an interrupted barge copy: pass --resume to continue it, or --drop-existing to start over"
+            ),
         });
     }
     if contents.is_empty() {

@@ -59,6 +59,9 @@ pub struct JobView {
     pub finished_at: Option<Timestamp>,
     /// When the current state must have moved on.
     pub deadline: Option<Timestamp>,
+    /// Why the previous attempt ended, when this one is a retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
 }
 
 impl From<&Job> for JobView {
@@ -83,6 +86,7 @@ impl From<&Job> for JobView {
             heartbeat_at: job.heartbeat_at,
             finished_at: job.finished_at,
             deadline: job.deadline,
+            last_failure: job.last_failure.clone(),
         }
     }
 }

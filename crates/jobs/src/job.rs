@@ -424,6 +424,9 @@ pub struct Job {
     pub deadline: Option<Timestamp>,
     /// When a store may delete it (TTL); set on a terminal state. Reads hide it after this.
     pub expires_at: Option<Timestamp>,
+    /// Why the previous attempt ended, when the job was requeued for another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
     /// Bumped by every write; writes are conditional on it.
     pub revision: u64,
 }
@@ -464,6 +467,7 @@ impl Job {
             finished_at: None,
             deadline: Some(now.plus_seconds(deadlines.queued)),
             expires_at: None,
+            last_failure: None,
             revision: 0,
         }
     }
@@ -541,6 +545,13 @@ impl Job {
                 }
                 next.finish(S::Cancelled, now);
             }
+            // A failure that may pass on another machine gets another attempt while any
+            // remain; the reaper (or the coordinator, at once) launches it.
+            (S::Running { .. }, Event::Finished(Outcome::Failed { reason, retryable: true }))
+                if !self.cancel_requested && self.attempt < self.max_attempts =>
+            {
+                next.requeue(reason.clone(), deadlines, now);
+            }
             (S::Running { .. }, Event::Finished(outcome)) => {
                 let status = match outcome {
                     Outcome::Succeeded => S::Succeeded,
@@ -556,12 +567,7 @@ impl Job {
                 if self.cancel_requested {
                     next.finish(S::Cancelled, now);
                 } else if self.attempt < self.max_attempts {
-                    next.status = S::Queued;
-                    next.attempt = self.attempt + 1;
-                    next.instance_id = None;
-                    next.started_at = None;
-                    next.heartbeat_at = None;
-                    next.deadline = Some(now.plus_seconds(deadlines.queued));
+                    next.requeue(format!("the worker was lost: {reason}"), deadlines, now);
                 } else {
                     let reason = format!("the worker was lost ({reason}) on each of {} attempts", self.attempt);
                     next.finish(S::Failed { reason, retryable: true }, now);
@@ -587,6 +593,17 @@ impl Job {
             (_, event) => return conflict(&format!("apply {}", event.name().replace('_', " "))),
         }
         Ok(next)
+    }
+
+    /// Back to `queued` for the next attempt, remembering why this one ended.
+    fn requeue(&mut self, reason: String, deadlines: Deadlines, now: Timestamp) {
+        self.status = JobStatus::Queued;
+        self.attempt += 1;
+        self.instance_id = None;
+        self.started_at = None;
+        self.heartbeat_at = None;
+        self.deadline = Some(now.plus_seconds(deadlines.queued));
+        self.last_failure = Some(reason);
     }
 
     fn finish(&mut self, status: JobStatus, now: Timestamp) {
@@ -676,6 +693,7 @@ mod tests {
             Event::WorkerLost { reason: "no heartbeat".into() },
             Event::DeadlinePassed,
             Event::CancelUnanswered,
+            Event::Finished(Outcome::Failed { reason: "connection lost".into(), retryable: true }),
         ]
     }
 
@@ -695,7 +713,7 @@ mod tests {
     fn expected(state: State, event: usize) -> To {
         use To::{CancelFlag, Conflict, Forbidden, Requeued, Same};
         let to = To::State;
-        let row: [To; 16] = match state {
+        let row: [To; 17] = match state {
             State::Queued => [
                 to(State::Launching),
                 Same,
@@ -712,6 +730,7 @@ mod tests {
                 Conflict,
                 Conflict,
                 to(State::TimedOut),
+                Conflict,
                 Conflict,
             ],
             State::Launching => [
@@ -731,6 +750,7 @@ mod tests {
                 Requeued,
                 to(State::TimedOut),
                 Conflict,
+                Conflict,
             ],
             State::Running => [
                 Conflict,
@@ -749,10 +769,27 @@ mod tests {
                 Requeued,
                 to(State::TimedOut),
                 Conflict,
+                Requeued,
             ],
             State::Succeeded | State::Failed | State::Cancelled | State::TimedOut => std::array::from_fn(|_| Conflict),
         };
         row.into_iter().nth(event).unwrap_or(Conflict)
+    }
+
+    #[test]
+    fn a_retryable_failure_is_retried_while_attempts_remain() {
+        let failed = Event::Finished(Outcome::Failed { reason: "connection lost".into(), retryable: true });
+        let mut job = job_in(JobStatus::Running { phase: Phase::Copying }, false);
+        let next = job.apply(&failed, Deadlines::default(), NOW).unwrap();
+        assert_eq!((next.state(), next.attempt, next.instance_id.as_deref()), (State::Queued, 2, None));
+        assert_eq!(next.last_failure.as_deref(), Some("connection lost"));
+        assert!(next.deadline.is_some_and(|at| at > NOW), "a requeued job has a launch deadline");
+        job.attempt = job.max_attempts;
+        let last = job.apply(&failed, Deadlines::default(), NOW).unwrap();
+        assert_eq!(last.status, JobStatus::Failed { reason: "connection lost".into(), retryable: true });
+        job.attempt = 1;
+        job.cancel_requested = true;
+        assert_eq!(job.apply(&failed, Deadlines::default(), NOW).unwrap().state(), State::Failed);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use crate::{
-    job::{Job, JobId, State},
+    job::{Job, JobId, State, Timestamp},
     spec::Credentials,
 };
 
@@ -141,6 +141,23 @@ pub trait Launcher: Send + Sync + 'static {
 
     /// Every worker still running (pending or running; not stopping or gone).
     fn instances(&self) -> impl Future<Output = Result<Vec<Instance>, LaunchError>> + Send;
+}
+
+/// One line of a worker's log (a JSON object, already redacted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    /// When it was written.
+    pub at: Timestamp,
+    /// The line, without its newline.
+    pub text: String,
+}
+
+/// Where a worker's log goes: CloudWatch Logs (a stream per job attempt) on AWS, a file per
+/// job locally. Lines arrive in batches, in order.
+pub trait LogSink: Send + 'static {
+    /// Stores `lines`; an error is reported once and the lines are dropped (logging never
+    /// stops a job).
+    fn ship(&mut self, lines: &[LogLine]) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// A sealing failure; never holds the plaintext.

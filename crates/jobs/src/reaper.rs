@@ -37,8 +37,8 @@ impl Policy {
             let number =
                 || value.trim().parse::<u32>().map_err(|_| format!("{name} must be a whole number, not {value:?}"));
             match name.as_str() {
-                "HEARTBEAT_TIMEOUT_SECONDS" => policy.heartbeat_timeout = i64::from(number()?.max(30)),
-                "CANCEL_GRACE_SECONDS" => policy.cancel_grace = i64::from(number()?.max(10)),
+                "HEARTBEAT_TIMEOUT_SECONDS" => policy.heartbeat_timeout = i64::from(number()?.max(5)),
+                "CANCEL_GRACE_SECONDS" => policy.cancel_grace = i64::from(number()?.max(5)),
                 "LAUNCH_TIMEOUT_SECONDS" => policy.deadlines.launching = i64::from(number()?.max(60)),
                 "MAX_ATTEMPTS" => policy.deadlines.max_attempts = number()?.clamp(1, 10),
                 _ => {}

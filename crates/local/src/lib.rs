@@ -1,11 +1,16 @@
 //! Adapters for running barge's control plane on one machine (`barge serve`): jobs in
 //! SQLite ([`SqliteStore`]), credentials sealed with a key file ([`KeyFileSealer`]), callers
-//! recognised by bearer tokens ([`BearerTokens`]). Depends on `barge-jobs` only.
+//! recognised by bearer tokens ([`BearerTokens`]), workers run as child processes
+//! ([`ProcessLauncher`]) logging to a file per job ([`FileLogSink`]). Depends on `barge-jobs` only.
 
+mod launcher;
+mod logs;
 mod sealer;
 mod store;
 mod tokens;
 
+pub use launcher::{ProcessLauncher, WorkerCommand};
+pub use logs::FileLogSink;
 pub use sealer::KeyFileSealer;
 pub use store::SqliteStore;
 pub use tokens::BearerTokens;

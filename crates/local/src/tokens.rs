@@ -5,16 +5,17 @@
 use std::{
     collections::HashMap,
     path::Path,
-    sync::{PoisonError, RwLock},
+    sync::{Arc, PoisonError, RwLock},
 };
 
 use barge_jobs::{AuthError, Authenticator, Caller};
 use sha2::{Digest, Sha256};
 
-/// Callers by token digest.
-#[derive(Default)]
+/// Callers by token digest. Clones share the same tokens (the API recognises what the
+/// process launcher issues).
+#[derive(Clone, Default)]
 pub struct BearerTokens {
-    callers: RwLock<HashMap<[u8; 32], Caller>>,
+    callers: Arc<RwLock<HashMap<[u8; 32], Caller>>>,
 }
 
 fn digest(token: &str) -> [u8; 32] {

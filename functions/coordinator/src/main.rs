@@ -24,11 +24,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     tracing_subscriber::fmt().json().with_target(false).without_time().init();
     let config = Config::from_vars(std::env::vars())?;
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let fleet = Ec2LauncherConfig {
-        launch_template: var("WORKER_LAUNCH_TEMPLATE")?,
-        endpoint: var("API_ENDPOINT")?,
-        instance_types: var("WORKER_INSTANCE_TYPES")?.split(',').map(|t| t.trim().to_string()).collect(),
-    };
+    let fleet = Ec2LauncherConfig::from_vars(|name| std::env::var(name).ok())?;
     let app = App::<Aws>::new(
         DynamoJobStore::new(&aws, var("JOB_TABLE")?),
         Ec2Launcher::new(&aws, fleet),

@@ -290,7 +290,8 @@ async fn progress<P: Ports>(
 /// Longest failure reason kept.
 const MAX_REASON_BYTES: usize = 4096;
 
-/// `POST /jobs/{id}/finish`: the worker's outcome.
+/// `POST /jobs/{id}/finish`: the worker's outcome; a retryable failure launches the next
+/// attempt while attempts remain.
 async fn finish<P: Ports>(
     State(app): State<Arc<App<P>>>,
     Worker(instance): Worker,
@@ -304,6 +305,9 @@ async fn finish<P: Ports>(
         return Err(ApiError::Invalid(format!("reason: 1 to {MAX_REASON_BYTES} bytes")));
     }
     let job = worker_event(&app, &instance, &id, &Event::Finished(outcome)).await?;
-    tracing::info!(job = %job.id, state = %job.state(), "finished");
+    tracing::info!(job = %job.id, state = %job.state(), attempt = job.attempt, "finished");
+    // A retryable failure with attempts left is queued again: its next worker starts now
+    // (the reaper would start it on its next sweep otherwise).
+    let job = if job.state() == JobState::Queued { launch(&app, job).await? } else { job };
     Ok(Json(JobView::from(&job)))
 }

@@ -16,11 +16,7 @@ async fn main() -> Result<(), Error> {
     let policy = Policy::from_vars(std::env::vars())?;
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let store = DynamoJobStore::new(&aws, var("JOB_TABLE")?);
-    let fleet = Ec2LauncherConfig {
-        launch_template: var("WORKER_LAUNCH_TEMPLATE")?,
-        endpoint: var("API_ENDPOINT")?,
-        instance_types: var("WORKER_INSTANCE_TYPES")?.split(',').map(|t| t.trim().to_string()).collect(),
-    };
+    let fleet = Ec2LauncherConfig::from_vars(|name| std::env::var(name).ok())?;
     let launcher = Ec2Launcher::new(&aws, fleet);
     lambda_runtime::run(service_fn(|_: LambdaEvent<serde_json::Value>| async {
         let report = sweep(&store, &launcher, &policy).await?;

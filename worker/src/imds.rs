@@ -1,0 +1,51 @@
+//! What launched this instance told it: the job id, attempt, coordinator endpoint and log
+//! group, read from EC2 user data through IMDSv2 (session tokens; the launch template
+//! requires them). User data holds nothing secret: credentials come from `claim`.
+
+use barge_jobs::JobId;
+use serde::Deserialize;
+
+/// The `barge` object of the user data the EC2 launcher writes.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Launch {
+    /// The job to claim.
+    pub job_id: JobId,
+    /// Its attempt.
+    pub attempt: u32,
+    /// The coordinator's endpoint.
+    pub endpoint: String,
+    /// The CloudWatch Logs group for the job's log stream.
+    #[serde(default)]
+    pub log_group: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UserData {
+    barge: Launch,
+}
+
+/// Parses user data written by the EC2 launcher.
+pub fn parse(user_data: &str) -> Result<Launch, String> {
+    serde_json::from_str::<UserData>(user_data).map(|u| u.barge).map_err(|e| {
+        format!("this instance's user data is not a barge job ({e}); it is written by the coordinator's EC2 launcher")
+    })
+}
+
+/// Reads the launch from the instance metadata service (IMDSv2).
+pub async fn launch(client: &aws_config::imds::Client) -> Result<Launch, String> {
+    let user_data = client
+        .get("/latest/user-data")
+        .await
+        .map_err(|e| format!("cannot read user data from the instance metadata service: {e}"))?;
+    parse(user_data.as_ref())
+}
+
+/// The instance's region, from the metadata service.
+pub async fn region(client: &aws_config::imds::Client) -> Result<String, String> {
+    client
+        .get("/latest/meta-data/placement/region")
+        .await
+        .map(|region| region.as_ref().trim().to_string())
+        .map_err(|e| format!("cannot read the region from the instance metadata service: {e}"))
+}

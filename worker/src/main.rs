@@ -1,0 +1,299 @@
+//! `barge-worker`: runs one job. On EC2 (`barge-worker ec2`, started by systemd at boot) it
+//! learns its job from user data and signs its calls with the instance role; under `barge
+//! serve` (`barge-worker job`) it gets a one-job token on standard input; `barge-worker run
+//! --spec job.json` runs a spec with no control plane at all.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use barge_client::{ApiClient, Auth, Backoff, SigV4, retry};
+use barge_jobs::{JobId, JobSpec, Outcome, Timestamp};
+use barge_worker::{
+    execute::{self, Attempt, Ending, Timing},
+    logs::{Logs, Redactor},
+    report::{ApiReporter, Reporter, StdoutReporter},
+};
+use clap::{Parser, Subcommand};
+use tokio::time::Instant;
+
+const EXIT_CODES: &str = "Exit codes: 0 succeeded, 1 failed, 2 usage, 3 cancelled, 4 timed out, 5 the API could not be reached or the job could not be claimed.";
+
+/// barge's worker: claims a job, runs the engine, reports progress and the outcome.
+#[derive(Parser)]
+#[command(name = "barge-worker", version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// On an EC2 instance (systemd runs this at boot): read the job id, attempt and endpoint
+    /// from user data (IMDSv2), sign calls with the instance role, log to CloudWatch Logs.
+    Ec2 {
+        /// The instance metadata endpoint (for tests; the SDK's default otherwise).
+        #[arg(long, env = "BARGE_IMDS_ENDPOINT", hide = true)]
+        imds_endpoint: Option<String>,
+    },
+    /// Run job JOB for the coordinator at ENDPOINT; the one-job token is read from standard
+    /// input (as barge serve's process launcher passes it).
+    Job {
+        /// The coordinator's endpoint.
+        #[arg(long)]
+        endpoint: String,
+        /// The job's id.
+        #[arg(long)]
+        job: String,
+        /// Append the job's log here (JSON lines).
+        #[arg(long)]
+        log_file: PathBuf,
+        /// Seconds between heartbeats.
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+        heartbeat_seconds: u64,
+    },
+    /// Run a job spec with no control plane: progress and logs as JSON lines on standard
+    /// output, the exit code from the result. For debugging a worker or a fresh AMI.
+    Run {
+        /// The job spec (JSON, as `POST /jobs` takes it); `-` reads standard input.
+        #[arg(long)]
+        spec: PathBuf,
+        /// Run as this attempt (2 or more resumes an interrupted init).
+        #[arg(long, default_value_t = 1)]
+        attempt: u32,
+    },
+}
+
+const USAGE: u8 = 2;
+const UNREACHABLE: u8 = 5;
+
+fn exit_code(outcome: &Outcome) -> u8 {
+    match outcome {
+        Outcome::Succeeded => 0,
+        Outcome::Failed { .. } => 1,
+        Outcome::Cancelled => 3,
+        Outcome::TimedOut => 4,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("barge-worker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Mode::Run { spec, attempt } => run_spec(&spec, attempt).await,
+            Mode::Job { endpoint, job, log_file, heartbeat_seconds } => {
+                local_job(&endpoint, &job, &log_file, heartbeat_seconds).await
+            }
+            Mode::Ec2 { imds_endpoint } => ec2(imds_endpoint.as_deref()).await,
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    ExitCode::from(code)
+}
+
+/// A SIGTERM (systemd stopping the unit, the machine shutting down): the job gets another
+/// attempt, which resumes what this one committed.
+async fn terminated() -> Outcome {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+    Outcome::Failed { reason: "the worker was stopped (its machine is shutting down)".into(), retryable: true }
+}
+
+async fn run_spec(path: &PathBuf, attempt: u32) -> u8 {
+    let redactor = Redactor::default();
+    let logs = Logs::start(barge_worker::logs::StdoutSink, redactor.clone());
+    logs.install(false);
+    let text = if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
+    } else {
+        tokio::fs::read_to_string(path).await
+    };
+    let spec = match text
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        .and_then(|text| JobSpec::from_json(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display())))
+    {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("barge-worker: {}", redactor.redact(&e));
+            return USAGE;
+        }
+    };
+    redactor.add_urls([spec.source_url.expose(), spec.target_url.expose()]);
+    let deadline = Some(Instant::now() + Duration::from_secs(spec.options.max_duration_seconds()));
+    let job = Attempt { spec, attempt: attempt.max(1), deadline };
+    let interrupted = async {
+        let _ = tokio::signal::ctrl_c().await;
+        Outcome::Cancelled
+    };
+    let ending = execute::supervise(&job, &StdoutReporter, Timing::default(), interrupted).await;
+    let code = match ending {
+        Ending::Outcome(outcome) => {
+            let _ = StdoutReporter.finish(&outcome).await;
+            exit_code(&outcome)
+        }
+        Ending::Abandoned(_) => 1,
+    };
+    logs.flush(Duration::from_secs(5)).await;
+    code
+}
+
+async fn local_job(endpoint: &str, job: &str, log_file: &std::path::Path, heartbeat_seconds: u64) -> u8 {
+    let Some(job) = JobId::parse(job) else {
+        eprintln!("barge-worker: {job:?} is not a job id");
+        return USAGE;
+    };
+    let mut token = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut token) {
+        eprintln!("barge-worker: cannot read the job token from standard input: {e}");
+        return USAGE;
+    }
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        eprintln!("barge-worker: no job token on standard input (barge serve passes it there)");
+        return USAGE;
+    }
+    let redactor = Redactor::default();
+    redactor.add(&token);
+    let sink = match barge_local::FileLogSink::open(log_file).await {
+        Ok(sink) => sink,
+        Err(e) => {
+            eprintln!("barge-worker: cannot open the log file {}: {e}", log_file.display());
+            return USAGE;
+        }
+    };
+    let logs = Logs::start(sink, redactor.clone());
+    logs.install(false);
+    let client = match ApiClient::new(endpoint, Auth::Bearer(token)) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "bad endpoint");
+            logs.flush(Duration::from_secs(5)).await;
+            return USAGE;
+        }
+    };
+    let timing = Timing { heartbeat_every: Duration::from_secs(heartbeat_seconds), ..Timing::default() };
+    let code = claim_and_run(client, job, &redactor, timing).await;
+    logs.flush(Duration::from_secs(10)).await;
+    code
+}
+
+async fn ec2(imds_endpoint: Option<&str>) -> u8 {
+    let mut imds = aws_config::imds::Client::builder();
+    if let Some(endpoint) = imds_endpoint {
+        imds = match imds.endpoint(endpoint) {
+            Ok(builder) => builder,
+            Err(e) => {
+                eprintln!("barge-worker: bad metadata endpoint {endpoint}: {e}");
+                return USAGE;
+            }
+        };
+    }
+    let imds = imds.build();
+    let launch = match retry_imds(|| barge_worker::imds::launch(&imds)).await {
+        Ok(launch) => launch,
+        Err(e) => {
+            eprintln!("barge-worker: {e}");
+            return USAGE;
+        }
+    };
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let region = match config.region() {
+        Some(region) => region.to_string(),
+        None => match barge_worker::imds::region(&imds).await {
+            Ok(region) => region,
+            Err(e) => {
+                eprintln!("barge-worker: {e}");
+                return UNREACHABLE;
+            }
+        },
+    };
+    let redactor = Redactor::default();
+    let logs = match &launch.log_group {
+        Some(group) => {
+            let client = aws_sdk_cloudwatchlogs::Client::new(&config);
+            let sink = barge_aws::CloudWatchLogSink::new(client, group, &launch.job_id, launch.attempt);
+            Logs::start(sink, redactor.clone())
+        }
+        None => Logs::start(barge_worker::logs::NullSink, redactor.clone()),
+    };
+    // The journal keeps a copy on the instance (`journalctl -u barge-worker`).
+    logs.install(true);
+    let Some(credentials) = config.credentials_provider() else {
+        tracing::error!("no AWS credentials provider: the instance needs its instance profile");
+        logs.flush(Duration::from_secs(10)).await;
+        return UNREACHABLE;
+    };
+    let signer = SigV4::new(credentials, SigV4::region_of(&launch.endpoint).unwrap_or(region));
+    let client = match ApiClient::new(&launch.endpoint, Auth::SigV4(signer)) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "bad endpoint in user data");
+            logs.flush(Duration::from_secs(10)).await;
+            return USAGE;
+        }
+    };
+    let code = claim_and_run(client, launch.job_id, &redactor, Timing::default()).await;
+    logs.flush(Duration::from_secs(30)).await;
+    code
+}
+
+async fn retry_imds<F, Fut>(call: F) -> Result<barge_worker::imds::Launch, String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<barge_worker::imds::Launch, String>>,
+{
+    let mut last = String::new();
+    for wait in [1, 2, 4, 8] {
+        match call().await {
+            Ok(launch) => return Ok(launch),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+    Err(last)
+}
+
+/// Claims `job`, runs it, reports the outcome; returns the exit code.
+async fn claim_and_run(client: ApiClient, job: JobId, redactor: &Redactor, timing: Timing) -> u8 {
+    let backoff = Backoff { budget: Duration::from_secs(300), ..Backoff::default() };
+    let claim = match retry("claim", backoff, || client.claim(&job)).await {
+        Ok(claim) => claim,
+        Err(e) => {
+            tracing::error!(job = %job, error = %e, "cannot claim the job");
+            return UNREACHABLE;
+        }
+    };
+    redactor.add_urls([claim.spec.source_url.expose(), claim.spec.target_url.expose()]);
+    let attempt = claim.job.attempt;
+    tracing::info!(job = %job, attempt, command = %claim.spec.command, source = %claim.job.source, target = %claim.job.target, "claimed");
+    let deadline = claim.job.deadline.map(|at| {
+        let left = at.millis().saturating_sub(Timestamp::now().millis()).max(0);
+        Instant::now() + Duration::from_millis(u64::try_from(left).unwrap_or(0))
+    });
+    let reporter = ApiReporter::new(client, job.clone());
+    let run = Attempt { spec: claim.spec, attempt, deadline };
+    match execute::supervise(&run, &reporter, timing, terminated()).await {
+        Ending::Outcome(outcome) => {
+            let code = exit_code(&outcome);
+            if let Err(e) = reporter.finish(&outcome).await {
+                tracing::error!(job = %job, error = %e, ?outcome, "cannot report the outcome; the reaper will end the job");
+                return UNREACHABLE;
+            }
+            code
+        }
+        Ending::Abandoned(why) => {
+            tracing::warn!(job = %job, %why, "stopped without reporting");
+            1
+        }
+    }
+}

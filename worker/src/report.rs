@@ -1,0 +1,107 @@
+//! Where a running job reports: the coordinator ([`ApiReporter`]) or, with no control plane,
+//! standard output ([`StdoutReporter`], for `barge-worker run --spec`).
+
+use std::{future::Future, time::Duration};
+
+use barge_client::{ApiClient, Backoff, ClientError, retry};
+use barge_jobs::{JobId, JobStatus, Outcome, Progress, api::Heartbeat};
+
+/// What a report's answer means for the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Keep going.
+    Continue,
+    /// The owner asked to stop.
+    Cancel,
+    /// The job is no longer this worker's: another attempt has it or it already ended.
+    Lost(String),
+    /// The report could not be delivered (after retries); the engine keeps going.
+    Unreachable(String),
+}
+
+/// Where a job's progress, heartbeats and outcome go.
+pub trait Reporter: Send + Sync {
+    /// The latest progress (also a heartbeat).
+    fn progress(&self, progress: &Progress) -> impl Future<Output = Answer> + Send;
+    /// A sign of life.
+    fn heartbeat(&self) -> impl Future<Output = Answer> + Send;
+    /// The outcome; `Err` when it could not be delivered.
+    fn finish(&self, outcome: &Outcome) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Reports to the coordinator, retrying transient failures.
+pub struct ApiReporter {
+    client: ApiClient,
+    job: JobId,
+    /// Retries of progress and heartbeats: short, since the next tick tries again.
+    pub report_backoff: Backoff,
+    /// Retries of the outcome: long, since nothing else will report it.
+    pub finish_backoff: Backoff,
+}
+
+impl ApiReporter {
+    /// Reports job `job` through `client`.
+    pub fn new(client: ApiClient, job: JobId) -> ApiReporter {
+        ApiReporter {
+            client,
+            job,
+            report_backoff: Backoff { budget: Duration::from_secs(10), ..Backoff::default() },
+            finish_backoff: Backoff { budget: Duration::from_secs(600), ..Backoff::default() },
+        }
+    }
+
+    fn answer(result: Result<Heartbeat, ClientError>) -> Answer {
+        match result {
+            Ok(heartbeat) if heartbeat.cancel_requested => Answer::Cancel,
+            Ok(Heartbeat { status: JobStatus::Running { .. }, .. }) => Answer::Continue,
+            Ok(heartbeat) => Answer::Lost(format!("the job is {}", heartbeat.status.state())),
+            // 403: another instance has the job; 404: gone; 409: it is no longer running.
+            Err(e) if matches!(e.status(), Some(403 | 404 | 409)) => Answer::Lost(e.to_string()),
+            Err(e) => Answer::Unreachable(e.to_string()),
+        }
+    }
+}
+
+impl Reporter for ApiReporter {
+    async fn progress(&self, progress: &Progress) -> Answer {
+        Self::answer(retry("progress", self.report_backoff, || self.client.progress(&self.job, progress)).await)
+    }
+
+    async fn heartbeat(&self) -> Answer {
+        Self::answer(retry("heartbeat", self.report_backoff, || self.client.heartbeat(&self.job)).await)
+    }
+
+    async fn finish(&self, outcome: &Outcome) -> Result<(), String> {
+        match retry("finish", self.finish_backoff, || self.client.finish(&self.job, outcome)).await {
+            Ok(view) => {
+                tracing::info!(state = %view.status.state(), attempt = view.attempt, "outcome reported");
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Prints progress and the outcome as JSON lines on standard output.
+pub struct StdoutReporter;
+
+#[allow(clippy::print_stdout)]
+fn line(kind: &str, value: &impl serde::Serialize) {
+    println!("{}", serde_json::json!({ "type": kind, "data": value }));
+}
+
+impl Reporter for StdoutReporter {
+    async fn progress(&self, progress: &Progress) -> Answer {
+        line("progress", progress);
+        Answer::Continue
+    }
+
+    async fn heartbeat(&self) -> Answer {
+        Answer::Continue
+    }
+
+    async fn finish(&self, outcome: &Outcome) -> Result<(), String> {
+        line("outcome", outcome);
+        Ok(())
+    }
+}
