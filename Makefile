@@ -32,7 +32,7 @@ build-lambda: ## Build the coordinator and reaper Lambdas for arm64 with cargo-l
 
 bench: ## Copy: barge vs pg_dump/pg_restore and pgcopydb (BENCH_SCALE=1 is ~1 GiB per dataset); API: latency, Lambda size
 	@scripts/setup bench
-	$(CARGO) build --release -p barge
+	$(CARGO) build --release -p barge -p barge-worker
 	@bench/run
 	@bench/api
 

@@ -99,6 +99,22 @@ impl Serve {
         self.watch(id, Duration::from_secs(240), |view| view.status.state().is_terminal()).await
     }
 
+    /// Submits an init of a slow source and waits until rows are moving: (source database,
+    /// target database, the running job).
+    async fn copy_under_way(&self, src: &Cluster, dst: &Cluster, prefix: &str) -> (String, String, JobView) {
+        let src_db = slow_source(src, prefix).await;
+        let dst_db = unique(&format!("{prefix}_copy"));
+        let job = self.submit(JobCommand::Init, &src.url(&src_db), &dst.url(&dst_db), copy_options()).await;
+        let seen = self
+            .watch(&job.id, Duration::from_secs(120), |v| {
+                v.status.state().is_terminal() || v.progress.as_ref().is_some_and(|p| p.bytes_copied > 0)
+            })
+            .await;
+        let running = seen.last().unwrap().clone();
+        assert!(matches!(running.status, JobStatus::Running { .. }), "{running:#?}");
+        (src_db, dst_db, running)
+    }
+
     fn log(&self, id: &JobId) -> String {
         std::fs::read_to_string(self.data.path().join("logs").join(format!("{id}.log"))).unwrap_or_default()
     }
@@ -226,19 +242,10 @@ async fn remote_jobs_run_to_the_end_with_live_progress() {
 async fn a_killed_worker_is_replaced_and_the_copy_resumes_without_duplicates() {
     let (src, dst) = (src18(), dst18());
     let serve = Serve::start();
-    let src_db = slow_source(&src, "killed").await;
-    let dst_db = unique("killed_copy");
-    let job = serve.submit(JobCommand::Init, &src.url(&src_db), &dst.url(&dst_db), copy_options()).await;
     // GIVEN a copy under way with some parts committed
-    let seen = serve
-        .watch(&job.id, Duration::from_secs(120), |v| {
-            v.status.state().is_terminal() || v.progress.as_ref().is_some_and(|p| p.bytes_copied > 0)
-        })
-        .await;
-    let running = seen.last().unwrap();
-    assert!(matches!(running.status, JobStatus::Running { .. }), "{running:#?}");
+    let (src_db, dst_db, job) = serve.copy_under_way(&src, &dst, "killed").await;
     // WHEN its worker is killed with SIGKILL
-    let pid = pid_of(running);
+    let pid = pid_of(&job);
     assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
     // THEN the reaper notices the silence, relaunches, and attempt 2 finishes the copy
     let seen = serve.finish(&job.id).await;
@@ -259,16 +266,8 @@ async fn a_killed_worker_is_replaced_and_the_copy_resumes_without_duplicates() {
 async fn a_cancel_stops_a_copy_within_ten_seconds_and_leaves_nothing_running() {
     let (src, dst) = (src18(), dst18());
     let serve = Serve::start();
-    let src_db = slow_source(&src, "cancel").await;
-    let dst_db = unique("cancel_copy");
-    let job = serve.submit(JobCommand::Init, &src.url(&src_db), &dst.url(&dst_db), copy_options()).await;
-    let seen = serve
-        .watch(&job.id, Duration::from_secs(120), |v| {
-            v.status.state().is_terminal() || v.progress.as_ref().is_some_and(|p| p.bytes_copied > 0)
-        })
-        .await;
-    let running = seen.last().unwrap().clone();
-    assert!(matches!(running.status, JobStatus::Running { .. }), "{running:#?}");
+    let (src_db, dst_db, running) = serve.copy_under_way(&src, &dst, "cancel").await;
+    let job = running.clone();
     // WHEN the owner cancels mid-copy
     let asked = Instant::now();
     let answer = serve.client.cancel(&job.id).await.unwrap();

@@ -18,6 +18,23 @@ pub struct Launch {
     /// The CloudWatch Logs group for the job's log stream.
     #[serde(default)]
     pub log_group: Option<String>,
+    /// The job's `max_duration`, in seconds: the worker unit's runtime limit is sized from it.
+    #[serde(default)]
+    pub max_duration: Option<u64>,
+}
+
+/// Grace beyond the job's `max_duration` before systemd stops the worker: the worker times
+/// the job out itself at `max_duration` and needs a moment to report it.
+pub const RUNTIME_GRACE_SECONDS: u64 = 600;
+
+/// The drop-in that gives the worker unit its runtime limit.
+pub fn runtime_dropin(launch: &Launch) -> Option<String> {
+    let max = launch.max_duration?;
+    Some(format!(
+        "# Written at boot by barge-worker limits for job {} (max_duration {max} s).\n[Service]\nRuntimeMaxSec={}\n",
+        launch.job_id,
+        max + RUNTIME_GRACE_SECONDS
+    ))
 }
 
 #[derive(Deserialize)]

@@ -192,10 +192,18 @@ impl LogSink for NullSink {
     }
 }
 
-/// One event's bytes, sent as lines when the formatter is done with it.
+/// Where one formatted event goes.
+enum Destination {
+    /// The sink, a line at a time.
+    Shipped(Logs),
+    /// Standard error.
+    Stderr(Redactor),
+}
+
+/// One event's bytes, redacted and delivered when the formatter is done with it.
 pub struct EventWriter {
     buffer: Vec<u8>,
-    logs: Logs,
+    to: Destination,
 }
 
 impl Write for EventWriter {
@@ -212,11 +220,18 @@ impl Write for EventWriter {
 impl Drop for EventWriter {
     fn drop(&mut self) {
         let text = String::from_utf8_lossy(&self.buffer);
-        let at = Timestamp::now();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let line = LogLine { at, text: self.logs.redactor.redact(line) };
-            // A full queue drops the line rather than stall the engine.
-            let _ = self.logs.sender.try_send(Message::Line(line));
+        match &self.to {
+            Destination::Shipped(logs) => {
+                let at = Timestamp::now();
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    let line = LogLine { at, text: logs.redactor.redact(line) };
+                    // A full queue drops the line rather than stall the engine.
+                    let _ = logs.sender.try_send(Message::Line(line));
+                }
+            }
+            Destination::Stderr(redactor) => {
+                let _ = std::io::stderr().write_all(redactor.redact(&text).as_bytes());
+            }
         }
     }
 }
@@ -225,42 +240,18 @@ impl<'a> MakeWriter<'a> for Logs {
     type Writer = EventWriter;
 
     fn make_writer(&'a self) -> Self::Writer {
-        EventWriter { buffer: Vec::with_capacity(256), logs: self.clone() }
+        EventWriter { buffer: Vec::with_capacity(256), to: Destination::Shipped(self.clone()) }
     }
 }
 
 /// Standard error, redacted.
 struct RedactingStderr(Redactor);
 
-/// One event for standard error.
-pub struct StderrEvent {
-    buffer: Vec<u8>,
-    redactor: Redactor,
-}
-
-impl Write for StderrEvent {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.buffer.extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for StderrEvent {
-    fn drop(&mut self) {
-        let text = self.redactor.redact(&String::from_utf8_lossy(&self.buffer));
-        let _ = std::io::stderr().write_all(text.as_bytes());
-    }
-}
-
 impl<'a> MakeWriter<'a> for RedactingStderr {
-    type Writer = StderrEvent;
+    type Writer = EventWriter;
 
     fn make_writer(&'a self) -> Self::Writer {
-        StderrEvent { buffer: Vec::with_capacity(256), redactor: self.0.clone() }
+        EventWriter { buffer: Vec::with_capacity(256), to: Destination::Stderr(self.0.clone()) }
     }
 }
 

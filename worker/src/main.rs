@@ -34,6 +34,16 @@ enum Mode {
         #[arg(long, env = "BARGE_IMDS_ENDPOINT", hide = true)]
         imds_endpoint: Option<String>,
     },
+    /// On an EC2 instance, before `ec2` (a boot unit runs this): write the systemd drop-in
+    /// that limits the worker unit's runtime to the job's max_duration plus a grace period.
+    Limits {
+        /// Where the worker unit's drop-ins live.
+        #[arg(long, default_value = "/run/systemd/system/barge-worker.service.d")]
+        dropin_dir: PathBuf,
+        /// The instance metadata endpoint (for tests; the SDK's default otherwise).
+        #[arg(long, env = "BARGE_IMDS_ENDPOINT", hide = true)]
+        imds_endpoint: Option<String>,
+    },
     /// Run job JOB for the coordinator at ENDPOINT; the one-job token is read from standard
     /// input (as barge serve's process launcher passes it).
     Job {
@@ -90,6 +100,7 @@ fn main() -> ExitCode {
                 local_job(&endpoint, &job, &log_file, heartbeat_seconds).await
             }
             Mode::Ec2 { imds_endpoint } => ec2(imds_endpoint.as_deref()).await,
+            Mode::Limits { dropin_dir, imds_endpoint } => limits(&dropin_dir, imds_endpoint.as_deref()).await,
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(2));
@@ -187,18 +198,47 @@ async fn local_job(endpoint: &str, job: &str, log_file: &std::path::Path, heartb
     code
 }
 
-async fn ec2(imds_endpoint: Option<&str>) -> u8 {
+fn imds_client(endpoint: Option<&str>) -> Result<aws_config::imds::Client, String> {
     let mut imds = aws_config::imds::Client::builder();
-    if let Some(endpoint) = imds_endpoint {
-        imds = match imds.endpoint(endpoint) {
-            Ok(builder) => builder,
-            Err(e) => {
-                eprintln!("barge-worker: bad metadata endpoint {endpoint}: {e}");
-                return USAGE;
-            }
-        };
+    if let Some(endpoint) = endpoint {
+        imds = imds.endpoint(endpoint).map_err(|e| format!("bad metadata endpoint {endpoint}: {e}"))?;
     }
-    let imds = imds.build();
+    Ok(imds.build())
+}
+
+async fn limits(dropin_dir: &std::path::Path, imds_endpoint: Option<&str>) -> u8 {
+    let written = async {
+        let imds = imds_client(imds_endpoint)?;
+        let launch = retry_imds(|| barge_worker::imds::launch(&imds)).await?;
+        let Some(dropin) = barge_worker::imds::runtime_dropin(&launch) else {
+            return Ok::<String, String>("user data names no max_duration: the unit's own limit applies".into());
+        };
+        let path = dropin_dir.join("50-runtime.conf");
+        std::fs::create_dir_all(dropin_dir)
+            .and_then(|()| std::fs::write(&path, dropin))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(format!("wrote {}", path.display()))
+    };
+    match written.await {
+        Ok(what) => {
+            eprintln!("barge-worker: {what}");
+            0
+        }
+        Err(e) => {
+            eprintln!("barge-worker: {e}");
+            UNREACHABLE
+        }
+    }
+}
+
+async fn ec2(imds_endpoint: Option<&str>) -> u8 {
+    let imds = match imds_client(imds_endpoint) {
+        Ok(imds) => imds,
+        Err(e) => {
+            eprintln!("barge-worker: {e}");
+            return USAGE;
+        }
+    };
     let launch = match retry_imds(|| barge_worker::imds::launch(&imds)).await {
         Ok(launch) => launch,
         Err(e) => {

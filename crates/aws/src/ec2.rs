@@ -96,8 +96,13 @@ pub struct Ec2Launcher {
 }
 
 /// The user data a worker reads through IMDSv2: no secrets, just where to ask.
-pub fn user_data(job: &JobId, attempt: u32, endpoint: &str, log_group: Option<&str>) -> String {
-    let mut launch = serde_json::json!({"job_id": job, "attempt": attempt, "endpoint": endpoint});
+pub fn user_data(job: &Job, endpoint: &str, log_group: Option<&str>) -> String {
+    let mut launch = serde_json::json!({
+        "job_id": job.id,
+        "attempt": job.attempt,
+        "endpoint": endpoint,
+        "max_duration": job.options.max_duration_seconds(),
+    });
     if let Some(group) = log_group {
         launch["log_group"] = serde_json::json!(group);
     }
@@ -164,8 +169,7 @@ impl Launcher for Ec2Launcher {
         if types.is_empty() {
             return Err(LaunchError { message: "no instance type is configured".into(), retryable: false });
         }
-        let user_data =
-            STANDARD.encode(user_data(&job.id, job.attempt, &self.config.endpoint, self.config.log_group.as_deref()));
+        let user_data = STANDARD.encode(user_data(job, &self.config.endpoint, self.config.log_group.as_deref()));
         let markets: &[bool] = if self.config.spot && resumable(job.command) { &[true, false] } else { &[false] };
         let mut out_of_capacity = Vec::new();
         for &spot in markets {

@@ -144,6 +144,7 @@ mod ec2 {
         assert_eq!(parsed["barge"]["job_id"], serde_json::json!(job.id.to_string()));
         assert_eq!(parsed["barge"]["endpoint"], serde_json::json!("https://api.example.com"));
         assert_eq!(parsed["barge"]["log_group"], serde_json::json!("/barge/workers"));
+        assert_eq!(parsed["barge"]["max_duration"], serde_json::json!(job.options.max_duration_seconds()));
         for secret in ["s3cr", "postgres://", "example.com:5432"] {
             assert!(!user_data.contains(secret), "{secret} in user data: {user_data}");
         }

@@ -115,3 +115,71 @@ fn bearer_tokens_recognise_users_and_workers() {
     tokens.revoke_worker("local-1");
     assert_eq!(tokens.authenticate(&request(Some(&format!("Bearer {worker}")))), Err(AuthError::Invalid));
 }
+
+/// A stand-in for barge-worker: records its arguments and the token it read from standard
+/// input, then waits to be killed.
+fn fake_worker(dir: &std::path::Path) -> std::path::PathBuf {
+    let program = dir.join("fake-worker");
+    std::fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\necho \"$@\" > {dir}/argv.$$\nread token\necho \"$token\" > {dir}/token.$$\nexec sleep 600\n",
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    program
+}
+
+fn bearer(token: &str) -> http::request::Parts {
+    http::Request::builder().header("authorization", format!("Bearer {token}")).body(()).unwrap().into_parts().0
+}
+
+#[tokio::test]
+async fn the_process_launcher_hands_a_one_job_token_on_stdin_and_kills_by_handle() {
+    use barge_jobs::Launcher;
+    use barge_local::{ProcessLauncher, WorkerCommand};
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = BearerTokens::new();
+    let command = WorkerCommand {
+        program: fake_worker(dir.path()),
+        log_dir: dir.path().join("logs"),
+        heartbeat_seconds: Some(3),
+    };
+    let launcher = ProcessLauncher::new(command, tokens.clone());
+    let job = conformance::job("alice", None, Timestamp::now());
+    // Not listening yet: a retryable failure.
+    assert!(launcher.launch(&job).await.unwrap_err().retryable);
+    launcher.set_endpoint("http://127.0.0.1:9");
+    let id = launcher.launch(&job).await.unwrap();
+    assert_eq!(launcher.launch(&job).await.unwrap(), id, "one worker per job attempt");
+    let pid = id.strip_prefix("proc-").unwrap();
+    let token_file = dir.path().join(format!("token.{pid}"));
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&token_file).map_or(true, |t| t.trim().is_empty()) {
+        assert!(started.elapsed().as_secs() < 10, "the worker never read its token");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    let argv = std::fs::read_to_string(dir.path().join(format!("argv.{pid}"))).unwrap();
+    assert!(argv.contains(&job.id.to_string()) && argv.contains("--heartbeat-seconds 3"), "{argv}");
+    assert!(!argv.contains(&token), "the token is not in argv");
+    assert_eq!(tokens.authenticate(&bearer(&token)), Ok(Caller::Worker { instance_id: id.clone() }));
+    let listed = launcher.instances().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].id.as_str(), listed[0].job.as_ref()), (id.as_str(), Some(&job.id)));
+    // WHEN it is terminated THEN the process is gone and its token no longer works
+    launcher.terminate(&id).await.unwrap();
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the worker still runs");
+    assert!(launcher.instances().await.unwrap().is_empty());
+    assert_eq!(tokens.authenticate(&bearer(&token)), Err(AuthError::Invalid));
+    launcher.terminate(&id).await.unwrap();
+    // A missing program is a clear, final launch failure.
+    let missing =
+        WorkerCommand { program: dir.path().join("nope"), log_dir: dir.path().into(), heartbeat_seconds: None };
+    let launcher = ProcessLauncher::new(missing, BearerTokens::new());
+    launcher.set_endpoint("http://127.0.0.1:9");
+    let e = launcher.launch(&job).await.unwrap_err();
+    assert!(!e.retryable && e.message.contains("barge-worker"), "{e}");
+}
