@@ -4,12 +4,13 @@
   remote.py init ENDPOINT TOKEN_FILE SOURCE TARGET
       one init job, submit to succeeded; prints "seconds peak_worker_rss_kb attempt"
   remote.py latency ENDPOINT TOKEN_FILE SOURCE TARGET N
-      N validate jobs one after another; prints the median and max seconds from submit to
-      `running` (the worker process started and claimed the job)
+      N validate jobs one after another, each must succeed; prints the median and max seconds
+      from submit until the client saw `running` (the worker process started and claimed the
+      job), then the median of the server's own created_at → started_at
 
 URLs come from the environment variables named SOURCE and TARGET, never from argv.
 """
-import json, os, statistics, sys, time, urllib.request
+import datetime, json, os, statistics, sys, time, urllib.request
 
 
 def call(endpoint, token, method, path, body=None):
@@ -20,6 +21,11 @@ def call(endpoint, token, method, path, body=None):
         req.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
+
+
+def seconds_between(start, end):
+    parse = datetime.datetime.fromisoformat
+    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
 
 
 def peak_rss_kb(pid):
@@ -54,7 +60,7 @@ def main():
             sys.exit(f"remote init ended {json.dumps(job['status'])}")
         print(f"{seconds:.1f} {peak} {job['attempt']}")
     else:
-        waits = []
+        waits, server = [], []
         for _ in range(int(sys.argv[6])):
             t0 = time.monotonic()
             job = call(endpoint, token, "POST", "/jobs", spec)
@@ -65,7 +71,10 @@ def main():
             while job["status"]["state"] not in ("succeeded", "failed", "cancelled", "timed_out"):
                 time.sleep(0.05)
                 job = call(endpoint, token, "GET", "/jobs/" + job["id"])
-        print(f"{statistics.median(waits):.3f} {max(waits):.3f}")
+            if job["status"]["state"] != "succeeded" or not job.get("started_at"):
+                sys.exit(f"validate job {job['id']} ended {json.dumps(job['status'])}")
+            server.append(seconds_between(job["created_at"], job["started_at"]))
+        print(f"{statistics.median(waits):.3f} {max(waits):.3f} {statistics.median(server):.3f}")
 
 
 main()
