@@ -4,9 +4,49 @@
 use std::path::PathBuf;
 
 use barge_engine::{ConnInfo, Filter, Options, Request, Side};
+use barge_jobs::JobSpec;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const EXIT_CODES: &str = "Exit codes: 0 success; 1 the copy failed, verify found differences or validate found a failing check; 2 bad usage (flags, URLs, filters); 130 interrupted.";
+macro_rules! exit_codes {
+    () => {
+        "Exit codes: 0 success; 1 the copy failed, verify found differences or validate found a failing check; 2 bad usage (flags, URLs, filters); 3 the job was cancelled; 4 the job timed out (its --max-duration); 5 the barge API could not be reached; 130 interrupted (a remote job keeps running: `barge jobs watch`)."
+    };
+}
+
+const EXIT_CODES: &str = exit_codes!();
+
+macro_rules! remote_help {
+    () => {
+        "Remote jobs: with --remote (the default once `barge configure` set an endpoint, or with --api/BARGE_API) the command is submitted as a job to the barge API and runs on a worker close to the databases; this terminal watches it (Ctrl-C detaches, the job keeps running). Requests to AWS are signed with your AWS credentials (the standard chain: environment, profiles, SSO, instance roles); requests to `barge serve` carry the token it wrote."
+    };
+}
+
+const INIT_HELP: &str = concat!(
+    "Examples:\n",
+    "  BARGE_SOURCE=postgres://app@old-db/shop BARGE_TARGET=postgres://app@new-db/shop barge init\n",
+    "  barge init --source postgres://app@old-db --target postgres://app@new-db/postgres --all-databases -j 16\n",
+    "  barge init --dry-run                       # the plan: databases, tables, parts; changes nothing\n",
+    "  barge init --remote --max-duration 6h     # as a job on a worker next to the databases\n\n",
+    remote_help!(),
+    "\n\n",
+    exit_codes!()
+);
+const VALIDATE_HELP: &str = concat!(
+    "Examples:\n",
+    "  barge validate                              # BARGE_SOURCE and BARGE_TARGET from the environment\n",
+    "  barge validate --sync --remote              # from a worker, with logical replication checks\n\n",
+    remote_help!(),
+    "\n\n",
+    exit_codes!()
+);
+const VERIFY_HELP: &str = concat!(
+    "Examples:\n",
+    "  barge verify -j 8\n",
+    "  barge verify --remote --detach             # prints the job id; `barge jobs watch` later\n\n",
+    remote_help!(),
+    "\n\n",
+    exit_codes!()
+);
 
 /// barge moves PostgreSQL databases: copy schema and data in parallel from one server to
 /// another, check it, and verify the result.
@@ -16,6 +56,13 @@ pub struct Cli {
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// The barge API endpoint for remote jobs and `barge jobs` [default: the profile's, see
+    /// `barge configure`; else a `barge serve` running on this machine].
+    #[arg(long, global = true, env = "BARGE_API", value_name = "URL")]
+    pub api: Option<String>,
+    /// Which `barge configure` profile to use.
+    #[arg(long, global = true, env = "BARGE_PROFILE", value_name = "NAME", default_value = "default")]
+    pub profile: String,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -26,20 +73,125 @@ pub struct Cli {
 pub enum Command {
     /// Copy databases from the source server to the target server: schema, data, indexes,
     /// constraints, sequences, large objects.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = INIT_HELP)]
     Init(InitArgs),
     /// Check that a copy can run: connectivity, versions, tools, privileges, extensions,
     /// roles, target databases; with --sync, logical replication prerequisites.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = VALIDATE_HELP)]
     Validate(ValidateArgs),
     /// Compare source and target: rows and checksums per table in key-range chunks,
     /// sequences and schema objects.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = VERIFY_HELP)]
     Verify(VerifyArgs),
     /// Run barge's control plane on this machine: the job API on loopback, jobs in SQLite
     /// under the data directory, each job's worker as a local process, and the reaper.
     #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
+    /// List, show, watch, cancel remote jobs and read their logs.
+    #[command(subcommand, after_help = JOBS_HELP)]
+    Jobs(JobsCommand),
+    /// Set the barge API endpoint of a profile: given, or read from a deployed stack's
+    /// outputs (CloudFormation).
+    #[command(after_help = CONFIGURE_HELP)]
+    Configure(ConfigureArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "Example:\n  barge completions bash > ~/.local/share/bash-completion/completions/barge")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+const CONFIGURE_HELP: &str = "Profiles live in $XDG_CONFIG_HOME/barge/config.json (~/.config/barge/config.json). Without flags, prints the profile.\n\nExamples:\n  barge configure --stack barge-prod          # the stack's ApiEndpoint output\n  barge configure --endpoint https://abc123.execute-api.eu-west-1.amazonaws.com\n  barge configure --profile local --endpoint http://127.0.0.1:7447";
+
+/// `barge configure`.
+#[derive(Debug, Args)]
+pub struct ConfigureArgs {
+    /// Read the endpoint from this CloudFormation stack's `ApiEndpoint` output (AWS
+    /// credentials and region from the standard chain, or --region).
+    #[arg(long, value_name = "NAME", conflicts_with = "endpoint")]
+    pub stack: Option<String>,
+    /// The endpoint to store.
+    #[arg(long = "endpoint", value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// AWS region of the stack [default: AWS_REGION, the AWS profile's].
+    #[arg(long, value_name = "REGION", requires = "stack")]
+    pub region: Option<String>,
+    /// The bearer token file for a `barge serve` endpoint [default: the one it wrote].
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+}
+
+const JOBS_HELP: &str = concat!(
+    "Examples:\n",
+    "  barge jobs list --status running\n",
+    "  barge jobs watch                      # the last job submitted from this machine\n",
+    "  barge jobs logs 7f9c… -f\n",
+    "  barge jobs cancel 7f9c… --yes\n\n",
+    "The endpoint comes from --api/BARGE_API, the profile (`barge configure`), or a barge serve on this machine.\n\n",
+    exit_codes!()
+);
+
+const JOB_ID_HELP: &str = "The job id [default: the last job submitted from this machine].";
+
+/// `barge jobs …`.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// The most recent jobs: id, command, status, phase, progress, age.
+    #[command(
+        after_help = "Examples:\n  barge jobs list\n  barge jobs list --status running\n  barge jobs list --all --output json"
+    )]
+    List {
+        /// Every job, not only the 20 most recent.
+        #[arg(long)]
+        all: bool,
+        /// Only jobs in this state (queued, launching, running, succeeded, failed, cancelled, timed_out).
+        #[arg(long, value_name = "STATE")]
+        status: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// A job's details: spec (URLs redacted), status, error with next steps, attempts, worker.
+    #[command(after_help = "Example:\n  barge jobs show 7f9c… --output json")]
+    Show {
+        #[arg(help = JOB_ID_HELP)]
+        id: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Follow a job's progress until it ends (Ctrl-C stops watching, not the job).
+    #[command(after_help = concat!("Example:\n  barge jobs watch --output json | jq -c .progress\n\n", exit_codes!()))]
+    Watch {
+        #[arg(help = JOB_ID_HELP)]
+        id: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Ask a job to stop; its worker stops cleanly (what committed is kept) and the job ends
+    /// `cancelled`.
+    #[command(after_help = "Example:\n  barge jobs cancel 7f9c… --yes")]
+    Cancel {
+        /// The job id.
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// A job's log (every attempt), from CloudWatch Logs or `barge serve`'s log file.
+    #[command(after_help = "Examples:\n  barge jobs logs -f\n  barge jobs logs 7f9c… --raw | jq .fields.message")]
+    Logs {
+        #[arg(help = JOB_ID_HELP)]
+        id: Option<String>,
+        /// Keep printing new lines until the job ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Print the worker's JSON lines as they are.
+        #[arg(long)]
+        raw: bool,
+    },
 }
 
 const SERVE_HELP: &str = "The API listens on 127.0.0.1 only. Callers authenticate with the bearer token in DATA_DIR/token (0600), created on first start; workers get one-job tokens. Each job's log is DATA_DIR/logs/<job>.log.\n\nExample:\n  barge serve --port 7447 --data-dir ~/.local/share/barge";
@@ -169,6 +321,30 @@ pub struct Tools {
     pub pg_bin: Option<PathBuf>,
 }
 
+/// Where a command runs: on this machine, or as a job through the barge API.
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = "Remote jobs")]
+pub struct Placement {
+    /// Submit the command as a job to the barge API (see --api) and watch it [default when
+    /// an endpoint is configured].
+    #[arg(long, conflicts_with = "local")]
+    pub remote: bool,
+    /// Run here even when an endpoint is configured.
+    #[arg(long)]
+    pub local: bool,
+    /// Return right after submitting, printing the job id (remote only).
+    #[arg(long)]
+    pub detach: bool,
+    /// Stop the job as timed out after this long, e.g. 90m, 6h, 2d (remote only) [default: 1d,
+    /// at most 14d].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_duration: Option<u64>,
+    /// EC2 instance type of the worker, e.g. m7i.2xlarge (remote only) [default: chosen from
+    /// the estimated size].
+    #[arg(long, value_name = "TYPE")]
+    pub instance_type: Option<String>,
+}
+
 /// How output is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum OutputFormat {
@@ -218,6 +394,8 @@ pub struct InitArgs {
     pub maintenance_work_mem: Option<u64>,
     #[command(flatten)]
     pub tools: Tools,
+    #[command(flatten)]
+    pub placement: Placement,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,
@@ -242,6 +420,8 @@ pub struct ValidateArgs {
     pub jobs: Option<usize>,
     #[command(flatten)]
     pub tools: Tools,
+    #[command(flatten)]
+    pub placement: Placement,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,
@@ -257,6 +437,8 @@ pub struct VerifyArgs {
     /// Parallel chunk comparisons [default: number of CPUs].
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub placement: Placement,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,
@@ -335,6 +517,150 @@ impl TryFrom<&VerifyArgs> for Request {
     }
 }
 
+/// The job spec that runs the same command remotely, from exactly the same flags (the worker
+/// turns it into the same engine request: see the tests). Flags that only make sense here
+/// (`--pg-bin`, `--dry-run`) are refused rather than ignored.
+pub trait RemoteSpec {
+    /// The spec, checked as the API would check it; the error names the flag.
+    fn spec(&self) -> Result<JobSpec, String>;
+}
+
+fn job_filter(selection: &Selection) -> barge_jobs::Filter {
+    barge_jobs::Filter {
+        include_databases: selection.include_databases.clone(),
+        exclude_databases: selection.exclude_databases.clone(),
+        include_schemas: selection.include_schemas.clone(),
+        exclude_schemas: selection.exclude_schemas.clone(),
+        include_tables: selection.include_tables.clone(),
+        exclude_tables: selection.exclude_tables.clone(),
+        schema_only_tables: selection.schema_only_tables.clone(),
+    }
+}
+
+fn job_count(value: Option<usize>, flag: &str) -> Result<Option<u32>, String> {
+    match value {
+        Some(0) => Err(format!("{flag} must be at least 1")),
+        Some(n) => u32::try_from(n).map(Some).map_err(|_| format!("{flag} is too large")),
+        None => Ok(None),
+    }
+}
+
+/// The flag a spec field came from: `options.index_jobs` → `--index-jobs`,
+/// `filter.include_tables[2]` → `--include-table`.
+fn flag_of(field: &str) -> String {
+    let name = field.rsplit('.').next().unwrap_or(field);
+    let name = name.split('[').next().unwrap_or(name);
+    let name = match name {
+        "source_url" => "source",
+        "target_url" => "target",
+        "include_databases" => "include-database",
+        "exclude_databases" => "exclude-database",
+        "include_schemas" => "include-schema",
+        "exclude_schemas" => "exclude-schema",
+        "include_tables" => "include-table",
+        "exclude_tables" => "exclude-table",
+        "schema_only_tables" => "schema-only-table",
+        other => other,
+    };
+    format!("--{}", name.replace('_', "-"))
+}
+
+fn job_spec(
+    command: barge_jobs::Command,
+    endpoints: &Endpoints,
+    selection: &Selection,
+    placement: &Placement,
+    options: barge_jobs::Options,
+) -> Result<JobSpec, String> {
+    let spec = JobSpec {
+        command,
+        source_url: barge_jobs::ConnUrl::new(endpoints.source.clone()),
+        target_url: barge_jobs::ConnUrl::new(endpoints.target.clone()),
+        filter: job_filter(selection),
+        options: barge_jobs::Options {
+            all_databases: selection.all_databases,
+            max_duration: placement.max_duration,
+            instance_type: placement.instance_type.clone(),
+            ..options
+        },
+    };
+    // The API's own check, so a bad flag is refused here, naming the flag.
+    spec.validate().map_err(|e| format!("{}: {}", flag_of(&e.field), e.message))?;
+    Ok(spec)
+}
+
+fn local_only(tools: &Tools) -> Result<(), String> {
+    if tools.pg_bin.is_some() && std::env::var_os("BARGE_PG_BIN").is_none() {
+        return Err(
+            "--pg-bin applies to runs on this machine; a remote worker uses the client tools of its image".into()
+        );
+    }
+    Ok(())
+}
+
+impl RemoteSpec for InitArgs {
+    fn spec(&self) -> Result<JobSpec, String> {
+        if self.dry_run {
+            return Err("--dry-run shows the plan from this machine: run it with --local".into());
+        }
+        local_only(&self.tools)?;
+        let options = barge_jobs::Options {
+            jobs: job_count(self.jobs, "--jobs")?,
+            index_jobs: job_count(self.index_jobs, "--index-jobs")?,
+            split_tables_larger_than: Some(self.split_tables_larger_than),
+            drop_existing: self.policy.drop_existing,
+            resume: self.policy.resume,
+            roles: self.ownership.roles,
+            no_owner: self.ownership.no_owner,
+            no_acl: self.no_acl,
+            no_tablespaces: self.no_tablespaces,
+            skip_large_objects: self.skip_large_objects,
+            maintenance_work_mem: self.maintenance_work_mem,
+            ..barge_jobs::Options::default()
+        };
+        job_spec(barge_jobs::Command::Init, &self.endpoints, &self.selection, &self.placement, options)
+    }
+}
+
+impl RemoteSpec for ValidateArgs {
+    fn spec(&self) -> Result<JobSpec, String> {
+        local_only(&self.tools)?;
+        let options = barge_jobs::Options {
+            jobs: job_count(self.jobs, "--jobs")?,
+            drop_existing: self.policy.drop_existing,
+            resume: self.policy.resume,
+            roles: self.ownership.roles,
+            no_owner: self.ownership.no_owner,
+            sync: self.sync,
+            ..barge_jobs::Options::default()
+        };
+        job_spec(barge_jobs::Command::Validate, &self.endpoints, &self.selection, &self.placement, options)
+    }
+}
+
+impl RemoteSpec for VerifyArgs {
+    fn spec(&self) -> Result<JobSpec, String> {
+        let options = barge_jobs::Options { jobs: job_count(self.jobs, "--jobs")?, ..barge_jobs::Options::default() };
+        job_spec(barge_jobs::Command::Verify, &self.endpoints, &self.selection, &self.placement, options)
+    }
+}
+
+/// `90m`, `6h`, `2d`, `45s`, `3600` → seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 90m, 6h or 2d"))?;
+    let factor = match unit.trim() {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown duration unit {other:?} (use s, m, h or d)")),
+    };
+    value.checked_mul(factor).ok_or_else(|| format!("{text:?} is too long"))
+}
+
 /// `256MB`, `1.5GB`, `64kB`, `1048576` → bytes. Units are 1024-based, as PostgreSQL's are.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
@@ -370,45 +696,9 @@ mod tests {
 
     #[test]
     fn every_init_flag_reaches_the_request() {
-        let cli = Cli::parse_from([
-            "barge",
-            "init",
-            "--source",
-            "postgres://u@s/a",
-            "--target",
-            "postgres://u@t/b",
-            "--all-databases",
-            "--include-database",
-            "a*",
-            "--exclude-database",
-            "x",
-            "--include-schema",
-            "s",
-            "--exclude-schema",
-            "t",
-            "--include-table",
-            "s.*",
-            "--exclude-table",
-            "s.logs",
-            "--schema-only-table",
-            "s.big",
-            "-j",
-            "3",
-            "--index-jobs",
-            "5",
-            "--split-tables-larger-than",
-            "1GB",
-            "--drop-existing",
-            "--roles",
-            "--no-owner",
-            "--no-acl",
-            "--no-tablespaces",
-            "--skip-large-objects",
-            "--maintenance-work-mem",
-            "512MB",
-            "--pg-bin",
-            "/opt/pg",
-        ]);
+        let head = ["barge", "init", "--source", "postgres://u@s/a", "--target", "postgres://u@t/b"];
+        let tools = ["--pg-bin", "/opt/pg"];
+        let cli = Cli::parse_from(head.iter().chain(&EVERY_SELECTION_FLAG).chain(&EVERY_INIT_FLAG).chain(&tools));
         let Command::Init(args) = &cli.command else { panic!("not init") };
         let req = Request::try_from(args).unwrap();
         assert!(req.all_databases);
@@ -424,6 +714,129 @@ mod tests {
         assert!(o.drop_existing && o.roles && o.no_owner && o.no_acl && o.no_tablespaces && o.skip_large_objects);
         assert_eq!(o.maintenance_work_mem, Some(512 << 20));
         assert_eq!(o.pg_bin.as_deref(), Some(std::path::Path::new("/opt/pg")));
+    }
+
+    /// Every flag of `args`, run remotely: the spec the CLI submits becomes, on the worker,
+    /// the same engine request the local run builds (the client tools aside: the worker's own).
+    fn same_request_remotely<A: RemoteSpec>(args: &A, local: Request) {
+        let spec = args.spec().unwrap();
+        // Through the API's JSON, as the worker receives it.
+        let spec: JobSpec = JobSpec::from_json(
+            &serde_json::to_vec(&serde_json::json!({
+                "command": spec.command,
+                "source_url": spec.source_url.expose(),
+                "target_url": spec.target_url.expose(),
+                "filter": spec.filter,
+                "options": spec.options,
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        let mut remote = barge_worker::execute::request(&spec, 1).unwrap();
+        remote.options.pg_bin = local.options.pg_bin.clone();
+        assert_eq!(format!("{remote:?}"), format!("{local:?}"));
+    }
+
+    const EVERY_INIT_FLAG: [&str; 14] = [
+        "-j",
+        "3",
+        "--index-jobs",
+        "5",
+        "--split-tables-larger-than",
+        "1GB",
+        "--drop-existing",
+        "--roles",
+        "--no-owner",
+        "--no-acl",
+        "--no-tablespaces",
+        "--skip-large-objects",
+        "--maintenance-work-mem",
+        "512MB",
+    ];
+
+    const EVERY_SELECTION_FLAG: [&str; 15] = [
+        "--all-databases",
+        "--include-database",
+        "a*",
+        "--exclude-database",
+        "x",
+        "--include-schema",
+        "s",
+        "--exclude-schema",
+        "t",
+        "--include-table",
+        "s.*",
+        "--exclude-table",
+        "s.logs",
+        "--schema-only-table",
+        "s.big",
+    ];
+
+    #[test]
+    fn every_flag_reaches_the_worker() {
+        let endpoints = ["--source", "postgres://u:pw@s/a", "--target", "postgres://u:pw@t/b"];
+        let init = ["--remote", "--max-duration", "6h", "--instance-type", "m7i.2xlarge"];
+        let cli = Cli::parse_from(
+            ["barge", "init"]
+                .iter()
+                .chain(&endpoints)
+                .chain(&EVERY_SELECTION_FLAG)
+                .chain(&EVERY_INIT_FLAG)
+                .chain(&init),
+        );
+        let Command::Init(args) = &cli.command else { panic!("not init") };
+        same_request_remotely(args, Request::try_from(args).unwrap());
+        let spec = args.spec().unwrap();
+        assert_eq!(spec.options.max_duration, Some(6 * 3600));
+        assert_eq!(spec.options.instance_type.as_deref(), Some("m7i.2xlarge"));
+        // resume instead of drop
+        let cli = Cli::parse_from(["barge", "init", "--resume"].iter().chain(&endpoints));
+        let Command::Init(args) = &cli.command else { panic!("not init") };
+        same_request_remotely(args, Request::try_from(args).unwrap());
+
+        let validate = ["--sync", "--resume", "--roles", "--no-owner", "-j", "7", "--remote"];
+        let cli = Cli::parse_from(
+            ["barge", "validate"].iter().chain(&endpoints).chain(&EVERY_SELECTION_FLAG).chain(&validate),
+        );
+        let Command::Validate(args) = &cli.command else { panic!("not validate") };
+        same_request_remotely(args, Request::try_from(args).unwrap());
+
+        let selection = &EVERY_SELECTION_FLAG[..EVERY_SELECTION_FLAG.len() - 2];
+        let cli = Cli::parse_from(["barge", "verify", "-j", "9"].iter().chain(&endpoints).chain(selection));
+        let Command::Verify(args) = &cli.command else { panic!("not verify") };
+        same_request_remotely(args, Request::try_from(args).unwrap());
+    }
+
+    #[test]
+    fn remote_refuses_what_it_cannot_honour_naming_the_flag() {
+        let parse = |extra: &[&str]| {
+            Cli::parse_from(
+                ["barge", "init", "--source", "postgres://u@s/a", "--target", "postgres://u@t/b"].iter().chain(extra),
+            )
+        };
+        let spec_error = |extra: &[&str]| {
+            let cli = parse(extra);
+            let Command::Init(args) = &cli.command else { panic!("not init") };
+            args.spec().unwrap_err()
+        };
+        assert!(spec_error(&["--dry-run"]).contains("--dry-run"));
+        assert!(spec_error(&["--jobs", "100000"]).starts_with("--jobs"));
+        assert!(spec_error(&["--max-duration", "20d"]).starts_with("--max-duration"));
+        assert!(spec_error(&["--instance-type", "huge"]).starts_with("--instance-type"));
+        assert!(spec_error(&["--include-table", "a.b.c.d"]).starts_with("--include-table"));
+        let cli = Cli::parse_from(["barge", "verify", "--source", "postgres://u@s/a", "--target", "postgres://u@s/a"]);
+        let Command::Verify(args) = &cli.command else { panic!("not verify") };
+        assert!(args.spec().unwrap_err().starts_with("--target"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90m"), Ok(5400));
+        assert_eq!(parse_duration("6h"), Ok(21_600));
+        assert_eq!(parse_duration("2d"), Ok(172_800));
+        assert_eq!(parse_duration("3600"), Ok(3600));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
     }
 
     #[test]

@@ -2,9 +2,13 @@
 //! outcome to an exit code. The work lives in `run` and in the engine.
 
 mod args;
+mod config;
+mod configure;
+mod jobs;
 mod render;
 mod run;
 mod serve;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -39,7 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(run::run(cli.command));
+    let code = runtime.block_on(run::run(cli));
     // Connections and child processes are dropped with the runtime.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     ExitCode::from(code)

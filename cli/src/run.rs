@@ -7,15 +7,11 @@ use std::sync::Arc;
 use barge_engine::{Error, Request};
 
 use crate::{
-    args::{Command, InitArgs, OutputFormat, ValidateArgs, VerifyArgs},
+    args::{Cli, Command, InitArgs, OutputFormat, Placement, RemoteSpec, ValidateArgs, VerifyArgs},
+    config::{self, Origin},
     render,
+    watch::code::{FAILED, INTERRUPTED, OK, USAGE},
 };
-
-/// Exit codes, documented in `--help`.
-const OK: u8 = 0;
-const FAILED: u8 = 1;
-const USAGE: u8 = 2;
-const INTERRUPTED: u8 = 130;
 
 /// Prints an engine error (already redacted at its source, redacted again for safety) and
 /// returns its exit code.
@@ -31,14 +27,91 @@ fn report_error(e: &Error, format: OutputFormat) -> u8 {
     }
 }
 
-/// Runs `command` and returns the process exit code.
-pub async fn run(command: Command) -> u8 {
-    match command {
-        Command::Init(args) => init(&args).await,
-        Command::Validate(args) => validate(&args).await,
-        Command::Verify(args) => verify(&args).await,
-        Command::Serve(args) => crate::serve::serve(&args).await,
+/// Runs the command line and returns the process exit code.
+pub async fn run(cli: Cli) -> u8 {
+    let api = cli.api.as_deref();
+    match &cli.command {
+        Command::Init(args) => match remote(api, &cli.profile, &args.placement, args.dry_run, args.output, args) {
+            Ok(Some((spec, endpoint))) => {
+                crate::jobs::submit(&spec, &endpoint, args.placement.detach, args.output).await
+            }
+            Ok(None) => init(args).await,
+            Err(code) => code,
+        },
+        Command::Validate(args) => match remote(api, &cli.profile, &args.placement, false, args.output, args) {
+            Ok(Some((spec, endpoint))) => {
+                crate::jobs::submit(&spec, &endpoint, args.placement.detach, args.output).await
+            }
+            Ok(None) => validate(args).await,
+            Err(code) => code,
+        },
+        Command::Verify(args) => match remote(api, &cli.profile, &args.placement, false, args.output, args) {
+            Ok(Some((spec, endpoint))) => {
+                crate::jobs::submit(&spec, &endpoint, args.placement.detach, args.output).await
+            }
+            Ok(None) => verify(args).await,
+            Err(code) => code,
+        },
+        Command::Serve(args) => crate::serve::serve(args).await,
+        Command::Jobs(command) => match config::require_endpoint(api, &cli.profile) {
+            Ok(endpoint) => crate::jobs::run(command, &endpoint).await,
+            Err(message) => {
+                eprintln!("error: {message}");
+                USAGE
+            }
+        },
+        Command::Configure(args) => crate::configure::configure(args, &cli.profile).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(*shell, &mut Cli::command(), "barge", &mut std::io::stdout());
+            OK
+        }
     }
+}
+
+/// Decides where a command runs: `Some` (the spec and the endpoint) to submit it as a job,
+/// `None` to run it here, or the exit code of a usage error. Remote when asked (`--remote`),
+/// or by default when an endpoint is configured (`--api`, `BARGE_API`, the profile) unless
+/// `--local` (or `--dry-run`, which plans from here).
+fn remote(
+    api: Option<&str>,
+    profile: &str,
+    placement: &Placement,
+    dry_run: bool,
+    output: OutputFormat,
+    args: &impl RemoteSpec,
+) -> Result<Option<(barge_jobs::JobSpec, config::Endpoint)>, u8> {
+    let usage = |message: String| {
+        match output {
+            OutputFormat::Json => render::json_line("error", &serde_json::json!({ "message": message })),
+            OutputFormat::Text => eprintln!("error: {message}"),
+        }
+        USAGE
+    };
+    let endpoint = if placement.local || (dry_run && !placement.remote) {
+        None
+    } else {
+        config::endpoint(api, profile).map_err(usage)?
+    };
+    let remote = placement.remote || endpoint.as_ref().is_some_and(|e| e.origin != Origin::Serve);
+    if !remote {
+        let remote_only = [
+            (placement.detach, "--detach"),
+            (placement.max_duration.is_some(), "--max-duration"),
+            (placement.instance_type.is_some(), "--instance-type"),
+        ];
+        if let Some((_, flag)) = remote_only.iter().find(|(set, _)| *set) {
+            return Err(usage(format!(
+                "{flag} applies to remote jobs: add --remote (and --api, or `barge configure`)"
+            )));
+        }
+        return Ok(None);
+    }
+    let endpoint = endpoint.ok_or_else(|| {
+        usage(config::require_endpoint(api, profile).err().unwrap_or_else(|| "no barge API is configured".into()))
+    })?;
+    let spec = args.spec().map_err(|message| usage(barge_engine::redact(&message)))?;
+    Ok(Some((spec, endpoint)))
 }
 
 async fn init(args: &InitArgs) -> u8 {

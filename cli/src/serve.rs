@@ -11,8 +11,8 @@ use std::{
 };
 
 use barge_coordinator::{App, Config, Ports};
-use barge_jobs::{Deadlines, reaper::Policy};
-use barge_local::{BearerTokens, KeyFileSealer, ProcessLauncher, SqliteStore, WorkerCommand};
+use barge_jobs::{Deadlines, Event, JobStatus, JobStore, lifecycle, reaper::Policy};
+use barge_local::{BearerTokens, FileLogs, KeyFileSealer, ProcessLauncher, SqliteStore, WorkerCommand};
 
 use crate::args::ServeArgs;
 
@@ -24,14 +24,7 @@ impl Ports for Local {
     type Launcher = ProcessLauncher;
     type Sealer = KeyFileSealer;
     type Auth = BearerTokens;
-}
-
-/// `$XDG_DATA_HOME/barge`, else `~/.local/share/barge`.
-fn default_data_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()).map(PathBuf::from).or_else(|| {
-        std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|home| Path::new(&home).join(".local/share"))
-    })?;
-    Some(base.join("barge"))
+    type Logs = FileLogs;
 }
 
 /// `barge-worker` next to this executable, else the name (found on PATH).
@@ -79,7 +72,7 @@ async fn shutdown() {
 
 /// Runs the server until Ctrl-C or SIGTERM; returns the exit code.
 pub async fn serve(args: &ServeArgs) -> u8 {
-    let Some(data) = args.data_dir.clone().or_else(default_data_dir) else {
+    let Some(data) = args.data_dir.clone().or_else(crate::config::default_data_dir) else {
         return fail("no data directory: pass --data-dir or set HOME");
     };
     if let Err(e) = private_dir(&data) {
@@ -128,7 +121,7 @@ pub async fn serve(args: &ServeArgs) -> u8 {
         Ok(address) => format!("http://{address}"),
         Err(e) => return fail(format!("cannot read the listening address: {e}")),
     };
-    let app = App::<Local>::new(store, launcher, sealer, tokens, config);
+    let app = App::<Local>::new(store, launcher, sealer, tokens, FileLogs::new(data.join("logs")), config);
     app.launcher.set_endpoint(&endpoint);
     let discovery = data.join("serve.json");
     let body =
@@ -146,9 +139,10 @@ pub async fn serve(args: &ServeArgs) -> u8 {
     let reaper = tokio::spawn(reap(app.clone(), policy, Duration::from_secs(args.reap_every)));
     let served = axum::serve(listener, barge_coordinator::router(app.clone())).with_graceful_shutdown(shutdown()).await;
     reaper.abort();
-    // Workers stop with the server; their jobs get a new attempt (resuming what committed)
-    // from the reaper when it runs again.
+    // Workers stop with the server; their jobs become their next attempt now, which the
+    // reaper launches as soon as barge serve starts again (resuming what committed).
     app.launcher.terminate_all().await;
+    requeue_stopped(&app, deadlines).await;
     let _ = std::fs::remove_file(&discovery);
     match served {
         Ok(()) => {
@@ -156,6 +150,24 @@ pub async fn serve(args: &ServeArgs) -> u8 {
             0
         }
         Err(e) => fail(format!("the server failed: {e}")),
+    }
+}
+
+/// Hands every job whose worker stopped with the server to its next attempt.
+async fn requeue_stopped(app: &App<Local>, deadlines: Deadlines) {
+    let active = match app.store.active().await {
+        Ok(active) => active,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the active jobs to requeue them");
+            return;
+        }
+    };
+    let event = Event::WorkerLost { reason: "barge serve stopped while the job ran".into() };
+    for job in active.iter().filter(|j| matches!(j.status, JobStatus::Launching | JobStatus::Running { .. })) {
+        match lifecycle::apply(&app.store, &job.id, &event, deadlines, |_| Ok(())).await {
+            Ok(next) => println!("barge serve: job {} is {} (attempt {})", next.id, next.state(), next.attempt),
+            Err(e) => tracing::warn!(job = %job.id, error = %e, "cannot requeue the job"),
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 -- The demo's sample database: a shop with several schemas, a big table, foreign keys, a
 -- materialized view, a sequence in use and a large object. Scale with psql -v scale=N
--- (1 ≈ 150 MB).
+-- (1 ≈ 150 MB; fractions such as 0.05 make a small one).
 \set ON_ERROR_STOP on
 create schema sales;
 create schema inventory;
@@ -56,21 +56,21 @@ create sequence sales.invoice_seq;
 insert into hr.departments select g, 'department ' || g from generate_series(1, 20) g;
 insert into hr.employees (department_id, name, hired, salary)
 select 1 + g % 20, 'employee ' || g, date '2015-01-01' + g % 3000, 30000 + g % 50000
-from generate_series(1, 2000 * :scale) g;
+from generate_series(1, (2000 * :scale)::int) g;
 insert into inventory.products
 select g, 'SKU-' || g, 'product ' || g, (g % 500) + 0.99, jsonb_build_object('color', g % 7, 'size', g % 5)
-from generate_series(1, 20000 * :scale) g;
-insert into inventory.stock select p, w, (p * w) % 100 from generate_series(1, 20000 * :scale) p, generate_series(1, 3) w;
+from generate_series(1, (20000 * :scale)::int) g;
+insert into inventory.stock select p, w, (p * w) % 100 from generate_series(1, (20000 * :scale)::int) p, generate_series(1, 3) w;
 insert into sales.customers
 select g, 'customer' || g || '@example.com', 'customer ' || g, timestamptz '2020-01-01' + g * interval '5 minutes'
-from generate_series(1, 100000 * :scale) g;
+from generate_series(1, (100000 * :scale)::int) g;
 insert into sales.orders
-select g, 1 + g % (100000 * :scale), timestamptz '2021-01-01' + g * interval '1 minute',
+select g, 1 + g % (100000 * :scale)::int, timestamptz '2021-01-01' + g * interval '1 minute',
        (array['new', 'paid', 'shipped', 'returned']::sales.order_status[])[1 + g % 4], (g % 1000) + 0.5
-from generate_series(1, 500000 * :scale) g;
+from generate_series(1, (500000 * :scale)::int) g;
 insert into sales.order_lines
-select o, l, 1 + (o * l) % (20000 * :scale), 1 + l, ((o + l) % 300) + 0.25
-from generate_series(1, 500000 * :scale) o, generate_series(1, 3) l;
+select o, l, 1 + (o * l) % (20000 * :scale)::int, 1 + l, ((o + l) % 300) + 0.25
+from generate_series(1, (500000 * :scale)::int) o, generate_series(1, 3) l;
 create index orders_customer_idx on sales.orders (customer_id);
 create index orders_placed_idx on sales.orders (placed_at);
 create index order_lines_product_idx on sales.order_lines (product_id);

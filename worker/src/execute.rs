@@ -134,13 +134,14 @@ pub async fn engine(spec: &JobSpec, attempt: u32, fold: Arc<Mutex<Fold>>) -> Res
                 sink_fold.lock().unwrap_or_else(PoisonError::into_inner).apply(&event);
             });
             let report = barge_engine::init(&request, &plan, sink).await?;
-            let (tables, bytes): (u64, u64) =
-                report.databases.iter().fold((0, 0), |(t, b), d| (t + d.tables, b + d.bytes));
+            let (tables, rows, bytes): (u64, u64, u64) =
+                report.databases.iter().fold((0, 0, 0), |(t, r, b), d| (t + d.tables, r + d.rows, b + d.bytes));
             Ok(Done {
                 summary: format!(
-                    "copied {} database(s), {tables} table(s), {bytes} bytes in {:.1} s",
+                    "copied {} database(s), {tables} table(s), {rows} rows, {} in {}",
                     report.databases.len(),
-                    report.seconds
+                    barge_engine::validate::human_bytes(bytes),
+                    barge_engine::validate::human_duration(report.seconds)
                 ),
                 report: json(&report),
             })

@@ -18,7 +18,7 @@ use axum::{
 use barge_coordinator::{App, Config, Ports};
 use barge_jobs::{
     AuthError, Authenticator, Caller, JobStatus,
-    memory::{MemoryLauncher, MemorySealer, MemoryStore},
+    memory::{MemoryLauncher, MemoryLogs, MemorySealer, MemoryStore},
 };
 use barge_testkit::{PASSWORD, PASSWORD_ENCODED, aws_local, src18, unique};
 
@@ -48,6 +48,7 @@ impl Ports for Fake {
     type Launcher = MemoryLauncher;
     type Sealer = MemorySealer;
     type Auth = Signed;
+    type Logs = MemoryLogs;
 }
 
 async fn serve(router: Router) -> String {
@@ -93,8 +94,14 @@ async fn on_an_instance_the_worker_reads_user_data_signs_its_calls_and_logs_to_c
     // GIVEN a coordinator with a validate job launched on instance i-00000000000000001
     let src = src18();
     let db = src.create_db("ec2").await;
-    let app =
-        App::<Fake>::new(MemoryStore::new(), MemoryLauncher::new(), MemorySealer::new(), Signed, Config::default());
+    let app = App::<Fake>::new(
+        MemoryStore::new(),
+        MemoryLauncher::new(),
+        MemorySealer::new(),
+        Signed,
+        MemoryLogs::new(),
+        Config::default(),
+    );
     let endpoint = serve(barge_coordinator::router(app.clone())).await;
     let user = barge_client::ApiClient::new(&endpoint, barge_client::Auth::Bearer("user".into())).unwrap();
     let spec = barge_jobs::JobSpec::from_json(

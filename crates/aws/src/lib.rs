@@ -11,7 +11,7 @@ mod logs;
 pub use dynamo::{DynamoJobStore, TableNames};
 pub use ec2::{Ec2Launcher, Ec2LauncherConfig, MANAGED_BY, user_data};
 pub use kms::KmsSealer;
-pub use logs::CloudWatchLogSink;
+pub use logs::{CloudWatchLogSink, CloudWatchLogs};
 
 /// An SDK configuration pointed at a local stand-in (DynamoDB Local, moto) with static
 /// test credentials, for tests and local development.

@@ -1,9 +1,11 @@
 //! [`CloudWatchLogSink`]: a worker's log in CloudWatch Logs, one stream per job attempt
 //! (`{job}/{attempt}`) in the group the launcher named. Batches respect PutLogEvents' limits
 //! (10,000 events, 1 MiB with 26 bytes of overhead per event, 256 KiB per event).
+//! [`CloudWatchLogs`] reads those streams back for `GET /jobs/{id}/logs`, attempt after
+//! attempt, with `GetLogEvents`' forward tokens (stable, in ingestion order) as the cursor.
 
 use aws_sdk_cloudwatchlogs::{Client, types::InputLogEvent};
-use barge_jobs::{JobId, LogLine, LogSink};
+use barge_jobs::{JobId, LogError, LogLine, LogPage, LogSink, LogSource, Timestamp};
 
 /// Largest message kept whole; longer lines are cut (PutLogEvents refuses larger events).
 const MAX_EVENT_BYTES: usize = 256 * 1024 - 26;
@@ -97,5 +99,87 @@ impl LogSink for CloudWatchLogSink {
             batch.push(event);
         }
         self.put(batch).await
+    }
+}
+
+/// Reads job logs from the worker log group.
+#[derive(Clone, Debug)]
+pub struct CloudWatchLogs {
+    client: Client,
+    group: String,
+}
+
+impl CloudWatchLogs {
+    /// The job logs in `group` (the workers' log group).
+    pub fn new(client: Client, group: &str) -> CloudWatchLogs {
+        CloudWatchLogs { client, group: group.to_string() }
+    }
+
+    /// The same, with a client from the shared AWS configuration.
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, group: &str) -> CloudWatchLogs {
+        CloudWatchLogs::new(Client::new(sdk), group)
+    }
+}
+
+/// `{attempt}:{forward token}`; the token is empty at the start of the attempt's stream.
+fn parse_cursor(cursor: Option<&str>) -> Result<(u32, Option<String>), LogError> {
+    let Some(cursor) = cursor else { return Ok((1, None)) };
+    let (attempt, token) = cursor.split_once(':').ok_or(LogError::BadCursor)?;
+    let attempt: u32 = attempt.parse().map_err(|_| LogError::BadCursor)?;
+    if attempt == 0 {
+        return Err(LogError::BadCursor);
+    }
+    Ok((attempt, (!token.is_empty()).then(|| token.to_string())))
+}
+
+impl LogSource for CloudWatchLogs {
+    async fn read(&self, job: &JobId, current: u32, after: Option<&str>, limit: usize) -> Result<LogPage, LogError> {
+        let (mut attempt, mut token) = parse_cursor(after)?;
+        if attempt > current.max(1) {
+            return Err(LogError::BadCursor);
+        }
+        loop {
+            let response = self
+                .client
+                .get_log_events()
+                .log_group_name(&self.group)
+                .log_stream_name(CloudWatchLogSink::stream(job, attempt))
+                .start_from_head(true)
+                .set_next_token(token.clone())
+                .limit(i32::try_from(limit.min(10_000)).unwrap_or(10_000))
+                .send()
+                .await;
+            let (lines, next) = match response {
+                Ok(page) => {
+                    let lines: Vec<LogLine> = page
+                        .events()
+                        .iter()
+                        .map(|e| LogLine {
+                            at: Timestamp::from_millis(e.timestamp().unwrap_or_default()),
+                            text: e.message().unwrap_or_default().to_string(),
+                        })
+                        .collect();
+                    (lines, page.next_forward_token().map(str::to_string).or(token.clone()))
+                }
+                // The attempt's worker has not logged yet (or never did).
+                Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+                    (Vec::new(), token.clone())
+                }
+                Err(e) => {
+                    return Err(LogError::Unavailable(format!(
+                        "GetLogEvents on {}: {}",
+                        self.group,
+                        aws_sdk_cloudwatchlogs::error::DisplayErrorContext(&e)
+                    )));
+                }
+            };
+            // An attempt read to its end hands over to the next one.
+            if lines.is_empty() && attempt < current {
+                attempt += 1;
+                token = None;
+                continue;
+            }
+            return Ok(LogPage { lines, next: format!("{attempt}:{}", next.unwrap_or_default()) });
+        }
     }
 }

@@ -341,3 +341,42 @@ mod ec2 {
         assert!(e.contains("WORKER_SPOT"), "{e}");
     }
 }
+
+#[tokio::test]
+async fn job_logs_read_back_attempt_after_attempt_from_cloudwatch() {
+    use barge_aws::{CloudWatchLogSink, CloudWatchLogs};
+    use barge_jobs::{LogError, LogLine, LogSink, LogSource, Timestamp};
+    let config = barge_aws::local_config_in(&barge_testkit::aws_local("moto"), "eu-west-1").await;
+    let client = aws_sdk_cloudwatchlogs::Client::new(&config);
+    let group = format!("/barge/workers-{}", barge_testkit::unique("read"));
+    client.create_log_group().log_group_name(&group).send().await.unwrap();
+    let job = barge_jobs::JobId::random();
+    let reader = CloudWatchLogs::new(client.clone(), &group);
+    // Nothing written yet: an empty page, and a cursor to follow from
+    let page = reader.read(&job, 1, None, 100).await.unwrap();
+    assert!(page.lines.is_empty());
+    // GIVEN attempt 1 wrote two lines and attempt 2 one
+    let line = |text: &str| LogLine { at: Timestamp::now(), text: text.into() };
+    let mut first = CloudWatchLogSink::new(client.clone(), &group, &job, 1);
+    first.ship(&[line("one"), line("two")]).await.unwrap();
+    let mut second = CloudWatchLogSink::new(client.clone(), &group, &job, 2);
+    second.ship(&[line("three")]).await.unwrap();
+    // WHEN they are read page after page
+    let mut texts = Vec::new();
+    let mut after = None;
+    for _ in 0..10 {
+        let page = reader.read(&job, 2, after.as_deref(), 1).await.unwrap();
+        texts.extend(page.lines.iter().map(|l| l.text.clone()));
+        after = Some(page.next);
+    }
+    // THEN every line came once, in order, across the attempts
+    assert_eq!(texts, ["one", "two", "three"]);
+    // AND a follower sees a line written later
+    second.ship(&[line("four")]).await.unwrap();
+    let page = reader.read(&job, 2, after.as_deref(), 100).await.unwrap();
+    assert_eq!(page.lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(), ["four"]);
+    // AND cursors it did not make are refused
+    for bad in ["", "x:y", "0:", "9:"] {
+        assert!(matches!(reader.read(&job, 2, Some(bad), 10).await, Err(LogError::BadCursor)), "{bad:?}");
+    }
+}

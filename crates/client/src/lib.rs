@@ -10,7 +10,7 @@ use std::{future::Future, time::Duration};
 
 use barge_jobs::{
     JobId, JobSpec, Outcome, Progress,
-    api::{Claim, ErrorBody, Heartbeat, IDEMPOTENCY_KEY, JobList, JobView},
+    api::{Claim, ErrorBody, Heartbeat, IDEMPOTENCY_KEY, JobList, JobView, LogsView},
 };
 use serde::{Serialize, de::DeserializeOwned};
 pub use sigv4::SigV4;
@@ -207,6 +207,21 @@ impl ApiClient {
         self.call(http::Method::POST, &format!("jobs/{id}/cancel"), None, &[]).await
     }
 
+    /// `GET /jobs/{id}/logs`: up to `limit` lines after the cursor `after` (from the start
+    /// when `None`); the answer's `next` continues.
+    pub async fn logs(&self, id: &JobId, after: Option<&str>, limit: Option<usize>) -> Result<LogsView, ClientError> {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(after) = after {
+            query.append_pair("after", after);
+        }
+        if let Some(limit) = limit {
+            query.append_pair("limit", &limit.to_string());
+        }
+        let query = query.finish();
+        let path = if query.is_empty() { format!("jobs/{id}/logs") } else { format!("jobs/{id}/logs?{query}") };
+        self.call(http::Method::GET, &path, None, &[]).await
+    }
+
     /// `POST /jobs/{id}/claim`: the worker takes its job (spec with credentials).
     pub async fn claim(&self, id: &JobId) -> Result<Claim, ClientError> {
         self.call(http::Method::POST, &format!("jobs/{id}/claim"), None, &[]).await
@@ -270,7 +285,8 @@ impl Backoff {
     }
 }
 
-fn jitter() -> f64 {
+/// A number in [0, 1) that differs from call to call, to spread retries.
+pub fn jitter() -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher

@@ -101,6 +101,28 @@ pub struct JobList {
     pub next_cursor: Option<String>,
 }
 
+/// Lines per `GET /jobs/{id}/logs` page: (default, maximum).
+pub const LOG_PAGE_SIZE: (usize, usize) = (1000, 10_000);
+
+/// One line of a job's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLineView {
+    /// When the worker wrote it.
+    pub at: Timestamp,
+    /// The line: a JSON object from the worker (timestamp, level, message, fields), or
+    /// plain text the worker process wrote before its logging started.
+    pub text: String,
+}
+
+/// `GET /jobs/{id}/logs`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsView {
+    /// Lines in the order they were written.
+    pub lines: Vec<LogLineView>,
+    /// Pass as `?after=` for what follows (also when `lines` is empty, to follow the log).
+    pub next: String,
+}
+
 /// `POST /jobs/{id}/claim`: what the worker needs to run the job, credentials included.
 /// Served once, to the instance the job was launched on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

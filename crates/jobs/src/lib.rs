@@ -19,8 +19,8 @@ pub mod spec;
 
 pub use job::{Deadlines, Event, Job, JobId, JobStatus, Outcome, Phase, Rejection, State, Timestamp};
 pub use ports::{
-    AuthError, Authenticator, Caller, Created, JobStore, LaunchError, Launcher, LogLine, LogSink, Page, SealError,
-    Sealer, StoreError,
+    AuthError, Authenticator, Caller, Created, JobStore, LaunchError, Launcher, LogError, LogLine, LogPage, LogSink,
+    LogSource, Page, SealError, Sealer, StoreError,
 };
 pub use progress::Progress;
 pub use spec::{Command, ConnUrl, Credentials, Filter, JobSpec, Options, SpecError};

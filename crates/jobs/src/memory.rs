@@ -4,14 +4,14 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use crate::{
     job::{Job, JobId, State, Timestamp},
     ports::{
-        Created, Instance, JobStore, LaunchError, Launcher, Page, SealError, Sealer, StoreError, keyset_cursor,
-        parse_keyset_cursor,
+        Created, Instance, JobStore, LaunchError, Launcher, LogError, LogLine, LogPage, LogSource, Page, SealError,
+        Sealer, StoreError, keyset_cursor, parse_keyset_cursor,
     },
     spec::Credentials,
 };
@@ -202,5 +202,37 @@ impl Sealer for MemorySealer {
             Some(_) => Err(SealError("sealed for another job".into())),
             None => Err(SealError("unknown sealed value".into())),
         }
+    }
+}
+
+/// Logs in memory, per job: `append` is what a sink would have written; the cursor is the
+/// line count read so far.
+#[derive(Clone, Default)]
+pub struct MemoryLogs {
+    lines: Arc<Mutex<HashMap<JobId, Vec<LogLine>>>>,
+}
+
+impl MemoryLogs {
+    /// No logs.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a line to `job`'s log.
+    pub fn append(&self, job: &JobId, text: &str) {
+        lock(&self.lines).entry(job.clone()).or_default().push(LogLine { at: Timestamp::now(), text: text.into() });
+    }
+}
+
+impl LogSource for MemoryLogs {
+    async fn read(&self, job: &JobId, _attempt: u32, after: Option<&str>, limit: usize) -> Result<LogPage, LogError> {
+        let start = match after {
+            None => 0,
+            Some(text) => text.parse::<usize>().map_err(|_| LogError::BadCursor)?,
+        };
+        let all = lock(&self.lines);
+        let lines: Vec<LogLine> =
+            all.get(job).map(|l| l.iter().skip(start).take(limit).cloned().collect()).unwrap_or_default();
+        Ok(LogPage { next: (start + lines.len()).to_string(), lines })
     }
 }

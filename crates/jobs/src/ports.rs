@@ -160,6 +160,41 @@ pub trait LogSink: Send + 'static {
     fn ship(&mut self, lines: &[LogLine]) -> impl Future<Output = Result<(), String>> + Send;
 }
 
+/// A page of a job's log, and where the next one starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogPage {
+    /// Lines in the order they were written.
+    pub lines: Vec<LogLine>,
+    /// Pass as `after` to read what follows (also when `lines` is empty: then it is where
+    /// new lines will appear).
+    pub next: String,
+}
+
+/// A log read failure.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// An `after` cursor that this reader did not make.
+    #[error("invalid log cursor; start again without one")]
+    BadCursor,
+    /// The log backend failed.
+    #[error("reading the job's log: {0}")]
+    Unavailable(String),
+}
+
+/// Reads what [`LogSink`]s wrote, for `GET /jobs/{id}/logs`: users read a job's log through
+/// the API, so they need no permission on the log backend itself.
+pub trait LogSource: Send + Sync + 'static {
+    /// Up to `limit` lines of `job` (whose current attempt is `attempt`) after the cursor
+    /// `after` (from the start when `None`). A job without a log yet reads as empty.
+    fn read(
+        &self,
+        job: &JobId,
+        attempt: u32,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<LogPage, LogError>> + Send;
+}
+
 /// A sealing failure; never holds the plaintext.
 #[derive(Debug, thiserror::Error)]
 #[error("sealing: {0}")]

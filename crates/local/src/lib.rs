@@ -1,7 +1,7 @@
 //! Adapters for running barge's control plane on one machine (`barge serve`): jobs in
 //! SQLite ([`SqliteStore`]), credentials sealed with a key file ([`KeyFileSealer`]), callers
 //! recognised by bearer tokens ([`BearerTokens`]), workers run as child processes
-//! ([`ProcessLauncher`]) logging to a file per job ([`FileLogSink`]). Depends on `barge-jobs` only.
+//! ([`ProcessLauncher`]) logging to a file per job ([`FileLogSink`], read back by [`FileLogs`]). Depends on `barge-jobs` only.
 
 mod launcher;
 mod logs;
@@ -10,7 +10,7 @@ mod store;
 mod tokens;
 
 pub use launcher::{ProcessLauncher, WorkerCommand};
-pub use logs::FileLogSink;
+pub use logs::{FileLogSink, FileLogs};
 pub use sealer::KeyFileSealer;
 pub use store::SqliteStore;
 pub use tokens::BearerTokens;

@@ -183,3 +183,48 @@ async fn the_process_launcher_hands_a_one_job_token_on_stdin_and_kills_by_handle
     let e = launcher.launch(&job).await.unwrap_err();
     assert!(!e.retryable && e.message.contains("barge-worker"), "{e}");
 }
+
+#[tokio::test]
+async fn job_log_files_read_back_in_whole_lines_with_a_cursor() {
+    use barge_jobs::{LogError, LogLine, LogSink, LogSource};
+    use barge_local::{FileLogSink, FileLogs};
+    let dir = tempfile::tempdir().unwrap();
+    let job = JobId::random();
+    let reader = FileLogs::new(dir.path());
+    // No file yet: empty
+    let page = reader.read(&job, 1, None, 10).await.unwrap();
+    assert!(page.lines.is_empty());
+    assert_eq!(page.next, "0");
+    // GIVEN a worker's JSON lines and a line of plain text (a panic message, say)
+    let mut sink = FileLogSink::open(&FileLogSink::path(dir.path(), &job)).await.unwrap();
+    let json = r#"{"timestamp":"2026-11-23T10:00:00.123Z","level":"INFO","fields":{"message":"claimed"}}"#;
+    sink.ship(&[
+        LogLine { at: Timestamp::now(), text: json.into() },
+        LogLine { at: Timestamp::now(), text: "plain".into() },
+    ])
+    .await
+    .unwrap();
+    // WHEN read one line at a time
+    let first = reader.read(&job, 1, None, 1).await.unwrap();
+    let second = reader.read(&job, 1, Some(&first.next), 1).await.unwrap();
+    let end = reader.read(&job, 1, Some(&second.next), 1).await.unwrap();
+    // THEN each line comes once, with the time the worker wrote it
+    assert_eq!(first.lines[0].text, json);
+    assert_eq!(first.lines[0].at.rfc3339(), "2026-11-23T10:00:00.123Z");
+    assert_eq!(second.lines[0].text, "plain");
+    assert!(second.lines[0].at >= first.lines[0].at, "a line without a time is dated by the file's last write");
+    assert!(end.lines.is_empty());
+    assert_eq!(end.next, second.next);
+    // AND a line still being written waits for its newline
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().append(true).open(FileLogSink::path(dir.path(), &job)).unwrap();
+    file.write_all(b"half").unwrap();
+    assert!(reader.read(&job, 1, Some(&end.next), 10).await.unwrap().lines.is_empty());
+    file.write_all(b" done\n").unwrap();
+    let page = reader.read(&job, 1, Some(&end.next), 10).await.unwrap();
+    assert_eq!(page.lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(), ["half done"]);
+    // AND cursors it did not make are refused
+    for bad in ["x", "-1", "999999"] {
+        assert!(matches!(reader.read(&job, 1, Some(bad), 10).await, Err(LogError::BadCursor)), "{bad:?}");
+    }
+}

@@ -15,7 +15,10 @@ use std::{
 use axum::{Router, body::Body};
 use barge_aws::{DynamoJobStore, local_config};
 use barge_coordinator::{App, Config, Ports, router};
-use barge_jobs::{Caller, JobId, JobStore, memory::MemoryLauncher};
+use barge_jobs::{
+    Caller, JobId, JobStore,
+    memory::{MemoryLauncher, MemoryLogs},
+};
 use barge_local::{BearerTokens, KeyFileSealer, SqliteStore};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -28,6 +31,7 @@ impl<S: JobStore> Ports for Ports_<S> {
     type Launcher = MemoryLauncher;
     type Sealer = KeyFileSealer;
     type Auth = BearerTokens;
+    type Logs = MemoryLogs;
 }
 
 const SPEC: &str = r#"{"command":"init","source_url":"postgres://app:p%3Bw@db1.example.com/shop","target_url":"postgres://app:p%3Bw@db2.example.com/shop","filter":{"exclude_tables":["public.logs"]},"options":{"jobs":8}}"#;
@@ -50,7 +54,7 @@ async fn measure<S: JobStore>(name: &str, store: S, requests: usize, dir: &std::
     let token = tokens.issue(Caller::User { owner: "bench".into() }).unwrap();
     let sealer = KeyFileSealer::open(&dir.join(format!("{name}.key"))).unwrap();
     let config = Config { max_active_jobs: u32::MAX, ..Config::default() };
-    let app = App::<Ports_<S>>::new(store, MemoryLauncher::new(), sealer, tokens, config);
+    let app = App::<Ports_<S>>::new(store, MemoryLauncher::new(), sealer, tokens, MemoryLogs::new(), config);
     let router = router(Arc::clone(&app));
     let (mut creates, mut gets, mut pairs) =
         (Vec::with_capacity(requests), Vec::with_capacity(requests), Vec::with_capacity(requests));

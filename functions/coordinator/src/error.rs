@@ -8,7 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use barge_jobs::{
-    Rejection, SpecError, StoreError,
+    LogError, Rejection, SpecError, StoreError,
     api::{ErrorBody, ErrorDetail},
     lifecycle::ApplyError,
 };
@@ -91,6 +91,15 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict => ApiError::Unavailable("the job kept changing concurrently".into()),
             StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
             StoreError::Corrupt { .. } => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::BadCursor => ApiError::BadRequest(e.to_string()),
+            LogError::Unavailable(detail) => ApiError::Unavailable(detail),
         }
     }
 }

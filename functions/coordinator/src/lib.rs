@@ -3,7 +3,8 @@
 //! serve` runs the same router on loopback with SQLite, a key file and bearer tokens.
 //!
 //! Routes (`{id}` is a job id):
-//! - users: `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`, `POST /jobs/{id}/cancel`;
+//! - users: `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`, `POST /jobs/{id}/cancel`,
+//!   `GET /jobs/{id}/logs?after=&limit=`;
 //! - the job's own worker: `POST /jobs/{id}/claim`, `/heartbeat`, `/progress`, `/finish`.
 
 mod error;
@@ -13,7 +14,7 @@ mod routes;
 
 use std::sync::Arc;
 
-use barge_jobs::{Authenticator, Deadlines, JobStore, Launcher, Sealer};
+use barge_jobs::{Authenticator, Deadlines, JobStore, Launcher, LogSource, Sealer};
 
 pub use error::ApiError;
 pub use routes::router;
@@ -28,6 +29,8 @@ pub trait Ports: Send + Sync + 'static {
     type Sealer: Sealer;
     /// Recognises callers.
     type Auth: Authenticator;
+    /// Reads workers' logs.
+    type Logs: LogSource;
 }
 
 /// Limits the coordinator enforces.
@@ -72,13 +75,22 @@ pub struct App<P: Ports> {
     pub sealer: P::Sealer,
     /// Recognises callers.
     pub auth: P::Auth,
+    /// Reads workers' logs.
+    pub logs: P::Logs,
     /// Limits.
     pub config: Config,
 }
 
 impl<P: Ports> App<P> {
     /// A coordinator over these adapters.
-    pub fn new(store: P::Store, launcher: P::Launcher, sealer: P::Sealer, auth: P::Auth, config: Config) -> Arc<Self> {
-        Arc::new(App { store, launcher, sealer, auth, config })
+    pub fn new(
+        store: P::Store,
+        launcher: P::Launcher,
+        sealer: P::Sealer,
+        auth: P::Auth,
+        logs: P::Logs,
+        config: Config,
+    ) -> Arc<Self> {
+        Arc::new(App { store, launcher, sealer, auth, logs, config })
     }
 }

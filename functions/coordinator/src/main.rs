@@ -1,9 +1,10 @@
 //! The coordinator Lambda: API Gateway HTTP API (payload 2.0, `$default` stage, IAM
 //! authorization on every route) → this router, with jobs in DynamoDB, credentials sealed
-//! by KMS, workers launched on EC2 and callers identified by IAM. Configuration comes from
+//! by KMS, workers launched on EC2, callers identified by IAM and job logs read from the
+//! workers' CloudWatch Logs group. Configuration comes from
 //! the environment the CDK app sets (PITFALLS 24: nothing hard-coded).
 
-use barge_aws::{DynamoJobStore, Ec2Launcher, Ec2LauncherConfig, KmsSealer};
+use barge_aws::{CloudWatchLogs, DynamoJobStore, Ec2Launcher, Ec2LauncherConfig, KmsSealer};
 use barge_coordinator::{App, Config, Ports, iam::IamAuthenticator, router};
 
 struct Aws;
@@ -13,6 +14,7 @@ impl Ports for Aws {
     type Launcher = Ec2Launcher;
     type Sealer = KmsSealer;
     type Auth = IamAuthenticator;
+    type Logs = CloudWatchLogs;
 }
 
 fn var(name: &str) -> Result<String, lambda_http::Error> {
@@ -30,6 +32,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         Ec2Launcher::new(&aws, fleet),
         KmsSealer::new(&aws, var("KMS_KEY_ID")?),
         IamAuthenticator::new(var("WORKER_ROLE_NAME")?),
+        CloudWatchLogs::from_sdk(&aws, &var("WORKER_LOG_GROUP")?),
         config,
     );
     lambda_http::run(router(app)).await

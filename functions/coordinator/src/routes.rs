@@ -12,8 +12,9 @@ use axum::{
     routing::{get, post},
 };
 use barge_jobs::{
-    Caller, Created, Event, Job, JobId, JobSpec, JobStore, Outcome, Progress, Sealer, State as JobState, Timestamp,
-    api::{self, Claim, Heartbeat, JobList, JobView},
+    Caller, Created, Event, Job, JobId, JobSpec, JobStore, LogSource, Outcome, Progress, Sealer, State as JobState,
+    Timestamp,
+    api::{self, Claim, Heartbeat, JobList, JobView, LogLineView, LogsView},
     lifecycle::{self, ApplyError},
 };
 use serde::Deserialize;
@@ -26,6 +27,7 @@ pub fn router<P: Ports>(app: Arc<App<P>>) -> Router {
         .route("/jobs", post(create::<P>).get(list::<P>))
         .route("/jobs/{id}", get(show::<P>))
         .route("/jobs/{id}/cancel", post(cancel::<P>))
+        .route("/jobs/{id}/logs", get(logs::<P>))
         .route("/jobs/{id}/claim", post(claim::<P>))
         .route("/jobs/{id}/heartbeat", post(heartbeat::<P>))
         .route("/jobs/{id}/progress", post(progress::<P>))
@@ -165,6 +167,18 @@ struct ListQuery {
     status: Option<String>,
 }
 
+/// A `?limit=`: `default` when absent, else a whole number from 1 to `max`.
+fn page_limit<T>(text: Option<&str>, (default, max): (T, T)) -> Result<T, ApiError>
+where
+    T: std::str::FromStr + PartialOrd + From<u8> + std::fmt::Display,
+{
+    let Some(text) = text else { return Ok(default) };
+    text.parse::<T>()
+        .ok()
+        .filter(|n| *n >= T::from(1) && *n <= max)
+        .ok_or_else(|| ApiError::BadRequest(format!("limit must be between 1 and {max}")))
+}
+
 /// `GET /jobs`: the caller's jobs, newest first.
 async fn list<P: Ports>(
     State(app): State<Arc<App<P>>>,
@@ -173,15 +187,7 @@ async fn list<P: Ports>(
 ) -> Result<Json<JobList>, ApiError> {
     let Query(query) =
         query.map_err(|e| ApiError::BadRequest(format!("{}; use limit, cursor and status", e.body_text())))?;
-    let (default, max) = api::PAGE_SIZE;
-    let limit = match query.limit.as_deref() {
-        None => default,
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| ApiError::BadRequest(format!("limit must be between 1 and {max}")))?,
-    };
+    let limit = page_limit(query.limit.as_deref(), api::PAGE_SIZE)?;
     let state = match query.status.as_deref() {
         None => None,
         Some(text) => Some(JobState::parse(text).ok_or_else(|| {
@@ -224,6 +230,31 @@ async fn cancel<P: Ports>(
     tracing::info!(job = %job.id, state = %job.state(), "cancel requested");
     let status = if job.state().is_terminal() { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((status, Json(JobView::from(&job))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /jobs/{id}/logs?after=&limit=`: the job's log (every attempt, in order) from the
+/// log backend, so users need no permission on it; `next` continues, also to follow.
+async fn logs<P: Ports>(
+    State(app): State<Arc<App<P>>>,
+    User(owner): User,
+    Path(id): Path<String>,
+    query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<LogsView>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(format!("{}; use after and limit", e.body_text())))?;
+    let limit = page_limit(query.limit.as_deref(), api::LOG_PAGE_SIZE)?;
+    let job = owned(&app, &owner, &id).await?;
+    let page = app.logs.read(&job.id, job.attempt, query.after.as_deref(), limit).await?;
+    Ok(Json(LogsView {
+        lines: page.lines.into_iter().map(|l| LogLineView { at: l.at, text: l.text }).collect(),
+        next: page.next,
+    }))
 }
 
 /// Applies a worker's event, refusing any caller but the job's own worker.

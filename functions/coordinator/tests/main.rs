@@ -11,7 +11,7 @@ use barge_coordinator::{App, Config, Ports, iam::IamAuthenticator, router};
 use barge_jobs::{
     Caller, LaunchError, Timestamp,
     api::{Claim, Heartbeat, JobList, JobView},
-    memory::{MemoryLauncher, MemorySealer, MemoryStore},
+    memory::{MemoryLauncher, MemoryLogs, MemorySealer, MemoryStore},
 };
 use barge_local::BearerTokens;
 use http::{Request, StatusCode};
@@ -30,6 +30,7 @@ impl Ports for Mem {
     type Launcher = MemoryLauncher;
     type Sealer = MemorySealer;
     type Auth = BearerTokens;
+    type Logs = MemoryLogs;
 }
 
 struct Harness {
@@ -45,7 +46,14 @@ impl Harness {
         let alice = tokens.issue(Caller::User { owner: "alice".into() }).unwrap();
         let bob = tokens.issue(Caller::User { owner: "bob".into() }).unwrap();
         let config = Config { max_active_jobs, ..Config::default() };
-        let app = App::<Mem>::new(MemoryStore::new(), MemoryLauncher::new(), MemorySealer::new(), tokens, config);
+        let app = App::<Mem>::new(
+            MemoryStore::new(),
+            MemoryLauncher::new(),
+            MemorySealer::new(),
+            tokens,
+            MemoryLogs::new(),
+            config,
+        );
         Harness { router: router(Arc::clone(&app)), app, alice, bob }
     }
 
@@ -96,6 +104,37 @@ fn spec() -> Value {
 
 fn error(body: &Value) -> (&str, &str) {
     (body["error"]["code"].as_str().unwrap(), body["error"]["message"].as_str().unwrap())
+}
+
+#[tokio::test]
+async fn a_jobs_log_is_served_to_its_owner_page_by_page() {
+    let h = Harness::new(10);
+    let job = h.create(&h.alice).await;
+    for n in 1..=3 {
+        h.app.logs.append(&job.id, &format!("{{\"fields\":{{\"message\":\"line {n}\"}}}}"));
+    }
+    let path = format!("/jobs/{}/logs", job.id);
+    let (status, body) = h.call("GET", &format!("{path}?limit=2"), Some(&h.alice), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let texts = |body: &Value| -> Vec<String> {
+        body["lines"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(texts(&body).len(), 2);
+    assert!(body["lines"][0]["at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let next = body["next"].as_str().unwrap().to_string();
+    let (status, body) = h.call("GET", &format!("{path}?after={next}"), Some(&h.alice), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(texts(&body), [r#"{"fields":{"message":"line 3"}}"#]);
+    // Not the owner's: no such job; bad cursors and limits: 400; workers: 403
+    let (status, _) = h.call("GET", &path, Some(&h.bob), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for query in ["?after=nope", "?limit=0", "?limit=100000", "?color=red"] {
+        let (status, body) = h.call("GET", &format!("{path}{query}"), Some(&h.alice), None).await;
+        assert_eq!((status, error(&body).0), (StatusCode::BAD_REQUEST, "bad_request"), "{query}: {body}");
+    }
+    let worker = h.worker(job.instance_id.as_deref().unwrap());
+    let (status, _) = h.call("GET", &path, Some(&worker), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
@@ -426,6 +465,7 @@ impl Ports for Iam {
     type Launcher = MemoryLauncher;
     type Sealer = MemorySealer;
     type Auth = IamAuthenticator;
+    type Logs = MemoryLogs;
 }
 
 /// An API Gateway HTTP API (payload 2.0) event from `tests/fixtures`, with its path, body
@@ -457,6 +497,7 @@ async fn api_gateway_events_with_iam_callers_reach_the_router() {
         MemoryLauncher::new(),
         MemorySealer::new(),
         IamAuthenticator::new("barge-worker"),
+        MemoryLogs::new(),
         Config::default(),
     );
     let router = router(Arc::clone(&app));
@@ -553,13 +594,21 @@ impl Ports for Down {
     type Launcher = MemoryLauncher;
     type Sealer = MemorySealer;
     type Auth = BearerTokens;
+    type Logs = MemoryLogs;
 }
 
 #[tokio::test]
 async fn a_failing_store_answers_503_and_500_without_its_details() {
     let tokens = BearerTokens::new();
     let alice = tokens.issue(Caller::User { owner: "alice".into() }).unwrap();
-    let app = App::<Down>::new(DownStore, MemoryLauncher::new(), MemorySealer::new(), tokens, Config::default());
+    let app = App::<Down>::new(
+        DownStore,
+        MemoryLauncher::new(),
+        MemorySealer::new(),
+        tokens,
+        MemoryLogs::new(),
+        Config::default(),
+    );
     let router = router(app);
     let cases = [
         ("POST", "/jobs".to_string(), Some(spec()), StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

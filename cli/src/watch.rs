@@ -1,0 +1,538 @@
+//! Watching a remote job: polls `GET /jobs/{id}` (every second; with backoff and a visible
+//! "reconnecting…" while the API cannot be reached) and renders what changed — bars on a
+//! terminal (overall bytes with rate and ETA, a line per active table, phase changes, CDC
+//! lag), plain lines otherwise, JSON lines with `--output json`. Ctrl-C stops watching, not
+//! the job. Ends with the job's outcome and its exit code.
+
+#![allow(clippy::print_stdout)]
+
+use std::{
+    collections::HashMap,
+    io::IsTerminal,
+    time::{Duration, Instant},
+};
+
+use barge_client::{ApiClient, Backoff, ClientError};
+use barge_engine::validate::{human_bytes, human_duration};
+use barge_jobs::{JobId, JobStatus, Phase, Progress, State, api::JobView};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::{args::OutputFormat, render};
+
+/// Exit codes, documented in `--help`.
+pub mod code {
+    /// Succeeded.
+    pub const OK: u8 = 0;
+    /// Failed (the job, or the request).
+    pub const FAILED: u8 = 1;
+    /// Bad usage.
+    pub const USAGE: u8 = 2;
+    /// The job was cancelled.
+    pub const CANCELLED: u8 = 3;
+    /// The job timed out.
+    pub const TIMED_OUT: u8 = 4;
+    /// The API could not be reached.
+    pub const UNREACHABLE: u8 = 5;
+    /// Interrupted (a remote job keeps running).
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// How long the API may stay unreachable before watching gives up.
+const UNREACHABLE_BUDGET: Duration = Duration::from_secs(600);
+/// Between polls while all is well.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// The exit code of a finished job's state.
+pub fn exit_code(state: State) -> u8 {
+    match state {
+        State::Succeeded => code::OK,
+        State::Cancelled => code::CANCELLED,
+        State::TimedOut => code::TIMED_OUT,
+        _ => code::FAILED,
+    }
+}
+
+/// What a failed API call means for the user, and the exit code.
+pub fn api_error(e: &ClientError, endpoint: &str) -> (String, u8) {
+    let aws = endpoint.starts_with("https://");
+    match e {
+        ClientError::Transport { .. } => (
+            format!(
+                "{e}\n  check the endpoint (`barge configure`, --api or BARGE_API) and the network{}",
+                if aws { "" } else { "; is `barge serve` running?" }
+            ),
+            code::UNREACHABLE,
+        ),
+        ClientError::Api { status: 401, message, .. } => (
+            format!(
+                "the barge API did not accept the credentials: {message}\n  {}",
+                if aws {
+                    "check your AWS credentials (`aws sts get-caller-identity`); they may have expired (`aws sso login`)"
+                } else {
+                    "the token does not match this barge serve: set BARGE_DATA_DIR to its data directory or BARGE_TOKEN_FILE to its token"
+                }
+            ),
+            code::FAILED,
+        ),
+        ClientError::Api { status: 403, message, .. } => (
+            format!(
+                "the barge API refused the request: {message}\n  {}",
+                if aws {
+                    "your AWS identity needs execute-api:Invoke on the API's user routes (arn:aws:execute-api:REGION:ACCOUNT:API_ID/*/*/jobs and /jobs/*); ask the stack's administrator for barge's user policy"
+                } else {
+                    "this token may only call the routes of its own job"
+                }
+            ),
+            code::FAILED,
+        ),
+        ClientError::Api { status: 404, message, .. } => {
+            (format!("{message}\n  `barge jobs list` shows your jobs"), code::FAILED)
+        }
+        ClientError::Api { status: 400 | 422, .. } => (e.to_string(), code::USAGE),
+        ClientError::Api { status, .. } if *status >= 500 => {
+            (format!("{e}\n  the barge API is failing; try again shortly"), code::UNREACHABLE)
+        }
+        _ => (e.to_string(), code::FAILED),
+    }
+}
+
+/// Prints an API error and returns its exit code.
+pub fn report_api_error(e: &ClientError, endpoint: &str, output: OutputFormat) -> u8 {
+    let (message, code) = api_error(e, endpoint);
+    match output {
+        OutputFormat::Json => render::json_line("error", &serde_json::json!({ "message": message, "exit_code": code })),
+        OutputFormat::Text => eprintln!("error: {message}"),
+    }
+    code
+}
+
+/// Human text of a phase.
+pub fn phase_text(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Validating => "checking",
+        Phase::Schema => "creating the schema",
+        Phase::Copying => "copying rows",
+        Phase::Indexing => "indexes, foreign keys and ANALYZE",
+        Phase::PostData => "rest of post-data",
+        Phase::Verifying => "verifying",
+        Phase::Streaming => "streaming changes",
+        Phase::CuttingOver => "cutting over",
+    }
+}
+
+/// `running (copying rows)`, `failed`, …
+pub fn status_text(status: &JobStatus) -> String {
+    match status {
+        JobStatus::Running { phase } => format!("running ({})", phase_text(*phase)),
+        other => other.state().to_string(),
+    }
+}
+
+/// One line of a progress snapshot.
+pub fn progress_line(p: &Progress) -> String {
+    let mut parts = Vec::new();
+    if p.bytes_estimated > 0 || p.bytes_copied > 0 {
+        let pct = if p.bytes_estimated > 0 { 100.0 * p.bytes_copied as f64 / p.bytes_estimated as f64 } else { 100.0 };
+        parts.push(format!(
+            "{} / {} ({:.0}%)",
+            human_bytes(p.bytes_copied),
+            human_bytes(p.bytes_estimated),
+            pct.min(100.0)
+        ));
+    }
+    if p.bytes_per_second > 0.0 {
+        parts.push(format!("{}/s", human_bytes(p.bytes_per_second as u64)));
+    }
+    if let Some(eta) = p.eta_seconds {
+        parts.push(format!("ETA {}", human_duration(eta)));
+    }
+    if p.tables_total > 0 {
+        parts.push(format!("tables {}/{}", p.tables_done, p.tables_total));
+    }
+    if p.indexes_total > 0 {
+        parts.push(format!("indexes {}/{}", p.indexes_done, p.indexes_total));
+    }
+    if let Some(lag) = lag_text(p) {
+        parts.push(lag);
+    }
+    parts.join(", ")
+}
+
+fn lag_text(p: &Progress) -> Option<String> {
+    match (p.cdc_lag_bytes, p.cdc_lag_seconds) {
+        (None, None) => None,
+        (bytes, seconds) => Some(format!(
+            "lag {}{}",
+            bytes.map(human_bytes).unwrap_or_default(),
+            seconds.map(|s| format!(" / {s:.1}s")).unwrap_or_default()
+        )),
+    }
+}
+
+/// What the user reads when the job has ended.
+pub fn outcome_text(view: &JobView) -> String {
+    let id = &view.id;
+    let took = match (view.finished_at, Some(view.created_at)) {
+        (Some(end), Some(start)) => {
+            format!(" after {}", human_duration((end.millis() - start.millis()) as f64 / 1000.0))
+        }
+        _ => String::new(),
+    };
+    let message = view.progress.as_ref().and_then(|p| p.message.clone());
+    match &view.status {
+        JobStatus::Succeeded => format!(
+            "job {id} ({}) succeeded{took}{}",
+            view.command.as_str(),
+            message.map(|m| format!(": {m}")).unwrap_or_default()
+        ),
+        JobStatus::Failed { reason, retryable } => {
+            let next = if *retryable {
+                format!(
+                    "it failed on each of its {} attempt(s) in ways that may pass (lost connections, capacity); once the cause is gone, submit it again{}",
+                    view.attempt,
+                    if view.command == barge_jobs::Command::Init {
+                        " with --resume to keep what committed"
+                    } else {
+                        ""
+                    }
+                )
+            } else {
+                "fix the cause, then submit it again".to_string()
+            };
+            format!(
+                "job {id} ({}) failed{took}: {reason}\n  next: {next}; the worker's log: barge jobs logs {id}",
+                view.command.as_str()
+            )
+        }
+        JobStatus::Cancelled => format!(
+            "job {id} ({}) was cancelled{took}; what committed is kept{}",
+            view.command.as_str(),
+            if view.command == barge_jobs::Command::Init { " (run it again with --resume to continue)" } else { "" }
+        ),
+        JobStatus::TimedOut => format!(
+            "job {id} ({}) ran past its maximum duration ({}) and was stopped; submit it again with a longer --max-duration{}",
+            view.command.as_str(),
+            human_duration(view.options.max_duration_seconds() as f64),
+            if view.command == barge_jobs::Command::Init { " and --resume" } else { "" }
+        ),
+        other => format!("job {id} is {}", status_text(other)),
+    }
+}
+
+/// Renders a job's views as the output format and terminal allow.
+struct Screen {
+    mode: Mode,
+    /// (state, phase, attempt) last shown.
+    shown: Option<(State, Option<Phase>, u32)>,
+    message: Option<String>,
+    last_line: Instant,
+    last_json: Option<serde_json::Value>,
+    reconnecting: bool,
+}
+
+enum Mode {
+    Json,
+    Plain,
+    Bars(Bars),
+}
+
+struct Bars {
+    multi: MultiProgress,
+    /// Bytes copied of the estimate, once there is an estimate.
+    overall: Option<ProgressBar>,
+    status: ProgressBar,
+    tables: HashMap<String, ProgressBar>,
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+impl Screen {
+    fn new(output: OutputFormat) -> Screen {
+        let mode = match output {
+            OutputFormat::Json => Mode::Json,
+            OutputFormat::Text if std::io::stderr().is_terminal() => {
+                let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+                let status = multi.add(ProgressBar::new_spinner());
+                status.set_style(style("{spinner} {prefix:.bold} {msg}"));
+                status.enable_steady_tick(Duration::from_millis(200));
+                Mode::Bars(Bars { multi, overall: None, status, tables: HashMap::new() })
+            }
+            OutputFormat::Text => Mode::Plain,
+        };
+        Screen { mode, shown: None, message: None, last_line: Instant::now(), last_json: None, reconnecting: false }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.mode {
+            Mode::Bars(bars) => {
+                let _ = bars.multi.println(text);
+            }
+            Mode::Plain => eprintln!("{text}"),
+            Mode::Json => {}
+        }
+    }
+
+    fn show(&mut self, view: &JobView) {
+        if let Mode::Json = self.mode {
+            let value = serde_json::to_value(view).unwrap_or_default();
+            // `updated_at` moves with every heartbeat; print only what changed otherwise.
+            let mut key = value.clone();
+            if let Some(map) = key.as_object_mut() {
+                map.remove("updated_at");
+                map.remove("heartbeat_at");
+            }
+            if self.last_json.as_ref() != Some(&key) {
+                render::json_line("job", view);
+                self.last_json = Some(key);
+            }
+            return;
+        }
+        if self.reconnecting {
+            self.reconnecting = false;
+            self.line("reconnected");
+        }
+        let phase = match view.status {
+            JobStatus::Running { phase } => Some(phase),
+            _ => None,
+        };
+        let now = (view.status.state(), phase, view.attempt);
+        if self.shown != Some(now) {
+            if self.shown.is_some_and(|(_, _, attempt)| attempt != view.attempt) {
+                self.line(&format!(
+                    "attempt {} of {}{}",
+                    view.attempt,
+                    view.max_attempts,
+                    view.last_failure.as_deref().map(|f| format!(" (the last one ended: {f})")).unwrap_or_default()
+                ));
+            }
+            let text = match &view.status {
+                JobStatus::Queued => "queued".to_string(),
+                JobStatus::Launching => format!(
+                    "launching a worker{}",
+                    view.instance_id.as_deref().map(|i| format!(" ({i})")).unwrap_or_default()
+                ),
+                JobStatus::Running { phase } => phase_text(*phase).to_string(),
+                other => other.state().to_string(),
+            };
+            if !view.status.state().is_terminal() {
+                self.line(&format!("[{}] {text}", view.id));
+            }
+            self.shown = Some(now);
+        }
+        let Some(progress) = &view.progress else { return };
+        if progress.message.is_some() && progress.message != self.message {
+            self.message = progress.message.clone();
+            if let Some(message) = &self.message
+                && !view.status.state().is_terminal()
+            {
+                self.line(message);
+            }
+        }
+        match &mut self.mode {
+            Mode::Bars(bars) => bars.update(view, progress),
+            Mode::Plain => {
+                if self.last_line.elapsed() >= Duration::from_secs(10) && view.status.state() == State::Running {
+                    self.last_line = Instant::now();
+                    let line = progress_line(progress);
+                    if !line.is_empty() {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+            Mode::Json => {}
+        }
+    }
+
+    fn reconnecting(&mut self, e: &ClientError, wait: Duration) {
+        match &self.mode {
+            Mode::Json => render::json_line(
+                "reconnecting",
+                &serde_json::json!({ "error": e.to_string(), "retry_in_seconds": wait.as_secs_f64() }),
+            ),
+            Mode::Bars(bars) => bars.status.set_message(format!("reconnecting… ({e})")),
+            Mode::Plain => eprintln!("reconnecting… ({e}); next try in {:.0}s", wait.as_secs_f64().ceil()),
+        }
+        self.reconnecting = true;
+    }
+
+    fn clear(&self) {
+        if let Mode::Bars(bars) = &self.mode {
+            for bar in bars.tables.values() {
+                bar.finish_and_clear();
+            }
+            if let Some(bar) = &bars.overall {
+                bar.finish_and_clear();
+            }
+            bars.status.finish_and_clear();
+        }
+    }
+}
+
+impl Bars {
+    fn update(&mut self, view: &JobView, p: &Progress) {
+        let phase = match view.status {
+            JobStatus::Running { phase } => phase_text(phase).to_string(),
+            _ => view.status.state().to_string(),
+        };
+        self.status.set_prefix(phase);
+        let mut status = Vec::new();
+        if p.tables_total > 0 {
+            status.push(format!("tables {}/{}", p.tables_done, p.tables_total));
+        }
+        if p.indexes_total > 0 {
+            status.push(format!("indexes {}/{}", p.indexes_done, p.indexes_total));
+        }
+        if let Some(lag) = lag_text(p) {
+            status.push(lag);
+        }
+        self.status.set_message(status.join(" · "));
+        if p.bytes_estimated > 0 {
+            let overall = self.overall.get_or_insert_with(|| {
+                let bar = self.multi.insert_after(&self.status, ProgressBar::new(p.bytes_estimated));
+                bar.set_style(style("  [{bar:30.cyan/blue}] {bytes}/{total_bytes} {msg}").progress_chars("=> "));
+                bar
+            });
+            overall.set_length(p.bytes_estimated.max(p.bytes_copied));
+            overall.set_position(p.bytes_copied);
+            let eta = p.eta_seconds.map(|s| format!(", ETA {}", human_duration(s))).unwrap_or_default();
+            overall.set_message(format!("{}/s{eta}", human_bytes(p.bytes_per_second as u64)));
+        }
+        let mut seen = Vec::new();
+        for table in &p.running {
+            let key = format!("{}/{}#{}", table.database, table.table, table.part);
+            let bar = self.tables.entry(key.clone()).or_insert_with(|| {
+                let bar = self.multi.add(ProgressBar::new(table.bytes_estimated.max(1)));
+                bar.set_style(style("    {msg:40} [{bar:20}] {bytes}/{total_bytes}").progress_chars("=> "));
+                bar.set_message(if table.parts > 1 {
+                    format!("{} ({}/{})", table.table, table.part, table.parts)
+                } else {
+                    table.table.clone()
+                });
+                bar
+            });
+            bar.set_length(table.bytes_estimated.max(table.bytes));
+            bar.set_position(table.bytes);
+            seen.push(key);
+        }
+        self.tables.retain(|key, bar| {
+            let keep = seen.contains(key);
+            if !keep {
+                bar.finish_and_clear();
+                self.multi.remove(bar);
+            }
+            keep
+        });
+    }
+}
+
+/// Watches job `id` until it ends (its exit code), the user detaches (130) or the API stays
+/// unreachable (5).
+pub async fn watch(client: &ApiClient, id: &JobId, output: OutputFormat) -> u8 {
+    let mut screen = Screen::new(output);
+    let ended = tokio::select! {
+        code = follow(client, id, &mut screen) => Some(code),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    if let Some(code) = ended {
+        return code;
+    }
+    screen.clear();
+    match output {
+        OutputFormat::Json => render::json_line("detached", &serde_json::json!({ "id": id })),
+        OutputFormat::Text => eprintln!("stopped watching; the job keeps running: barge jobs watch {id}"),
+    }
+    code::INTERRUPTED
+}
+
+async fn follow(client: &ApiClient, id: &JobId, screen: &mut Screen) -> u8 {
+    let backoff = Backoff { first: Duration::from_secs(1), max: Duration::from_secs(15), budget: UNREACHABLE_BUDGET };
+    let mut failing_since: Option<Instant> = None;
+    let mut failures = 0u32;
+    loop {
+        match client.get(id).await {
+            Ok(view) => {
+                failing_since = None;
+                failures = 0;
+                screen.show(&view);
+                if view.status.state().is_terminal() {
+                    screen.clear();
+                    match screen.mode {
+                        Mode::Json => render::json_line("end", &view),
+                        _ => println!("{}", outcome_text(&view)),
+                    }
+                    return exit_code(view.status.state());
+                }
+                tokio::time::sleep(POLL_EVERY).await;
+            }
+            Err(e) if e.retryable() && failing_since.is_none_or(|since| since.elapsed() < backoff.budget) => {
+                failing_since.get_or_insert_with(Instant::now);
+                failures += 1;
+                let wait = backoff.wait(failures, barge_client::jitter());
+                screen.reconnecting(&e, wait);
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => {
+                screen.clear();
+                let output = if let Mode::Json = screen.mode { OutputFormat::Json } else { OutputFormat::Text };
+                let code = report_api_error(&e, client.endpoint(), output);
+                if code == code::UNREACHABLE {
+                    eprintln!("the job may still be running: barge jobs watch {id}");
+                }
+                return code;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_ending_has_its_exit_code() {
+        assert_eq!(exit_code(State::Succeeded), 0);
+        assert_eq!(exit_code(State::Failed), 1);
+        assert_eq!(exit_code(State::Cancelled), 3);
+        assert_eq!(exit_code(State::TimedOut), 4);
+    }
+
+    #[test]
+    fn api_errors_say_what_to_do() {
+        let api = |status: u16| ClientError::Api { status, code: "x".into(), message: "refused".into() };
+        let aws = "https://abc.execute-api.eu-west-1.amazonaws.com/";
+        let (text, code) = api_error(&api(403), aws);
+        assert_eq!(code, 1);
+        assert!(text.contains("execute-api:Invoke"), "{text}");
+        let (text, _) = api_error(&api(401), aws);
+        assert!(text.contains("aws sso login"), "{text}");
+        let (text, _) = api_error(&api(401), "http://127.0.0.1:7447/");
+        assert!(text.contains("BARGE_TOKEN_FILE"), "{text}");
+        assert_eq!(api_error(&api(422), aws).1, 2);
+        assert_eq!(api_error(&api(503), aws).1, 5);
+        let unreachable = ClientError::Transport { endpoint: aws.into(), detail: "connection refused".into() };
+        let (text, code) = api_error(&unreachable, aws);
+        assert_eq!(code, 5);
+        assert!(text.contains("barge configure"), "{text}");
+    }
+
+    #[test]
+    fn progress_reads_as_one_line() {
+        let p = Progress {
+            bytes_copied: 512 << 20,
+            bytes_estimated: 1 << 30,
+            bytes_per_second: 64.0 * 1048576.0,
+            eta_seconds: Some(8.0),
+            tables_total: 20,
+            tables_done: 7,
+            cdc_lag_bytes: Some(4096),
+            cdc_lag_seconds: Some(0.5),
+            ..Progress::default()
+        };
+        let line = progress_line(&p);
+        for part in ["(50%)", "/s", "ETA", "tables 7/20", "lag", "0.5s"] {
+            assert!(line.contains(part), "{part} missing: {line}");
+        }
+    }
+}
