@@ -88,6 +88,12 @@ pub fn api_error(e: &ClientError, endpoint: &str) -> (String, u8) {
         ClientError::Api { status: 404, message, .. } => {
             (format!("{message}\n  `barge jobs list` shows your jobs"), code::FAILED)
         }
+        ClientError::Signing(_) => (
+            format!(
+                "{e}\n  barge signs requests to AWS with your AWS credentials: configure them as for the AWS CLI (aws configure, aws sso login, AWS_PROFILE, or an instance role)"
+            ),
+            code::FAILED,
+        ),
         ClientError::Api { status: 400 | 422, .. } => (e.to_string(), code::USAGE),
         ClientError::Api { status, .. } if *status >= 500 => {
             (format!("{e}\n  the barge API is failing; try again shortly"), code::UNREACHABLE)

@@ -256,6 +256,20 @@ async fn usage_credential_and_reachability_errors_have_their_exit_codes() {
     let (code, _, err) = run(serve.barge().env("BARGE_TOKEN_FILE", &token).args(["jobs", "list"]));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("did not accept the credentials") && err.contains("token"), "{err}");
+    // An AWS endpoint without AWS credentials: nothing is sent, and the error says what to set
+    let mut aws = serve.barge();
+    for name in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION"] {
+        aws.env_remove(name);
+    }
+    aws.env("AWS_EC2_METADATA_DISABLED", "true").args([
+        "jobs",
+        "list",
+        "--api",
+        "https://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com",
+    ]);
+    let (code, _, err) = run(&mut aws);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot sign the request") && err.contains("aws sso login"), "{err}");
     // Not a job id; no such job
     let (code, _, err) = run(serve.barge().args(["jobs", "show", "nope"]));
     assert_eq!(code, 2, "{err}");
