@@ -332,38 +332,30 @@ fn human_line(text: &str) -> String {
 
 async fn logs(client: &ApiClient, id: &JobId, follow: bool, raw: bool) -> Result<(), ClientError> {
     let mut after: Option<String> = None;
+    // Set once the job has ended: one more read then takes what its worker wrote last.
+    let mut ended = false;
     let stdout = std::io::stdout();
     loop {
         let page = retry("reading the job's log", CALL, || client.logs(id, after.as_deref(), None)).await?;
-        let empty = page.lines.is_empty();
         for line in &page.lines {
-            let text = if raw { line.text.clone() } else { human_line(&line.text) };
+            let text = if raw { std::borrow::Cow::Borrowed(line.text.as_str()) } else { human_line(&line.text).into() };
             if writeln!(stdout.lock(), "{text}").is_err() {
                 return Ok(()); // The reader went away (`| head`).
             }
         }
         let _ = stdout.lock().flush();
         after = Some(page.next);
-        if !empty {
+        if !page.lines.is_empty() {
             continue;
         }
-        if !follow {
+        if !follow || ended {
             return Ok(());
         }
-        // Stop once the job has ended and its log has nothing more.
-        let view = retry("reading the job", CALL, || client.get(id)).await?;
-        if view.status.state().is_terminal() {
-            let last = retry("reading the job's log", CALL, || client.logs(id, after.as_deref(), None)).await?;
-            for line in &last.lines {
-                let _ = writeln!(stdout.lock(), "{}", if raw { line.text.clone() } else { human_line(&line.text) });
-            }
-            if last.lines.is_empty() {
-                return Ok(());
-            }
-            after = Some(last.next);
-            continue;
+        if retry("reading the job", CALL, || client.get(id)).await?.status.state().is_terminal() {
+            ended = true;
+        } else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
