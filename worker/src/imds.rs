@@ -49,13 +49,56 @@ pub fn parse(user_data: &str) -> Result<Launch, String> {
     })
 }
 
+/// Why this instance does not run a barge job.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotLaunched {
+    /// User data holds no barge launch (it is absent, not JSON or has no `barge` object):
+    /// the instance was not launched for a job (an image build's test instance, a debug
+    /// instance).
+    NoJob(&'static str),
+    /// The metadata service could not be read.
+    Unreadable(String),
+}
+
+impl std::fmt::Display for NotLaunched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotLaunched::NoJob(why) => write!(f, "no barge job in this instance's user data ({why})"),
+            NotLaunched::Unreadable(e) => write!(f, "cannot tell whether this instance has a barge job: {e}"),
+        }
+    }
+}
+
+/// Whether `user_data` (`None`: the instance has none) is the launcher's document: a JSON
+/// object with a `barge` object. What that object holds is `ec2`'s to judge, so a launch
+/// this worker cannot parse still runs the worker, which fails and powers the machine off.
+pub fn launched(user_data: Option<&str>) -> Result<(), NotLaunched> {
+    let text = user_data.ok_or(NotLaunched::NoJob("it has none"))?;
+    let document: serde_json::Value = serde_json::from_str(text).map_err(|_| NotLaunched::NoJob("it is not JSON"))?;
+    match document.get("barge") {
+        Some(serde_json::Value::Object(_)) => Ok(()),
+        _ => Err(NotLaunched::NoJob("it has no barge object")),
+    }
+}
+
+/// This instance's user data from the instance metadata service (IMDSv2); `None` when it
+/// has none (the service answers 404).
+pub async fn user_data(client: &aws_config::imds::Client) -> Result<Option<String>, String> {
+    match client.get("/latest/user-data").await {
+        Ok(text) => Ok(Some(text.as_ref().to_string())),
+        Err(aws_config::imds::client::error::ImdsError::ErrorResponse(e)) if e.response().status().as_u16() == 404 => {
+            Ok(None)
+        }
+        Err(e) => Err(format!("cannot read user data from the instance metadata service: {e}")),
+    }
+}
+
 /// Reads the launch from the instance metadata service (IMDSv2).
 pub async fn launch(client: &aws_config::imds::Client) -> Result<Launch, String> {
-    let user_data = client
-        .get("/latest/user-data")
-        .await
-        .map_err(|e| format!("cannot read user data from the instance metadata service: {e}"))?;
-    parse(user_data.as_ref())
+    match user_data(client).await? {
+        Some(text) => parse(&text),
+        None => Err("this instance has no user data: it was not launched by the coordinator's EC2 launcher".into()),
+    }
 }
 
 /// The instance's region, from the metadata service.

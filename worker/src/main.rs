@@ -1,7 +1,8 @@
-//! `barge-worker`: runs one job. On EC2 (`barge-worker ec2`, started by systemd at boot) it
-//! learns its job from user data and signs its calls with the instance role; under `barge
-//! serve` (`barge-worker job`) it gets a one-job token on standard input; `barge-worker run
-//! --spec job.json` runs a spec with no control plane at all.
+//! `barge-worker`: runs one job. On EC2 (`barge-worker ec2`, started by systemd at boot when
+//! `barge-worker launched` finds a job in user data) it learns its job from user data and
+//! signs its calls with the instance role; under `barge serve` (`barge-worker job`) it gets a
+//! one-job token on standard input; `barge-worker run --spec job.json` runs a spec with no
+//! control plane at all.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -9,6 +10,7 @@ use barge_client::{ApiClient, Auth, Backoff, SigV4, retry};
 use barge_jobs::{JobId, JobSpec, Outcome, Timestamp};
 use barge_worker::{
     execute::{self, Attempt, Ending, Timing},
+    imds::NotLaunched,
     logs::{Logs, Redactor},
     report::{ApiReporter, Reporter, StdoutReporter},
 };
@@ -30,6 +32,15 @@ enum Mode {
     /// On an EC2 instance (systemd runs this at boot): read the job id, attempt and endpoint
     /// from user data (IMDSv2), sign calls with the instance role, log to CloudWatch Logs.
     Ec2 {
+        /// The instance metadata endpoint (for tests; the SDK's default otherwise).
+        #[arg(long, env = "BARGE_IMDS_ENDPOINT", hide = true)]
+        imds_endpoint: Option<String>,
+    },
+    /// On an EC2 instance, before `limits` and `ec2` (the boot units' condition): exit 0 when
+    /// user data (IMDSv2) holds a barge job, 1 with the reason when it holds none or cannot be
+    /// read, so an instance started from the image without a job does not run the worker
+    /// (whose unit powers the machine off).
+    Launched {
         /// The instance metadata endpoint (for tests; the SDK's default otherwise).
         #[arg(long, env = "BARGE_IMDS_ENDPOINT", hide = true)]
         imds_endpoint: Option<String>,
@@ -100,6 +111,7 @@ fn main() -> ExitCode {
                 local_job(&endpoint, &job, &log_file, heartbeat_seconds).await
             }
             Mode::Ec2 { imds_endpoint } => ec2(imds_endpoint.as_deref()).await,
+            Mode::Launched { imds_endpoint } => launched(imds_endpoint.as_deref()).await,
             Mode::Limits { dropin_dir, imds_endpoint } => limits(&dropin_dir, imds_endpoint.as_deref()).await,
         }
     });
@@ -206,6 +218,23 @@ fn imds_client(endpoint: Option<&str>) -> Result<aws_config::imds::Client, Strin
     Ok(imds.build())
 }
 
+/// Exit code 0 when this instance was launched for a barge job, 1 otherwise (a systemd
+/// `ExecCondition=` skips the unit on 1 to 254; 255 would fail it).
+async fn launched(imds_endpoint: Option<&str>) -> u8 {
+    let checked = async {
+        let imds = imds_client(imds_endpoint).map_err(NotLaunched::Unreadable)?;
+        let user_data = retry_imds(|| barge_worker::imds::user_data(&imds)).await.map_err(NotLaunched::Unreadable)?;
+        barge_worker::imds::launched(user_data.as_deref())
+    };
+    match checked.await {
+        Ok(()) => 0,
+        Err(why) => {
+            eprintln!("barge-worker: {why}: not starting");
+            1
+        }
+    }
+}
+
 async fn limits(dropin_dir: &std::path::Path, imds_endpoint: Option<&str>) -> u8 {
     let written = async {
         let imds = imds_client(imds_endpoint)?;
@@ -287,15 +316,15 @@ async fn ec2(imds_endpoint: Option<&str>) -> u8 {
     code
 }
 
-async fn retry_imds<F, Fut>(call: F) -> Result<barge_worker::imds::Launch, String>
+async fn retry_imds<T, F, Fut>(call: F) -> Result<T, String>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<barge_worker::imds::Launch, String>>,
+    Fut: std::future::Future<Output = Result<T, String>>,
 {
     let mut last = String::new();
     for wait in [1, 2, 4, 8] {
         match call().await {
-            Ok(launch) => return Ok(launch),
+            Ok(value) => return Ok(value),
             Err(e) => last = e,
         }
         tokio::time::sleep(Duration::from_secs(wait)).await;

@@ -58,8 +58,9 @@ async fn serve(router: Router) -> String {
     format!("http://{address}")
 }
 
-/// IMDSv2: a token from `PUT /latest/api/token`, required by every read.
-async fn imds(user_data: String) -> (String, Arc<Mutex<Vec<String>>>) {
+/// IMDSv2: a token from `PUT /latest/api/token`, required by every read; `None` is an
+/// instance without user data (404).
+async fn imds(user_data: Option<String>) -> (String, Arc<Mutex<Vec<String>>>) {
     let reads = Arc::new(Mutex::new(Vec::new()));
     let seen = reads.clone();
     let router = Router::new()
@@ -79,10 +80,10 @@ async fn imds(user_data: String) -> (String, Arc<Mutex<Vec<String>>>) {
             get(move |headers: HeaderMap| async move {
                 let token = headers.get("x-aws-ec2-metadata-token").and_then(|v| v.to_str().ok()).unwrap_or("");
                 seen.lock().unwrap().push(token.to_string());
-                if token == "imds-session" {
-                    (StatusCode::OK, user_data)
-                } else {
-                    (StatusCode::UNAUTHORIZED, String::new())
+                match (token == "imds-session", user_data) {
+                    (true, Some(user_data)) => (StatusCode::OK, user_data),
+                    (true, None) => (StatusCode::NOT_FOUND, String::new()),
+                    (false, _) => (StatusCode::UNAUTHORIZED, String::new()),
                 }
             }),
         );
@@ -126,7 +127,7 @@ async fn on_an_instance_the_worker_reads_user_data_signs_its_calls_and_logs_to_c
     launched.id = job.id.clone();
     launched.options.max_duration = Some(3600);
     let user_data = barge_aws::user_data(&launched, &endpoint, Some(&group));
-    let (metadata, reads) = imds(user_data).await;
+    let (metadata, reads) = imds(Some(user_data)).await;
     // WHEN the boot unit sizes the worker's runtime limit from the job
     let dropin = tempfile::tempdir().unwrap();
     let (dir, imds_endpoint) = (dropin.path().to_path_buf(), metadata.clone());
@@ -182,6 +183,45 @@ async fn on_an_instance_the_worker_reads_user_data_signs_its_calls_and_logs_to_c
         assert!(!written.contains(PASSWORD) && !written.contains(PASSWORD_ENCODED), "a password was logged");
         assert!(!written.contains("worker-secret") && !written.contains("session-token"));
     }
+}
+
+#[tokio::test]
+async fn launched_says_whether_user_data_holds_a_barge_job() {
+    let job = barge_jobs::conformance::job("alice", None, barge_jobs::Timestamp::now());
+    let cases = [
+        (Some(barge_aws::user_data(&job, "https://api.example.com", None)), None),
+        (None, Some("it has none")),
+        (Some("#!/bin/bash\necho debug instance\n".to_string()), Some("it is not JSON")),
+        (Some(r#"{"other": {"job_id": "x"}}"#.to_string()), Some("it has no barge object")),
+    ];
+    for (user_data, refused) in cases {
+        // GIVEN an instance with this user data
+        let (metadata, reads) = imds(user_data.clone()).await;
+        // WHEN the units' condition runs
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(WORKER).arg("launched").env("BARGE_IMDS_ENDPOINT", metadata).stdin(Stdio::null()).output()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        // THEN it lets them start only with a barge job, and says why not on one line
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        match refused {
+            None => assert_eq!(output.status.code(), Some(0), "{user_data:?}: {stderr}"),
+            Some(why) => {
+                assert_eq!(output.status.code(), Some(1), "{user_data:?}: {stderr}");
+                assert_eq!(
+                    stderr,
+                    format!("barge-worker: no barge job in this instance's user data ({why}): not starting\n")
+                );
+            }
+        }
+        assert_eq!(reads.lock().unwrap().as_slice(), ["imds-session"], "one read, with a session, no retries");
+    }
+    // A barge object this worker cannot parse (a newer launcher) still starts the worker:
+    // `ec2` fails on it and the machine powers off, rather than idling without a job.
+    assert_eq!(barge_worker::imds::launched(Some(r#"{"barge": {"job_id": "x", "new": 1}}"#)), Ok(()));
+    assert!(barge_worker::imds::launched(Some(r#"{"barge": "x"}"#)).is_err());
 }
 
 #[tokio::test]
@@ -253,6 +293,15 @@ fn the_worker_unit_powers_off_either_way_and_bounds_the_longest_job() {
         limits.contains("Before=barge-worker.service")
             && limits.contains("ExecStart=/usr/local/bin/barge-worker limits")
     );
+    // An image booted without a job stays up. The worker unit needs a Condition: a unit that
+    // ExecCondition= skips still triggers SuccessAction=poweroff (systemd issue 42035).
+    let gate = "ExecCondition=/usr/local/bin/barge-worker launched";
+    assert!(limits.lines().any(|l| l == gate));
+    assert!(!unit.lines().any(|l| l.starts_with("ExecCondition=")), "it would not keep the machine up");
+    assert_eq!(value("ConditionPathExists"), "/run/barge-worker.launched");
+    assert!(limits.lines().any(|l| l == "ExecStartPre=/usr/bin/touch /run/barge-worker.launched"));
+    let position = |line: &str| limits.lines().position(|l| l.starts_with(line)).unwrap();
+    assert!(position("ExecCondition=") < position("ExecStartPre="), "the mark only once a job is found");
 }
 
 /// A reporter that answers from a script and records what it was sent.

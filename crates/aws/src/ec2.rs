@@ -1,18 +1,21 @@
 //! [`Ec2Launcher`]: one EC2 instance per job attempt, from the worker launch template.
 //!
-//! - `ClientToken` = job id + attempt (+ the market and fallback index), so a retried
-//!   request never starts a second worker (PITFALLS 5);
+//! - `ClientToken` = job id + attempt (+ the market, the instance type's index and, with
+//!   subnets configured, the subnet's index), so a retried request never starts a second
+//!   worker (PITFALLS 5);
 //! - optionally spot first for resumable jobs, on-demand when spot has no capacity;
 //! - tags `JobId`, `Attempt`, `ManagedBy=barge` on the instance and its volume, which is how
 //!   the reaper finds orphans;
 //! - user data holds only the job id, the attempt and the coordinator endpoint, never a
 //!   credential (PITFALLS 8); IMDSv2 is required;
-//! - `InsufficientInstanceCapacity` (and kin) moves on to the next instance type of the list;
-//!   when every type is out of capacity the failure is retryable (the reaper tries again).
+//! - `InsufficientInstanceCapacity` (and kin) moves on to the next subnet (another AZ often
+//!   has capacity), then to the next instance type of the list; when every pair is out of
+//!   capacity the failure is retryable (the reaper tries again).
 
 use aws_sdk_ec2::{
     Client,
     error::ProvideErrorMetadata,
+    operation::run_instances::builders::RunInstancesFluentBuilder,
     types::{
         BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, InstanceInterruptionBehavior,
         InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType,
@@ -41,6 +44,10 @@ pub struct Ec2LauncherConfig {
     pub endpoint: String,
     /// Instance types to try in order when the job does not name one.
     pub instance_types: Vec<String>,
+    /// Subnets to launch into, in order of preference (put the databases' AZ first: traffic
+    /// across AZs is billed); each instance type is tried in every subnet before the next
+    /// type. Empty: the launch template's network settings (or the default VPC's).
+    pub subnets: Vec<String>,
     /// The CloudWatch Logs group workers log to (written into user data).
     pub log_group: Option<String>,
     /// Try spot capacity first for jobs that resume after an interruption, then on-demand.
@@ -53,15 +60,19 @@ pub struct Ec2LauncherConfig {
 
 impl Ec2LauncherConfig {
     /// From the Lambdas' environment: `WORKER_LAUNCH_TEMPLATE`, `API_ENDPOINT`,
-    /// `WORKER_INSTANCE_TYPES` (comma-separated), optional `WORKER_LOG_GROUP`, `WORKER_SPOT`
+    /// `WORKER_INSTANCE_TYPES` (comma-separated), optional `WORKER_SUBNETS` (comma-separated
+    /// subnet ids, `subnet-…`; unset or empty: none), `WORKER_LOG_GROUP`, `WORKER_SPOT`
     /// (`true`/`false`) and `WORKER_ROOT_VOLUME_GIB`.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Ec2LauncherConfig, String> {
         let required = |name: &str| var(name).filter(|v| !v.trim().is_empty()).ok_or(format!("{name} is not set"));
-        let instance_types: Vec<String> = required("WORKER_INSTANCE_TYPES")?
-            .split(',')
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-            .collect();
+        let list = |text: &str| -> Vec<String> {
+            text.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect()
+        };
+        let instance_types = list(&required("WORKER_INSTANCE_TYPES")?);
+        let subnets = list(&var("WORKER_SUBNETS").unwrap_or_default());
+        if let Some(bad) = subnets.iter().find(|id| !id.starts_with("subnet-")) {
+            return Err(format!("WORKER_SUBNETS must list subnet ids (subnet-…), not {bad:?}"));
+        }
         let spot = match var("WORKER_SPOT").as_deref().map(str::trim) {
             None | Some("" | "false") => false,
             Some("true") => true,
@@ -81,6 +92,7 @@ impl Ec2LauncherConfig {
             launch_template: required("WORKER_LAUNCH_TEMPLATE")?,
             endpoint: required("API_ENDPOINT")?,
             instance_types,
+            subnets,
             log_group: var("WORKER_LOG_GROUP").filter(|v| !v.trim().is_empty()),
             spot,
             root_volume_gib,
@@ -148,6 +160,66 @@ impl Ec2Launcher {
         }
     }
 
+    /// One RunInstances request: `kind` on spot or on-demand, in `subnet` when given.
+    fn run_instances(
+        &self,
+        job: &Job,
+        kind: &str,
+        spot: bool,
+        subnet: Option<&str>,
+        token: &str,
+        user_data: &str,
+    ) -> RunInstancesFluentBuilder {
+        let mut request = self
+            .client
+            .run_instances()
+            .launch_template(self.template())
+            .instance_type(InstanceType::from(kind))
+            .set_subnet_id(subnet.map(str::to_string))
+            .min_count(1)
+            .max_count(1)
+            .client_token(token)
+            .user_data(user_data)
+            .metadata_options(
+                InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(HttpTokensState::Required)
+                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                    .http_put_response_hop_limit(1)
+                    .build(),
+            )
+            .tag_specifications(Self::tags(job, ResourceType::Instance))
+            .tag_specifications(Self::tags(job, ResourceType::Volume));
+        if spot {
+            request = request.instance_market_options(
+                InstanceMarketOptionsRequest::builder()
+                    .market_type(MarketType::Spot)
+                    .spot_options(
+                        SpotMarketOptions::builder()
+                            .spot_instance_type(SpotInstanceType::OneTime)
+                            .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
+                            .build(),
+                    )
+                    .build(),
+            );
+        }
+        if let Some(gib) = self.config.root_volume_gib {
+            request = request.block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name("/dev/xvda")
+                    .ebs(
+                        EbsBlockDevice::builder()
+                            .volume_size(gib)
+                            .volume_type(VolumeType::Gp3)
+                            .encrypted(true)
+                            .delete_on_termination(true)
+                            .build(),
+                    )
+                    .build(),
+            );
+        }
+        request
+    }
+
     fn tags(job: &Job, resource: ResourceType) -> TagSpecification {
         let tag = |key: &str, value: String| Tag::builder().key(key).value(value).build();
         TagSpecification::builder()
@@ -169,79 +241,52 @@ impl Launcher for Ec2Launcher {
         if types.is_empty() {
             return Err(LaunchError { message: "no instance type is configured".into(), retryable: false });
         }
+        // `None`: the launch template's network; its token has no subnet index, as before
+        // subnets could be configured.
+        let subnets: Vec<Option<(usize, &str)>> = if self.config.subnets.is_empty() {
+            vec![None]
+        } else {
+            self.config.subnets.iter().map(String::as_str).enumerate().map(Some).collect()
+        };
         let user_data = STANDARD.encode(user_data(job, &self.config.endpoint, self.config.log_group.as_deref()));
         let markets: &[bool] = if self.config.spot && resumable(job.command) { &[true, false] } else { &[false] };
         let mut out_of_capacity = Vec::new();
         for &spot in markets {
             for (i, kind) in types.iter().enumerate() {
-                let market = if spot { "s" } else { "o" };
-                let mut request = self
-                    .client
-                    .run_instances()
-                    .launch_template(self.template())
-                    .instance_type(InstanceType::from(kind.as_str()))
-                    .min_count(1)
-                    .max_count(1)
-                    .client_token(format!("{}-{}-{market}{i}", job.id, job.attempt))
-                    .user_data(&user_data)
-                    .metadata_options(
-                        InstanceMetadataOptionsRequest::builder()
-                            .http_tokens(HttpTokensState::Required)
-                            .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                            .http_put_response_hop_limit(1)
-                            .build(),
-                    )
-                    .tag_specifications(Self::tags(job, ResourceType::Instance))
-                    .tag_specifications(Self::tags(job, ResourceType::Volume));
-                if spot {
-                    request = request.instance_market_options(
-                        InstanceMarketOptionsRequest::builder()
-                            .market_type(MarketType::Spot)
-                            .spot_options(
-                                SpotMarketOptions::builder()
-                                    .spot_instance_type(SpotInstanceType::OneTime)
-                                    .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
-                                    .build(),
-                            )
-                            .build(),
-                    );
-                }
-                if let Some(gib) = self.config.root_volume_gib {
-                    request = request.block_device_mappings(
-                        BlockDeviceMapping::builder()
-                            .device_name("/dev/xvda")
-                            .ebs(
-                                EbsBlockDevice::builder()
-                                    .volume_size(gib)
-                                    .volume_type(VolumeType::Gp3)
-                                    .encrypted(true)
-                                    .delete_on_termination(true)
-                                    .build(),
-                            )
-                            .build(),
-                    );
-                }
-                match request.send().await {
-                    Ok(out) => {
-                        return out
-                            .instances()
-                            .first()
-                            .and_then(|instance| instance.instance_id().map(str::to_string))
-                            .ok_or_else(|| LaunchError {
-                                message: "RunInstances returned no instance".into(),
-                                retryable: true,
-                            });
+                for &subnet in &subnets {
+                    let market = if spot { "s" } else { "o" };
+                    let mut token = format!("{}-{}-{market}{i}", job.id, job.attempt);
+                    if let Some((j, _)) = subnet {
+                        token.push_str(&format!("-{j}"));
                     }
-                    Err(e) => {
-                        let (code, message) = described(&e);
-                        let capacity =
-                            CAPACITY_CODES.contains(&code.as_str()) || (spot && SPOT_CODES.contains(&code.as_str()));
-                        if capacity {
-                            out_of_capacity.push(format!("{kind}{} ({code})", if spot { " spot" } else { "" }));
-                            continue;
+                    let request = self.run_instances(job, kind, spot, subnet.map(|(_, id)| id), &token, &user_data);
+                    match request.send().await {
+                        Ok(out) => {
+                            return out
+                                .instances()
+                                .first()
+                                .and_then(|instance| instance.instance_id().map(str::to_string))
+                                .ok_or_else(|| LaunchError {
+                                    message: "RunInstances returned no instance".into(),
+                                    retryable: true,
+                                });
                         }
-                        let retryable = TRANSIENT_CODES.contains(&code.as_str()) || code == "Unreachable";
-                        return Err(LaunchError { message: format!("EC2 RunInstances {code}: {message}"), retryable });
+                        Err(e) => {
+                            let (code, message) = described(&e);
+                            let capacity = CAPACITY_CODES.contains(&code.as_str())
+                                || (spot && SPOT_CODES.contains(&code.as_str()));
+                            if capacity {
+                                let spot = if spot { " spot" } else { "" };
+                                let place = subnet.map(|(_, id)| format!(" in {id}")).unwrap_or_default();
+                                out_of_capacity.push(format!("{kind}{spot}{place} ({code})"));
+                                continue;
+                            }
+                            let retryable = TRANSIENT_CODES.contains(&code.as_str()) || code == "Unreachable";
+                            return Err(LaunchError {
+                                message: format!("EC2 RunInstances {code}: {message}"),
+                                retryable,
+                            });
+                        }
                     }
                 }
             }

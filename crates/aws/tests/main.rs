@@ -81,6 +81,12 @@ mod ec2 {
 
     /// A moto region with a launch template like the CDK app's (IMDSv2 required).
     async fn moto(region: &'static str) -> (Client, Ec2Launcher) {
+        let (sdk, client, config) = moto_fleet(region).await;
+        (client, Ec2Launcher::new(&sdk, config))
+    }
+
+    /// [`moto`]'s pieces, for a launcher configured otherwise.
+    async fn moto_fleet(region: &'static str) -> (aws_config::SdkConfig, Client, Ec2LauncherConfig) {
         let config = local_config_in(&barge_testkit::aws_local("moto"), region).await;
         let client = Client::new(&config);
         let images = client.describe_images().send().await.unwrap();
@@ -102,18 +108,16 @@ mod ec2 {
             .send()
             .await
             .unwrap();
-        let launcher = Ec2Launcher::new(
-            &config,
-            Ec2LauncherConfig {
-                launch_template: name,
-                endpoint: "https://api.example.com".into(),
-                instance_types: vec!["m7i.large".into(), "m6i.large".into()],
-                log_group: Some("/barge/workers".into()),
-                spot: false,
-                root_volume_gib: None,
-            },
-        );
-        (client, launcher)
+        let fleet = Ec2LauncherConfig {
+            launch_template: name,
+            endpoint: "https://api.example.com".into(),
+            instance_types: vec!["m7i.large".into(), "m6i.large".into()],
+            subnets: vec![],
+            log_group: Some("/barge/workers".into()),
+            spot: false,
+            root_volume_gib: None,
+        };
+        (config, client, fleet)
     }
 
     #[tokio::test]
@@ -154,6 +158,27 @@ mod ec2 {
         assert!(launcher.instances().await.unwrap().iter().all(|i| i.id != id));
         launcher.terminate(&id).await.unwrap();
         launcher.terminate("i-0123456789abcdef0").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_worker_launches_into_the_configured_subnet() {
+        // GIVEN a VPC with a subnet, and a fleet configured to launch there
+        let (sdk, client, mut fleet) = moto_fleet("eu-central-1").await;
+        let vpc = client.create_vpc().cidr_block("10.42.0.0/16").send().await.unwrap();
+        let vpc = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
+        let subnet = client.create_subnet().vpc_id(&vpc).cidr_block("10.42.1.0/24").send().await.unwrap();
+        let subnet = subnet.subnet().and_then(|s| s.subnet_id()).unwrap().to_string();
+        fleet.subnets = vec![subnet.clone()];
+        let launcher = Ec2Launcher::new(&sdk, fleet);
+        // WHEN a worker is launched
+        let job = conformance::job("alice", None, Timestamp::now());
+        let id = launcher.launch(&job).await.unwrap();
+        // THEN it runs in that subnet, of that VPC
+        let described = client.describe_instances().instance_ids(&id).send().await.unwrap();
+        let instance: &Ec2Instance = &described.reservations()[0].instances()[0];
+        assert_eq!(instance.subnet_id(), Some(subnet.as_str()));
+        assert_eq!(instance.vpc_id(), Some(vpc.as_str()));
+        launcher.terminate(&id).await.unwrap();
     }
 
     #[tokio::test]
@@ -205,6 +230,7 @@ mod ec2 {
                 launch_template: "lt-0123456789abcdef0".into(),
                 endpoint: "https://api.example.com".into(),
                 instance_types: vec!["m7i.large".into(), "m6i.large".into(), "r7i.large".into()],
+                subnets: vec![],
                 log_group: None,
                 spot: false,
                 root_volume_gib: None,
@@ -245,6 +271,50 @@ mod ec2 {
         // WHEN a worker is launched THEN the next type is tried with its own token
         assert_eq!(mocked(client).launch(&job).await.unwrap(), "i-0feedfeedfeedfeed");
         assert_eq!((refused.num_calls(), accepted.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn out_of_capacity_in_one_subnet_tries_the_others_before_the_next_type() {
+        // GIVEN two subnets (two AZs), and no m7i.large capacity in either
+        let job = conformance::job("alice", None, Timestamp::now());
+        let attempt = |token: String, kind: &'static str, subnet: &'static str| {
+            move |r: &aws_sdk_ec2::operation::run_instances::RunInstancesInput| {
+                r.client_token() == Some(token.as_str())
+                    && r.instance_type().map(|t| t.as_str()) == Some(kind)
+                    && r.subnet_id() == Some(subnet)
+            }
+        };
+        let first = mock!(Client::run_instances)
+            .match_requests(attempt(format!("{}-1-o0-0", job.id), "m7i.large", "subnet-0aaaaaaaaaaaaaaaa"))
+            .then_error(|| out_of("InsufficientInstanceCapacity"));
+        let second = mock!(Client::run_instances)
+            .match_requests(attempt(format!("{}-1-o0-1", job.id), "m7i.large", "subnet-0bbbbbbbbbbbbbbbb"))
+            .then_error(|| out_of("InsufficientInstanceCapacity"));
+        let third = mock!(Client::run_instances)
+            .match_requests(attempt(format!("{}-1-o1-0", job.id), "m6i.large", "subnet-0aaaaaaaaaaaaaaaa"))
+            .then_output(|| {
+                RunInstancesOutput::builder()
+                    .instances(Ec2Instance::builder().instance_id("i-0subnetsubnetsub").build())
+                    .build()
+            });
+        let client = mock_client!(aws_sdk_ec2, RuleMode::Sequential, [&first, &second, &third]);
+        let launcher = Ec2Launcher::with_client(
+            client,
+            Ec2LauncherConfig {
+                launch_template: "lt-0123456789abcdef0".into(),
+                endpoint: "https://api.example.com".into(),
+                instance_types: vec!["m7i.large".into(), "m6i.large".into()],
+                subnets: vec!["subnet-0aaaaaaaaaaaaaaaa".into(), "subnet-0bbbbbbbbbbbbbbbb".into()],
+                log_group: None,
+                spot: false,
+                root_volume_gib: None,
+            },
+        );
+        // WHEN a worker is launched
+        let id = launcher.launch(&job).await.unwrap();
+        // THEN the first type was tried in each subnet, each with its own token, before the next type
+        assert_eq!(id, "i-0subnetsubnetsub");
+        assert_eq!((first.num_calls(), second.num_calls(), third.num_calls()), (1, 1, 1));
     }
 
     #[tokio::test]
@@ -303,6 +373,7 @@ mod ec2 {
                 launch_template: "barge-worker".into(),
                 endpoint: "https://api.example.com".into(),
                 instance_types: vec!["m7i.large".into()],
+                subnets: vec![],
                 log_group: None,
                 spot: true,
                 root_volume_gib: Some(20),
@@ -339,6 +410,26 @@ mod ec2 {
         ]))
         .unwrap_err();
         assert!(e.contains("WORKER_SPOT"), "{e}");
+    }
+
+    #[test]
+    fn worker_subnets_come_from_the_environment() {
+        let vars = |subnets: Option<&'static str>| {
+            move |name: &str| match name {
+                "WORKER_LAUNCH_TEMPLATE" => Some("lt-1".to_string()),
+                "API_ENDPOINT" => Some("https://x".to_string()),
+                "WORKER_INSTANCE_TYPES" => Some("m7i.large".to_string()),
+                "WORKER_SUBNETS" => subnets.map(str::to_string),
+                _ => None,
+            }
+        };
+        let config = Ec2LauncherConfig::from_vars(vars(Some(" subnet-0aaa, subnet-0bbb ,"))).unwrap();
+        assert_eq!(config.subnets, vec!["subnet-0aaa", "subnet-0bbb"]);
+        for none in [None, Some(""), Some(" , ")] {
+            assert_eq!(Ec2LauncherConfig::from_vars(vars(none)).unwrap().subnets, Vec::<String>::new(), "{none:?}");
+        }
+        let e = Ec2LauncherConfig::from_vars(vars(Some("subnet-0aaa,sg-0bbb"))).unwrap_err();
+        assert!(e.contains("WORKER_SUBNETS") && e.contains("sg-0bbb"), "{e}");
     }
 }
 
