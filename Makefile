@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/barge/target
 CARGO ?= cargo
 
-.PHONY: help setup build build-lambda demo test check bench clean-clusters
+.PHONY: help setup build build-lambda demo test check bench clean-clusters synth deploy ami destroy
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -19,7 +19,8 @@ build: ## Build barge (debug)
 demo: setup build ## Copy a sample database between two local clusters with live progress, then verify
 	@scripts/demo
 
-test: setup ## Run every test against real PostgreSQL 18 and 15, DynamoDB Local and moto (started and stopped here)
+test: ## Run every test: Rust against real PostgreSQL 18 and 15, DynamoDB Local and moto (started and stopped here); the CDK app, cdk-nag, cfn-lint, checkov, the AMI components and the worker built for the AMI
+	@scripts/setup test
 	@scripts/test
 
 check: ## Formatting and clippy, warnings are errors
@@ -35,6 +36,27 @@ bench: ## Copy: barge vs pg_dump/pg_restore and pgcopydb (BENCH_SCALE=1 is ~1 Gi
 	$(CARGO) build --release -p barge -p barge-worker
 	@bench/run
 	@bench/api
+
+# The AWS deployment (docs/deploy.md). STAGE picks infra/stages/$(STAGE).json when present;
+# the account and region are those of your AWS credentials (AWS_PROFILE, AWS_REGION).
+STAGE ?= dev
+CDK = BARGE_STAGE=$(STAGE) PATH="$(HOME)/.cache/barge/venv/bin:$$PATH" node_modules/.bin/cdk
+
+synth: ## Synthesize the CDK app of STAGE (builds the Lambdas) into cdk.out/
+	@scripts/setup deploy
+	$(CDK) synth --quiet
+
+deploy: ## Build the Lambdas (cargo-lambda, arm64) and deploy STAGE's stacks (cdk deploy --all)
+	@scripts/setup deploy
+	$(CDK) deploy --all --require-approval broadening
+
+ami: ## Build barge-worker for the image, upload it, run the image pipeline of STAGE, print the AMI id
+	@scripts/setup deploy
+	$(HOME)/.cache/barge/venv/bin/python scripts/ami.py --stage $(STAGE)
+
+destroy: ## Delete STAGE's stacks (a prod stage keeps its table, key and bucket)
+	@scripts/setup deploy
+	$(CDK) destroy --all
 
 clean-clusters: ## Stop the local test clusters
 	@scripts/pg stop
