@@ -106,3 +106,15 @@ export class BargeChecks extends AwsSolutionsChecks {
 export function acknowledgeManagedPolicy(scope: IConstruct, name: string, reason: string): void {
   Validations.of(scope).acknowledge({ id: `AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/${name}]`, reason });
 }
+
+/**
+ * Acknowledges, on the CDK-provided custom-resource provider `id` of `stack` (when present),
+ * the AWS managed basic execution policy it uses, and its runtime (pinned by aws-cdk-lib).
+ */
+export function acknowledgeCdkProvider(stack: IConstruct, id: string, purpose: string): void {
+  const provider = stack.node.tryFindChild(id);
+  if (provider) {
+    acknowledgeManagedPolicy(provider, 'service-role/AWSLambdaBasicExecutionRole', `CDK's ${purpose}: its own logs only`);
+    Validations.of(provider).acknowledge({ id: 'AwsSolutions-L1', reason: `CDK's ${purpose}: aws-cdk-lib pins its runtime` });
+  }
+}

@@ -13,7 +13,7 @@
  * `grantLaunch`/`grantTerminate`/`grantReadLogs` give the coordinator and the reaper exactly
  * what `Ec2Launcher` and `CloudWatchLogs` (crates/aws) call.
  */
-import { Arn, Fn, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import { Arn, Fn, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import { IHttpApi } from 'aws-cdk-lib/aws-apigatewayv2';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -22,7 +22,7 @@ import * as ssm from 'aws-cdk-lib/aws-ssm';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import { Construct } from 'constructs';
 import { NetworkConfig } from '../config';
-import { acknowledgeManagedPolicy, expectWildcards } from '../nag';
+import { acknowledgeCdkProvider, expectWildcards } from '../nag';
 
 /** The tag every barge instance carries (`MANAGED_BY` in crates/aws/src/ec2.rs). */
 export const MANAGED_BY = { key: 'ManagedBy', value: 'barge' } as const;
@@ -211,18 +211,11 @@ export class WorkerFleet extends Construct {
       installLatestAwsSdk: false,
     });
     // The provider is CDK's singleton Lambda for AwsCustomResource, shared by the stack.
-    const provider = stack.node.tryFindChild('AWS679f53fac002430cb0da5b7982bd2287');
-    if (provider) {
-      acknowledgeManagedPolicy(
-        provider,
-        'service-role/AWSLambdaBasicExecutionRole',
-        "CDK's AwsCustomResource provider (writes the AMI placeholder parameter once): its own logs only",
-      );
-      Validations.of(provider).acknowledge({
-        id: 'AwsSolutions-L1',
-        reason: 'CDK-provided AwsCustomResource provider: its runtime is pinned by aws-cdk-lib',
-      });
-    }
+    acknowledgeCdkProvider(
+      stack,
+      'AWS679f53fac002430cb0da5b7982bd2287',
+      'AwsCustomResource provider (writes the AMI placeholder parameter once)',
+    );
     return resource;
   }
 

@@ -10,7 +10,7 @@ import { Construct } from 'constructs';
 import { StageConfig } from '../config';
 import { ARTIFACT_PREFIX } from '../constructs/ami-pipeline';
 import { JobTable } from '../constructs/job-table';
-import { acknowledgeManagedPolicy } from '../nag';
+import { acknowledgeCdkProvider } from '../nag';
 
 export interface StatefulStackProps extends StackProps {
   /** The stage's configuration. */
@@ -59,16 +59,10 @@ export class StatefulStack extends Stack {
       value: `s3://${this.artifactBucket.bucketName}/${ARTIFACT_PREFIX}`,
       description: 'make ami uploads barge-worker and its units here',
     });
-    if (destroy) {
-      // CDK's provider that empties the bucket when a non-production stage is destroyed.
-      const provider = this.node.tryFindChild('Custom::S3AutoDeleteObjectsCustomResourceProvider');
-      if (provider) {
-        acknowledgeManagedPolicy(
-          provider,
-          'service-role/AWSLambdaBasicExecutionRole',
-          "CDK's auto-delete provider (empties the bucket when a non-production stage is destroyed): its own logs only",
-        );
-      }
-    }
+    acknowledgeCdkProvider(
+      this,
+      'Custom::S3AutoDeleteObjectsCustomResourceProvider',
+      'auto-delete provider (empties the bucket when a non-production stage is destroyed)',
+    );
   }
 }
