@@ -314,6 +314,37 @@ impl ConnInfo {
         config
     }
 
+    /// A libpq connection string for `dbname`, for a server that connects to this one
+    /// itself (a subscription on the target connects to the source). The password is in it:
+    /// it goes only into the statement that creates the subscription. TLS is asked for as
+    /// the URL asks; a CA file on barge's machine means nothing to that server, so only
+    /// `sslrootcert=system` is passed on.
+    pub(crate) fn libpq_conninfo(&self, dbname: &str) -> String {
+        let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+        let mut parts = vec![
+            format!("host={}", quote(&self.host)),
+            format!("port={}", self.port),
+            format!("user={}", quote(&self.user)),
+            format!("dbname={}", quote(dbname)),
+            format!("connect_timeout={}", self.connect_timeout.as_secs().max(2)),
+        ];
+        if let Some(password) = &self.password {
+            parts.push(format!("password={}", quote(password.expose())));
+        }
+        let mode = match self.sslmode {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        };
+        parts.push(format!("sslmode={mode}"));
+        if self.sslrootcert.as_deref() == Some("system") {
+            parts.push("sslrootcert=system".into());
+        }
+        parts.join(" ")
+    }
+
     /// The environment a libpq tool (pg_dump) needs to reach `dbname`: the password goes here,
     /// never into argv. `tls_in_use` says whether barge's own connection negotiated TLS, so a
     /// tool verifies the server exactly when barge did.

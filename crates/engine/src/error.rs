@@ -52,6 +52,12 @@ pub enum Error {
     /// Something barge relies on is not as expected (an internal or environment failure).
     #[error("{0}")]
     Internal(String),
+    /// A sync was stopped (cancelled or interrupted) and cleaned up after.
+    #[error("{0}")]
+    Stopped(String),
+    /// The source's schema changed while syncing.
+    #[error("{0}")]
+    SchemaChanged(String),
     /// TLS could not be set up.
     #[error("TLS setup failed: {0}")]
     Tls(String),
@@ -126,6 +132,8 @@ impl Error {
             | Error::Invalid(_)
             | Error::Refused(_)
             | Error::Internal(_)
+            | Error::Stopped(_)
+            | Error::SchemaChanged(_)
             | Error::Tls(_) => false,
         }
     }

@@ -69,6 +69,20 @@ pub struct DatabaseReport {
 
 /// Runs the plan. Refuses, before changing anything, when the plan has problems.
 pub async fn init(req: &Request, plan: &Plan, sink: Arc<dyn ProgressSink>) -> Result<InitReport> {
+    refuse_problems(plan)?;
+    let started = Instant::now();
+    let (tools, roles) = prepare(req, &sink).await?;
+    let mut report = InitReport { roles, ..InitReport::default() };
+    for db in &plan.databases {
+        let tracker = Tracker::new(sink.clone(), &db.target);
+        report.databases.push(copy_database(req, &tools, db, tracker, None).await?);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Fails, naming every problem, when the plan has any: nothing was changed yet.
+pub(crate) fn refuse_problems(plan: &Plan) -> Result<()> {
     let problems: Vec<String> = plan
         .problems()
         .map(|c| match &c.hint {
@@ -76,30 +90,29 @@ pub async fn init(req: &Request, plan: &Plan, sink: Arc<dyn ProgressSink>) -> Re
             None => format!("{}: {}", c.name, c.detail),
         })
         .collect();
-    if !problems.is_empty() {
-        let refused = plan.databases.iter().any(|d| matches!(d.action, TargetAction::Refuse { .. }));
-        let text = format!("nothing was changed; fix these first:\n  {}", problems.join("\n  "));
-        return Err(if refused { Error::TargetNotEmpty(text) } else { Error::Refused(text) });
+    if problems.is_empty() {
+        return Ok(());
     }
-    let started = Instant::now();
+    let refused = plan.databases.iter().any(|d| matches!(d.action, TargetAction::Refuse { .. }));
+    let text = format!("nothing was changed; fix these first:\n  {}", problems.join("\n  "));
+    Err(if refused { Error::TargetNotEmpty(text) } else { Error::Refused(text) })
+}
+
+/// What every copy needs before its first database: the client tools for the source's
+/// version, and the roles `--roles` asks for.
+pub(crate) async fn prepare(req: &Request, sink: &Arc<dyn ProgressSink>) -> Result<(PgTools, Option<RolesReport>)> {
     let (source_admin, _) = crate::plan::connect_admin(&req.source).await?;
     let tools = PgTools::locate(req.options.pg_bin.as_deref(), (source_admin.version_num() / 10000) as u32).await?;
-    let mut report = InitReport::default();
+    let mut report = None;
     if req.options.roles {
         let (target_admin, _) = crate::plan::connect_admin(&req.target).await?;
         let roles = roles::copy(&source_admin, &target_admin).await?;
         for warning in &roles.warnings {
             sink.emit(crate::progress::Event::Warning { message: warning.clone() });
         }
-        report.roles = Some(roles);
+        report = Some(roles);
     }
-    drop(source_admin);
-    for db in &plan.databases {
-        let tracker = Tracker::new(sink.clone(), &db.target);
-        report.databases.push(copy_database(req, &tools, db, tracker).await?);
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok((tools, report))
 }
 
 /// Connects to a maintenance database other than `avoid` (it may be dropped).
@@ -300,7 +313,7 @@ async fn set_autovacuum(target: &Db, plan: &DatabasePlan, paused: bool) -> Resul
 }
 
 /// Sets every target sequence to its source position.
-async fn copy_sequences(source: &Db, target: &Db) -> Result<u64> {
+pub(crate) async fn copy_sequences(source: &Db, target: &Db) -> Result<u64> {
     let on_target: HashSet<(String, String)> = target
         .query(
             "list target sequences",
@@ -341,11 +354,14 @@ async fn copy_sequences(source: &Db, target: &Db) -> Result<u64> {
     Ok(count)
 }
 
-async fn copy_database(
+/// Copies one database. `snapshot` is an exported snapshot to read in (a replication
+/// slot's, for a sync); without one the copy exports its own.
+pub(crate) async fn copy_database(
     req: &Request,
     tools: &PgTools,
     db: &DatabasePlan,
     tracker: Arc<Tracker>,
+    snapshot: Option<&str>,
 ) -> Result<DatabaseReport> {
     let started = Instant::now();
     let mut timings = Timings::default();
@@ -353,8 +369,17 @@ async fn copy_database(
     // One snapshot for pg_dump and every COPY; held open until the rows are in.
     let holder = Db::connect(&req.source, &db.source).await?;
     holder.batch("open the copy snapshot", "begin isolation level repeatable read read only").await?;
-    let snapshot: String =
-        holder.query_one("export the copy snapshot", "select pg_catalog.pg_export_snapshot()", &[]).await?.get(0);
+    let snapshot: String = match snapshot {
+        Some(id) => {
+            holder
+                .batch("import the slot's snapshot", &format!("set transaction snapshot '{}'", id.replace('\'', "''")))
+                .await?;
+            id.to_owned()
+        }
+        None => {
+            holder.query_one("export the copy snapshot", "select pg_catalog.pg_export_snapshot()", &[]).await?.get(0)
+        }
+    };
     let dump_options = DumpOptions {
         no_owner: req.options.no_owner,
         no_acl: req.options.no_acl,

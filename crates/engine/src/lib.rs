@@ -1,6 +1,7 @@
 //! barge's replication engine: plan a copy, read the schema with pg_dump in one exported
 //! snapshot, move rows as parallel binary COPY streams, build indexes and constraints in
-//! parallel, verify and validate. It emits structured progress events.
+//! parallel, verify and validate, and keep the target in sync by logical replication until a
+//! cutover. It emits structured progress events.
 //!
 //! It depends on nothing of barge's and knows nothing of AWS or HTTP: the CLI runs it
 //! directly, the worker runs it for a job.
@@ -19,10 +20,12 @@ mod pipeline;
 pub mod plan;
 mod postdata;
 pub mod progress;
+mod replication;
 pub mod request;
 mod roles;
 mod schema;
 mod script;
+pub mod sync;
 mod tls;
 pub mod validate;
 pub mod verify;

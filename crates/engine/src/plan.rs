@@ -502,6 +502,10 @@ pub async fn plan(req: &Request) -> Result<Plan> {
             Some("pass --roles to create them (without passwords), create them yourself, or pass --no-owner to give everything to the target user".into()),
         ));
     }
+    if req.options.sync {
+        let checks = crate::sync::preflight(req, &plan.databases, &source_admin, &target_admin).await;
+        plan.findings.extend(checks);
+    }
     Ok(plan)
 }
 

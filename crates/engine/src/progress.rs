@@ -90,6 +90,8 @@ pub enum Event {
         /// What.
         message: String,
     },
+    /// Where continuous replication stands (sync), every status round.
+    Replication(crate::sync::ReplicationStatus),
     /// A database copy finished.
     DatabaseFinished {
         /// Target database.

@@ -39,8 +39,14 @@ pub struct Options {
     pub maintenance_work_mem: Option<u64>,
     /// Directory holding pg_dump; found on PATH or in well-known places when unset.
     pub pg_bin: Option<PathBuf>,
-    /// Check (validate) and later set up continuous replication.
+    /// Check (validate) or set up (init) continuous replication after the copy.
     pub sync: bool,
+    /// With `sync`: give source tables without a primary key or replica identity
+    /// `REPLICA IDENTITY FULL` instead of refusing them.
+    pub replica_identity_full: bool,
+    /// With `sync`: the id in the names of the slot, publication and subscription
+    /// (`barge_<id>_<n>`); random when unset. Status, cutover and stop find a sync by it.
+    pub sync_id: Option<String>,
 }
 
 impl Default for Options {
@@ -60,6 +66,8 @@ impl Default for Options {
             maintenance_work_mem: None,
             pg_bin: None,
             sync: false,
+            replica_identity_full: false,
+            sync_id: None,
         }
     }
 }

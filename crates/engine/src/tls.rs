@@ -61,6 +61,12 @@ fn roots_for(info: &ConnInfo) -> Result<Arc<RootCertStore>> {
 
 /// The TLS connector for a connection, or `None` when `sslmode=disable`.
 pub(crate) fn connector(info: &ConnInfo) -> Result<Option<MakeRustlsConnect>> {
+    Ok(client_config(info)?.map(MakeRustlsConnect::new))
+}
+
+/// The rustls configuration for a connection, or `None` when `sslmode=disable`: the one
+/// place that decides how barge verifies a server.
+pub(crate) fn client_config(info: &ConnInfo) -> Result<Option<rustls::ClientConfig>> {
     if info.sslmode() == SslMode::Disable {
         return Ok(None);
     }
@@ -76,7 +82,7 @@ pub(crate) fn connector(info: &ConnInfo) -> Result<Option<MakeRustlsConnect>> {
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    Ok(Some(MakeRustlsConnect::new(config)))
+    Ok(Some(config))
 }
 
 /// `verify-ca`: the chain must lead to a trusted root; the name in it is not checked.

@@ -1,7 +1,7 @@
 //! `barge validate`: preflight checks, each with pass/warn/fail and a fix hint. The plan's
 //! own findings (target not empty, missing extensions, roles, privileges, pg_dump) are the
-//! same checks `barge init` refuses on; validate adds connectivity, sizes and, with
-//! `--sync`, logical replication prerequisites.
+//! same checks `barge init` refuses on (with `--sync`, the logical replication prerequisites);
+//! validate adds connectivity and sizes.
 
 use serde::{Deserialize, Serialize};
 
@@ -71,7 +71,7 @@ pub async fn validate(req: &Request) -> ValidateReport {
     let mut checks = Vec::new();
     let source = connection_check(&req.source, &mut checks).await;
     let target = connection_check(&req.target, &mut checks).await;
-    let (Some(source), Some(_target)) = (source, target) else {
+    let (Some(_source), Some(_target)) = (source, target) else {
         return ValidateReport { checks, plan: None, ok: false };
     };
     let plan = match plan::plan(req).await {
@@ -98,9 +98,6 @@ pub async fn validate(req: &Request) -> ValidateReport {
     checks.extend(plan.findings.iter().cloned());
     for db in &plan.databases {
         checks.push(key_check(req, db).await);
-    }
-    if req.options.sync {
-        sync_checks(&source, &mut checks).await;
     }
     let ok = checks.iter().all(|c| c.status != CheckStatus::Fail);
     ValidateReport { checks, plan: Some(plan), ok }
@@ -129,9 +126,8 @@ async fn connection_check(info: &crate::conninfo::ConnInfo, checks: &mut Vec<Che
     }
 }
 
-/// Tables without a primary key: copied and verified fine (by whole-row hashes), but logical
-/// replication cannot apply their updates and deletes unless their replica identity is
-/// FULL or an index.
+/// Tables without a primary key: copied and verified fine (by whole-row hashes). Whether
+/// logical replication can follow them is a `--sync` finding of the plan.
 async fn key_check(req: &Request, db: &plan::DatabasePlan) -> Check {
     let name = format!("primary keys in \"{}\"", db.source);
     let rows = match Db::connect(&req.source, &db.source).await {
@@ -145,17 +141,11 @@ async fn key_check(req: &Request, db: &plan::DatabasePlan) -> Check {
     let copied: std::collections::HashSet<(&str, &str)> =
         db.tables.iter().map(|t| (t.schema.as_str(), t.name.as_str())).collect();
     let mut unkeyed = Vec::new();
-    let mut unidentified = Vec::new();
     for row in &rows {
         let (schema, table): (String, String) = (row.get(0), row.get(1));
-        if !copied.contains(&(schema.as_str(), table.as_str())) {
-            continue;
+        if copied.contains(&(schema.as_str(), table.as_str())) {
+            unkeyed.push(format!("{schema}.{table}"));
         }
-        let label = format!("{schema}.{table}");
-        if !row.get::<_, bool>(2) {
-            unidentified.push(label.clone());
-        }
-        unkeyed.push(label);
     }
     let list = |names: &[String]| {
         let more = if names.len() > 5 { format!(" and {} more", names.len() - 5) } else { String::new() };
@@ -163,20 +153,6 @@ async fn key_check(req: &Request, db: &plan::DatabasePlan) -> Check {
     };
     if unkeyed.is_empty() {
         return Check::pass(name, "every copied table has a primary key");
-    }
-    if req.options.sync && !unidentified.is_empty() {
-        return Check::warn(
-            name,
-            format!(
-                "{} table(s) without a primary key or replica identity: {}",
-                unidentified.len(),
-                list(&unidentified)
-            ),
-            Some(
-                "add a primary key, or ALTER TABLE … REPLICA IDENTITY FULL, so their updates and deletes replicate"
-                    .into(),
-            ),
-        );
     }
     Check::pass(
         name,
@@ -186,72 +162,6 @@ async fn key_check(req: &Request, db: &plan::DatabasePlan) -> Check {
             list(&unkeyed)
         ),
     )
-}
-
-/// Logical replication prerequisites on the source (PITFALLS 13: the source's wal_level, not
-/// the target's).
-async fn sync_checks(source: &Db, checks: &mut Vec<Check>) {
-    let query = "select current_setting('wal_level'), \
-                 (select rolreplication or rolsuper from pg_catalog.pg_roles where rolname = current_user) \
-                   or pg_catalog.pg_has_role(current_user, 'rds_replication', 'member') is true, \
-                 current_setting('max_replication_slots')::int - (select count(*) from pg_catalog.pg_replication_slots)::int, \
-                 current_setting('max_wal_senders')::int - (select count(*) from pg_catalog.pg_stat_replication)::int";
-    // pg_has_role errors when the role does not exist; ask without it first.
-    let fallback = "select current_setting('wal_level'), \
-                    (select rolreplication or rolsuper from pg_catalog.pg_roles where rolname = current_user), \
-                    current_setting('max_replication_slots')::int - (select count(*) from pg_catalog.pg_replication_slots)::int, \
-                    current_setting('max_wal_senders')::int - (select count(*) from pg_catalog.pg_stat_replication)::int";
-    let has_rds_role = source
-        .query_opt(
-            "look for rds_replication",
-            "select 1 from pg_catalog.pg_roles where rolname = 'rds_replication'",
-            &[],
-        )
-        .await
-        .ok()
-        .flatten()
-        .is_some();
-    let row =
-        match source.query_one("read replication settings", if has_rds_role { query } else { fallback }, &[]).await {
-            Ok(row) => row,
-            Err(e) => {
-                checks.push(Check::fail("logical replication", e.to_string(), None));
-                return;
-            }
-        };
-    let (wal_level, replication, free_slots, free_senders): (String, bool, i32, i32) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
-    checks.push(if wal_level == "logical" {
-        Check::pass("source wal_level", "logical")
-    } else {
-        Check::fail(
-            "source wal_level",
-            format!("wal_level is {wal_level}; logical replication needs logical"),
-            Some("set wal_level = logical on the source and restart it (RDS/Aurora: rds.logical_replication = 1 in the parameter group)".into()),
-        )
-    });
-    checks.push(if replication {
-        Check::pass("source REPLICATION privilege", "the source user may replicate")
-    } else {
-        Check::fail(
-            "source REPLICATION privilege",
-            "the source user has neither REPLICATION nor rds_replication",
-            Some("ALTER ROLE <user> REPLICATION (RDS: GRANT rds_replication TO <user>)".into()),
-        )
-    });
-    let free = |n: i32, what: &str, setting: &str| {
-        if n >= 1 {
-            Check::pass(format!("source {what}"), format!("{n} free"))
-        } else {
-            Check::fail(
-                format!("source {what}"),
-                format!("no free {what}"),
-                Some(format!("raise {setting} on the source, or drop unused ones")),
-            )
-        }
-    };
-    checks.push(free(free_slots, "replication slots", "max_replication_slots"));
-    checks.push(free(free_senders, "WAL senders", "max_wal_senders"));
 }
 
 /// `1.2 GiB`.

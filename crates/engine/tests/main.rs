@@ -12,6 +12,8 @@ use barge_engine::{
 use barge_testkit::{Cluster, dst18, src15, src18, unique};
 use std::sync::{Arc, Mutex};
 
+mod sync;
+
 fn request(src: &Cluster, src_db: &str, dst: &Cluster, dst_db: &str) -> Request {
     request_urls(&src.url(src_db), &dst.url(dst_db))
 }
