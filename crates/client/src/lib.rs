@@ -207,6 +207,11 @@ impl ApiClient {
         self.call(http::Method::POST, &format!("jobs/{id}/cancel"), None, &[]).await
     }
 
+    /// `POST /jobs/{id}/cutover`.
+    pub async fn cutover(&self, id: &JobId) -> Result<JobView, ClientError> {
+        self.call(http::Method::POST, &format!("jobs/{id}/cutover"), None, &[]).await
+    }
+
     /// `GET /jobs/{id}/logs`: up to `limit` lines after the cursor `after` (from the start
     /// when `None`); the answer's `next` continues.
     pub async fn logs(&self, id: &JobId, after: Option<&str>, limit: Option<usize>) -> Result<LogsView, ClientError> {

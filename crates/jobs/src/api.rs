@@ -39,6 +39,9 @@ pub struct JobView {
     pub status: JobStatus,
     /// The owner asked to stop.
     pub cancel_requested: bool,
+    /// The owner asked a sync job to cut over.
+    #[serde(default)]
+    pub cutover_requested: bool,
     /// Current attempt (1-based).
     pub attempt: u32,
     /// Attempts allowed.
@@ -76,6 +79,7 @@ impl From<&Job> for JobView {
             options: job.options.clone(),
             status: job.status.clone(),
             cancel_requested: job.cancel_requested,
+            cutover_requested: job.cutover_requested,
             attempt: job.attempt,
             max_attempts: job.max_attempts,
             instance_id: job.instance_id.clone(),
@@ -138,6 +142,9 @@ pub struct Claim {
 pub struct Heartbeat {
     /// Stop cleanly and finish as `cancelled`.
     pub cancel_requested: bool,
+    /// Cut over (sync jobs): catch up, sequences, remove replication, verify, finish.
+    #[serde(default)]
+    pub cutover_requested: bool,
     /// The job's status as stored.
     pub status: JobStatus,
 }

@@ -323,6 +323,8 @@ pub enum Event {
     Progress(Box<Progress>),
     /// The owner asked to stop.
     CancelRequested,
+    /// The owner asked a sync job to cut over.
+    CutoverRequested,
     /// The worker finished.
     Finished(Outcome),
     /// The reaper found the worker gone (no heartbeat, instance terminated, never claimed).
@@ -348,6 +350,7 @@ impl Event {
             Event::Heartbeat => "heartbeat",
             Event::Progress(_) => "progress",
             Event::CancelRequested => "cancel_requested",
+            Event::CutoverRequested => "cutover_requested",
             Event::Finished(_) => "finished",
             Event::WorkerLost { .. } => "worker_lost",
             Event::DeadlinePassed => "deadline_passed",
@@ -398,6 +401,10 @@ pub struct Job {
     /// When the owner first asked to stop (the reaper gives the worker a grace period).
     #[serde(default)]
     pub cancel_requested_at: Option<Timestamp>,
+    /// The owner asked a sync job to cut over; the worker sees it on its next report and
+    /// cuts over once the target streams.
+    #[serde(default)]
+    pub cutover_requested: bool,
     /// 1 for the first worker, +1 for each replacement.
     pub attempt: u32,
     /// Attempts allowed.
@@ -454,6 +461,7 @@ impl Job {
             status: JobStatus::Queued,
             cancel_requested: false,
             cancel_requested_at: None,
+            cutover_requested: false,
             attempt: 1,
             max_attempts: deadlines.max_attempts,
             instance_id: None,
@@ -539,6 +547,21 @@ impl Job {
                 next.cancel_requested = true;
                 next.cancel_requested_at = self.cancel_requested_at.or(Some(now));
             }
+            (S::Launching | S::Running { .. }, Event::CutoverRequested) => {
+                if !crate::spec::syncs(self.command, &self.options) {
+                    return Err(Rejection::Conflict(format!(
+                        "cannot cut over: this is a {} job; only sync jobs (sync, or init with sync) cut over",
+                        self.command
+                    )));
+                }
+                if self.cancel_requested {
+                    return conflict("cut over: it is being cancelled");
+                }
+                next.cutover_requested = true;
+            }
+            (S::Queued, Event::CutoverRequested) => {
+                return conflict("cut over yet: its copy has not started; ask again once it streams");
+            }
             (S::Launching | S::Running { .. }, Event::CancelUnanswered) => {
                 if !self.cancel_requested {
                     return conflict("end it as cancelled: no cancel was requested");
@@ -587,6 +610,7 @@ impl Job {
                 let done = format!("the job already finished: it {}", finished_words(status));
                 return Err(Rejection::Conflict(match event {
                     Event::CancelRequested => format!("cannot cancel: {done}"),
+                    Event::CutoverRequested => format!("cannot cut over: {done}"),
                     _ => done,
                 }));
             }
@@ -694,6 +718,7 @@ mod tests {
             Event::DeadlinePassed,
             Event::CancelUnanswered,
             Event::Finished(Outcome::Failed { reason: "connection lost".into(), retryable: true }),
+            Event::CutoverRequested,
         ]
     }
 
@@ -713,7 +738,7 @@ mod tests {
     fn expected(state: State, event: usize) -> To {
         use To::{CancelFlag, Conflict, Forbidden, Requeued, Same};
         let to = To::State;
-        let row: [To; 17] = match state {
+        let row: [To; 18] = match state {
             State::Queued => [
                 to(State::Launching),
                 Same,
@@ -730,6 +755,7 @@ mod tests {
                 Conflict,
                 Conflict,
                 to(State::TimedOut),
+                Conflict,
                 Conflict,
                 Conflict,
             ],
@@ -751,6 +777,7 @@ mod tests {
                 to(State::TimedOut),
                 Conflict,
                 Conflict,
+                Conflict,
             ],
             State::Running => [
                 Conflict,
@@ -770,10 +797,33 @@ mod tests {
                 to(State::TimedOut),
                 Conflict,
                 Requeued,
+                Conflict,
             ],
             State::Succeeded | State::Failed | State::Cancelled | State::TimedOut => std::array::from_fn(|_| Conflict),
         };
         row.into_iter().nth(event).unwrap_or(Conflict)
+    }
+
+    #[test]
+    fn sync_jobs_take_a_cutover_request_once_started() {
+        let mut job = job_in(JobStatus::Running { phase: Phase::Streaming }, false);
+        job.command = Command::Sync;
+        let asked = job.apply(&Event::CutoverRequested, Deadlines::default(), NOW).unwrap();
+        assert!(asked.cutover_requested);
+        assert_eq!(asked.state(), State::Running);
+        let again = asked.apply(&Event::CutoverRequested, Deadlines::default(), NOW).unwrap();
+        assert!(again.cutover_requested, "asking twice is harmless");
+        job.command = Command::Init;
+        job.options.sync = true;
+        assert!(job.apply(&Event::CutoverRequested, Deadlines::default(), NOW).unwrap().cutover_requested);
+        job.status = JobStatus::Queued;
+        assert!(matches!(job.apply(&Event::CutoverRequested, Deadlines::default(), NOW), Err(Rejection::Conflict(_))));
+        let mut cancelling = job_in(JobStatus::Running { phase: Phase::Streaming }, true);
+        cancelling.command = Command::Sync;
+        assert!(matches!(
+            cancelling.apply(&Event::CutoverRequested, Deadlines::default(), NOW),
+            Err(Rejection::Conflict(_))
+        ));
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct Progress {
     pub cdc_lag_bytes: Option<u64>,
     /// Replication lag in seconds (sync).
     pub cdc_lag_seconds: Option<f64>,
+    /// Rows the target applies per second (sync).
+    pub cdc_apply_rows_per_second: Option<f64>,
     /// Tables being copied now, largest first, at most [`MAX_RUNNING`].
     pub running: Vec<TableProgress>,
     /// The latest thing a user should know.
@@ -89,9 +91,13 @@ impl Progress {
                 return Err(format!("{field}: longer than {MAX_TEXT_BYTES} bytes"));
             }
         }
-        let numbers = [Some(self.bytes_per_second), self.eta_seconds, self.cdc_lag_seconds];
+        let numbers =
+            [Some(self.bytes_per_second), self.eta_seconds, self.cdc_lag_seconds, self.cdc_apply_rows_per_second];
         if numbers.into_iter().flatten().any(|n| !n.is_finite() || n < 0.0) {
-            return Err("bytes_per_second, eta_seconds and cdc_lag_seconds must be finite and not negative".into());
+            return Err(
+                "bytes_per_second, eta_seconds, cdc_lag_seconds and cdc_apply_rows_per_second must be finite and not negative"
+                    .into(),
+            );
         }
         Ok(())
     }

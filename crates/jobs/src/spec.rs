@@ -263,9 +263,14 @@ pub struct Options {
     /// Continue an interrupted copy.
     #[serde(skip_serializing_if = "is_false")]
     pub resume: bool,
-    /// Check for (validate) or set up (sync) continuous logical replication.
+    /// Check for (validate) or set up (init) continuous logical replication after the copy;
+    /// `init` with it is a `sync` job.
     #[serde(skip_serializing_if = "is_false")]
     pub sync: bool,
+    /// With a sync: give source tables without a primary key `REPLICA IDENTITY FULL`
+    /// instead of refusing them.
+    #[serde(skip_serializing_if = "is_false")]
+    pub replica_identity_full: bool,
     /// Parallel COPY streams (and verify workers) [default: the worker's CPU count].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jobs: Option<u32>,
@@ -301,6 +306,11 @@ pub struct Options {
     pub instance_type: Option<String>,
 }
 
+/// See [`JobSpec::syncs`].
+pub fn syncs(command: Command, options: &Options) -> bool {
+    command == Command::Sync || (command == Command::Init && options.sync)
+}
+
 fn is_false(value: &bool) -> bool {
     !*value
 }
@@ -318,6 +328,7 @@ impl Options {
             ("drop_existing", self.drop_existing),
             ("resume", self.resume),
             ("sync", self.sync),
+            ("replica_identity_full", self.replica_identity_full),
             ("jobs", self.jobs.is_some()),
             ("index_jobs", self.index_jobs.is_some()),
             ("split_tables_larger_than", self.split_tables_larger_than.is_some()),
@@ -537,6 +548,18 @@ impl JobSpec {
                 "cannot be combined with drop_existing: resume keeps what the last run copied",
             ));
         }
+        if options.replica_identity_full && !(self.syncs() || (self.command == Command::Validate && options.sync)) {
+            return Err(SpecError::new(
+                "options.replica_identity_full",
+                "applies to continuous replication only: use the sync command (or init with sync)",
+            ));
+        }
+        if self.syncs() && options.resume {
+            return Err(SpecError::new(
+                "options.resume",
+                "a sync copies in its replication slot's snapshot and cannot resume an interrupted copy; drop resume (with drop_existing to start over)",
+            ));
+        }
         if self.command == Command::Verify
             && let Some(unused) = options.set().into_iter().find(|name| !VERIFY_OPTIONS.contains(name))
         {
@@ -549,6 +572,12 @@ impl JobSpec {
             return Err(SpecError::new("filter.schema_only_tables", "verify does not use it"));
         }
         Ok(())
+    }
+
+    /// Whether the job keeps the target in sync after the copy: `sync`, or `init` with
+    /// `options.sync`.
+    pub fn syncs(&self) -> bool {
+        syncs(self.command, &self.options)
     }
 
     /// The URLs, for sealing.

@@ -4,6 +4,7 @@
 //!
 //! Routes (`{id}` is a job id):
 //! - users: `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`, `POST /jobs/{id}/cancel`,
+//!   `POST /jobs/{id}/cutover`,
 //!   `GET /jobs/{id}/logs?after=&limit=`;
 //! - the job's own worker: `POST /jobs/{id}/claim`, `/heartbeat`, `/progress`, `/finish`.
 

@@ -27,6 +27,7 @@ pub fn router<P: Ports>(app: Arc<App<P>>) -> Router {
         .route("/jobs", post(create::<P>).get(list::<P>))
         .route("/jobs/{id}", get(show::<P>))
         .route("/jobs/{id}/cancel", post(cancel::<P>))
+        .route("/jobs/{id}/cutover", post(cutover::<P>))
         .route("/jobs/{id}/logs", get(logs::<P>))
         .route("/jobs/{id}/claim", post(claim::<P>))
         .route("/jobs/{id}/heartbeat", post(heartbeat::<P>))
@@ -224,12 +225,29 @@ async fn cancel<P: Ports>(
     User(owner): User,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let id = job_id(&id)?;
-    let allow = |job: &Job| if job.owner == owner { Ok(()) } else { Err(ApplyError::NotFound) };
-    let job = lifecycle::apply(&app.store, &id, &Event::CancelRequested, app.config.deadlines, allow).await?;
+    let job = owner_event(&app, &owner, &id, &Event::CancelRequested).await?;
     tracing::info!(job = %job.id, state = %job.state(), "cancel requested");
     let status = if job.state().is_terminal() { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((status, Json(JobView::from(&job))))
+}
+
+/// Applies an owner's event (cancel, cutover); another owner's job is not found.
+async fn owner_event<P: Ports>(app: &App<P>, owner: &str, id: &str, event: &Event) -> Result<Job, ApiError> {
+    let id = job_id(id)?;
+    let allow = |job: &Job| if job.owner == owner { Ok(()) } else { Err(ApplyError::NotFound) };
+    Ok(lifecycle::apply(&app.store, &id, event, app.config.deadlines, allow).await?)
+}
+
+/// `POST /jobs/{id}/cutover`: flags a sync job; its worker cuts over at its next report
+/// (once the target streams) and finishes `succeeded`.
+async fn cutover<P: Ports>(
+    State(app): State<Arc<App<P>>>,
+    User(owner): User,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let job = owner_event(&app, &owner, &id, &Event::CutoverRequested).await?;
+    tracing::info!(job = %job.id, state = %job.state(), "cutover requested");
+    Ok((StatusCode::ACCEPTED, Json(JobView::from(&job))))
 }
 
 #[derive(Deserialize)]
@@ -293,7 +311,11 @@ async fn claim<P: Ports>(
 }
 
 fn heartbeat_answer(job: &Job) -> Json<Heartbeat> {
-    Json(Heartbeat { cancel_requested: job.cancel_requested, status: job.status.clone() })
+    Json(Heartbeat {
+        cancel_requested: job.cancel_requested,
+        cutover_requested: job.cutover_requested,
+        status: job.status.clone(),
+    })
 }
 
 /// `POST /jobs/{id}/heartbeat`: the worker is alive; answers whether to stop.

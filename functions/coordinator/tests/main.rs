@@ -632,3 +632,34 @@ async fn a_failing_store_answers_503_and_500_without_its_details() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_owner_asks_a_sync_job_to_cut_over_and_its_worker_hears_it() {
+    let h = Harness::new(10);
+    let sync = json!({"command": "sync", "source_url": SOURCE, "target_url": TARGET});
+    let (status, body) = h.call("POST", "/jobs", Some(&h.alice), Some(sync)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let job: JobView = serde_json::from_value(body).unwrap();
+    let worker = h.worker(job.instance_id.as_deref().unwrap());
+    let path = |route: &str| format!("/jobs/{}/{route}", job.id);
+    h.call("POST", &path("claim"), Some(&worker), None).await;
+    let (_, body) = h.call("POST", &path("heartbeat"), Some(&worker), None).await;
+    assert!(!serde_json::from_value::<Heartbeat>(body).unwrap().cutover_requested);
+    // Another owner cannot, and a worker cannot.
+    let (status, _) = h.call("POST", &path("cutover"), Some(&h.bob), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = h.call("POST", &path("cutover"), Some(&worker), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // The owner can; the next report's answer says so.
+    let (status, body) = h.call("POST", &path("cutover"), Some(&h.alice), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["cutover_requested"], json!(true));
+    let (_, body) = h.call("POST", &path("progress"), Some(&worker), Some(json!({"phase": "streaming"}))).await;
+    let answer: Heartbeat = serde_json::from_value(body).unwrap();
+    assert!(answer.cutover_requested && !answer.cancel_requested);
+    // An init job has nothing to cut over.
+    let init = h.create(&h.alice).await;
+    let (status, body) = h.call("POST", &format!("/jobs/{}/cutover", init.id), Some(&h.alice), None).await;
+    assert_eq!((status, error(&body).0), (StatusCode::CONFLICT, "conflict"));
+    assert!(error(&body).1.contains("only sync jobs"), "{body}");
+}

@@ -24,6 +24,7 @@ export const USER_ROUTES = [
   { method: 'GET', path: '/jobs' },
   { method: 'GET', path: '/jobs/{id}' },
   { method: 'POST', path: '/jobs/{id}/cancel' },
+  { method: 'POST', path: '/jobs/{id}/cutover' },
   { method: 'GET', path: '/jobs/{id}/logs' },
 ] as const;
 
