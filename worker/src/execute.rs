@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use barge_engine::{ConnInfo, Error, Request, Side};
+use barge_engine::{ConnInfo, Error, Request, Side, sync};
 use barge_jobs::{Command, JobSpec, Outcome, Phase, Progress};
 use tokio::time::Instant;
 
@@ -44,7 +44,14 @@ pub struct Attempt {
     pub attempt: u32,
     /// When the job must stop (its `max_duration`).
     pub deadline: Option<Instant>,
+    /// The id in a sync's replication object names (the job id, so a later attempt finds
+    /// what an earlier one set up); random when unset.
+    pub sync_id: Option<String>,
 }
+
+/// How long a sync job gets to remove its replication objects after a cancel, an interrupt
+/// or its deadline before the worker stops waiting.
+const SYNC_STOP_GRACE: Duration = Duration::from_secs(120);
 
 /// The engine request for a job spec: the same request the CLI builds from its flags.
 pub fn request(spec: &JobSpec, attempt: u32) -> Result<Request, Error> {
@@ -69,8 +76,9 @@ pub fn request(spec: &JobSpec, attempt: u32) -> Result<Request, Error> {
             index_jobs: jobs(options.index_jobs, defaults.index_jobs),
             split_tables_larger_than: options.split_tables_larger_than.unwrap_or(defaults.split_tables_larger_than),
             drop_existing: options.drop_existing,
-            // A later attempt continues what an earlier one committed (its marks say what).
-            resume: options.resume || (attempt > 1 && spec.command == Command::Init),
+            // A later attempt continues what an earlier one committed (its marks say what);
+            // a sync cannot (its copy reads in a slot's snapshot, gone with the attempt).
+            resume: options.resume || (attempt > 1 && spec.command == Command::Init && !spec.syncs()),
             roles: options.roles,
             no_owner: options.no_owner,
             no_acl: options.no_acl,
@@ -79,7 +87,9 @@ pub fn request(spec: &JobSpec, attempt: u32) -> Result<Request, Error> {
             maintenance_work_mem: options.maintenance_work_mem,
             // Where the machine's image (or barge serve's environment) put the client tools.
             pg_bin: std::env::var_os("BARGE_PG_BIN").filter(|dir| !dir.is_empty()).map(std::path::PathBuf::from),
-            sync: options.sync,
+            sync: options.sync || spec.command == Command::Sync,
+            replica_identity_full: options.replica_identity_full,
+            sync_id: None,
         },
     };
     request.filter.compile()?;
@@ -108,20 +118,33 @@ pub struct Failure {
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
-        Failure { reason: barge_engine::redact(&e.to_string()), retryable: e.retryable(), report: None }
+        let stopped = matches!(e, Error::Stopped(_));
+        let reason = barge_engine::redact(&e.to_string());
+        // How the supervisor tells a sync that stopped as asked from one that failed.
+        let reason = if stopped { format!("{STOPPED_MARK}{reason}") } else { reason };
+        Failure { reason, retryable: e.retryable(), report: None }
     }
 }
+
+/// Starts the reason of a sync that stopped because it was told to.
+const STOPPED_MARK: &str = "stopped: ";
 
 fn json(value: &impl serde::Serialize) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or_default()
 }
 
-/// Runs the engine command of `spec`, folding its progress into `fold`.
-pub async fn engine(spec: &JobSpec, attempt: u32, fold: Arc<Mutex<Fold>>) -> Result<Done, Failure> {
-    let request = request(spec, attempt)?;
+/// Runs the engine command of `run`, folding its progress into `fold`; a sync job also
+/// follows `control`.
+pub async fn engine(run: &Attempt, fold: Arc<Mutex<Fold>>, control: sync::Control) -> Result<Done, Failure> {
+    let (spec, attempt) = (&run.spec, run.attempt);
+    let mut request = request(spec, attempt)?;
     lock_phase(&fold, Phase::Validating);
+    if spec.syncs() {
+        request.options.sync_id = Some(run.sync_id.clone().unwrap_or_else(sync::new_id));
+        return sync_job(&request, attempt, fold, control).await;
+    }
     match spec.command {
-        Command::Init => {
+        Command::Init | Command::Sync => {
             let plan = barge_engine::plan(&request).await?;
             tracing::info!(databases = plan.databases.len(), plan = %json(&plan), "plan");
             {
@@ -199,12 +222,136 @@ pub async fn engine(spec: &JobSpec, attempt: u32, fold: Arc<Mutex<Fold>>) -> Res
                 })
             }
         }
-        Command::Sync => Err(Failure {
-            reason: "continuous replication (sync) is not in this barge version's engine; run init (with --sync to check its prerequisites)".into(),
-            retryable: false,
-            report: None,
-        }),
     }
+}
+
+fn sink_for(fold: &Arc<Mutex<Fold>>) -> Arc<dyn barge_engine::ProgressSink> {
+    let fold = fold.clone();
+    Arc::new(move |event: barge_engine::Event| {
+        fold.lock().unwrap_or_else(PoisonError::into_inner).apply(&event);
+    })
+}
+
+/// A sync job: the copy in a slot's snapshot and the subscription (or, on a later attempt,
+/// the replication an earlier one left streaming), then status rounds until a cutover or a
+/// cancel. Whatever fails removes the replication objects on both sides.
+async fn sync_job(
+    request: &Request,
+    attempt: u32,
+    fold: Arc<Mutex<Fold>>,
+    control: sync::Control,
+) -> Result<Done, Failure> {
+    let sink = sink_for(&fold);
+    let streaming = attempt > 1 && sync::status(request).await.is_ok_and(|s| !s.databases.is_empty());
+    if streaming {
+        tracing::info!("the previous attempt left replication streaming: watching it again");
+    } else {
+        if attempt > 1 {
+            // What a copy that died left: its slot and publication (nothing resumes them).
+            match sync::stop(request).await {
+                Ok(report) => {
+                    tracing::info!(removed = ?report.removed, "removed the previous attempt's replication objects")
+                }
+                Err(barge_engine::Error::Invalid(_)) => {}
+                Err(e) => tracing::warn!(error = %e, "could not remove the previous attempt's replication objects"),
+            }
+        }
+        let plan = barge_engine::plan(request).await.map_err(|e| restart_failure(e, attempt))?;
+        tracing::info!(databases = plan.databases.len(), plan = %json(&plan), "plan");
+        {
+            let mut fold = fold.lock().unwrap_or_else(PoisonError::into_inner);
+            *fold = Fold::new(attempt, plan.databases.len() as u64);
+            fold.set_phase(Phase::Schema);
+        }
+        let report = sync::start(request, &plan, sink.clone(), control.clone())
+            .await
+            .map_err(|e| restart_failure(e, attempt))?;
+        tracing::info!(report = %json(&report), "copied; the target streams changes");
+    }
+    lock_phase(&fold, Phase::Streaming);
+    match sync::stream(request, sink.clone(), control.clone(), Duration::from_secs(2)).await? {
+        sync::StreamEnd::Detached => {
+            return Err(Failure {
+                reason:
+                    "the worker stopped while the target streamed; replication goes on and the next attempt watches it"
+                        .into(),
+                retryable: true,
+                report: None,
+            });
+        }
+        sync::StreamEnd::Cutover => {}
+    }
+    lock_phase(&fold, Phase::CuttingOver);
+    fold.lock().unwrap_or_else(PoisonError::into_inner).set_message("cutting over: waiting for the target to catch up");
+    // The job's own deadline bounds the wait; a cancel meanwhile removes the replication.
+    let options = sync::CutoverOptions { timeout: Duration::from_secs(14 * 24 * 3600) };
+    let cut = {
+        let work = sync::cutover(request, &options, sink.clone());
+        tokio::pin!(work);
+        let mut control = control.clone();
+        loop {
+            tokio::select! {
+                result = &mut work => break result,
+                changed = control.changed() => {
+                    let signal = *control.borrow_and_update();
+                    if changed.is_err() || !matches!(signal, sync::Signal::Cancel | sync::Signal::Detach) {
+                        continue;
+                    }
+                    break Err(barge_engine::Error::Stopped("stopped during the cutover".into()));
+                }
+            }
+        }
+    };
+    let report = match cut {
+        Ok(report) => report,
+        Err(e) => {
+            // Replication must not outlive the job.
+            if let Err(stop) = sync::stop(request).await {
+                tracing::warn!(error = %stop, "could not remove the replication objects after a failed cutover");
+            }
+            return Err(e.into());
+        }
+    };
+    let tables: usize = report.verify.databases.iter().map(|d| d.tables.len()).sum();
+    if !report.verify.ok {
+        let differing: Vec<&str> = report
+            .verify
+            .databases
+            .iter()
+            .flat_map(|d| d.tables.iter())
+            .filter(|t| !t.ok)
+            .map(|t| t.table.as_str())
+            .collect();
+        return Err(Failure {
+            reason: format!(
+                "cut over (replication removed), but source and target differ: {} table(s) ({}) or sequences/objects; writes to the source after the cutover began are not on the target",
+                differing.len(),
+                differing.join(", ")
+            ),
+            retryable: false,
+            report: Some(json(&report)),
+        });
+    }
+    Ok(Done {
+        summary: format!(
+            "cut over: caught up in {}, {} sequence(s) set, replication removed, {tables} table(s) verified equal",
+            barge_engine::validate::human_duration(report.catch_up_seconds),
+            report.sequences
+        ),
+        report: json(&report),
+    })
+}
+
+/// A failure to set a sync up; on a later attempt, says why starting over needs the user.
+fn restart_failure(e: barge_engine::Error, attempt: u32) -> Failure {
+    let mut failure = Failure::from(e);
+    if attempt > 1 && !failure.retryable && failure.reason.contains("nothing was changed") {
+        failure.reason = format!(
+            "the previous attempt stopped during the copy, which a sync cannot resume (barge removed its replication objects): {}",
+            failure.reason
+        );
+    }
+    failure
 }
 
 fn lock_phase(fold: &Mutex<Fold>, phase: Phase) {
@@ -231,8 +378,13 @@ pub async fn supervise<R: Reporter>(
     interrupt: impl Future<Output = Outcome>,
 ) -> Ending {
     let fold = Arc::new(Mutex::new(Fold::new(attempt.attempt, 0)));
+    let (control, signals) = tokio::sync::watch::channel(sync::Signal::Run);
+    // A sync removes its replication objects when it stops, so it is told to stop and given
+    // time for that; other commands are simply dropped.
+    let syncs = attempt.spec.syncs();
+    let mut stopping: Option<(Outcome, Instant)> = None;
     // Boxed, so that dropping it below ends the engine before the last report goes out.
-    let mut engine_run = Box::pin(engine(&attempt.spec, attempt.attempt, fold.clone()));
+    let mut engine_run = Box::pin(engine(attempt, fold.clone(), signals));
     let deadline = attempt.deadline.map_or_else(|| tokio::time::sleep(Duration::MAX / 4), tokio::time::sleep_until);
     tokio::pin!(deadline);
     tokio::pin!(interrupt);
@@ -242,8 +394,21 @@ pub async fn supervise<R: Reporter>(
     let mut last_contact = Instant::now();
     let snapshot = |fold: &Mutex<Fold>| fold.lock().unwrap_or_else(PoisonError::into_inner).snapshot();
     let ending = loop {
+        let grace = async {
+            match stopping {
+                Some((_, until)) => tokio::time::sleep_until(until).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             result = &mut engine_run => {
+                if let (Some((outcome, _)), Err(failure)) = (&stopping, &result)
+                    && !failure.retryable
+                    && failure.reason.starts_with(STOPPED_MARK)
+                {
+                    tracing::info!(reason = %failure.reason, "stopped");
+                    break Ending::Outcome(outcome.clone());
+                }
                 break match result {
                     Ok(done) => {
                         tracing::info!(summary = %done.summary, report = %done.report, "succeeded");
@@ -259,14 +424,28 @@ pub async fn supervise<R: Reporter>(
                     }
                 };
             }
-            outcome = &mut interrupt => {
+            () = grace => {
+                tracing::warn!("the sync did not stop in time; leaving it");
+                break Ending::Outcome(stopping.map_or(Outcome::Cancelled, |(outcome, _)| outcome));
+            }
+            outcome = &mut interrupt, if stopping.is_none() => {
                 tracing::warn!(?outcome, "interrupted: stopping");
                 fold.lock().unwrap_or_else(PoisonError::into_inner).set_message("interrupted");
+                if syncs {
+                    let _ = control.send(sync::Signal::Detach);
+                    stopping = Some((outcome, Instant::now() + SYNC_STOP_GRACE));
+                    continue;
+                }
                 break Ending::Outcome(outcome);
             }
-            () = &mut deadline => {
+            () = &mut deadline, if stopping.is_none() => {
                 tracing::warn!("max_duration reached: stopping");
                 fold.lock().unwrap_or_else(PoisonError::into_inner).set_message("stopped at the job's max_duration");
+                if syncs {
+                    let _ = control.send(sync::Signal::Cancel);
+                    stopping = Some((Outcome::TimedOut, Instant::now() + SYNC_STOP_GRACE));
+                    continue;
+                }
                 break Ending::Outcome(Outcome::TimedOut);
             }
             _ = tick.tick() => {
@@ -284,9 +463,23 @@ pub async fn supervise<R: Reporter>(
                 };
                 match answer {
                     Answer::Continue => last_contact = Instant::now(),
+                    Answer::Cutover => {
+                        last_contact = Instant::now();
+                        if syncs && *control.borrow() == sync::Signal::Run {
+                            tracing::info!("cutover requested");
+                            let _ = control.send(sync::Signal::Cutover);
+                        }
+                    }
+                    Answer::Cancel if stopping.is_some() => last_contact = Instant::now(),
                     Answer::Cancel => {
                         tracing::info!("cancel requested: stopping");
                         fold.lock().unwrap_or_else(PoisonError::into_inner).set_message("cancelled on request");
+                        if syncs {
+                            last_contact = Instant::now();
+                            let _ = control.send(sync::Signal::Cancel);
+                            stopping = Some((Outcome::Cancelled, Instant::now() + SYNC_STOP_GRACE));
+                            continue;
+                        }
                         break Ending::Outcome(Outcome::Cancelled);
                     }
                     Answer::Lost(why) => {

@@ -153,7 +153,7 @@ async fn run_spec(path: &PathBuf, attempt: u32) -> u8 {
     };
     redactor.add_urls([spec.source_url.expose(), spec.target_url.expose()]);
     let deadline = Some(Instant::now() + Duration::from_secs(spec.options.max_duration_seconds()));
-    let job = Attempt { spec, attempt: attempt.max(1), deadline };
+    let job = Attempt { spec, attempt: attempt.max(1), deadline, sync_id: None };
     let interrupted = async {
         let _ = tokio::signal::ctrl_c().await;
         Outcome::Cancelled
@@ -350,7 +350,7 @@ async fn claim_and_run(client: ApiClient, job: JobId, redactor: &Redactor, timin
         Instant::now() + Duration::from_millis(u64::try_from(left).unwrap_or(0))
     });
     let reporter = ApiReporter::new(client, job.clone());
-    let run = Attempt { spec: claim.spec, attempt, deadline };
+    let run = Attempt { spec: claim.spec, attempt, deadline, sync_id: Some(job.as_str().to_owned()) };
     match execute::supervise(&run, &reporter, timing, terminated()).await {
         Ending::Outcome(outcome) => {
             let code = exit_code(&outcome);

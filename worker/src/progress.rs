@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use barge_engine::progress::{Event, Phase as EnginePhase, Progress as DatabaseProgress};
+use barge_engine::{
+    progress::{Event, Phase as EnginePhase, Progress as DatabaseProgress},
+    sync::ReplicationStatus,
+};
 use barge_jobs::{
     Phase, Progress,
     progress::{MAX_RUNNING, MAX_TEXT_BYTES, TableProgress},
@@ -20,6 +23,7 @@ pub struct Fold {
     tables_failed: u64,
     phase: Option<Phase>,
     message: Option<String>,
+    replication: Option<ReplicationStatus>,
 }
 
 /// The job phase an engine phase belongs to (`Done` leaves the job phase as it was).
@@ -75,6 +79,12 @@ impl Fold {
                 self.databases.insert(snapshot.database.clone(), snapshot.clone());
             }
             Event::Warning { message } => self.message = Some(bounded(message)),
+            Event::Replication(status) => {
+                if self.phase != Some(Phase::CuttingOver) {
+                    self.phase = Some(Phase::Streaming);
+                }
+                self.replication = Some(status.clone());
+            }
             Event::DatabaseFinished { database, .. } => {
                 self.finished.insert(database.clone());
             }
@@ -135,6 +145,11 @@ impl Fold {
         running.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.table.cmp(&b.table)));
         running.truncate(MAX_RUNNING);
         progress.running = running;
+        if let Some(status) = &self.replication {
+            progress.cdc_lag_bytes = Some(status.lag_bytes);
+            progress.cdc_lag_seconds = status.lag_seconds.filter(|s| s.is_finite());
+            progress.cdc_apply_rows_per_second = status.apply_rows_per_second.filter(|r| r.is_finite() && *r >= 0.0);
+        }
         let left = progress.bytes_estimated.saturating_sub(progress.bytes_copied);
         if progress.bytes_per_second > 0.0 && progress.bytes_per_second.is_finite() {
             progress.eta_seconds = Some(left as f64 / progress.bytes_per_second);
@@ -209,6 +224,32 @@ mod tests {
         // The snapshot is what the API takes.
         let json = serde_json::to_value(&progress).unwrap();
         assert_eq!(serde_json::from_value::<Progress>(json).unwrap(), progress);
+    }
+
+    #[test]
+    fn replication_status_becomes_lag_and_rate() {
+        let mut fold = Fold::new(1, 1);
+        fold.apply(&snapshot("shop", 1000, vec![]));
+        assert_eq!(fold.snapshot().cdc_lag_bytes, None);
+        let status = ReplicationStatus {
+            lag_bytes: 8192,
+            lag_seconds: Some(0.4),
+            apply_rows_per_second: Some(12_000.0),
+            ..ReplicationStatus::default()
+        };
+        fold.apply(&Event::Replication(status.clone()));
+        let progress = fold.snapshot();
+        assert_eq!(progress.phase, Some(Phase::Streaming));
+        assert_eq!((progress.cdc_lag_bytes, progress.cdc_lag_seconds), (Some(8192), Some(0.4)));
+        assert_eq!(progress.cdc_apply_rows_per_second, Some(12_000.0));
+        assert_eq!(progress.check(), Ok(()));
+        // Statuses while cutting over keep the phase.
+        fold.set_phase(Phase::CuttingOver);
+        fold.apply(&Event::Replication(ReplicationStatus { lag_seconds: Some(f64::NAN), ..status }));
+        let progress = fold.snapshot();
+        assert_eq!(progress.phase, Some(Phase::CuttingOver));
+        assert_eq!(progress.cdc_lag_seconds, None, "a measurement that is not a number is left out");
+        assert_eq!(progress.check(), Ok(()));
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub enum Answer {
     Continue,
     /// The owner asked to stop.
     Cancel,
+    /// The owner asked a sync job to cut over.
+    Cutover,
     /// The job is no longer this worker's: another attempt has it or it already ended.
     Lost(String),
     /// The report could not be delivered (after retries); the engine keeps going.
@@ -53,6 +55,7 @@ impl ApiReporter {
     fn answer(result: Result<Heartbeat, ClientError>) -> Answer {
         match result {
             Ok(heartbeat) if heartbeat.cancel_requested => Answer::Cancel,
+            Ok(Heartbeat { cutover_requested: true, status: JobStatus::Running { .. }, .. }) => Answer::Cutover,
             Ok(Heartbeat { status: JobStatus::Running { .. }, .. }) => Answer::Continue,
             Ok(heartbeat) => Answer::Lost(format!("the job is {}", heartbeat.status.state())),
             // 403: another instance has the job; 404: gone; 409: it is no longer running.

@@ -353,7 +353,7 @@ async fn stuck_attempt(
     )
     .unwrap();
     let deadline = deadline.map(|after| tokio::time::Instant::now() + after);
-    (barge_worker::execute::Attempt { spec, attempt: 1, deadline }, silent)
+    (barge_worker::execute::Attempt { spec, attempt: 1, deadline, sync_id: None }, silent)
 }
 
 fn fast() -> barge_worker::execute::Timing {
