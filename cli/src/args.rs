@@ -83,6 +83,16 @@ pub enum Command {
     /// sequences and schema objects.
     #[command(after_help = VERIFY_HELP)]
     Verify(VerifyArgs),
+    /// Copy, then keep the target in sync by logical replication until `barge cutover`
+    /// (`barge init --sync`); `barge sync status` shows the lag, `barge sync stop` removes the
+    /// replication.
+    #[command(after_help = SYNC_HELP)]
+    Sync(SyncArgs),
+    /// Switch over to the target: wait until it has applied everything the source had written
+    /// (zero lag once writes stopped), copy sequence positions, remove the subscription, slot
+    /// and publication, and verify.
+    #[command(after_help = CUTOVER_HELP)]
+    Cutover(CutoverArgs),
     /// Run barge's control plane on this machine: the job API on loopback, jobs in SQLite
     /// under the data directory, each job's worker as a local process, and the reaper.
     #[command(after_help = SERVE_HELP)]
@@ -166,6 +176,22 @@ pub enum JobsCommand {
     Watch {
         #[arg(help = JOB_ID_HELP)]
         id: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Ask a sync job to cut over: its worker waits for zero lag, copies sequences, removes
+    /// the replication, verifies and ends the job `succeeded`; this terminal watches it.
+    #[command(after_help = "Example:\n  barge jobs cutover 7f9c… --yes")]
+    Cutover {
+        /// The job id.
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Return right after asking.
+        #[arg(long)]
+        detach: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
@@ -378,6 +404,18 @@ pub struct InitArgs {
     /// change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Keep the target in sync after the copy by logical replication until `barge cutover`
+    /// (see `barge sync --help`).
+    #[arg(long)]
+    pub sync: bool,
+    /// With --sync: give source tables without a primary key REPLICA IDENTITY FULL (their
+    /// updates and deletes then log whole rows) instead of refusing them.
+    #[arg(long)]
+    pub replica_identity_full: bool,
+    /// With --sync: the id in the replication objects' names, barge_<id>_<n> (lower-case
+    /// letters and digits) [default: random].
+    #[arg(long, value_name = "ID")]
+    pub sync_id: Option<String>,
     #[command(flatten)]
     pub ownership: Ownership,
     /// Do not copy grants.
@@ -401,6 +439,109 @@ pub struct InitArgs {
     pub output: OutputFormat,
 }
 
+const SYNC_HELP: &str = concat!(
+    "The copy reads in the snapshot of a new logical replication slot, and the target then subscribes to that slot: no gap, no duplicate. The target's own apply worker streams the changes; barge need not keep running. Needs wal_level=logical and a user with REPLICATION on the source, a target user that may create subscriptions (superuser, or pg_create_subscription on PostgreSQL 16+), and a target server that can reach the source (`barge validate --sync` checks all of it). Schema changes on the source are not replicated: `barge sync status` names them.\n\n",
+    "Examples:\n",
+    "  barge sync                                  # = barge init --sync\n",
+    "  barge sync status --watch                   # lag in bytes and seconds, apply rate, per-table states\n",
+    "  barge cutover                               # after stopping writes to the source\n",
+    "  barge sync stop                             # remove the replication, keep the copied data\n",
+    "  barge sync --remote                         # as a job; `barge jobs cutover <id>` switches over\n\n",
+    exit_codes!()
+);
+const CUTOVER_HELP: &str = concat!(
+    "Stop writes to the source first: the cutover waits for what the source had written when it began, and writes after that are not on the target. If the target does not catch up within --timeout, nothing is changed and replication keeps running.\n\n",
+    "Example:\n  barge cutover --timeout 30m\n\n",
+    exit_codes!()
+);
+
+/// `barge sync`: the copy with `--sync`, or one of its actions.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct SyncArgs {
+    /// What to do with a running sync.
+    #[command(subcommand)]
+    pub action: Option<SyncAction>,
+    #[command(flatten)]
+    pub init: InitArgs,
+}
+
+/// `barge sync status|stop`.
+#[derive(Debug, Subcommand)]
+pub enum SyncAction {
+    /// Where the replication stands: lag in bytes and seconds from the source's slot,
+    /// per-table states and apply errors from the target, the apply rate, and schema changes
+    /// on the source since the copy (a failure: they do not replicate).
+    #[command(after_help = "Examples:\n  barge sync status\n  barge sync status --watch --output json")]
+    Status(SyncStatusArgs),
+    /// Remove the replication (subscription, slot, publication) without cutting over; the
+    /// copied data stays. Also removes what a copy that died left behind.
+    #[command(after_help = "Example:\n  barge sync stop --yes")]
+    Stop(SyncStopArgs),
+}
+
+/// Which sync.
+#[derive(Debug, Args)]
+pub struct SyncTarget {
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+    /// The sync's id (`barge_<id>_<n>`), when the target has more than one.
+    #[arg(long, value_name = "ID")]
+    pub sync_id: Option<String>,
+}
+
+/// `barge sync status`.
+#[derive(Debug, Args)]
+pub struct SyncStatusArgs {
+    #[command(flatten)]
+    pub sync: SyncTarget,
+    /// Keep showing the status every 2 seconds until Ctrl-C.
+    #[arg(long, short = 'w')]
+    pub watch: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// `barge sync stop`.
+#[derive(Debug, Args)]
+pub struct SyncStopArgs {
+    #[command(flatten)]
+    pub sync: SyncTarget,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// `barge cutover`.
+#[derive(Debug, Args)]
+pub struct CutoverArgs {
+    #[command(flatten)]
+    pub sync: SyncTarget,
+    /// Longest wait for the target to catch up, e.g. 90s, 10m.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub timeout: u64,
+    /// Parallel comparisons of the verify that follows [default: number of CPUs].
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+impl SyncTarget {
+    /// The request status, cutover and stop work from.
+    pub fn request(&self, jobs: Option<usize>) -> barge_engine::Result<Request> {
+        let defaults = Options::default();
+        let sync_id = self.sync_id.clone();
+        if let Some(id) = &sync_id {
+            barge_engine::sync::check_id(id)?;
+        }
+        let options = Options { jobs: self::jobs(jobs, defaults.jobs)?, sync: true, sync_id, ..defaults };
+        request(&self.endpoints, &Selection::default(), options)
+    }
+}
+
 /// `barge validate`.
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -408,9 +549,14 @@ pub struct ValidateArgs {
     pub endpoints: Endpoints,
     #[command(flatten)]
     pub selection: Selection,
-    /// Also check logical replication prerequisites (wal_level, REPLICATION, free slots).
+    /// Also check logical replication prerequisites: the source's wal_level, REPLICATION,
+    /// free slots and WAL senders, tables replication cannot follow, publication privileges,
+    /// and that the target may subscribe and reach the source.
     #[arg(long)]
     pub sync: bool,
+    /// With --sync: check as if tables without a primary key get REPLICA IDENTITY FULL.
+    #[arg(long)]
+    pub replica_identity_full: bool,
     #[command(flatten)]
     pub policy: TargetPolicy,
     #[command(flatten)]
@@ -468,6 +614,17 @@ impl TryFrom<&InitArgs> for Request {
     type Error = barge_engine::Error;
 
     fn try_from(args: &InitArgs) -> Result<Request, Self::Error> {
+        init_request(args, args.sync)
+    }
+}
+
+/// The request of `barge sync`: `init` flags with `--sync`.
+pub fn sync_request(args: &InitArgs) -> barge_engine::Result<Request> {
+    init_request(args, true)
+}
+
+fn init_request(args: &InitArgs, sync: bool) -> barge_engine::Result<Request> {
+    {
         let defaults = Options::default();
         let options = Options {
             jobs: jobs(args.jobs, defaults.jobs)?,
@@ -482,8 +639,19 @@ impl TryFrom<&InitArgs> for Request {
             skip_large_objects: args.skip_large_objects,
             maintenance_work_mem: args.maintenance_work_mem,
             pg_bin: args.tools.pg_bin.clone(),
-            sync: false,
+            sync,
+            replica_identity_full: args.replica_identity_full,
+            sync_id: args.sync_id.clone(),
         };
+        if !sync && (args.replica_identity_full || args.sync_id.is_some()) {
+            let flag = if args.replica_identity_full { "--replica-identity-full" } else { "--sync-id" };
+            return Err(barge_engine::Error::Invalid(format!(
+                "{flag} applies to a sync: add --sync (or run `barge sync`)"
+            )));
+        }
+        if let Some(id) = &args.sync_id {
+            barge_engine::sync::check_id(id)?;
+        }
         request(&args.endpoints, &args.selection, options)
     }
 }
@@ -501,6 +669,7 @@ impl TryFrom<&ValidateArgs> for Request {
             no_owner: args.ownership.no_owner,
             pg_bin: args.tools.pg_bin.clone(),
             sync: args.sync,
+            replica_identity_full: args.replica_identity_full,
             ..defaults
         };
         request(&args.endpoints, &args.selection, options)
@@ -604,7 +773,14 @@ impl RemoteSpec for InitArgs {
             return Err("--dry-run shows the plan from this machine: run it with --local".into());
         }
         local_only(&self.tools)?;
+        if self.sync_id.is_some() {
+            return Err(
+                "--sync-id applies to runs on this machine; a job's replication objects are named after its id".into(),
+            );
+        }
         let options = barge_jobs::Options {
+            sync: self.sync,
+            replica_identity_full: self.replica_identity_full,
             jobs: job_count(self.jobs, "--jobs")?,
             index_jobs: job_count(self.index_jobs, "--index-jobs")?,
             split_tables_larger_than: Some(self.split_tables_larger_than),
@@ -632,9 +808,20 @@ impl RemoteSpec for ValidateArgs {
             roles: self.ownership.roles,
             no_owner: self.ownership.no_owner,
             sync: self.sync,
+            replica_identity_full: self.replica_identity_full,
             ..barge_jobs::Options::default()
         };
         job_spec(barge_jobs::Command::Validate, &self.endpoints, &self.selection, &self.placement, options)
+    }
+}
+
+impl RemoteSpec for SyncArgs {
+    fn spec(&self) -> Result<JobSpec, String> {
+        let mut spec = self.init.spec()?;
+        spec.command = barge_jobs::Command::Sync;
+        spec.options.sync = false;
+        spec.validate().map_err(|e| format!("{}: {}", flag_of(&e.field), e.message))?;
+        Ok(spec)
     }
 }
 
@@ -805,6 +992,48 @@ mod tests {
         let cli = Cli::parse_from(["barge", "verify", "-j", "9"].iter().chain(&endpoints).chain(selection));
         let Command::Verify(args) = &cli.command else { panic!("not verify") };
         same_request_remotely(args, Request::try_from(args).unwrap());
+    }
+
+    #[test]
+    fn sync_flags_reach_the_worker_and_need_a_sync() {
+        let endpoints = ["--source", "postgres://u:pw@s/a", "--target", "postgres://u:pw@t/b"];
+        let cli = Cli::parse_from(
+            ["barge", "init", "--sync", "--replica-identity-full", "--remote"].iter().chain(&endpoints),
+        );
+        let Command::Init(args) = &cli.command else { panic!("not init") };
+        let local = Request::try_from(args).unwrap();
+        assert!(local.options.sync && local.options.replica_identity_full);
+        same_request_remotely(args, local);
+        assert!(args.spec().unwrap().syncs());
+        // `barge sync` is `init --sync`, submitted as a sync job.
+        let cli = Cli::parse_from(["barge", "sync", "-j", "2", "--remote"].iter().chain(&endpoints));
+        let Command::Sync(args) = &cli.command else { panic!("not sync") };
+        assert!(args.action.is_none());
+        same_request_remotely(args, sync_request(&args.init).unwrap());
+        assert_eq!(args.spec().unwrap().command, barge_jobs::Command::Sync);
+        // Its actions take only the endpoints.
+        let cli = Cli::parse_from(["barge", "sync", "status", "--watch", "--sync-id", "abc1"].iter().chain(&endpoints));
+        let Command::Sync(SyncArgs { action: Some(SyncAction::Status(status)), .. }) = &cli.command else {
+            panic!("not sync status")
+        };
+        assert!(status.watch);
+        assert_eq!(status.sync.request(None).unwrap().options.sync_id.as_deref(), Some("abc1"));
+        let cli =
+            Cli::parse_from(["barge", "cutover", "--timeout", "90s", "--sync-id", "Bad!"].iter().chain(&endpoints));
+        let Command::Cutover(cutover) = &cli.command else { panic!("not cutover") };
+        assert_eq!(cutover.timeout, 90);
+        assert!(cutover.sync.request(None).unwrap_err().to_string().contains("sync id"));
+        // Sync-only flags without a sync are refused, naming the flag.
+        let cli = Cli::parse_from(["barge", "init", "--replica-identity-full"].iter().chain(&endpoints));
+        let Command::Init(args) = &cli.command else { panic!("not init") };
+        assert!(Request::try_from(args).unwrap_err().to_string().contains("--sync"));
+        assert!(args.spec().unwrap_err().contains("--replica-identity-full"), "{}", args.spec().unwrap_err());
+        let cli = Cli::parse_from(["barge", "init", "--sync", "--sync-id", "x1", "--remote"].iter().chain(&endpoints));
+        let Command::Init(args) = &cli.command else { panic!("not init") };
+        assert!(args.spec().unwrap_err().contains("--sync-id"));
+        let cli = Cli::parse_from(["barge", "init", "--sync", "--resume", "--remote"].iter().chain(&endpoints));
+        let Command::Init(args) = &cli.command else { panic!("not init") };
+        assert!(args.spec().unwrap_err().starts_with("--resume"));
     }
 
     #[test]

@@ -83,9 +83,10 @@ pub async fn submit(spec: &JobSpec, endpoint: &Endpoint, detach: bool, output: O
 /// Runs a `barge jobs` command against `endpoint`.
 pub async fn run(command: &JobsCommand, endpoint: &Endpoint) -> u8 {
     let output = match command {
-        JobsCommand::List { output, .. } | JobsCommand::Show { output, .. } | JobsCommand::Watch { output, .. } => {
-            *output
-        }
+        JobsCommand::List { output, .. }
+        | JobsCommand::Show { output, .. }
+        | JobsCommand::Watch { output, .. }
+        | JobsCommand::Cutover { output, .. } => *output,
         JobsCommand::Cancel { .. } | JobsCommand::Logs { .. } => OutputFormat::Text,
     };
     let client = match connect(endpoint, output).await {
@@ -110,6 +111,13 @@ pub async fn run(command: &JobsCommand, endpoint: &Endpoint) -> u8 {
         },
         JobsCommand::Cancel { id: given, yes } => match id(Some(given.as_str())) {
             Ok(id) => match cancel(&client, &id, *yes).await {
+                Ok(code) => return code,
+                Err(e) => Err(e),
+            },
+            Err(code) => return code,
+        },
+        JobsCommand::Cutover { id: given, yes, detach, output } => match id(Some(given.as_str())) {
+            Ok(id) => match cutover(&client, &id, *yes, *detach, *output).await {
                 Ok(code) => return code,
                 Err(e) => Err(e),
             },
@@ -271,21 +279,18 @@ async fn cancel(client: &ApiClient, id: &JobId, yes: bool) -> Result<u8, ClientE
             eprintln!("job {id} already ended: {}", view.status.state());
             return Ok(code::OK);
         }
-        if !std::io::stdin().is_terminal() {
-            eprintln!("error: cancelling job {id} needs confirmation: pass --yes");
-            return Ok(code::USAGE);
-        }
-        eprint!(
-            "Cancel job {id} ({}, {})? What committed is kept. [y/N] ",
+        let question = format!(
+            "Cancel job {id} ({}, {})? What committed is kept.",
             view.command.as_str(),
             watch::status_text(&view.status)
         );
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
-            eprintln!("not cancelled");
-            return Ok(code::OK);
+        match confirm(&question, &format!("cancelling job {id}")) {
+            Ok(true) => {}
+            Ok(false) => {
+                eprintln!("not cancelled");
+                return Ok(code::OK);
+            }
+            Err(code) => return Ok(code),
         }
     }
     let view = retry("cancelling the job", CALL, || client.cancel(id)).await?;
@@ -295,6 +300,69 @@ async fn cancel(client: &ApiClient, id: &JobId, yes: bool) -> Result<u8, ClientE
         println!("cancel requested: the worker stops at its next heartbeat; follow it with barge jobs watch {id}");
     }
     Ok(code::OK)
+}
+
+async fn cutover(
+    client: &ApiClient,
+    id: &JobId,
+    yes: bool,
+    detach: bool,
+    output: OutputFormat,
+) -> Result<u8, ClientError> {
+    if !yes {
+        let view = retry("reading the job", CALL, || client.get(id)).await?;
+        if view.status.state().is_terminal() {
+            eprintln!("job {id} already ended: {}", view.status.state());
+            return Ok(code::FAILED);
+        }
+        let lag = view
+            .progress
+            .as_ref()
+            .and_then(|p| p.cdc_lag_bytes)
+            .map_or(String::new(), |b| format!(", lag {}", barge_engine::validate::human_bytes(b)));
+        let question = format!(
+            "Cut job {id} over ({}{lag})? Stop writes to the source first: writes after the cutover begins are not copied.",
+            watch::status_text(&view.status)
+        );
+        match confirm(&question, &format!("cutting job {id} over")) {
+            Ok(true) => {}
+            Ok(false) => {
+                eprintln!("not cut over");
+                return Ok(code::OK);
+            }
+            Err(code) => return Ok(code),
+        }
+    }
+    let view = retry("asking for the cutover", CALL, || client.cutover(id)).await?;
+    if detach {
+        match output {
+            OutputFormat::Json => render::json_line("cutover_requested", &view),
+            OutputFormat::Text => {
+                println!(
+                    "cutover requested: the worker cuts over at its next report; follow it with barge jobs watch {id}"
+                )
+            }
+        }
+        return Ok(code::OK);
+    }
+    if output == OutputFormat::Text {
+        eprintln!("cutover requested; watching (Ctrl-C stops watching, not the cutover)");
+    }
+    Ok(watch::watch(client, id, output).await)
+}
+
+/// Asks `question` on the terminal: whether the answer is yes, or the usage exit code when
+/// there is no terminal to ask (`what` needs confirmation: pass --yes).
+pub(crate) fn confirm(question: &str, what: &str) -> Result<bool, u8> {
+    if !std::io::stdin().is_terminal() {
+        eprintln!("error: {what} needs confirmation: pass --yes");
+        return Err(code::USAGE);
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
 }
 
 /// Longest field value a readable log line shows.

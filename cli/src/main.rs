@@ -8,6 +8,7 @@ mod jobs;
 mod render;
 mod run;
 mod serve;
+mod sync;
 mod watch;
 
 use std::process::ExitCode;

@@ -14,6 +14,7 @@ use std::{
 use barge_engine::{
     CheckStatus, Event, InitReport, Phase, Plan, ValidateReport, VerifyReport,
     plan::{Part, TargetAction},
+    sync::{CutoverReport, ReplicationStatus},
     validate::{human_bytes, human_duration},
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -284,6 +285,12 @@ fn plain_event(state: &mut PlainState, event: &Event) {
             }
         }
         Event::Warning { message } => eprintln!("warning: {message}"),
+        Event::Replication(status) => {
+            if state.last.elapsed() >= Duration::from_secs(2) {
+                state.last = Instant::now();
+                eprintln!("{}", status.summary());
+            }
+        }
         Event::DatabaseFinished { .. } | Event::TableStarted { .. } | Event::IndexFinished { .. } => {}
     }
 }
@@ -346,6 +353,7 @@ fn bar_event(state: &mut BarState, event: &Event) {
         Event::Warning { message } => {
             let _ = state.multi.println(format!("warning: {message}"));
         }
+        Event::Replication(status) => state.overall.set_message(status.summary()),
         Event::DatabaseFinished { .. } => {}
     }
 }
@@ -485,4 +493,57 @@ pub fn verify_report(report: &VerifyReport) {
     } else {
         println!("verify: {} difference(s) found", problems.max(1));
     }
+}
+
+/// Prints where a sync stands, per database.
+pub fn sync_status(status: &ReplicationStatus) {
+    for db in &status.databases {
+        let state = match (db.enabled, db.slot_active, db.workers) {
+            (false, _, _) => "DISABLED",
+            (true, true, w) if w > 0 => "streaming",
+            _ => "connecting",
+        };
+        println!("{} → {}  {}  ({state})", db.source_database, db.target_database, db.name);
+        println!(
+            "  lag {} / {}{}",
+            human_bytes(db.lag_bytes),
+            db.lag_seconds.map_or("–".into(), |s| format!("{s:.1} s")),
+            db.wal_status.as_deref().filter(|w| *w != "reserved").map_or(String::new(), |w| format!(
+                " · slot WAL {w} (the source is close to dropping WAL the target still needs)"
+            ))
+        );
+        println!(
+            "  tables {}/{} ready{}{}",
+            db.tables - db.tables_not_ready.len() as u64,
+            db.tables,
+            if db.tables_not_ready.is_empty() {
+                String::new()
+            } else {
+                format!(" (not ready: {})", db.tables_not_ready.join(", "))
+            },
+            db.apply_errors
+                .filter(|n| *n > 0)
+                .map_or(String::new(), |n| format!(" · {n} apply error(s): see the target server's log"))
+        );
+        for change in &db.schema_changes {
+            println!("  SCHEMA CHANGED {change}");
+        }
+    }
+    if let Some(rate) = status.apply_rows_per_second {
+        println!(
+            "applying {rate:.0} rows/s ({}/s of WAL)",
+            human_bytes(status.apply_bytes_per_second.unwrap_or(0.0) as u64)
+        );
+    }
+}
+
+/// Prints what a cutover did.
+pub fn cutover_report(report: &CutoverReport) {
+    println!(
+        "cut over {} in {}: caught up, {} sequence(s) set, subscription, slot and publication removed",
+        report.names.join(", "),
+        human_duration(report.catch_up_seconds),
+        report.sequences
+    );
+    verify_report(&report.verify);
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use barge_engine::{Error, Request};
 
 use crate::{
-    args::{Cli, Command, InitArgs, OutputFormat, Placement, RemoteSpec, ValidateArgs, VerifyArgs},
+    args::{Cli, Command, InitArgs, OutputFormat, Placement, RemoteSpec, SyncAction, ValidateArgs, VerifyArgs},
     config::{self, Origin},
     render,
     watch::code::{FAILED, INTERRUPTED, OK, USAGE},
@@ -15,7 +15,7 @@ use crate::{
 
 /// Prints an engine error (already redacted at its source, redacted again for safety) and
 /// returns its exit code.
-fn report_error(e: &Error, format: OutputFormat) -> u8 {
+pub(crate) fn report_error(e: &Error, format: OutputFormat) -> u8 {
     let message = barge_engine::redact(&e.to_string());
     match format {
         OutputFormat::Json => render::json_line("error", &serde_json::json!({ "message": message })),
@@ -35,7 +35,10 @@ pub async fn run(cli: Cli) -> u8 {
             Ok(Some((spec, endpoint))) => {
                 crate::jobs::submit(&spec, &endpoint, args.placement.detach, args.output).await
             }
-            Ok(None) => init(args).await,
+            Ok(None) => match Request::try_from(args) {
+                Ok(request) => init(args, request).await,
+                Err(e) => report_error(&e, args.output),
+            },
             Err(code) => code,
         },
         Command::Validate(args) => match remote(api, &cli.profile, &args.placement, false, args.output, args) {
@@ -52,6 +55,21 @@ pub async fn run(cli: Cli) -> u8 {
             Ok(None) => verify(args).await,
             Err(code) => code,
         },
+        Command::Sync(args) => match &args.action {
+            Some(SyncAction::Status(status)) => crate::sync::status(status).await,
+            Some(SyncAction::Stop(stop)) => crate::sync::stop(stop).await,
+            None => match remote(api, &cli.profile, &args.init.placement, args.init.dry_run, args.init.output, args) {
+                Ok(Some((spec, endpoint))) => {
+                    crate::jobs::submit(&spec, &endpoint, args.init.placement.detach, args.init.output).await
+                }
+                Ok(None) => match crate::args::sync_request(&args.init) {
+                    Ok(request) => init(&args.init, request).await,
+                    Err(e) => report_error(&e, args.init.output),
+                },
+                Err(code) => code,
+            },
+        },
+        Command::Cutover(args) => crate::sync::cutover(args).await,
         Command::Serve(args) => crate::serve::serve(args).await,
         Command::Jobs(command) => match config::require_endpoint(api, &cli.profile) {
             Ok(endpoint) => crate::jobs::run(command, &endpoint).await,
@@ -114,11 +132,7 @@ fn remote(
     Ok(Some((spec, endpoint)))
 }
 
-async fn init(args: &InitArgs) -> u8 {
-    let request = match Request::try_from(args) {
-        Ok(r) => r,
-        Err(e) => return report_error(&e, args.output),
-    };
+async fn init(args: &InitArgs, request: Request) -> u8 {
     let plan = match barge_engine::plan(&request).await {
         Ok(p) => p,
         Err(e) => return report_error(&e, args.output),
@@ -140,6 +154,11 @@ async fn init(args: &InitArgs) -> u8 {
     let progress = Arc::new(render::Progress::new(args.output));
     let sink = progress.clone();
     let sink: Arc<dyn barge_engine::ProgressSink> = Arc::new(move |event| sink.event(event));
+    if request.options.sync {
+        let started = crate::sync::start(&request, &plan, sink).await;
+        progress.finish();
+        return crate::sync::report_start(started, args.output);
+    }
     let outcome = tokio::select! {
         result = barge_engine::init(&request, &plan, sink) => Some(result),
         _ = tokio::signal::ctrl_c() => None,

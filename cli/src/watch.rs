@@ -168,9 +168,10 @@ fn lag_text(p: &Progress) -> Option<String> {
     match (p.cdc_lag_bytes, p.cdc_lag_seconds) {
         (None, None) => None,
         (bytes, seconds) => Some(format!(
-            "lag {}{}",
+            "lag {}{}{}",
             bytes.map(human_bytes).unwrap_or_default(),
-            seconds.map(|s| format!(" / {s:.1}s")).unwrap_or_default()
+            seconds.map(|s| format!(" / {s:.1}s")).unwrap_or_default(),
+            p.cdc_apply_rows_per_second.map(|r| format!(", applying {r:.0} rows/s")).unwrap_or_default()
         )),
     }
 }
@@ -318,6 +319,11 @@ impl Screen {
                 JobStatus::Launching => format!(
                     "launching a worker{}",
                     view.instance_id.as_deref().map(|i| format!(" ({i})")).unwrap_or_default()
+                ),
+                JobStatus::Running { phase: Phase::Streaming } => format!(
+                    "{}: the target follows the source; once writes to the source have stopped, switch with `barge jobs cutover {}`",
+                    phase_text(Phase::Streaming),
+                    view.id
                 ),
                 JobStatus::Running { phase } => phase_text(*phase).to_string(),
                 other => other.state().to_string(),

@@ -1,13 +1,14 @@
 //! The job API through `barge serve`: a job runs to `succeeded`; a worker killed with SIGKILL
 //! is replaced and its successor resumes; a cancel ends a copy within 10 s; bad credentials
-//! fail at once, without a retry or a leak.
+//! fail at once, without a retry or a leak; a sync streams and cuts over on request, and a
+//! cancelled one leaves no slot.
 
 use std::{
     process::Command,
     time::{Duration, Instant},
 };
 
-use barge_jobs::{Command as JobCommand, JobStatus, Options, State};
+use barge_jobs::{Command as JobCommand, JobStatus, Options, Phase, State};
 use barge_testkit::{PASSWORD, PASSWORD_ENCODED, dst18, src18, unique};
 
 use crate::harness::{Serve, alive, copy_options, count, pid_of, slow_source, succeeded};
@@ -50,10 +51,6 @@ async fn remote_jobs_run_to_the_end_with_live_progress() {
         JobStatus::Failed { reason, retryable: false } => assert!(reason.contains("notes"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    // AND a sync job is refused by this engine with what to do instead
-    let sync = serve.submit(JobCommand::Sync, &src.url(&src_db), &dst.url(&dst_db), Options::default()).await;
-    let last = serve.finish(&sync.id).await.pop().unwrap();
-    assert!(matches!(&last.status, JobStatus::Failed { retryable: false, .. }), "{last:#?}");
     let written = serve.everything_written();
     assert!(!written.contains(PASSWORD) && !written.contains(PASSWORD_ENCODED), "a password was written");
 }
@@ -138,7 +135,90 @@ async fn a_cancel_stops_a_copy_within_ten_seconds_and_leaves_nothing_running() {
     }
     assert_eq!(count(&src, "postgres", &sessions).await + count(&dst, "postgres", &sessions).await, 0);
     assert_eq!(count(&src, &src_db, "select count(*) from pg_publication").await, 0);
-    assert_eq!(count(&src, "postgres", "select count(*) from pg_replication_slots").await, 0);
+    let slots = format!("select count(*) from pg_replication_slots where database = '{src_db}'");
+    assert_eq!(count(&src, "postgres", &slots).await, 0);
+}
+
+/// What barge's replication left for `src_db` → `dst_db`: (slots, publications, subscriptions).
+async fn replication_objects(src_db: &str, dst_db: &str) -> (i64, i64, i64) {
+    let (src, dst) = (src18(), dst18());
+    let slots = format!("select count(*) from pg_replication_slots where database = '{src_db}'");
+    let subscriptions = format!(
+        "select count(*) from pg_subscription s join pg_database d on d.oid = s.subdbid where d.datname = '{dst_db}'"
+    );
+    (
+        count(&src, "postgres", &slots).await,
+        count(&src, src_db, "select count(*) from pg_publication").await,
+        count(&dst, "postgres", &subscriptions).await,
+    )
+}
+
+#[tokio::test]
+async fn a_remote_sync_streams_with_live_lag_and_cuts_over_on_request() {
+    let (src, dst) = (src18(), dst18());
+    let serve = Serve::start();
+    let src_db = slow_source(&src, "rsync").await;
+    let dst_db = unique("rsync_copy");
+    // WHEN a sync job is submitted
+    let job = serve.submit(JobCommand::Sync, &src.url(&src_db), &dst.url(&dst_db), copy_options()).await;
+    // THEN it copies, then streams, reporting the lag in its progress
+    let streaming = |v: &barge_jobs::api::JobView| {
+        v.status.state().is_terminal()
+            || (v.status == JobStatus::Running { phase: Phase::Streaming }
+                && v.progress.as_ref().is_some_and(|p| p.cdc_lag_bytes.is_some()))
+    };
+    let seen = serve.watch(&job.id, Duration::from_secs(180), streaming).await;
+    let view = seen.last().unwrap();
+    assert_eq!(view.status, JobStatus::Running { phase: Phase::Streaming }, "{view:#?}");
+    assert!(seen.iter().any(|v| v.status == JobStatus::Running { phase: Phase::Copying }), "no copying phase seen");
+    assert_eq!(replication_objects(&src_db, &dst_db).await, (1, 1, 1));
+    // AND changes written to the source reach the target while it streams
+    src.run_sql(&src_db, "insert into notes values (900001, 'written while syncing'); delete from notes where id <= 5")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&dst, &dst_db, "select count(*) from notes where id = 900001").await == 0 {
+        assert!(Instant::now() < deadline, "the change never reached the target");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // WHEN the owner asks for the cutover
+    let asked = serve.client.cutover(&job.id).await.unwrap();
+    assert!(asked.cutover_requested);
+    // THEN the job cuts over, verifies and succeeds, leaving no replication behind
+    let last = serve.finish(&job.id).await.pop().unwrap();
+    succeeded(&last);
+    let message = last.progress.as_ref().and_then(|p| p.message.clone()).unwrap_or_default();
+    assert!(message.contains("cut over"), "{message}");
+    assert_eq!(replication_objects(&src_db, &dst_db).await, (0, 0, 0));
+    assert_eq!(count(&dst, &dst_db, "select count(*) from notes").await, 4996);
+    assert!(serve.log(&job.id).contains("cutover requested"));
+    // AND a cutover of a job that is not a sync is refused
+    let verify = serve.submit(JobCommand::Verify, &src.url(&src_db), &dst.url(&dst_db), Options::default()).await;
+    let refused = serve.client.cutover(&verify.id).await.unwrap_err();
+    assert_eq!(refused.status(), Some(409), "{refused}");
+    succeeded(serve.finish(&verify.id).await.last().unwrap());
+    let written = serve.everything_written();
+    assert!(!written.contains(PASSWORD) && !written.contains(PASSWORD_ENCODED), "a password was written");
+}
+
+#[tokio::test]
+async fn a_remote_sync_cancelled_during_its_copy_leaves_no_slot() {
+    let (src, dst) = (src18(), dst18());
+    let serve = Serve::start();
+    let src_db = slow_source(&src, "rsync_cancel").await;
+    let dst_db = unique("rsync_cancel_copy");
+    let job = serve.submit(JobCommand::Sync, &src.url(&src_db), &dst.url(&dst_db), copy_options()).await;
+    let copying = |v: &barge_jobs::api::JobView| {
+        v.status.state().is_terminal() || v.progress.as_ref().is_some_and(|p| p.bytes_copied > 0)
+    };
+    let running = serve.watch(&job.id, Duration::from_secs(120), copying).await.pop().unwrap();
+    assert!(matches!(running.status, JobStatus::Running { .. }), "{running:#?}");
+    assert_eq!(replication_objects(&src_db, &dst_db).await.0, 1, "the slot exists while copying");
+    // WHEN the owner cancels mid-copy
+    serve.client.cancel(&job.id).await.unwrap();
+    // THEN the job ends cancelled and its slot and publication are gone
+    let last = serve.finish(&job.id).await.pop().unwrap();
+    assert_eq!(last.status, JobStatus::Cancelled, "{last:#?}");
+    assert_eq!(replication_objects(&src_db, &dst_db).await, (0, 0, 0));
 }
 
 #[tokio::test]

@@ -1,0 +1,221 @@
+//! `barge init --sync` / `barge sync`, `barge sync status|stop` and `barge cutover` on this
+//! machine: the engine's [`barge_engine::sync`] with Ctrl-C handling and rendering.
+
+#![allow(clippy::print_stdout)]
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use barge_engine::{
+    Error, Plan, ProgressSink, Request,
+    sync::{self, CutoverOptions, ReplicationStatus, Signal, SyncReport},
+};
+use tokio::sync::watch;
+
+use crate::{
+    args::{CutoverArgs, OutputFormat, SyncStatusArgs, SyncStopArgs},
+    render,
+    run::report_error,
+    watch::code::{FAILED, INTERRUPTED, OK},
+};
+
+/// How a local sync set-up ended.
+pub(crate) enum Started {
+    /// Copied; the target streams.
+    Done(SyncReport),
+    /// Failed (what it created was removed).
+    Failed(Error),
+    /// Ctrl-C: what it created was removed, unless the user pressed Ctrl-C again.
+    Interrupted {
+        /// Whether the removal finished.
+        cleaned: bool,
+    },
+}
+
+/// Copies and subscribes; a Ctrl-C asks the engine to remove what it created (a second one
+/// leaves at once).
+pub(crate) async fn start(request: &Request, plan: &Plan, sink: Arc<dyn ProgressSink>) -> Started {
+    let (control, signals) = watch::channel(Signal::Run);
+    let run = sync::start(request, plan, sink, signals);
+    tokio::pin!(run);
+    tokio::select! {
+        result = &mut run => return match result {
+            Ok(report) => Started::Done(report),
+            Err(e) => Started::Failed(e),
+        },
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    eprintln!("interrupted: removing the replication slot, publication and subscription (Ctrl-C again leaves them)");
+    let _ = control.send(Signal::Cancel);
+    tokio::select! {
+        _ = &mut run => Started::Interrupted { cleaned: true },
+        _ = tokio::signal::ctrl_c() => Started::Interrupted { cleaned: false },
+    }
+}
+
+/// Prints how a set-up ended; returns the exit code.
+pub(crate) fn report_start(started: Started, output: OutputFormat) -> u8 {
+    match started {
+        Started::Done(report) => {
+            match output {
+                OutputFormat::Json => render::json_line("sync", &report),
+                OutputFormat::Text => {
+                    render::init_report(&report.init);
+                    println!(
+                        "Replication is running: the target applies the source's changes ({}).",
+                        report.names.join(", ")
+                    );
+                    println!("  barge sync status --watch   lag, apply rate, schema changes");
+                    println!("  barge cutover               once writes to the source have stopped");
+                    println!("  barge sync stop             remove the replication, keep the copy");
+                }
+            }
+            OK
+        }
+        Started::Failed(e) => {
+            let code = report_error(&e, output);
+            if output == OutputFormat::Text && !matches!(e, Error::Invalid(_) | Error::Url { .. }) {
+                eprintln!(
+                    "barge removed the replication objects it had created; the copied rows stay (run again with --drop-existing to start over)"
+                );
+            }
+            code
+        }
+        Started::Interrupted { cleaned: true } => {
+            eprintln!("interrupted: the replication objects were removed; the copied rows stay");
+            INTERRUPTED
+        }
+        Started::Interrupted { cleaned: false } => {
+            eprintln!(
+                "interrupted: replication objects may be left on the servers; `barge sync stop` removes them (an orphaned slot keeps WAL on the source)"
+            );
+            INTERRUPTED
+        }
+    }
+}
+
+/// `barge sync status [--watch]`: exit 1 when the source's schema changed or replication is
+/// not streaming.
+pub(crate) async fn status(args: &SyncStatusArgs) -> u8 {
+    let request = match args.sync.request(None) {
+        Ok(request) => request,
+        Err(e) => return report_error(&e, args.output),
+    };
+    let mut previous: Option<(ReplicationStatus, Instant)> = None;
+    loop {
+        let at = Instant::now();
+        let status = match sync::status(&request).await {
+            Ok(status) => status,
+            Err(e) => return report_error(&e, args.output),
+        };
+        let status = match &previous {
+            Some((earlier, when)) => status.with_rates(earlier, at.duration_since(*when).as_secs_f64()),
+            None => status,
+        };
+        match args.output {
+            OutputFormat::Json => render::json_line("sync_status", &status),
+            OutputFormat::Text => {
+                if previous.is_some() {
+                    println!();
+                }
+                render::sync_status(&status);
+            }
+        }
+        if !status.schema_changes.is_empty() {
+            if args.output == OutputFormat::Text {
+                eprintln!(
+                    "error: the source's schema changed since the copy ({}); logical replication does not carry DDL. Apply the change to the target and copy again, or revert it; `barge sync stop` removes the replication",
+                    status.schema_changes.join("; ")
+                );
+            }
+            return FAILED;
+        }
+        if !args.watch {
+            return if status.streaming() { OK } else { FAILED };
+        }
+        previous = Some((status, at));
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::signal::ctrl_c() => return OK,
+        }
+    }
+}
+
+/// `barge sync stop`.
+pub(crate) async fn stop(args: &SyncStopArgs) -> u8 {
+    let request = match args.sync.request(None) {
+        Ok(request) => request,
+        Err(e) => return report_error(&e, OutputFormat::Text),
+    };
+    if !args.yes {
+        let question = format!(
+            "Remove barge's replication between {} and {}? The target stops receiving changes; the copied data stays.",
+            request.source.redacted(),
+            request.target.redacted()
+        );
+        match crate::jobs::confirm(&question, "stopping replication") {
+            Ok(true) => {}
+            Ok(false) => {
+                eprintln!("nothing removed");
+                return OK;
+            }
+            Err(code) => return code,
+        }
+    }
+    match sync::stop(&request).await {
+        Ok(report) => {
+            for removed in &report.removed {
+                println!("removed {removed}");
+            }
+            OK
+        }
+        Err(e) => report_error(&e, OutputFormat::Text),
+    }
+}
+
+/// `barge cutover`.
+pub(crate) async fn cutover(args: &CutoverArgs) -> u8 {
+    let request = match args.sync.request(args.jobs) {
+        Ok(request) => request,
+        Err(e) => return report_error(&e, args.output),
+    };
+    let output = args.output;
+    let last = Mutex::new(Instant::now() - Duration::from_secs(10));
+    let sink: Arc<dyn ProgressSink> = Arc::new(move |event: barge_engine::Event| match event {
+        barge_engine::Event::Replication(status) => {
+            let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.elapsed() >= Duration::from_secs(2) {
+                *last = Instant::now();
+                match output {
+                    OutputFormat::Json => render::json_line("sync_status", &status),
+                    OutputFormat::Text => eprintln!("waiting for the target to catch up: {}", status.summary()),
+                }
+            }
+        }
+        barge_engine::Event::Warning { message } => eprintln!("warning: {message}"),
+        _ => {}
+    });
+    let options = CutoverOptions { timeout: Duration::from_secs(args.timeout) };
+    let outcome = tokio::select! {
+        result = sync::cutover(&request, &options, sink) => Some(result),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    match outcome {
+        Some(Ok(report)) => {
+            match output {
+                OutputFormat::Json => render::json_line("cutover", &report),
+                OutputFormat::Text => render::cutover_report(&report),
+            }
+            if report.verify.ok { OK } else { FAILED }
+        }
+        Some(Err(e)) => report_error(&e, output),
+        None => {
+            eprintln!(
+                "interrupted: if the cutover had not begun removing the replication it keeps running; `barge sync status` tells"
+            );
+            INTERRUPTED
+        }
+    }
+}
