@@ -31,10 +31,11 @@ build-lambda: ## Build the coordinator and reaper Lambdas for arm64 with cargo-l
 	@scripts/setup lambda
 	PATH="$(HOME)/.cache/barge/venv/bin:$$PATH" $(CARGO) lambda build --release --arm64 --bin coordinator --bin reaper
 
-bench: ## Copy: barge vs pg_dump/pg_restore and pgcopydb (BENCH_SCALE=1 is ~1 GiB per dataset); API: latency, Lambda size
+bench: ## Copy: barge vs pg_dump/pg_restore and pgcopydb (BENCH_SCALE=1 is ~1 GiB per dataset); sync: lag under 10,500 rows/s; API: latency, Lambda size
 	@scripts/setup bench
 	$(CARGO) build --release -p barge -p barge-worker
 	@bench/run
+	@bench/sync
 	@bench/api
 
 # The AWS deployment (docs/deploy.md). STAGE picks infra/stages/$(STAGE).json when present;
