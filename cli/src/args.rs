@@ -83,11 +83,10 @@ pub enum Command {
     /// sequences and schema objects.
     #[command(after_help = VERIFY_HELP)]
     Verify(VerifyArgs),
-    /// Copy, then keep the target in sync by logical replication until `barge cutover`
-    /// (`barge init --sync`); `barge sync status` shows the lag, `barge sync stop` removes the
-    /// replication.
-    #[command(after_help = SYNC_HELP)]
-    Sync(SyncArgs),
+    /// Keep the target in sync by logical replication until `barge cutover`: `barge sync
+    /// start` (= `barge init --sync`), `barge sync status` (lag), `barge sync stop` (remove it).
+    #[command(subcommand, after_help = SYNC_HELP)]
+    Sync(SyncAction),
     /// Switch over to the target: wait until it has applied everything the source had written
     /// (zero lag once writes stopped), copy sequence positions, remove the subscription, slot
     /// and publication, and verify.
@@ -442,11 +441,11 @@ pub struct InitArgs {
 const SYNC_HELP: &str = concat!(
     "The copy reads in the snapshot of a new logical replication slot, and the target then subscribes to that slot: no gap, no duplicate. The target's own apply worker streams the changes; barge need not keep running. Needs wal_level=logical and a user with REPLICATION on the source, a target user that may create subscriptions (superuser, or pg_create_subscription on PostgreSQL 16+), and a target server that can reach the source (`barge validate --sync` checks all of it). Schema changes on the source are not replicated: `barge sync status` names them.\n\n",
     "Examples:\n",
-    "  barge sync                                  # = barge init --sync\n",
+    "  barge sync start                            # = barge init --sync\n",
     "  barge sync status --watch                   # lag in bytes and seconds, apply rate, per-table states\n",
     "  barge cutover                               # after stopping writes to the source\n",
     "  barge sync stop                             # remove the replication, keep the copied data\n",
-    "  barge sync --remote                         # as a job; `barge jobs cutover <id>` switches over\n\n",
+    "  barge sync start --remote                   # as a job; `barge jobs cutover <id>` switches over\n\n",
     exit_codes!()
 );
 const CUTOVER_HELP: &str = concat!(
@@ -455,20 +454,20 @@ const CUTOVER_HELP: &str = concat!(
     exit_codes!()
 );
 
-/// `barge sync`: the copy with `--sync`, or one of its actions.
+/// `barge sync start`: the copy with `--sync`.
 #[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct SyncArgs {
-    /// What to do with a running sync.
-    #[command(subcommand)]
-    pub action: Option<SyncAction>,
     #[command(flatten)]
     pub init: InitArgs,
 }
 
-/// `barge sync status|stop`.
+/// `barge sync start|status|stop`.
 #[derive(Debug, Subcommand)]
 pub enum SyncAction {
+    /// Copy, then keep the target in sync by logical replication: the same as `barge init
+    /// --sync`, with the same flags.
+    #[command(after_help = SYNC_HELP)]
+    Start(Box<SyncArgs>),
     /// Where the replication stands: lag in bytes and seconds from the source's slot,
     /// per-table states and apply errors from the target, the apply rate, and schema changes
     /// on the source since the copy (a failure: they do not replicate).
@@ -480,11 +479,15 @@ pub enum SyncAction {
     Stop(SyncStopArgs),
 }
 
-/// Which sync.
+/// Which sync. (Its own argument ids: `barge sync` also takes the copy's `--source`.)
 #[derive(Debug, Args)]
 pub struct SyncTarget {
-    #[command(flatten)]
-    pub endpoints: Endpoints,
+    /// Source URL (as the sync was started with).
+    #[arg(long = "source", id = "sync_source", env = "BARGE_SOURCE", hide_env_values = true, value_name = "URL")]
+    pub source: String,
+    /// Target URL (as the sync was started with).
+    #[arg(long = "target", id = "sync_target", env = "BARGE_TARGET", hide_env_values = true, value_name = "URL")]
+    pub target: String,
     /// The sync's id (`barge_<id>_<n>`), when the target has more than one.
     #[arg(long, value_name = "ID")]
     pub sync_id: Option<String>,
@@ -538,7 +541,8 @@ impl SyncTarget {
             barge_engine::sync::check_id(id)?;
         }
         let options = Options { jobs: self::jobs(jobs, defaults.jobs)?, sync: true, sync_id, ..defaults };
-        request(&self.endpoints, &Selection::default(), options)
+        let endpoints = Endpoints { source: self.source.clone(), target: self.target.clone() };
+        request(&endpoints, &Selection::default(), options)
     }
 }
 
@@ -1006,16 +1010,13 @@ mod tests {
         same_request_remotely(args, local);
         assert!(args.spec().unwrap().syncs());
         // `barge sync` is `init --sync`, submitted as a sync job.
-        let cli = Cli::parse_from(["barge", "sync", "-j", "2", "--remote"].iter().chain(&endpoints));
-        let Command::Sync(args) = &cli.command else { panic!("not sync") };
-        assert!(args.action.is_none());
-        same_request_remotely(args, sync_request(&args.init).unwrap());
+        let cli = Cli::parse_from(["barge", "sync", "start", "-j", "2", "--remote"].iter().chain(&endpoints));
+        let Command::Sync(SyncAction::Start(args)) = &cli.command else { panic!("not sync start") };
+        same_request_remotely(args.as_ref(), sync_request(&args.init).unwrap());
         assert_eq!(args.spec().unwrap().command, barge_jobs::Command::Sync);
         // Its actions take only the endpoints.
         let cli = Cli::parse_from(["barge", "sync", "status", "--watch", "--sync-id", "abc1"].iter().chain(&endpoints));
-        let Command::Sync(SyncArgs { action: Some(SyncAction::Status(status)), .. }) = &cli.command else {
-            panic!("not sync status")
-        };
+        let Command::Sync(SyncAction::Status(status)) = &cli.command else { panic!("not sync status") };
         assert!(status.watch);
         assert_eq!(status.sync.request(None).unwrap().options.sync_id.as_deref(), Some("abc1"));
         let cli =

@@ -55,19 +55,28 @@ pub async fn run(cli: Cli) -> u8 {
             Ok(None) => verify(args).await,
             Err(code) => code,
         },
-        Command::Sync(args) => match &args.action {
-            Some(SyncAction::Status(status)) => crate::sync::status(status).await,
-            Some(SyncAction::Stop(stop)) => crate::sync::stop(stop).await,
-            None => match remote(api, &cli.profile, &args.init.placement, args.init.dry_run, args.init.output, args) {
-                Ok(Some((spec, endpoint))) => {
-                    crate::jobs::submit(&spec, &endpoint, args.init.placement.detach, args.init.output).await
+        Command::Sync(action) => match action {
+            SyncAction::Status(status) => crate::sync::status(status).await,
+            SyncAction::Stop(stop) => crate::sync::stop(stop).await,
+            SyncAction::Start(args) => {
+                match remote(
+                    api,
+                    &cli.profile,
+                    &args.init.placement,
+                    args.init.dry_run,
+                    args.init.output,
+                    args.as_ref(),
+                ) {
+                    Ok(Some((spec, endpoint))) => {
+                        crate::jobs::submit(&spec, &endpoint, args.init.placement.detach, args.init.output).await
+                    }
+                    Ok(None) => match crate::args::sync_request(&args.init) {
+                        Ok(request) => init(&args.init, request).await,
+                        Err(e) => report_error(&e, args.init.output),
+                    },
+                    Err(code) => code,
                 }
-                Ok(None) => match crate::args::sync_request(&args.init) {
-                    Ok(request) => init(&args.init, request).await,
-                    Err(e) => report_error(&e, args.init.output),
-                },
-                Err(code) => code,
-            },
+            }
         },
         Command::Cutover(args) => crate::sync::cutover(args).await,
         Command::Serve(args) => crate::serve::serve(args).await,

@@ -391,7 +391,9 @@ async fn subscription_probe(req: &Request, target: &Db, database: &str) -> Check
             ),
         ),
         Err(e) => {
+            let replication_role = e.to_string().contains("replication role");
             let hint = match e.sqlstate() {
+                _ if replication_role => "the source user in the URL needs the REPLICATION attribute (ALTER ROLE <user> REPLICATION; RDS: GRANT rds_replication TO <user>): the subscription connects as that user".into(),
                 Some("42501") => "the target user needs superuser or (PostgreSQL 16+) membership in pg_create_subscription and CREATE on the database".into(),
                 Some("08006") | Some("08001") | None => format!(
                     "the target server itself connects to the source ({}) for replication: it must resolve and reach that host and port, and the source's pg_hba.conf must allow a replication connection from the target's address",

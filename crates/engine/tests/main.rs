@@ -361,11 +361,21 @@ async fn validate_reports_what_would_stop_a_copy() {
         "every failing check says what to do: {:#?}",
         report.checks
     );
-    // Tables without a key are a warning when logical replication will follow.
+    // Tables without a key stop a sync: their updates and deletes would not replicate.
+    assert!(has("replica identity") && has("public.secret"), "{failed:#?}");
     assert!(
-        report.checks.iter().any(|c| c.status == CheckStatus::Warn
-            && c.name.starts_with("primary keys")
-            && c.detail.contains("public.secret")),
+        report.checks.iter().any(|c| c.name.starts_with("replica identity")
+            && c.hint.as_deref().is_some_and(|h| h.contains("--replica-identity-full"))),
+        "{:#?}",
+        report.checks
+    );
+    // The target's subscription would connect as a user without REPLICATION: said so.
+    assert!(
+        report
+            .checks
+            .iter()
+            .any(|c| c.name == "target reaches the source"
+                && c.hint.as_deref().is_some_and(|h| h.contains("REPLICATION"))),
         "{:#?}",
         report.checks
     );
