@@ -114,20 +114,16 @@ pub struct Failure {
     pub retryable: bool,
     /// The engine's report, when it produced one (failed checks, differing tables).
     pub report: Option<serde_json::Value>,
+    /// A sync that stopped because it was told to (cancel, deadline, interrupt): not a failure.
+    pub stopped: bool,
 }
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         let stopped = matches!(e, Error::Stopped(_));
-        let reason = barge_engine::redact(&e.to_string());
-        // How the supervisor tells a sync that stopped as asked from one that failed.
-        let reason = if stopped { format!("{STOPPED_MARK}{reason}") } else { reason };
-        Failure { reason, retryable: e.retryable(), report: None }
+        Failure { reason: barge_engine::redact(&e.to_string()), retryable: e.retryable(), report: None, stopped }
     }
 }
-
-/// Starts the reason of a sync that stopped because it was told to.
-const STOPPED_MARK: &str = "stopped: ";
 
 fn json(value: &impl serde::Serialize) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or_default()
@@ -184,6 +180,7 @@ pub async fn engine(run: &Attempt, fold: Arc<Mutex<Fold>>, control: sync::Contro
                 Ok(Done { summary: format!("all {} checks passed", report.checks.len()), report: json(&report) })
             } else {
                 Err(Failure {
+                    stopped: false,
                     reason: barge_engine::redact(&format!(
                         "{} of {} checks failed: {}",
                         failed.len(),
@@ -211,6 +208,7 @@ pub async fn engine(run: &Attempt, fold: Arc<Mutex<Fold>>, control: sync::Contro
                 Ok(Done { summary: format!("{} table(s) match", tables.len()), report: json(&report) })
             } else {
                 Err(Failure {
+                    stopped: false,
                     reason: format!(
                         "source and target differ: {} of {} table(s) ({}) or sequences/objects; see the job's log for samples",
                         differing.len(),
@@ -272,6 +270,7 @@ async fn sync_job(
     match sync::stream(request, sink.clone(), control.clone(), Duration::from_secs(2)).await? {
         sync::StreamEnd::Detached => {
             return Err(Failure {
+                stopped: false,
                 reason:
                     "the worker stopped while the target streamed; replication goes on and the next attempt watches it"
                         .into(),
@@ -323,6 +322,7 @@ async fn sync_job(
             .map(|t| t.table.as_str())
             .collect();
         return Err(Failure {
+            stopped: false,
             reason: format!(
                 "cut over (replication removed), but source and target differ: {} table(s) ({}) or sequences/objects; writes to the source after the cutover began are not on the target",
                 differing.len(),
@@ -344,8 +344,9 @@ async fn sync_job(
 
 /// A failure to set a sync up; on a later attempt, says why starting over needs the user.
 fn restart_failure(e: barge_engine::Error, attempt: u32) -> Failure {
+    let refused = matches!(e, Error::TargetNotEmpty(_) | Error::Refused(_));
     let mut failure = Failure::from(e);
-    if attempt > 1 && !failure.retryable && failure.reason.contains("nothing was changed") {
+    if attempt > 1 && refused {
         failure.reason = format!(
             "the previous attempt stopped during the copy, which a sync cannot resume (barge removed its replication objects): {}",
             failure.reason
@@ -403,8 +404,7 @@ pub async fn supervise<R: Reporter>(
         tokio::select! {
             result = &mut engine_run => {
                 if let (Some((outcome, _)), Err(failure)) = (&stopping, &result)
-                    && !failure.retryable
-                    && failure.reason.starts_with(STOPPED_MARK)
+                    && failure.stopped
                 {
                     tracing::info!(reason = %failure.reason, "stopped");
                     break Ending::Outcome(outcome.clone());

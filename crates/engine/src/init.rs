@@ -368,15 +368,13 @@ pub(crate) async fn copy_database(
     tracker.phase(Phase::Schema);
     // One snapshot for pg_dump and every COPY; held open until the rows are in.
     let holder = Db::connect(&req.source, &db.source).await?;
-    holder.batch("open the copy snapshot", "begin isolation level repeatable read read only").await?;
     let snapshot: String = match snapshot {
         Some(id) => {
-            holder
-                .batch("import the slot's snapshot", &format!("set transaction snapshot '{}'", id.replace('\'', "''")))
-                .await?;
+            crate::copy::enter_snapshot(&holder, id).await?;
             id.to_owned()
         }
         None => {
+            holder.batch("open the copy snapshot", "begin isolation level repeatable read read only").await?;
             holder.query_one("export the copy snapshot", "select pg_catalog.pg_export_snapshot()", &[]).await?.get(0)
         }
     };

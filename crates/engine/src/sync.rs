@@ -37,7 +37,7 @@ use crate::{
     progress::{Event, ProgressSink, Tracker},
     replication::ReplicationConn,
     request::Request,
-    validate::{Check, human_bytes},
+    validate::{Check, human_bytes, list},
     verify::{self, VerifyReport},
 };
 
@@ -366,24 +366,25 @@ async fn subscription_probe(req: &Request, target: &Db, database: &str) -> Check
     let name = "target reaches the source";
     let conninfo = req.source.libpq_conninfo(database);
     let probe = format!("barge_probe_{}", new_id());
-    let result = target
-        .in_transaction("probe a subscription", async || {
-            let sql: String = target
-                .query_one(
-                    "build the probe",
-                    "select pg_catalog.format('create subscription %I connection %L publication %I \
-                     with (connect = true, enabled = false, create_slot = false, slot_name = none, copy_data = false)', \
-                     $1::text, $2::text, $1::text)",
-                    &[&probe, &conninfo],
-                )
-                .await?
-                .get(0);
-            target.batch("create a probe subscription", &sql).await?;
-            Err::<(), Error>(Error::Internal("rolled back".into()))
-        })
-        .await;
+    // Created inside a transaction that is always rolled back.
+    let result = async {
+        target.batch("probe a subscription", "begin").await?;
+        let sql: String = target
+            .query_one(
+                "build the probe",
+                "select pg_catalog.format('create subscription %I connection %L publication %I \
+                 with (connect = true, enabled = false, create_slot = false, slot_name = none, copy_data = false)', \
+                 $1::text, $2::text, $1::text)",
+                &[&probe, &conninfo],
+            )
+            .await?
+            .get(0);
+        target.batch("create a probe subscription", &sql).await
+    }
+    .await;
+    let _ = target.batch("roll the probe back", "rollback").await;
     match result {
-        Err(Error::Internal(message)) if message == "rolled back" => Check::pass(
+        Ok(()) => Check::pass(
             name,
             format!(
                 "the target server connected to {} in replication mode and may create subscriptions",
@@ -403,13 +404,7 @@ async fn subscription_probe(req: &Request, target: &Db, database: &str) -> Check
             };
             Check::fail(name, crate::conninfo::redact(&e.to_string()), Some(hint))
         }
-        Ok(()) => Check::fail(name, "the probe was not rolled back", None),
     }
-}
-
-fn list(names: &[String]) -> String {
-    let more = if names.len() > 5 { format!(" and {} more", names.len() - 5) } else { String::new() };
-    format!("{}{more}", names.iter().take(5).cloned().collect::<Vec<_>>().join(", "))
 }
 
 /// The tables whose rows replicate: copied with rows, and logged.
@@ -557,10 +552,7 @@ async fn fingerprint_in_snapshot(
     snapshot: &str,
 ) -> Result<BTreeMap<String, String>> {
     let source = Db::connect(&req.source, &db.source).await?;
-    source.batch("open the slot's snapshot", "begin isolation level repeatable read read only").await?;
-    source
-        .batch("import the slot's snapshot", &format!("set transaction snapshot '{}'", snapshot.replace('\'', "''")))
-        .await?;
+    crate::copy::enter_snapshot(&source, snapshot).await?;
     let digests = fingerprint(&source, &db.source, filter).await;
     let _ = source.batch("close the snapshot", "commit").await;
     digests

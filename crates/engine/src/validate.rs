@@ -147,10 +147,6 @@ async fn key_check(req: &Request, db: &plan::DatabasePlan) -> Check {
             unkeyed.push(format!("{schema}.{table}"));
         }
     }
-    let list = |names: &[String]| {
-        let more = if names.len() > 5 { format!(" and {} more", names.len() - 5) } else { String::new() };
-        format!("{}{more}", names.iter().take(5).cloned().collect::<Vec<_>>().join(", "))
-    };
     if unkeyed.is_empty() {
         return Check::pass(name, "every copied table has a primary key");
     }
@@ -162,6 +158,12 @@ async fn key_check(req: &Request, db: &plan::DatabasePlan) -> Check {
             list(&unkeyed)
         ),
     )
+}
+
+/// Up to five names, then how many more: `a, b, c, d, e and 3 more`.
+pub(crate) fn list(names: &[String]) -> String {
+    let more = if names.len() > 5 { format!(" and {} more", names.len() - 5) } else { String::new() };
+    format!("{}{more}", names.iter().take(5).cloned().collect::<Vec<_>>().join(", "))
 }
 
 /// `1.2 GiB`.
