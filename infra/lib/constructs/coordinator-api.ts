@@ -28,6 +28,18 @@ export const USER_ROUTES = [
   { method: 'GET', path: '/jobs/{id}/logs' },
 ] as const;
 
+/**
+ * The IAM5 finding of a user route with a job id, as cdk-nag words it: derived from
+ * `USER_ROUTES`, so a new route is covered by the acknowledgment without a second list.
+ */
+function userRouteWildcard(): RegExp {
+  const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+  const routes = USER_ROUTES.filter((route) => route.path.includes('{id}')).map(
+    (route) => `${route.method}${escape(route.path.replace('{id}', '*'))}`,
+  );
+  return new RegExp(`^Resource::arn:.*:execute-api:.*:<[A-Za-z0-9]+>/\\$default/(${routes.join('|')})$`);
+}
+
 /** The deadlines the coordinator and the reaper share (`Policy::from_vars` in crates/jobs). */
 export interface Deadlines {
   /** A launched worker must claim its job within this. */
@@ -172,7 +184,7 @@ export class CoordinatorApi extends Construct {
     });
     expectWildcards(this.userPolicy, [
       {
-        finding: /^Resource::arn:.*:execute-api:.*:<[A-Za-z0-9]+>\/\$default\/(GET|POST)\/jobs\/\*(\/cancel|\/logs)?$/,
+        finding: userRouteWildcard(),
         reason: "The user routes for any job id: the coordinator shows a job only to its owner (the caller's ARN)",
       },
     ]);
