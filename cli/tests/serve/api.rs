@@ -1,7 +1,8 @@
 //! The job API through `barge serve`: a job runs to `succeeded`; a worker killed with SIGKILL
 //! is replaced and its successor resumes; a cancel ends a copy within 10 s; bad credentials
 //! fail at once, without a retry or a leak; a sync streams and cuts over on request, and a
-//! cancelled one leaves no slot.
+//! cancelled one leaves no slot; a sync whose worker dies while streaming is watched again by
+//! the next attempt, and one whose worker dies mid-copy is cleaned up and refused.
 
 use std::{
     process::Command,
@@ -218,6 +219,76 @@ async fn a_remote_sync_cancelled_during_its_copy_leaves_no_slot() {
     // THEN the job ends cancelled and its slot and publication are gone
     let last = serve.finish(&job.id).await.pop().unwrap();
     assert_eq!(last.status, JobStatus::Cancelled, "{last:#?}");
+    assert_eq!(replication_objects(&src_db, &dst_db).await, (0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_sync_whose_worker_dies_while_streaming_is_watched_again_and_cuts_over() {
+    let (src, dst) = (src18(), dst18());
+    let serve = Serve::start();
+    let src_db = slow_source(&src, "rsync_kill").await;
+    let dst_db = unique("rsync_kill_copy");
+    let job = serve.submit(JobCommand::Sync, &src.url(&src_db), &dst.url(&dst_db), copy_options()).await;
+    let streaming_on = |attempt: u32| {
+        move |v: &barge_jobs::api::JobView| {
+            v.status.state().is_terminal()
+                || (v.attempt == attempt && v.status == JobStatus::Running { phase: Phase::Streaming })
+        }
+    };
+    let first = serve.watch(&job.id, Duration::from_secs(180), streaming_on(1)).await.pop().unwrap();
+    assert_eq!(first.status, JobStatus::Running { phase: Phase::Streaming }, "{first:#?}");
+    // WHEN its worker is killed while the target streams
+    let pid = pid_of(&first);
+    assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+    // THEN replication goes on without it: a change still reaches the target
+    assert_eq!(replication_objects(&src_db, &dst_db).await, (1, 1, 1));
+    src.run_sql(&src_db, "insert into notes values (900002, 'written while no worker watched')").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&dst, &dst_db, "select count(*) from notes where id = 900002").await == 0 {
+        assert!(Instant::now() < deadline, "the change never reached the target");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // AND the next attempt watches the same replication rather than copying again
+    let second = serve.watch(&job.id, Duration::from_secs(180), streaming_on(2)).await.pop().unwrap();
+    assert_eq!(second.status, JobStatus::Running { phase: Phase::Streaming }, "{second:#?}");
+    assert!(second.progress.as_ref().is_some_and(|p| p.cdc_lag_bytes.is_some()), "{second:#?}");
+    assert_eq!(replication_objects(&src_db, &dst_db).await, (1, 1, 1));
+    assert!(serve.log(&job.id).contains("watching it again"));
+    // AND a cutover then ends the job succeeded on attempt 2, with nothing left behind
+    serve.client.cutover(&job.id).await.unwrap();
+    let last = serve.finish(&job.id).await.pop().unwrap();
+    succeeded(&last);
+    assert_eq!(last.attempt, 2, "{last:#?}");
+    assert_eq!(replication_objects(&src_db, &dst_db).await, (0, 0, 0));
+    assert_eq!(count(&dst, &dst_db, "select count(*) from notes").await, 5001);
+    assert_eq!(count(&dst, &dst_db, "select count(*) from items").await, 150_000);
+}
+
+#[tokio::test]
+async fn a_sync_whose_worker_dies_during_its_copy_is_cleaned_up_and_refused_by_the_next_attempt() {
+    let (src, dst) = (src18(), dst18());
+    let serve = Serve::start();
+    let src_db = slow_source(&src, "rsync_kill_copy").await;
+    let dst_db = unique("rsync_kill_copy_copy");
+    let job = serve.submit(JobCommand::Sync, &src.url(&src_db), &dst.url(&dst_db), copy_options()).await;
+    let copying = |v: &barge_jobs::api::JobView| {
+        v.status.state().is_terminal() || v.progress.as_ref().is_some_and(|p| p.bytes_copied > 0)
+    };
+    let running = serve.watch(&job.id, Duration::from_secs(120), copying).await.pop().unwrap();
+    assert!(matches!(running.status, JobStatus::Running { .. }), "{running:#?}");
+    assert_eq!(replication_objects(&src_db, &dst_db).await.0, 1, "the slot exists while copying");
+    // WHEN its worker is killed mid-copy, leaving its slot and publication
+    assert!(Command::new("kill").args(["-KILL", &pid_of(&running).to_string()]).status().unwrap().success());
+    // THEN the next attempt removes them and fails, saying why a sync does not resume
+    let last = serve.finish(&job.id).await.pop().unwrap();
+    assert_eq!(last.attempt, 2, "{last:#?}");
+    match &last.status {
+        JobStatus::Failed { reason, retryable } => {
+            assert!(!retryable, "{reason}");
+            assert!(reason.contains("a sync cannot resume"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(replication_objects(&src_db, &dst_db).await, (0, 0, 0));
 }
 
