@@ -471,7 +471,10 @@ impl Ports for Iam {
 /// An API Gateway HTTP API (payload 2.0) event from `tests/fixtures`, with its path, body
 /// and caller replaced.
 fn event(fixture: &str, path: &str, caller_arn: &str, body: Option<&Value>) -> http::Request<lambda_http::Body> {
-    let text = std::fs::read_to_string(format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    // The runtime variable, not env!(): a test binary built in another clone of the same
+    // sources (a shared CARGO_TARGET_DIR) is reused as it is, with that clone's path in it.
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let text = std::fs::read_to_string(format!("{dir}/tests/fixtures/{fixture}")).unwrap();
     let mut event: Value = serde_json::from_str(&text).unwrap();
     event["rawPath"] = path.into();
     event["requestContext"]["http"]["path"] = path.into();
