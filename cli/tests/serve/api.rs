@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use barge_jobs::{Command as JobCommand, JobStatus, Options, Phase, State};
+use barge_jobs::{Command as JobCommand, JobStatus, Options, Phase, State, api::JobView};
 use barge_testkit::{PASSWORD, PASSWORD_ENCODED, dst18, src18, unique};
 
 use crate::harness::{Serve, alive, copy_options, count, pid_of, slow_source, succeeded};
@@ -154,6 +154,30 @@ async fn replication_objects(src_db: &str, dst_db: &str) -> (i64, i64, i64) {
     )
 }
 
+/// A sync job of a new slow source, watched until its copy has written something; its slot
+/// exists by then.
+async fn sync_under_way(serve: &Serve, prefix: &str) -> (String, String, JobView) {
+    let (src, dst) = (src18(), dst18());
+    let src_db = slow_source(&src, prefix).await;
+    let dst_db = unique(&format!("{prefix}_copy"));
+    let job = serve.submit(JobCommand::Sync, &src.url(&src_db), &dst.url(&dst_db), copy_options()).await;
+    let copying =
+        |v: &JobView| v.status.state().is_terminal() || v.progress.as_ref().is_some_and(|p| p.bytes_copied > 0);
+    let running = serve.watch(&job.id, Duration::from_secs(120), copying).await.pop().unwrap();
+    assert!(matches!(running.status, JobStatus::Running { .. }), "{running:#?}");
+    assert_eq!(replication_objects(&src_db, &dst_db).await.0, 1, "the slot exists while copying");
+    (src_db, dst_db, running)
+}
+
+/// Waits (at most 30 s) until the target's `notes` has the row `id`.
+async fn reaches_target(dst_db: &str, id: i32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&dst18(), dst_db, &format!("select count(*) from notes where id = {id}")).await == 0 {
+        assert!(Instant::now() < deadline, "the change never reached the target");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_remote_sync_streams_with_live_lag_and_cuts_over_on_request() {
     let (src, dst) = (src18(), dst18());
@@ -163,7 +187,7 @@ async fn a_remote_sync_streams_with_live_lag_and_cuts_over_on_request() {
     // WHEN a sync job is submitted
     let job = serve.submit(JobCommand::Sync, &src.url(&src_db), &dst.url(&dst_db), copy_options()).await;
     // THEN it copies, then streams, reporting the lag in its progress
-    let streaming = |v: &barge_jobs::api::JobView| {
+    let streaming = |v: &JobView| {
         v.status.state().is_terminal()
             || (v.status == JobStatus::Running { phase: Phase::Streaming }
                 && v.progress.as_ref().is_some_and(|p| p.cdc_lag_bytes.is_some()))
@@ -176,11 +200,7 @@ async fn a_remote_sync_streams_with_live_lag_and_cuts_over_on_request() {
     // AND changes written to the source reach the target while it streams
     src.run_sql(&src_db, "insert into notes values (900001, 'written while syncing'); delete from notes where id <= 5")
         .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&dst, &dst_db, "select count(*) from notes where id = 900001").await == 0 {
-        assert!(Instant::now() < deadline, "the change never reached the target");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    reaches_target(&dst_db, 900001).await;
     // WHEN the owner asks for the cutover
     let asked = serve.client.cutover(&job.id).await.unwrap();
     assert!(asked.cutover_requested);
@@ -203,17 +223,8 @@ async fn a_remote_sync_streams_with_live_lag_and_cuts_over_on_request() {
 
 #[tokio::test]
 async fn a_remote_sync_cancelled_during_its_copy_leaves_no_slot() {
-    let (src, dst) = (src18(), dst18());
     let serve = Serve::start();
-    let src_db = slow_source(&src, "rsync_cancel").await;
-    let dst_db = unique("rsync_cancel_copy");
-    let job = serve.submit(JobCommand::Sync, &src.url(&src_db), &dst.url(&dst_db), copy_options()).await;
-    let copying = |v: &barge_jobs::api::JobView| {
-        v.status.state().is_terminal() || v.progress.as_ref().is_some_and(|p| p.bytes_copied > 0)
-    };
-    let running = serve.watch(&job.id, Duration::from_secs(120), copying).await.pop().unwrap();
-    assert!(matches!(running.status, JobStatus::Running { .. }), "{running:#?}");
-    assert_eq!(replication_objects(&src_db, &dst_db).await.0, 1, "the slot exists while copying");
+    let (src_db, dst_db, job) = sync_under_way(&serve, "rsync_cancel").await;
     // WHEN the owner cancels mid-copy
     serve.client.cancel(&job.id).await.unwrap();
     // THEN the job ends cancelled and its slot and publication are gone
@@ -230,7 +241,7 @@ async fn a_sync_whose_worker_dies_while_streaming_is_watched_again_and_cuts_over
     let dst_db = unique("rsync_kill_copy");
     let job = serve.submit(JobCommand::Sync, &src.url(&src_db), &dst.url(&dst_db), copy_options()).await;
     let streaming_on = |attempt: u32| {
-        move |v: &barge_jobs::api::JobView| {
+        move |v: &JobView| {
             v.status.state().is_terminal()
                 || (v.attempt == attempt && v.status == JobStatus::Running { phase: Phase::Streaming })
         }
@@ -243,11 +254,7 @@ async fn a_sync_whose_worker_dies_while_streaming_is_watched_again_and_cuts_over
     // THEN replication goes on without it: a change still reaches the target
     assert_eq!(replication_objects(&src_db, &dst_db).await, (1, 1, 1));
     src.run_sql(&src_db, "insert into notes values (900002, 'written while no worker watched')").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&dst, &dst_db, "select count(*) from notes where id = 900002").await == 0 {
-        assert!(Instant::now() < deadline, "the change never reached the target");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    reaches_target(&dst_db, 900002).await;
     // AND the next attempt watches the same replication rather than copying again
     let second = serve.watch(&job.id, Duration::from_secs(180), streaming_on(2)).await.pop().unwrap();
     assert_eq!(second.status, JobStatus::Running { phase: Phase::Streaming }, "{second:#?}");
@@ -266,21 +273,12 @@ async fn a_sync_whose_worker_dies_while_streaming_is_watched_again_and_cuts_over
 
 #[tokio::test]
 async fn a_sync_whose_worker_dies_during_its_copy_is_cleaned_up_and_refused_by_the_next_attempt() {
-    let (src, dst) = (src18(), dst18());
     let serve = Serve::start();
-    let src_db = slow_source(&src, "rsync_kill_copy").await;
-    let dst_db = unique("rsync_kill_copy_copy");
-    let job = serve.submit(JobCommand::Sync, &src.url(&src_db), &dst.url(&dst_db), copy_options()).await;
-    let copying = |v: &barge_jobs::api::JobView| {
-        v.status.state().is_terminal() || v.progress.as_ref().is_some_and(|p| p.bytes_copied > 0)
-    };
-    let running = serve.watch(&job.id, Duration::from_secs(120), copying).await.pop().unwrap();
-    assert!(matches!(running.status, JobStatus::Running { .. }), "{running:#?}");
-    assert_eq!(replication_objects(&src_db, &dst_db).await.0, 1, "the slot exists while copying");
+    let (src_db, dst_db, running) = sync_under_way(&serve, "rsync_kill_copy").await;
     // WHEN its worker is killed mid-copy, leaving its slot and publication
     assert!(Command::new("kill").args(["-KILL", &pid_of(&running).to_string()]).status().unwrap().success());
     // THEN the next attempt removes them and fails, saying why a sync does not resume
-    let last = serve.finish(&job.id).await.pop().unwrap();
+    let last = serve.finish(&running.id).await.pop().unwrap();
     assert_eq!(last.attempt, 2, "{last:#?}");
     match &last.status {
         JobStatus::Failed { reason, retryable } => {
