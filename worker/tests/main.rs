@@ -16,10 +16,8 @@ use axum::{
     routing::{get, put},
 };
 use barge_coordinator::{App, Config, Ports};
-use barge_jobs::{
-    AuthError, Authenticator, Caller, JobStatus,
-    memory::{MemoryLauncher, MemoryLogs, MemorySealer, MemoryStore},
-};
+use barge_jobs::{AuthError, Authenticator, Caller, JobStatus};
+use barge_jobs_testkit::memory::{MemoryLauncher, MemoryLogs, MemorySealer, MemoryStore};
 use barge_testkit::{PASSWORD, PASSWORD_ENCODED, aws_local, src18, unique};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_barge-worker");
@@ -123,7 +121,7 @@ async fn on_an_instance_the_worker_reads_user_data_signs_its_calls_and_logs_to_c
     let sdk = barge_aws::local_config_in(&moto, "eu-west-1").await;
     let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
     logs.create_log_group().log_group_name(&group).send().await.unwrap();
-    let mut launched = barge_jobs::conformance::job("alice", None, barge_jobs::Timestamp::now());
+    let mut launched = barge_jobs_testkit::conformance::job("alice", None, barge_jobs::Timestamp::now());
     launched.id = job.id.clone();
     launched.options.max_duration = Some(3600);
     let user_data = barge_aws::user_data(&launched, &endpoint, Some(&group));
@@ -187,7 +185,7 @@ async fn on_an_instance_the_worker_reads_user_data_signs_its_calls_and_logs_to_c
 
 #[tokio::test]
 async fn launched_says_whether_user_data_holds_a_barge_job() {
-    let job = barge_jobs::conformance::job("alice", None, barge_jobs::Timestamp::now());
+    let job = barge_jobs_testkit::conformance::job("alice", None, barge_jobs::Timestamp::now());
     let cases = [
         (Some(barge_aws::user_data(&job, "https://api.example.com", None)), None),
         (None, Some("it has none")),

@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use barge_aws::{DynamoJobStore, KmsSealer, local_config};
-use barge_jobs::{Deadlines, Job, JobId, JobStore, Sealer, Timestamp, conformance};
+use barge_jobs::{Deadlines, Job, JobId, JobStore, Sealer, Timestamp};
+use barge_jobs_testkit::conformance;
 
 async fn fresh_store() -> DynamoJobStore {
     let config = local_config(&barge_testkit::aws_local("dynamodb")).await;
@@ -13,7 +14,7 @@ async fn fresh_store() -> DynamoJobStore {
     store
 }
 
-barge_jobs::store_conformance!(crate::fresh_store());
+barge_jobs_testkit::store_conformance!(crate::fresh_store());
 
 async fn kms() -> KmsSealer {
     let config = local_config(&barge_testkit::aws_local("moto")).await;
@@ -73,10 +74,10 @@ mod ec2 {
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
     use barge_aws::{Ec2Launcher, Ec2LauncherConfig, local_config_in};
     use barge_jobs::{
-        Event, JobStore, Launcher, Outcome, Timestamp, conformance,
-        memory::MemoryStore,
+        Event, JobStore, Launcher, Outcome, Timestamp,
         reaper::{Policy, sweep},
     };
+    use barge_jobs_testkit::{conformance, memory::MemoryStore};
     use base64::{Engine, engine::general_purpose::STANDARD};
 
     /// A moto region with a launch template like the CDK app's (IMDSv2 required).

@@ -6,12 +6,8 @@
 //! coordinator, the worker and every adapter share these types, so they cannot drift.
 
 pub mod api;
-#[cfg(feature = "test-util")]
-pub mod conformance;
 pub mod job;
 pub mod lifecycle;
-#[cfg(feature = "test-util")]
-pub mod memory;
 pub mod ports;
 pub mod progress;
 pub mod reaper;

@@ -1,6 +1,6 @@
 //! The ports: what the coordinator, the worker and the reaper need from the outside world.
 //! Each has a real adapter (DynamoDB/EC2/KMS/IAM on AWS; SQLite/processes/a key file/bearer
-//! tokens on one machine) and an in-memory one (`test-util`). Native `async fn` in traits:
+//! tokens on one machine) and an in-memory one (crate `barge-jobs-testkit`). Native `async fn` in traits:
 //! the binaries pick concrete adapters, nothing needs `dyn`.
 
 use std::future::Future;

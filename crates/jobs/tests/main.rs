@@ -3,14 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-barge_jobs::store_conformance!(async { barge_jobs::memory::MemoryStore::new() });
+barge_jobs_testkit::store_conformance!(async { barge_jobs_testkit::memory::MemoryStore::new() });
 
 mod reaper {
     use barge_jobs::{
-        Deadlines, Event, Job, JobStatus, JobStore, Launcher, Outcome, State, Timestamp, conformance,
-        memory::{MemoryLauncher, MemoryStore},
+        Deadlines, Event, Job, JobStatus, JobStore, Launcher, Outcome, State, Timestamp,
         ports::Instance,
         reaper::{Decision, Policy, decide, sweep},
+    };
+    use barge_jobs_testkit::{
+        conformance,
+        memory::{MemoryLauncher, MemoryStore},
     };
 
     const MIN: i64 = 60;

@@ -6,9 +6,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use barge_jobs::{
-    AuthError, Authenticator, Caller, Created, Deadlines, Event, JobId, JobStore, Sealer, Timestamp, conformance,
-};
+use barge_jobs::{AuthError, Authenticator, Caller, Created, Deadlines, Event, JobId, JobStore, Sealer, Timestamp};
+use barge_jobs_testkit::conformance;
 use barge_local::{BearerTokens, KeyFileSealer, SqliteStore};
 
 async fn fresh_store() -> SqliteStore {
@@ -16,7 +15,7 @@ async fn fresh_store() -> SqliteStore {
     SqliteStore::open(&dir.join("jobs.db")).unwrap()
 }
 
-barge_jobs::store_conformance!(crate::fresh_store());
+barge_jobs_testkit::store_conformance!(crate::fresh_store());
 
 #[tokio::test]
 async fn jobs_survive_a_restart() {

@@ -15,10 +15,8 @@ use std::{
 use axum::{Router, body::Body};
 use barge_aws::{DynamoJobStore, local_config};
 use barge_coordinator::{App, Config, Ports, router};
-use barge_jobs::{
-    Caller, JobId, JobStore,
-    memory::{MemoryLauncher, MemoryLogs},
-};
+use barge_jobs::{Caller, JobId, JobStore};
+use barge_jobs_testkit::memory::{MemoryLauncher, MemoryLogs};
 use barge_local::{BearerTokens, KeyFileSealer, SqliteStore};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;

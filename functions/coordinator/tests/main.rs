@@ -11,8 +11,8 @@ use barge_coordinator::{App, Config, Ports, iam::IamAuthenticator, router};
 use barge_jobs::{
     Caller, LaunchError, Timestamp,
     api::{Claim, Heartbeat, JobList, JobView},
-    memory::{MemoryLauncher, MemoryLogs, MemorySealer, MemoryStore},
 };
+use barge_jobs_testkit::memory::{MemoryLauncher, MemoryLogs, MemorySealer, MemoryStore};
 use barge_local::BearerTokens;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;

@@ -1,4 +1,4 @@
-//! In-memory adapters of every port, for tests (feature `test-util`). They keep the
+//! In-memory adapters of every port, for tests. They keep the
 //! semantics of the real ones: conditional replace, exact active count, idempotent create
 //! and launch, job-bound sealing.
 
@@ -7,7 +7,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use crate::{
+use barge_jobs::{
     job::{Job, JobId, State, Timestamp},
     ports::{
         Created, Instance, JobStore, LaunchError, Launcher, LogError, LogLine, LogPage, LogSource, Page, SealError,

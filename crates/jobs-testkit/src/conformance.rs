@@ -1,10 +1,10 @@
-//! The store conformance suite (feature `test-util`): the same cases run unchanged against
+//! The store conformance suite: the same cases run unchanged against
 //! every [`JobStore`]. An adapter's tests call [`store_conformance!`](crate::store_conformance)
 //! with an expression that makes a fresh, empty store.
 
 use std::{collections::HashSet, sync::Arc};
 
-use crate::{
+use barge_jobs::{
     job::{Deadlines, Event, Job, JobId, Outcome, Phase, State, Timestamp},
     ports::{Created, JobStore, StoreError},
     spec::{Command, ConnUrl, Filter, JobSpec, Options},
@@ -58,12 +58,12 @@ pub async fn create_and_get<S: JobStore>(store: S) {
     assert_eq!(store.get(&JobId::random()).await.unwrap_or_else(|e| panic!("{e}")), None);
     // Progress and every status round-trip too.
     let (_, mut running) = running(&job, now);
-    running.progress = Some(crate::progress::Progress {
+    running.progress = Some(barge_jobs::progress::Progress {
         phase: Some(Phase::Copying),
         bytes_copied: 1 << 40,
         bytes_per_second: 123.5,
         eta_seconds: Some(0.25),
-        running: vec![crate::progress::TableProgress {
+        running: vec![barge_jobs::progress::TableProgress {
             database: "shop".into(),
             table: "public.\"odd name\"".into(),
             part: 2,
