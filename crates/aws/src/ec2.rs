@@ -146,11 +146,6 @@ impl Ec2Launcher {
         Ec2Launcher { client: Client::new(sdk), config }
     }
 
-    /// A launcher over an existing client (tests with mocked responses).
-    pub fn with_client(client: Client, config: Ec2LauncherConfig) -> Self {
-        Ec2Launcher { client, config }
-    }
-
     fn template(&self) -> LaunchTemplateSpecification {
         let spec = LaunchTemplateSpecification::builder().version("$Default");
         if self.config.launch_template.starts_with("lt-") {

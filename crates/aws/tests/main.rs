@@ -1,5 +1,7 @@
-//! The DynamoDB store against the conformance suite on DynamoDB Local, and the KMS sealer
-//! against moto; both started by the harness (scripts/aws-local).
+//! The DynamoDB store against the conformance suite on DynamoDB Local; the KMS sealer, the
+//! EC2 launcher and the CloudWatch Logs sink against moto, both started by the harness
+//! (scripts/aws-local); and the launcher's answers to what moto cannot simulate (no capacity,
+//! a broken launch template) against a stand-in for the EC2 API in the test itself.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -65,13 +67,11 @@ async fn no_stored_item_holds_the_password() {
 mod ec2 {
     use aws_sdk_ec2::{
         Client,
-        operation::run_instances::{RunInstancesError, RunInstancesOutput},
         types::{
             HttpTokensState, Instance as Ec2Instance, InstanceAttributeName, LaunchTemplateHttpTokensState,
-            LaunchTemplateInstanceMetadataOptionsRequest, RequestLaunchTemplateData, ResourceType,
+            LaunchTemplateInstanceMetadataOptionsRequest, RequestLaunchTemplateData,
         },
     };
-    use aws_smithy_mocks::{RuleMode, mock, mock_client};
     use barge_aws::{Ec2Launcher, Ec2LauncherConfig, local_config_in};
     use barge_jobs::{
         Event, JobStore, Launcher, Outcome, Timestamp,
@@ -224,164 +224,202 @@ mod ec2 {
         assert_eq!(live, vec![new_instance]);
     }
 
-    fn mocked(client: Client) -> Ec2Launcher {
-        Ec2Launcher::with_client(
-            client,
-            Ec2LauncherConfig {
-                launch_template: "lt-0123456789abcdef0".into(),
-                endpoint: "https://api.example.com".into(),
-                instance_types: vec!["m7i.large".into(), "m6i.large".into(), "r7i.large".into()],
-                subnets: vec![],
-                log_group: None,
-                spot: false,
-                root_volume_gib: None,
-            },
-        )
+    /// What the EC2 stand-in answers a request with.
+    #[derive(Clone, Copy)]
+    enum Reply {
+        /// RunInstances started this instance.
+        Instance(&'static str),
+        /// An EC2 error: the HTTP status EC2 sends with it, and its code.
+        Error(u16, &'static str),
     }
 
-    fn out_of(code: &'static str) -> RunInstancesError {
-        RunInstancesError::generic(aws_sdk_ec2::error::ErrorMetadata::builder().code(code).message("try later").build())
+    /// The form parameters of one request the stand-in received.
+    type Params = std::collections::HashMap<String, String>;
+
+    /// A stand-in for the EC2 API on loopback, for answers moto cannot give (no capacity, a
+    /// broken launch template). The launcher reaches it through the real SDK client, so the
+    /// requests are EC2's wire format. It answers the n-th request (from 0) with `reply(n)`
+    /// and records every request's parameters.
+    struct StandIn {
+        sdk: aws_config::SdkConfig,
+        requests: std::sync::Arc<std::sync::Mutex<Vec<Params>>>,
     }
+
+    impl StandIn {
+        async fn start(reply: impl Fn(usize) -> Reply + Send + Sync + 'static) -> StandIn {
+            use axum::{http::StatusCode, routing::post};
+            let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Params>::new()));
+            let seen = requests.clone();
+            let reply = std::sync::Arc::new(reply);
+            let answer = move |body: String| {
+                let params: Params = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+                let n = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(params);
+                    seen.len() - 1
+                };
+                let (status, xml) = match reply(n) {
+                    Reply::Instance(id) => (
+                        200,
+                        format!(
+                            "<RunInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
+                             <requestId>r-{n}</requestId><reservationId>r-0{n}</reservationId>\
+                             <instancesSet><item><instanceId>{id}</instanceId></item></instancesSet>\
+                             </RunInstancesResponse>"
+                        ),
+                    ),
+                    Reply::Error(status, code) => (
+                        status,
+                        format!(
+                            "<Response><Errors><Error><Code>{code}</Code><Message>try later</Message></Error>\
+                             </Errors><RequestID>r-{n}</RequestID></Response>"
+                        ),
+                    ),
+                };
+                std::future::ready((StatusCode::from_u16(status).unwrap(), xml))
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(listener, axum::Router::new().route("/", post(answer))).await });
+            // The SDK's own retries off: every recorded request is one the launcher made.
+            let sdk = local_config_in(&url, "us-east-1")
+                .await
+                .into_builder()
+                .retry_config(aws_config::retry::RetryConfig::disabled())
+                .build();
+            StandIn { sdk, requests }
+        }
+
+        fn launcher(&self, config: Ec2LauncherConfig) -> Ec2Launcher {
+            Ec2Launcher::new(&self.sdk, config)
+        }
+
+        fn requests(&self) -> Vec<Params> {
+            self.requests.lock().unwrap().clone()
+        }
+    }
+
+    /// A fleet of three instance types in the launch template's network.
+    fn fleet() -> Ec2LauncherConfig {
+        Ec2LauncherConfig {
+            launch_template: "lt-0123456789abcdef0".into(),
+            endpoint: "https://api.example.com".into(),
+            instance_types: vec!["m7i.large".into(), "m6i.large".into(), "r7i.large".into()],
+            subnets: vec![],
+            log_group: None,
+            spot: false,
+            root_volume_gib: None,
+        }
+    }
+
+    fn param<'a>(request: &'a Params, name: &str) -> Option<&'a str> {
+        request.get(name).map(String::as_str)
+    }
+
+    /// EC2 sends InsufficientInstanceCapacity as a server error.
+    const NO_CAPACITY: Reply = Reply::Error(500, "InsufficientInstanceCapacity");
 
     #[tokio::test]
     async fn run_instances_carries_an_idempotency_token_and_falls_back_on_capacity() {
         // GIVEN EC2 out of capacity for the first type
+        let ec2 = StandIn::start(|n| if n == 0 { NO_CAPACITY } else { Reply::Instance("i-0feedfeedfeedfeed") }).await;
         let job = conformance::job("alice", None, Timestamp::now());
-        let first_token = format!("{}-1-o0", job.id);
-        let second_token = format!("{}-1-o1", job.id);
-        let refused = mock!(Client::run_instances)
-            .match_requests(move |r| {
-                r.client_token() == Some(first_token.as_str())
-                    && r.instance_type().map(|t| t.as_str()) == Some("m7i.large")
-                    && r.launch_template().and_then(|t| t.launch_template_id()) == Some("lt-0123456789abcdef0")
-                    && r.metadata_options().and_then(|m| m.http_tokens()) == Some(&HttpTokensState::Required)
-                    && r.tag_specifications().iter().any(|t| t.resource_type() == Some(&ResourceType::Volume))
-            })
-            .then_error(|| out_of("InsufficientInstanceCapacity"));
-        let accepted = mock!(Client::run_instances)
-            .match_requests(move |r| {
-                r.client_token() == Some(second_token.as_str())
-                    && r.instance_type().map(|t| t.as_str()) == Some("m6i.large")
-            })
-            .then_output(|| {
-                RunInstancesOutput::builder()
-                    .instances(Ec2Instance::builder().instance_id("i-0feedfeedfeedfeed").build())
-                    .build()
-            });
-        let client = mock_client!(aws_sdk_ec2, RuleMode::Sequential, [&refused, &accepted]);
-        // WHEN a worker is launched THEN the next type is tried with its own token
-        assert_eq!(mocked(client).launch(&job).await.unwrap(), "i-0feedfeedfeedfeed");
-        assert_eq!((refused.num_calls(), accepted.num_calls()), (1, 1));
+        // WHEN a worker is launched
+        assert_eq!(ec2.launcher(fleet()).launch(&job).await.unwrap(), "i-0feedfeedfeedfeed");
+        // THEN the next type was tried with its own token
+        let requests = ec2.requests();
+        assert_eq!(requests.len(), 2, "{requests:?}");
+        let (refused, accepted) = (&requests[0], &requests[1]);
+        assert_eq!(param(refused, "Action"), Some("RunInstances"));
+        assert_eq!(param(refused, "ClientToken"), Some(format!("{}-1-o0", job.id).as_str()));
+        assert_eq!(param(refused, "InstanceType"), Some("m7i.large"));
+        assert_eq!(param(refused, "LaunchTemplate.LaunchTemplateId"), Some("lt-0123456789abcdef0"));
+        assert_eq!(param(refused, "MetadataOptions.HttpTokens"), Some("required"));
+        let tagged: Vec<&str> =
+            (1..=2).filter_map(|i| param(refused, &format!("TagSpecification.{i}.ResourceType"))).collect();
+        assert_eq!(tagged, ["instance", "volume"], "{refused:?}");
+        assert_eq!(param(accepted, "ClientToken"), Some(format!("{}-1-o1", job.id).as_str()));
+        assert_eq!(param(accepted, "InstanceType"), Some("m6i.large"));
     }
 
     #[tokio::test]
     async fn out_of_capacity_in_one_subnet_tries_the_others_before_the_next_type() {
         // GIVEN two subnets (two AZs), and no m7i.large capacity in either
+        let ec2 = StandIn::start(|n| if n < 2 { NO_CAPACITY } else { Reply::Instance("i-0subnetsubnetsub") }).await;
         let job = conformance::job("alice", None, Timestamp::now());
-        let attempt = |token: String, kind: &'static str, subnet: &'static str| {
-            move |r: &aws_sdk_ec2::operation::run_instances::RunInstancesInput| {
-                r.client_token() == Some(token.as_str())
-                    && r.instance_type().map(|t| t.as_str()) == Some(kind)
-                    && r.subnet_id() == Some(subnet)
-            }
-        };
-        let first = mock!(Client::run_instances)
-            .match_requests(attempt(format!("{}-1-o0-0", job.id), "m7i.large", "subnet-0aaaaaaaaaaaaaaaa"))
-            .then_error(|| out_of("InsufficientInstanceCapacity"));
-        let second = mock!(Client::run_instances)
-            .match_requests(attempt(format!("{}-1-o0-1", job.id), "m7i.large", "subnet-0bbbbbbbbbbbbbbbb"))
-            .then_error(|| out_of("InsufficientInstanceCapacity"));
-        let third = mock!(Client::run_instances)
-            .match_requests(attempt(format!("{}-1-o1-0", job.id), "m6i.large", "subnet-0aaaaaaaaaaaaaaaa"))
-            .then_output(|| {
-                RunInstancesOutput::builder()
-                    .instances(Ec2Instance::builder().instance_id("i-0subnetsubnetsub").build())
-                    .build()
-            });
-        let client = mock_client!(aws_sdk_ec2, RuleMode::Sequential, [&first, &second, &third]);
-        let launcher = Ec2Launcher::with_client(
-            client,
-            Ec2LauncherConfig {
-                launch_template: "lt-0123456789abcdef0".into(),
-                endpoint: "https://api.example.com".into(),
-                instance_types: vec!["m7i.large".into(), "m6i.large".into()],
-                subnets: vec!["subnet-0aaaaaaaaaaaaaaaa".into(), "subnet-0bbbbbbbbbbbbbbbb".into()],
-                log_group: None,
-                spot: false,
-                root_volume_gib: None,
-            },
-        );
+        let launcher = ec2.launcher(Ec2LauncherConfig {
+            instance_types: vec!["m7i.large".into(), "m6i.large".into()],
+            subnets: vec!["subnet-0aaaaaaaaaaaaaaaa".into(), "subnet-0bbbbbbbbbbbbbbbb".into()],
+            ..fleet()
+        });
         // WHEN a worker is launched
         let id = launcher.launch(&job).await.unwrap();
         // THEN the first type was tried in each subnet, each with its own token, before the next type
         assert_eq!(id, "i-0subnetsubnetsub");
-        assert_eq!((first.num_calls(), second.num_calls(), third.num_calls()), (1, 1, 1));
+        let tried: Vec<(String, String, String)> = ec2
+            .requests()
+            .iter()
+            .map(|r| {
+                let p = |name| param(r, name).unwrap_or_default().to_string();
+                (p("ClientToken"), p("InstanceType"), p("SubnetId"))
+            })
+            .collect();
+        let expected =
+            |token: &str, kind: &str, subnet: &str| (format!("{}-1-{token}", job.id), kind.into(), subnet.into());
+        assert_eq!(
+            tried,
+            [
+                expected("o0-0", "m7i.large", "subnet-0aaaaaaaaaaaaaaaa"),
+                expected("o0-1", "m7i.large", "subnet-0bbbbbbbbbbbbbbbb"),
+                expected("o1-0", "m6i.large", "subnet-0aaaaaaaaaaaaaaaa"),
+            ]
+        );
     }
 
     #[tokio::test]
     async fn launch_failures_say_whether_a_retry_may_help() {
         let job = conformance::job("alice", None, Timestamp::now());
-        let none_left = mock!(Client::run_instances).then_error(|| out_of("InsufficientInstanceCapacity"));
-        let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&none_left]);
-        let e = mocked(client).launch(&job).await.unwrap_err();
+        // No capacity for any type: retryable, naming every type tried
+        let ec2 = StandIn::start(|_| NO_CAPACITY).await;
+        let e = ec2.launcher(fleet()).launch(&job).await.unwrap_err();
         assert!(e.retryable, "{e}");
         assert!(e.message.contains("m7i.large") && e.message.contains("r7i.large"), "{e}");
-        assert_eq!(none_left.num_calls(), 3);
-        let broken = mock!(Client::run_instances).then_error(|| out_of("InvalidLaunchTemplateId.NotFound"));
-        let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&broken]);
-        let e = mocked(client).launch(&job).await.unwrap_err();
+        assert_eq!(ec2.requests().len(), 3);
+        // A broken template: no fallback, and no point retrying
+        let ec2 = StandIn::start(|_| Reply::Error(400, "InvalidLaunchTemplateId.NotFound")).await;
+        let e = ec2.launcher(fleet()).launch(&job).await.unwrap_err();
         assert!(!e.retryable && e.message.contains("InvalidLaunchTemplateId.NotFound"), "{e}");
-        assert_eq!(broken.num_calls(), 1, "no fallback for a broken template");
+        assert_eq!(ec2.requests().len(), 1, "no fallback for a broken template");
     }
 
     #[tokio::test]
     async fn spot_first_for_resumable_jobs_then_on_demand_with_a_sized_encrypted_root_volume() {
+        let ec2 = StandIn::start(|n| if n == 0 { NO_CAPACITY } else { Reply::Instance("i-0abcabcabcabcabca") }).await;
         let job = conformance::job("alice", None, Timestamp::now());
-        let spot_token = format!("{}-1-s0", job.id);
-        let on_demand_token = format!("{}-1-o0", job.id);
-        let volume = |r: &aws_sdk_ec2::operation::run_instances::RunInstancesInput| {
-            r.block_device_mappings().iter().any(|m| {
-                m.device_name() == Some("/dev/xvda")
-                    && m.ebs().is_some_and(|e| {
-                        e.volume_size() == Some(20)
-                            && e.encrypted() == Some(true)
-                            && e.delete_on_termination() == Some(true)
-                            && e.volume_type() == Some(&aws_sdk_ec2::types::VolumeType::Gp3)
-                    })
-            })
-        };
-        let no_spot = mock!(Client::run_instances)
-            .match_requests(move |r| {
-                r.client_token() == Some(spot_token.as_str())
-                    && r.instance_market_options().and_then(|m| m.market_type())
-                        == Some(&aws_sdk_ec2::types::MarketType::Spot)
-                    && volume(r)
-            })
-            .then_error(|| out_of("InsufficientInstanceCapacity"));
-        let on_demand = mock!(Client::run_instances)
-            .match_requests(move |r| {
-                r.client_token() == Some(on_demand_token.as_str()) && r.instance_market_options().is_none() && volume(r)
-            })
-            .then_output(|| {
-                RunInstancesOutput::builder()
-                    .instances(Ec2Instance::builder().instance_id("i-0abcabcabcabcabca").build())
-                    .build()
-            });
-        let client = mock_client!(aws_sdk_ec2, RuleMode::Sequential, [&no_spot, &on_demand]);
-        let launcher = Ec2Launcher::with_client(
-            client,
-            Ec2LauncherConfig {
-                launch_template: "barge-worker".into(),
-                endpoint: "https://api.example.com".into(),
-                instance_types: vec!["m7i.large".into()],
-                subnets: vec![],
-                log_group: None,
-                spot: true,
-                root_volume_gib: Some(20),
-            },
-        );
+        let launcher = ec2.launcher(Ec2LauncherConfig {
+            launch_template: "barge-worker".into(),
+            instance_types: vec!["m7i.large".into()],
+            spot: true,
+            root_volume_gib: Some(20),
+            ..fleet()
+        });
         assert_eq!(launcher.launch(&job).await.unwrap(), "i-0abcabcabcabcabca");
-        assert_eq!((no_spot.num_calls(), on_demand.num_calls()), (1, 1));
+        let requests = ec2.requests();
+        assert_eq!(requests.len(), 2, "{requests:?}");
+        let (spot, on_demand) = (&requests[0], &requests[1]);
+        assert_eq!(param(spot, "ClientToken"), Some(format!("{}-1-s0", job.id).as_str()));
+        assert_eq!(param(spot, "InstanceMarketOptions.MarketType"), Some("spot"));
+        assert_eq!(param(spot, "LaunchTemplate.LaunchTemplateName"), Some("barge-worker"));
+        assert_eq!(param(on_demand, "ClientToken"), Some(format!("{}-1-o0", job.id).as_str()));
+        assert_eq!(param(on_demand, "InstanceMarketOptions.MarketType"), None);
+        for request in [spot, on_demand] {
+            let volume = |field: &str| param(request, &format!("BlockDeviceMapping.1.{field}"));
+            assert_eq!(volume("DeviceName"), Some("/dev/xvda"), "{request:?}");
+            assert_eq!(volume("Ebs.VolumeSize"), Some("20"));
+            assert_eq!(volume("Ebs.Encrypted"), Some("true"));
+            assert_eq!(volume("Ebs.DeleteOnTermination"), Some("true"));
+            assert_eq!(volume("Ebs.VolumeType"), Some("gp3"));
+        }
     }
 
     #[test]
