@@ -23,8 +23,9 @@ test: ## Run every test: Rust against real PostgreSQL 18 and 15, DynamoDB Local 
 	@scripts/setup test
 	@scripts/test
 
-check: ## Formatting and clippy, warnings are errors
+check: ## Formatting, one feature set for every build (scripts/check-features), clippy with warnings as errors
 	$(CARGO) fmt --all --check
+	@scripts/check-features
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 build-lambda: ## Build the coordinator and reaper Lambdas for arm64 with cargo-lambda ($CARGO_TARGET_DIR/lambda/*/bootstrap)
