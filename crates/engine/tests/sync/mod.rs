@@ -235,6 +235,7 @@ async fn cancel_while_streaming_removes_everything_and_keeps_the_data() {
         async move { sync::stream(&req, sink, rx, Duration::from_millis(200)).await }
     });
     src.run_sql(&src_db, "insert into scratch values (100001, 'streamed')").await;
+    // Until the row has arrived and the watch has reported a status round: either may come first.
     for _ in 0..100 {
         let rows: i64 = dst18()
             .connect(&dst_db)
@@ -243,7 +244,7 @@ async fn cancel_while_streaming_removes_everything_and_keeps_the_data() {
             .await
             .unwrap()
             .get(0);
-        if rows == 1 {
+        if rows == 1 && !statuses.lock().unwrap().is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
