@@ -10,13 +10,15 @@ CARGO ?= cargo
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-setup: ## Install what demo and test need (PostgreSQL 18 and 15, nextest)
+setup: ## Install what the tests need (PostgreSQL 18 and 15, DynamoDB Local, moto, nextest)
 	@scripts/setup
 
-build: ## Build barge (debug)
-	$(CARGO) build --workspace
+build: ## Build barge and barge-worker (debug; the Lambdas: make build-lambda)
+	$(CARGO) build -p barge -p barge-worker
 
-demo: setup build ## Copy a sample database between two local clusters with live progress, then verify
+demo: ## Copy a sample database between two local clusters with live progress, then verify
+	@scripts/setup demo
+	$(CARGO) build -p barge -p barge-worker
 	@scripts/demo
 
 test: ## Run every test: Rust against real PostgreSQL 18 and 15, DynamoDB Local and moto (started and stopped here); the CDK app, cdk-nag, cfn-lint, checkov, the AMI components and the worker built for the AMI
