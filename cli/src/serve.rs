@@ -107,6 +107,7 @@ pub async fn serve(args: &ServeArgs) -> u8 {
         heartbeat_timeout: i64::from(args.heartbeat_timeout),
         cancel_grace: i64::from(args.cancel_grace),
         deadlines,
+        ..Policy::default()
     };
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await {
         Ok(listener) => listener,

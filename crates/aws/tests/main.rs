@@ -198,15 +198,15 @@ mod ec2 {
             launched.apply(&Event::Claimed { instance_id: old_instance.clone() }, deadlines, long_ago).unwrap();
         store.replace(&stale, &launched).await.unwrap();
         store.replace(&launched, &claimed).await.unwrap();
-        // AND the instance of a job that finished but never powered off
-        let done = conformance::job("alice", None, Timestamp::now());
+        // AND the instance of a job that finished two minutes ago but never powered off
+        let done = conformance::job("alice", None, long_ago);
         store.create(&done, 10).await.unwrap();
         let done_instance = launcher.launch(&done).await.unwrap();
-        let now = Timestamp::now();
+        let ended = Timestamp::now().plus_seconds(-120);
         let finished = done
-            .apply(&Event::Launched { instance_id: done_instance.clone() }, deadlines, now)
-            .and_then(|j| j.apply(&Event::Claimed { instance_id: done_instance.clone() }, deadlines, now))
-            .and_then(|j| j.apply(&Event::Finished(Outcome::Succeeded), deadlines, now))
+            .apply(&Event::Launched { instance_id: done_instance.clone() }, deadlines, ended)
+            .and_then(|j| j.apply(&Event::Claimed { instance_id: done_instance.clone() }, deadlines, ended))
+            .and_then(|j| j.apply(&Event::Finished(Outcome::Succeeded), deadlines, ended))
             .unwrap();
         store.replace(&done, &finished).await.unwrap();
         // WHEN the reaper sweeps

@@ -17,13 +17,16 @@ pub struct Policy {
     pub heartbeat_timeout: i64,
     /// A worker gets this long (seconds) to stop after a cancel request.
     pub cancel_grace: i64,
+    /// A worker whose job ended gets this long (seconds) to ship its last log lines and stop
+    /// by itself before it counts as an orphan (the worker waits at most 30 s for its logs).
+    pub finish_grace: i64,
     /// Deadlines and attempts of every job.
     pub deadlines: Deadlines,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { heartbeat_timeout: 120, cancel_grace: 120, deadlines: Deadlines::default() }
+        Policy { heartbeat_timeout: 120, cancel_grace: 120, finish_grace: 60, deadlines: Deadlines::default() }
     }
 }
 
@@ -155,7 +158,7 @@ pub async fn sweep<S: JobStore, L: Launcher>(store: &S, launcher: &L, policy: &P
             launch(store, launcher, &next, policy, &mut sweep).await;
         }
     }
-    orphans(store, launcher, &mut sweep).await?;
+    orphans(store, launcher, policy, &mut sweep).await?;
     Ok(sweep)
 }
 
@@ -178,8 +181,15 @@ async fn terminate<L: Launcher>(launcher: &L, instance: &str, sweep: &mut Sweep)
     }
 }
 
-/// Instances whose job is finished, unknown, or now runs elsewhere (PITFALLS 5, 6).
-async fn orphans<S: JobStore, L: Launcher>(store: &S, launcher: &L, sweep: &mut Sweep) -> Result<(), StoreError> {
+/// Instances whose job is unknown, now runs elsewhere, or ended more than
+/// [`Policy::finish_grace`] ago: a worker that just reported its outcome is still shipping its
+/// last log lines, and stops by itself.
+async fn orphans<S: JobStore, L: Launcher>(
+    store: &S,
+    launcher: &L,
+    policy: &Policy,
+    sweep: &mut Sweep,
+) -> Result<(), StoreError> {
     let instances = match launcher.instances().await {
         Ok(instances) => instances,
         Err(e) => {
@@ -195,7 +205,11 @@ async fn orphans<S: JobStore, L: Launcher>(store: &S, launcher: &L, sweep: &mut 
             Some(id) => store.get(id).await?,
             None => None,
         };
-        let needed = job.is_some_and(|job| job.is_active() && job.instance_id.as_deref() == Some(instance.id.as_str()));
+        let now = Timestamp::now();
+        let needed = job.is_some_and(|job| {
+            job.instance_id.as_deref() == Some(instance.id.as_str())
+                && (job.is_active() || job.finished_at.is_some_and(|at| at.plus_seconds(policy.finish_grace) > now))
+        });
         if !needed {
             terminate(launcher, &instance.id, sweep).await;
         }

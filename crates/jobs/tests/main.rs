@@ -123,9 +123,10 @@ mod reaper {
         // A job whose launch failed for a retryable reason waits queued; the reaper launches it.
         let queued = conformance::job("alice", None, Timestamp::now());
         store.create(&queued, 100).await.unwrap();
-        // A finished job's worker that never powered off, and an instance no job knows.
-        let done = running(&store, &launcher, 1).await;
-        let finished = at(&done, Event::Finished(Outcome::Succeeded), 0);
+        // A worker whose job ended two minutes ago and never powered off, and an instance no
+        // job knows.
+        let done = running(&store, &launcher, 5).await;
+        let finished = at(&done, Event::Finished(Outcome::Succeeded), 2 * MIN);
         store.replace(&done, &finished).await.unwrap();
         launcher.add_stray(Instance { id: "i-0000000000000dead".into(), job: None });
         let report = sweep(&store, &launcher, &Policy::default()).await.unwrap();
@@ -135,6 +136,25 @@ mod reaper {
         let live = launcher.instances().await.unwrap();
         assert_eq!(live.len(), 1, "only the newly launched worker runs: {live:?}");
         assert_eq!(live[0].job.as_ref(), Some(&queued.id));
+    }
+
+    #[tokio::test]
+    async fn a_worker_whose_job_just_ended_gets_time_to_ship_its_logs_and_stop() {
+        let (store, launcher) = (MemoryStore::new(), MemoryLauncher::new());
+        // GIVEN a worker that reported its outcome a moment ago and is still shipping its logs
+        let done = running(&store, &launcher, 5).await;
+        let finished = at(&done, Event::Finished(Outcome::Cancelled), 1);
+        store.replace(&done, &finished).await.unwrap();
+        let instance = done.instance_id.clone().unwrap();
+        // WHEN the reaper sweeps THEN it leaves it alone
+        let report = sweep(&store, &launcher, &Policy::default()).await.unwrap();
+        assert!(report.terminated.is_empty(), "{report:?}");
+        assert!(launcher.instances().await.unwrap().iter().any(|i| i.id == instance));
+        // AND once the grace has passed without the worker stopping, it is terminated
+        let patience = Policy { finish_grace: 0, ..Policy::default() };
+        let report = sweep(&store, &launcher, &patience).await.unwrap();
+        assert_eq!(report.terminated, vec![instance]);
+        assert!(launcher.instances().await.unwrap().is_empty());
     }
 
     #[tokio::test]
