@@ -16,7 +16,7 @@ setup: ## Install what the tests need (PostgreSQL 18 and 15, DynamoDB Local, mot
 build: ## Build barge and barge-worker (debug; the Lambdas: make build-lambda)
 	$(CARGO) build -p barge -p barge-worker
 
-demo: ## Copy a sample database between two local clusters with live progress, then verify
+demo: ## Install PostgreSQL 18, build barge and barge-worker, copy a sample database between two local clusters through barge serve with live progress, verify
 	@scripts/setup demo
 	$(CARGO) build -p barge -p barge-worker
 	@scripts/demo
