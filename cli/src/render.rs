@@ -462,9 +462,19 @@ pub fn verify_report(report: &VerifyReport) {
         );
         for s in &db.sequences {
             problems += 1;
-            let show = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_else(|| "never used".into());
+            // What the next nextval starts from: the value itself when not yet called.
+            let show = |v: Option<i64>, called: bool| match v {
+                Some(v) if called => format!("last value {v}"),
+                Some(v) => format!("next value {v}"),
+                None => "unreadable".into(),
+            };
             if s.exists_on_target {
-                println!("         {}: source {}, target {}", s.sequence, show(s.source), show(s.target));
+                println!(
+                    "         {}: source {}, target {}",
+                    s.sequence,
+                    show(s.source, s.source_called),
+                    show(s.target, s.target_called)
+                );
             } else {
                 println!("         {}: missing on the target", s.sequence);
             }

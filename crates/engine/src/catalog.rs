@@ -27,21 +27,37 @@ pub(crate) struct Relation {
 /// An index barge builds itself, with its constraint if it backs one.
 #[derive(Clone, Debug)]
 pub(crate) struct Index {
+    /// The index's pg_class OID.
+    pub oid: u32,
     pub schema: String,
     pub name: String,
     pub table_oid: u32,
     pub table_name: String,
     pub indexdef: String,
     pub contype: Option<char>,
+    /// The constraint's pg_constraint OID, when the index backs one.
+    pub con_oid: Option<u32>,
     pub conname: Option<String>,
     pub condef: Option<String>,
     pub deferrable: bool,
     pub deferred: bool,
 }
 
+/// Where a sequence stands: the next `nextval` returns `value` when `called` is false, the
+/// value after it (by its increment) when true.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SequencePosition {
+    pub schema: String,
+    pub name: String,
+    /// None when the user may not read the sequence.
+    pub position: Option<(i64, bool)>,
+}
+
 /// A foreign key declared on an ordinary table.
 #[derive(Clone, Debug)]
 pub(crate) struct ForeignKey {
+    /// The constraint's pg_constraint OID.
+    pub oid: u32,
     pub table_oid: u32,
     pub schema: String,
     pub table_name: String,
@@ -145,12 +161,14 @@ pub(crate) async fn indexes(db: &Db) -> Result<Vec<Index>> {
     Ok(rows
         .iter()
         .map(|r| Index {
+            oid: oid(r.get("index_oid")),
             schema: r.get("schema"),
             name: r.get("index_name"),
             table_oid: oid(r.get("table_oid")),
             table_name: r.get("table_name"),
             indexdef: r.get("indexdef"),
             contype: r.get::<_, Option<String>>("contype").and_then(|c| c.chars().next()),
+            con_oid: r.get::<_, Option<i64>>("con_oid").map(oid),
             conname: r.get("conname"),
             condef: r.get("condef"),
             deferrable: r.get("deferrable"),
@@ -164,6 +182,7 @@ pub(crate) async fn foreign_keys(db: &Db) -> Result<Vec<ForeignKey>> {
     Ok(rows
         .iter()
         .map(|r| ForeignKey {
+            oid: oid(r.get("oid")),
             table_oid: oid(r.get("table_oid")),
             schema: r.get("schema"),
             table_name: r.get("table_name"),
@@ -226,4 +245,35 @@ pub(crate) async fn available_extensions(db: &Db) -> Result<HashSet<String>> {
     let rows =
         db.query("list available extensions", "select name::text from pg_catalog.pg_available_extensions", &[]).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Every sequence's `last_value` and `is_called`, read from the sequences themselves (in
+/// queries of up to 500 sequences each).
+pub(crate) async fn sequence_positions(db: &Db) -> Result<Vec<SequencePosition>> {
+    let rows = db.query("list sequences", include_str!("sql/sequences.sql"), &[]).await?;
+    let mut out: Vec<SequencePosition> = Vec::with_capacity(rows.len());
+    let mut readable = Vec::new();
+    for row in rows {
+        if row.get::<_, bool>("readable") {
+            readable.push(out.len());
+        }
+        out.push(SequencePosition { schema: row.get("schema"), name: row.get("name"), position: None });
+    }
+    for chunk in readable.chunks(500) {
+        let sql = chunk
+            .iter()
+            .map(|&i| {
+                format!(
+                    "select {i}::int8, last_value, is_called from {}",
+                    crate::ident::qualified(&out[i].schema, &out[i].name)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" union all ");
+        for row in db.query("read sequence positions", &sql, &[]).await? {
+            let i = row.get::<_, i64>(0) as usize;
+            out[i].position = Some((row.get(1), row.get(2)));
+        }
+    }
+    Ok(out)
 }

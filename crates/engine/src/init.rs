@@ -16,19 +16,20 @@ use serde::{Deserialize, Serialize};
 use crate::{
     catalog,
     conninfo::ConnInfo,
+    database::{self, DatabaseSql},
     db::Db,
     error::{Error, Result},
     ident,
     marks::{self, Marks},
-    pgtools::{DumpOptions, PgTools},
+    pgtools::{DumpOptions, PgTools, RenderOptions},
     pipeline::Pipeline,
     plan::{DatabasePlan, Plan, TargetAction},
-    postdata::{self, Step},
+    postdata::{self, Rest, Step},
     progress::{Phase, ProgressSink, Timings, Tracker},
     request::Request,
     roles::{self, RolesReport},
-    schema::{self, Session},
-    script::Entry,
+    schema::{self, SchemaDump, TargetSettings},
+    toc::Kind,
 };
 
 /// What a copy did.
@@ -152,31 +153,25 @@ async fn drop_database(admin: &Db, name: &str) -> Result<()> {
 }
 
 /// Creates (or re-creates) the target database as the plan says; returns a connection to it.
-async fn prepare_target(req: &Request, db: &DatabasePlan, pre: &crate::script::Script, source: &Db) -> Result<Db> {
+/// `admin` is a maintenance database when the database is to be created.
+async fn prepare_target(req: &Request, admin: &Db, db: &DatabasePlan, sql: &DatabaseSql) -> Result<Db> {
     match &db.action {
         TargetAction::Create | TargetAction::DropAndCreate { .. } => {
-            let admin = connect_admin_except(&req.target, &db.target).await?;
             if matches!(db.action, TargetAction::DropAndCreate { .. }) {
-                drop_database(&admin, &db.target).await?;
+                drop_database(admin, &db.target).await?;
             }
-            let entry = schema::create_database_entry(pre)
-                .ok_or_else(|| Error::Tool("pg_dump --create printed no CREATE DATABASE".into()))?;
-            let quoted = schema::quote_like_pg_dump(source, &db.source).await?;
-            let sql = schema::rename_database(&entry.sql, &quoted, &db.target);
-            for statement in schema::statements(&sql) {
-                admin.batch(&format!("create target database \"{}\"", db.target), &statement).await.map_err(|e| {
-                    match e.sqlstate() {
-                        Some("42501") => e.with_hint(&format!(
-                            "the target user needs the CREATEDB privilege, or create an empty database \"{}\" yourself and run again",
-                            db.target
-                        )),
-                        Some("22023") | Some("42809") => {
-                            e.with_hint("the target server lacks the source database's encoding or locale")
-                        }
-                        _ => e,
+            admin.batch(&format!("create target database \"{}\"", db.target), &sql.create).await.map_err(|e| {
+                match e.sqlstate() {
+                    Some("42501") => e.with_hint(&format!(
+                        "the target user needs the CREATEDB privilege, or create an empty database \"{}\" yourself and run again",
+                        db.target
+                    )),
+                    Some("22023") | Some("42809") | Some("42704") => {
+                        e.with_hint("the target server lacks the source database's encoding, locale or tablespace")
                     }
-                })?;
-            }
+                    _ => e,
+                }
+            })?;
         }
         TargetAction::UseEmpty | TargetAction::Resume => {}
         TargetAction::Refuse { reason } => return Err(Error::TargetNotEmpty(reason.clone())),
@@ -217,26 +212,30 @@ fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Runs the rest of post-data in pg_dump's order, in transactions of up to 50 statements
-/// (materialized view refreshes alone), each with its mark.
+/// Runs the rest of post-data in pg_dump's order, in transactions of up to 50 entries
+/// (materialized view refreshes and late foreign keys alone), each with its mark.
 async fn run_post_data(
     target: &Db,
-    session: &mut Session,
-    rest: &[(&Entry, String)],
+    dump: &SchemaDump,
+    settings: &TargetSettings,
+    rest: &[Rest<'_>],
     marks: &Marks,
     tracker: &Tracker,
 ) -> Result<()> {
-    let mut batches: Vec<&[(&Entry, String)]> = Vec::new();
+    let mut batches: Vec<&[Rest<'_>]> = Vec::new();
     let mut start = 0;
-    for (i, (entry, _)) in rest.iter().enumerate() {
-        let heavy = entry.kind == "MATERIALIZED VIEW DATA";
-        if heavy || i - start == 50 {
+    for (i, item) in rest.iter().enumerate() {
+        let alone = match item {
+            Rest::Step(_) => true,
+            Rest::Entry(e) => e.kind == Kind::MatviewData,
+        };
+        if alone || i - start == 50 {
             if i > start {
                 batches.push(&rest[start..i]);
             }
             start = i;
         }
-        if heavy {
+        if alone {
             batches.push(&rest[i..=i]);
             start = i + 1;
         }
@@ -246,17 +245,26 @@ async fn run_post_data(
     }
     tracker.add_constraints_total(batches.len() as u64);
     for batch in batches {
-        let text: String = batch.iter().map(|(_, sql)| sql.as_str()).collect::<Vec<_>>().join("\n");
-        let step = format!("post:{}", marks::fingerprint(&text));
+        let (step, sql, what) = match batch {
+            [Rest::Step(add)] => (add.step.clone(), add.sql.clone(), format!("add foreign key {} not valid", add.name)),
+            _ => {
+                let entries: Vec<_> =
+                    batch.iter().filter_map(|item| if let Rest::Entry(e) = item { Some(*e) } else { None }).collect();
+                let script = dump.post_data(&entries, settings).await?;
+                let what = match entries.as_slice() {
+                    [one] => format!("apply post-data entry {}", one.label),
+                    _ => format!("apply {} post-data entries", entries.len()),
+                };
+                (format!("post:{}", marks::fingerprint(&script)), script, what)
+            }
+        };
         if marks.is_done(&step) {
             tracker.constraint_done();
             continue;
         }
         target
-            .in_transaction("apply post-data", async || {
-                for (entry, sql) in batch {
-                    schema::run_entry(target, session, entry, sql).await?;
-                }
+            .in_transaction(&what, async || {
+                schema::run_script(target, &what, &sql).await?;
                 marks::record(target, &step, 0, 0).await
             })
             .await?;
@@ -312,36 +320,23 @@ async fn set_autovacuum(target: &Db, plan: &DatabasePlan, paused: bool) -> Resul
     target.batch(what, &sql).await
 }
 
-/// Sets every target sequence to its source position.
+/// Sets every target sequence to its source position: `setval(value, is_called)`, so the
+/// next `nextval` on the target returns what it would have returned on the source.
 pub(crate) async fn copy_sequences(source: &Db, target: &Db) -> Result<u64> {
-    let on_target: HashSet<(String, String)> = target
-        .query(
-            "list target sequences",
-            "select n.nspname::text, c.relname::text from pg_catalog.pg_class c \
-             join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
-             where c.relkind = 'S' and n.nspname <> '_barge'",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let on_target: HashSet<(String, String)> =
+        catalog::sequence_positions(target).await?.into_iter().map(|s| (s.schema, s.name)).collect();
     let mut count = 0;
-    for row in source.query("read sequence positions", include_str!("sql/sequences.sql"), &[]).await? {
-        let (schema, name): (String, String) = (row.get("schema"), row.get("name"));
+    for sequence in catalog::sequence_positions(source).await? {
+        let (schema, name) = (&sequence.schema, &sequence.name);
         if !on_target.contains(&(schema.clone(), name.clone())) {
             continue;
         }
-        if !row.get::<_, bool>("readable") {
+        let Some((value, called)) = sequence.position else {
             return Err(Error::Refused(format!(
                 "the source user cannot read sequence {schema}.{name}: grant it SELECT on the sequence, or its position would be lost"
             )));
-        }
-        let qualified = ident::qualified(&schema, &name);
-        let (value, called) = match row.get::<_, Option<i64>>("last_value") {
-            Some(v) => (v, true),
-            None => (row.get::<_, i64>("start_value"), false),
         };
+        let qualified = ident::qualified(schema, name);
         target
             .query_one(
                 &format!("set sequence {schema}.{name}"),
@@ -385,23 +380,33 @@ pub(crate) async fn copy_database(
         exclude_schemas: db.excluded_schemas.clone(),
         exclude_tables: db.excluded_relations.clone(),
     };
-    let dump = schema::dump(tools, &req.source, &db.source, holder.tls(), &snapshot, &dump_options).await?;
-    let target = prepare_target(req, db, &dump.pre, &holder).await?;
+    let render = RenderOptions {
+        no_owner: req.options.no_owner,
+        no_acl: req.options.no_acl,
+        no_tablespaces: req.options.no_tablespaces,
+    };
+    let dump = schema::dump(tools, &req.source, &db.source, holder.tls(), &snapshot, &dump_options, render).await?;
+    let admin = match db.action {
+        TargetAction::Create | TargetAction::DropAndCreate { .. } => {
+            connect_admin_except(&req.target, &db.target).await?
+        }
+        _ => Db::connect(&req.target, &db.target).await?,
+    };
+    let database_sql = database::statements(&holder, &admin, &db.target, render).await?;
+    let target = prepare_target(req, &admin, db, &database_sql).await?;
+    drop(admin);
     let resume = matches!(db.action, TargetAction::Resume);
     let (marks, stored) = Marks::open(&target, db, resume).await?;
     let db = &stored;
-    let mut session = Session::new(&target).await?;
+    let settings = TargetSettings::read(&target).await?;
     if !marks.is_done("pre-data") {
-        let quoted = schema::quote_like_pg_dump(&holder, &db.source).await?;
+        let script = dump.pre_data(&settings).await?;
         target
             .in_transaction("apply pre-data", async || {
-                for entry in schema::database_property_entries(&dump.pre) {
-                    let sql = schema::rename_database(&entry.sql, &quoted, &db.target);
-                    schema::run_entry(&target, &mut session, entry, &sql).await?;
+                for sql in &database_sql.properties {
+                    target.batch("apply the database's owner, comment, grants and labels", sql).await?;
                 }
-                for entry in schema::object_entries(&dump.pre) {
-                    schema::run_entry(&target, &mut session, entry, &entry.sql).await?;
-                }
+                schema::run_script(&target, "apply the pre-data schema", &script).await?;
                 marks::record(&target, "pre-data", 0, 0).await
             })
             .await?;
@@ -411,11 +416,11 @@ pub(crate) async fn copy_database(
 
     // Which tables are schema-only materialized views is a filter question.
     let filter = req.filter.compile()?;
-    let schema_only_matviews: HashSet<(String, String)> = catalog::relations(&holder)
+    let schema_only_matviews: HashSet<u32> = catalog::relations(&holder)
         .await?
         .into_iter()
         .filter(|r| r.kind == 'm' && filter.schema_only(&db.source, &r.schema, &r.name))
-        .map(|r| (r.schema, r.name))
+        .map(|r| r.oid)
         .collect();
     let post = postdata::classify(&holder, db, &dump.post, &schema_only_matviews).await?;
     let pipeline = Pipeline {
@@ -457,13 +462,23 @@ pub(crate) async fn copy_database(
 
     tracker.phase(Phase::Constraints);
     let post_started = Instant::now();
-    run_post_data(&target, &mut session, &post.rest, &marks, &tracker).await?;
+    run_post_data(&target, &dump, &settings, &post.rest, &marks, &tracker).await?;
     validate_late(req, db, &post.late_validations, &marks, &tracker).await?;
     timings.post_data = post_started.elapsed().as_secs_f64();
     let sequences_started = Instant::now();
     report.sequences = copy_sequences(&holder, &target).await?;
     timings.sequences = sequences_started.elapsed().as_secs_f64();
     set_autovacuum(&target, db, false).await?;
+    if !database_sql.finish.is_empty() && !marks.is_done("database-settings") {
+        target
+            .in_transaction("apply the database's settings", async || {
+                for sql in &database_sql.finish {
+                    target.batch("apply the database's settings, connection limit and template flag", sql).await?;
+                }
+                marks::record(&target, "database-settings", 0, 0).await
+            })
+            .await?;
+    }
     marks::drop_all(&target).await?;
     timings.total = started.elapsed().as_secs_f64();
     tracker.phase(Phase::Done);

@@ -9,6 +9,7 @@
 mod catalog;
 pub mod conninfo;
 mod copy;
+mod database;
 mod db;
 pub mod error;
 pub mod filter;
@@ -24,9 +25,9 @@ mod replication;
 pub mod request;
 mod roles;
 mod schema;
-mod script;
 pub mod sync;
 mod tls;
+mod toc;
 pub mod validate;
 pub mod verify;
 

@@ -1,5 +1,5 @@
-//! The one place that runs PostgreSQL's client tools (pg_dump). Builders return the
-//! `Command`, so argv is unit-testable; passwords travel in the environment, never argv.
+//! The one place that runs PostgreSQL's client tools (pg_dump, pg_restore). Builders return
+//! the `Command`, so argv is unit-testable; passwords travel in the environment, never argv.
 
 use std::{
     path::{Path, PathBuf},
@@ -13,12 +13,14 @@ use crate::{
     error::{Error, Result},
 };
 
-/// A located pg_dump and its major version.
+/// A located pg_dump, the pg_restore beside it, and their major version.
 #[derive(Clone, Debug)]
 pub struct PgTools {
     bin_dir: Option<PathBuf>,
     version: String,
     major: u32,
+    /// Whether pg_restore takes `--restrict-key` (it writes psql's `\restrict` lines then).
+    restrict_key: bool,
 }
 
 /// Which part of the schema a dump holds.
@@ -37,6 +39,14 @@ pub(crate) struct DumpSource<'a> {
     pub dbname: &'a str,
     /// Whether barge's own connection negotiated TLS (the tool then verifies the server too).
     pub tls_in_use: bool,
+}
+
+/// What a rendered script leaves out (pg_dump ignores these for archives; pg_restore applies them).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RenderOptions {
+    pub no_owner: bool,
+    pub no_acl: bool,
+    pub no_tablespaces: bool,
 }
 
 /// What a schema dump leaves out.
@@ -105,6 +115,14 @@ impl PgTools {
         }
     }
 
+    /// The pg_restore executable beside pg_dump.
+    pub fn pg_restore(&self) -> PathBuf {
+        match &self.bin_dir {
+            Some(dir) => dir.join("pg_restore"),
+            None => PathBuf::from("pg_restore"),
+        }
+    }
+
     /// The version line pg_dump printed, e.g. `18.6`.
     pub fn version(&self) -> &str {
         &self.version
@@ -115,7 +133,10 @@ impl PgTools {
         self.major
     }
 
-    /// `pg_dump` of one schema section of `dbname`, plain SQL on stdout, in `snapshot`.
+    /// `pg_dump` of one schema section of `dbname` in `snapshot`, as an uncompressed
+    /// custom-format archive written to `out`: its table of contents keeps every entry's SQL
+    /// apart, whatever text the entry holds. The database itself (`--create`) is not in it;
+    /// barge creates the target database from the catalog ([`crate::database`]).
     /// Filters go through a `--filter` file when pg_dump has it (17+), else argv patterns.
     pub(crate) fn dump_schema(
         &self,
@@ -124,18 +145,16 @@ impl PgTools {
         section: Section,
         options: &DumpOptions,
         filter_file: Option<&Path>,
+        out: &Path,
     ) -> Command {
         let DumpSource { info, dbname, tls_in_use } = *database;
         let mut cmd = Command::new(self.pg_dump());
-        cmd.arg("--format=plain").arg(match section {
+        cmd.args(["--format=custom", "--compress=0"]).arg(format!("--file={}", out.display())).arg(match section {
             Section::PreData => "--section=pre-data",
             Section::PostData => "--section=post-data",
         });
         // pg_dump ≤ 16 puts large objects' lo_create into pre-data; barge copies them itself.
         cmd.args(["-B", "--no-subscriptions", "--lock-wait-timeout=300000", "--exclude-schema=_barge"]);
-        if section == Section::PreData {
-            cmd.arg("--create");
-        }
         if let Some(snapshot) = snapshot {
             cmd.arg(format!("--snapshot={snapshot}"));
         }
@@ -163,6 +182,48 @@ impl PgTools {
         }
         self.connect_env(&mut cmd, info, dbname, tls_in_use);
         cmd
+    }
+
+    /// `pg_restore --list` of an archive: one line per entry, names with their line breaks
+    /// replaced by spaces.
+    pub(crate) fn list_archive(&self, archive: &Path) -> Command {
+        let mut cmd = Command::new(self.pg_restore());
+        cmd.arg("--list").arg(archive);
+        self.no_connection(&mut cmd);
+        cmd
+    }
+
+    /// `pg_restore` of an archive's entries (those in `list`, in its order; all without one)
+    /// as one SQL script on stdout. `key` is the `\restrict` key when pg_restore writes one.
+    pub(crate) fn render(&self, archive: &Path, list: Option<&Path>, options: RenderOptions, key: &str) -> Command {
+        let mut cmd = Command::new(self.pg_restore());
+        cmd.arg("--file=-");
+        if let Some(list) = list {
+            cmd.arg(format!("--use-list={}", list.display()));
+        }
+        if self.restrict_key {
+            cmd.arg(format!("--restrict-key={key}"));
+        }
+        if options.no_owner {
+            cmd.arg("--no-owner");
+        }
+        if options.no_acl {
+            cmd.arg("--no-privileges");
+        }
+        if options.no_tablespaces {
+            cmd.arg("--no-tablespaces");
+        }
+        cmd.arg(archive);
+        self.no_connection(&mut cmd);
+        cmd
+    }
+
+    /// A tool that reads a file and connects nowhere: none of barge's PG* environment.
+    fn no_connection(&self, cmd: &mut Command) {
+        for var in PG_ENV_CLEARED {
+            cmd.env_remove(var);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     }
 
     /// Whether this pg_dump reads `--filter` files (PostgreSQL 17+).
@@ -211,22 +272,40 @@ pub(crate) async fn run_capture(mut cmd: Command, what: &str) -> Result<Vec<u8>>
     Ok(output.stdout)
 }
 
-async fn probe(bin_dir: Option<PathBuf>) -> Result<PgTools> {
-    let exe = match &bin_dir {
-        Some(dir) => dir.join("pg_dump"),
-        None => PathBuf::from("pg_dump"),
-    };
-    let output = Command::new(&exe)
-        .arg("--version")
+/// What a tool prints for `arg`.
+async fn ask(exe: &Path, arg: &str) -> Result<String> {
+    let output = Command::new(exe)
+        .arg(arg)
         .stdin(Stdio::null())
         .output()
         .await
         .map_err(|e| Error::Tool(format!("cannot run {}: {e}", exe.display())))?;
-    let text = String::from_utf8_lossy(&output.stdout);
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+async fn probe(bin_dir: Option<PathBuf>) -> Result<PgTools> {
+    let exe = |name: &str| match &bin_dir {
+        Some(dir) => dir.join(name),
+        None => PathBuf::from(name),
+    };
+    let (pg_dump, pg_restore) = (exe("pg_dump"), exe("pg_restore"));
+    let text = ask(&pg_dump, "--version").await?;
     let version = text.trim().rsplit(' ').next().unwrap_or_default().to_owned();
     let major = parse_major(&version)
-        .ok_or_else(|| Error::Tool(format!("{} --version printed {:?}", exe.display(), text.trim())))?;
-    Ok(PgTools { bin_dir, version, major })
+        .ok_or_else(|| Error::Tool(format!("{} --version printed {:?}", pg_dump.display(), text.trim())))?;
+    let restore_version = ask(&pg_restore, "--version").await.map_err(|e| {
+        Error::Tool(format!("{e}: barge needs the pg_restore of the same installation as {}", pg_dump.display()))
+    })?;
+    if restore_version.trim().rsplit(' ').next() != Some(version.as_str()) {
+        return Err(Error::Tool(format!(
+            "{} is version {version} but {} printed {:?}: install both from the same PostgreSQL client package",
+            pg_dump.display(),
+            pg_restore.display(),
+            restore_version.trim()
+        )));
+    }
+    let restrict_key = ask(&pg_restore, "--help").await?.contains("--restrict-key");
+    Ok(PgTools { bin_dir, version, major, restrict_key })
 }
 
 /// `18.6` → 18, `9.6.24` → 9, `19beta1` → 19.
@@ -274,7 +353,8 @@ mod tests {
 
     #[test]
     fn argv_never_holds_the_password_and_env_does() {
-        let tools = PgTools { bin_dir: Some("/opt/pg/bin".into()), version: "18.6".into(), major: 18 };
+        let tools =
+            PgTools { bin_dir: Some("/opt/pg/bin".into()), version: "18.6".into(), major: 18, restrict_key: true };
         let info = ConnInfo::parse(Side::Source, "postgres://u:s3cret%21@db:5432/app").unwrap();
         let options = DumpOptions {
             no_owner: true,
@@ -282,12 +362,12 @@ mod tests {
             ..DumpOptions::default()
         };
         let source = DumpSource { info: &info, dbname: "app", tls_in_use: false };
-        let cmd = tools.dump_schema(&source, Some("00000003-1"), Section::PreData, &options, None);
+        let cmd = tools.dump_schema(&source, Some("00000003-1"), Section::PreData, &options, None, Path::new("/t/pre"));
         let std = cmd.as_std();
         let argv: Vec<String> = std.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert!(argv.iter().all(|a| !a.contains("s3cret")), "{argv:?}");
         assert!(argv.contains(&"--snapshot=00000003-1".to_owned()));
-        assert!(argv.contains(&"--create".to_owned()));
+        assert!(argv.contains(&"--format=custom".to_owned()) && argv.contains(&"--file=/t/pre".to_owned()));
         assert!(argv.contains(&"--no-owner".to_owned()));
         assert!(argv.contains(&r#"--exclude-table="public"."Odd ""Name"".x""#.to_owned()), "{argv:?}");
         let env: Vec<(String, String)> = std

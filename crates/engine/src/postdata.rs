@@ -13,7 +13,7 @@ use crate::{
     error::Result,
     ident,
     plan::DatabasePlan,
-    script::{Entry, Script},
+    toc::{Kind, TocEntry},
 };
 
 /// A statement that commits with its progress mark.
@@ -46,14 +46,23 @@ pub(crate) struct ForeignKey {
     pub validate: Step,
 }
 
+/// What runs after the copy, in pg_dump's order.
+#[derive(Clone, Debug)]
+pub(crate) enum Rest<'a> {
+    /// An archive entry, rendered by pg_restore.
+    Entry(&'a TocEntry),
+    /// A late foreign key, added `NOT VALID` where pg_dump would have added it.
+    Step(Step),
+}
+
 /// Post-data, classified.
 pub(crate) struct PostData<'a> {
     /// Per plan table.
     pub tables: Vec<TableWork>,
     /// Foreign keys scheduled with the tables.
     pub foreign_keys: Vec<ForeignKey>,
-    /// Entries to run in order, with their SQL (late foreign keys rewritten `NOT VALID`).
-    pub rest: Vec<(&'a Entry, String)>,
+    /// What runs afterwards, in order.
+    pub rest: Vec<Rest<'a>>,
     /// Validations of the late foreign keys, run after the rest.
     pub late_validations: Vec<Step>,
 }
@@ -74,28 +83,27 @@ fn fk_steps(schema: &str, table: &str, name: &str, def: &str) -> (Step, Step) {
     (add, validate)
 }
 
-/// Splits `post` using the source catalog, read in the copy's snapshot.
+/// Splits `post` using the source catalog, read in the copy's snapshot: entries are matched
+/// to catalog objects by kind and OID, never by name.
 pub(crate) async fn classify<'a>(
     source: &Db,
     plan: &DatabasePlan,
-    post: &'a Script,
-    schema_only_matviews: &HashSet<(String, String)>,
+    post: &'a [TocEntry],
+    schema_only_matviews: &HashSet<u32>,
 ) -> Result<PostData<'a>> {
     let table_index: HashMap<(&str, &str), usize> =
         plan.tables.iter().enumerate().map(|(i, t)| ((t.schema.as_str(), t.name.as_str()), i)).collect();
-    let headers: HashSet<(&str, &str, &str)> =
-        post.entries.iter().map(|e| (e.kind.as_str(), e.schema.as_str(), e.name.as_str())).collect();
-    let mut taken: HashSet<(String, String, String)> = HashSet::new();
+    let entries: HashMap<(Kind, u32), &TocEntry> = post.iter().map(|e| ((e.kind, e.oid), e)).collect();
+    // Dump ids barge runs itself.
+    let mut taken: HashSet<u32> = HashSet::new();
     let mut tables = vec![TableWork::default(); plan.tables.len()];
     for index in catalog::indexes(source).await? {
         let Some(&t) = table_index.get(&(index.schema.as_str(), index.table_name.as_str())) else { continue };
         let table = &plan.tables[t];
         match (index.contype, &index.conname) {
             (None, _) => {
-                if !headers.contains(&("INDEX", index.schema.as_str(), index.name.as_str())) {
-                    continue;
-                }
-                taken.insert(("INDEX".into(), index.schema.clone(), index.name.clone()));
+                let Some(entry) = entries.get(&(Kind::Index, index.oid)) else { continue };
+                taken.insert(entry.id);
                 tables[t].builds.push(Step {
                     name: index.name.clone(),
                     step: format!("index:{}.{}", index.schema, index.name),
@@ -103,11 +111,10 @@ pub(crate) async fn classify<'a>(
                 });
             }
             (Some(kind), Some(conname)) => {
-                let tag = format!("{} {}", index.table_name, conname);
-                if !headers.contains(&("CONSTRAINT", index.schema.as_str(), tag.as_str())) {
+                let Some(entry) = index.con_oid.and_then(|oid| entries.get(&(Kind::Constraint, oid))) else {
                     continue;
-                }
-                taken.insert(("CONSTRAINT".into(), index.schema.clone(), tag));
+                };
+                taken.insert(entry.id);
                 let step = format!("constraint:{}.{}.{}", index.schema, index.table_name, conname);
                 if kind == 'x' {
                     let condef = index.condef.clone().unwrap_or_default();
@@ -154,22 +161,19 @@ pub(crate) async fn classify<'a>(
     let excluded: HashSet<(&str, &str)> =
         plan.excluded_relations.iter().map(|(s, n)| (s.as_str(), n.as_str())).collect();
     let excluded_schemas: HashSet<&str> = plan.excluded_schemas.iter().map(String::as_str).collect();
-    // FK entry tag → None (left out) or its rewritten SQL for the rest.
-    let mut late: HashMap<(String, String), Option<String>> = HashMap::new();
+    // FK entry's dump id → None (left out) or the step that adds it NOT VALID.
+    let mut late: HashMap<u32, Option<Step>> = HashMap::new();
     let mut foreign_keys = Vec::new();
     let mut late_validations = Vec::new();
     for fk in catalog::foreign_keys(source).await? {
         let (Some(child), Some(parent)) = (relations.get(&fk.table_oid), relations.get(&fk.ref_oid)) else {
             continue;
         };
-        let tag = format!("{} {}", fk.table_name, fk.name);
-        if !headers.contains(&("FK CONSTRAINT", fk.schema.as_str(), tag.as_str())) {
-            continue;
-        }
+        let Some(entry) = entries.get(&(Kind::ForeignKey, fk.oid)) else { continue };
         if excluded.contains(&(parent.schema.as_str(), parent.name.as_str()))
             || excluded_schemas.contains(parent.schema.as_str())
         {
-            late.insert((fk.schema.clone(), tag), None);
+            late.insert(entry.id, None);
             continue;
         }
         if child.kind != 'r' || !fk.validated {
@@ -180,38 +184,30 @@ pub(crate) async fn classify<'a>(
         let parent_index = table_index.get(&(parent.schema.as_str(), parent.name.as_str()));
         match (child_index, parent_index) {
             (Some(&child), Some(&parent)) => {
-                taken.insert(("FK CONSTRAINT".into(), fk.schema.clone(), tag));
+                taken.insert(entry.id);
                 foreign_keys.push(ForeignKey { child, parent, add, validate });
             }
             _ => {
                 // The referenced table is partitioned (its key comes with the rest): add the
                 // key NOT VALID in pg_dump's order, validate afterwards.
-                late.insert((fk.schema.clone(), tag), Some(add.sql));
+                late.insert(entry.id, Some(add));
                 late_validations.push(validate);
             }
         }
     }
     let mut rest = Vec::new();
-    for entry in &post.entries {
-        if taken.contains(&(entry.kind.clone(), entry.schema.clone(), entry.name.clone())) {
+    for entry in post {
+        if taken.contains(&entry.id) {
             continue;
         }
-        if entry.kind == "MATERIALIZED VIEW DATA"
-            && schema_only_matviews.contains(&(entry.schema.clone(), entry.name.clone()))
-        {
+        if entry.kind == Kind::MatviewData && schema_only_matviews.contains(&entry.oid) {
             continue;
         }
-        if entry.kind == "FK CONSTRAINT" {
-            match late.get(&(entry.schema.clone(), entry.name.clone())) {
-                Some(None) => continue,
-                Some(Some(sql)) => {
-                    rest.push((entry, sql.clone()));
-                    continue;
-                }
-                None => {}
-            }
+        match late.remove(&entry.id) {
+            Some(None) => {}
+            Some(Some(add)) => rest.push(Rest::Step(add)),
+            None => rest.push(Rest::Entry(entry)),
         }
-        rest.push((entry, entry.sql.clone()));
     }
     Ok(PostData { tables, foreign_keys, rest, late_validations })
 }

@@ -1,26 +1,31 @@
-//! Schema: pg_dump reads the pre-data and post-data sections in the copy's snapshot; barge
-//! applies pre-data in one transaction, creates the target database from pg_dump's own
-//! `CREATE DATABASE`, and runs post-data entries on any connection with the session
-//! settings each entry stood under.
+//! Schema: pg_dump writes the pre-data and post-data sections of the copy's snapshot as two
+//! custom-format archives; barge picks entries from their tables of contents ([`crate::toc`])
+//! and pg_restore renders them as scripts that the target's server runs as they are. The
+//! target database itself comes from the catalog ([`crate::database`]).
 
-use std::{collections::HashSet, sync::Arc};
+use std::{collections::HashSet, path::PathBuf};
 
 use crate::{
     conninfo::ConnInfo,
     db::Db,
     error::{Error, Result},
-    ident,
-    pgtools::{self, DumpOptions, PgTools, Section},
-    script::{Entry, Script},
+    pgtools::{self, DumpOptions, PgTools, RenderOptions, Section},
+    toc::{self, TocEntry},
 };
 
-/// Both schema sections of one database, read in one snapshot.
+/// Both schema sections of one database, read in one snapshot, in a private directory.
 pub(crate) struct SchemaDump {
-    pub pre: Script,
-    pub post: Script,
+    dir: tempfile::TempDir,
+    /// The post-data archive's entries (pre-data is applied whole).
+    pub post: Vec<TocEntry>,
+    tools: PgTools,
+    options: RenderOptions,
+    /// pg_restore's `\restrict` key: random, so no text in an archive can name it.
+    key: String,
 }
 
-/// Runs pg_dump for pre-data and post-data concurrently in `snapshot`.
+/// Runs pg_dump for pre-data and post-data concurrently in `snapshot`, and lists post-data's
+/// entries.
 pub(crate) async fn dump(
     tools: &PgTools,
     source: &ConnInfo,
@@ -28,142 +33,97 @@ pub(crate) async fn dump(
     tls_in_use: bool,
     snapshot: &str,
     options: &DumpOptions,
+    render: RenderOptions,
 ) -> Result<SchemaDump> {
-    // Filters go in a 0600 file when pg_dump reads filter files: argv stays short however
-    // many tables are left out.
-    let filter_file =
+    let dir = tempfile::Builder::new()
+        .prefix("barge-schema-")
+        .tempdir()
+        .map_err(|e| Error::io("create a directory for pg_dump's archives", e))?;
+    // Filters go in a file when pg_dump reads filter files: argv stays short however many
+    // tables are left out.
+    let filter_file: Option<PathBuf> =
         if tools.has_filter_files() && !(options.exclude_tables.is_empty() && options.exclude_schemas.is_empty()) {
-            let file = tempfile::Builder::new()
-                .prefix("barge-filter-")
-                .tempfile()
-                .map_err(|e| Error::io("create the pg_dump filter file", e))?;
-            std::fs::write(file.path(), pgtools::filter_file_text(options))
+            let path = dir.path().join("filter");
+            std::fs::write(&path, pgtools::filter_file_text(options))
                 .map_err(|e| Error::io("write the pg_dump filter file", e))?;
-            Some(file)
+            Some(path)
         } else {
             None
         };
-    let path = filter_file.as_ref().map(|f| f.path());
     let database = pgtools::DumpSource { info: source, dbname, tls_in_use };
-    let command = |section| tools.dump_schema(&database, Some(snapshot), section, options, path);
-    let what = format!("pg_dump of source database \"{dbname}\"");
-    let (pre, post) = tokio::try_join!(
-        pgtools::run_capture(command(Section::PreData), &what),
-        pgtools::run_capture(command(Section::PostData), &what),
-    )?;
-    let text = |bytes: Vec<u8>| {
-        String::from_utf8(bytes).map_err(|_| Error::Tool(format!("{what} printed text that is not UTF-8")))
+    let (pre_path, post_path) = (dir.path().join("pre-data"), dir.path().join("post-data"));
+    let command = |section, out: &PathBuf| {
+        tools.dump_schema(&database, Some(snapshot), section, options, filter_file.as_deref(), out)
     };
-    Ok(SchemaDump { pre: Script::parse(&text(pre)?), post: Script::parse(&text(post)?) })
+    let what = format!("pg_dump of source database \"{dbname}\"");
+    tokio::try_join!(
+        pgtools::run_capture(command(Section::PreData, &pre_path), &what),
+        pgtools::run_capture(command(Section::PostData, &post_path), &what),
+    )?;
+    let listing = pgtools::run_capture(tools.list_archive(&post_path), "pg_restore --list").await?;
+    let post = toc::parse_list(&String::from_utf8_lossy(&listing))?;
+    Ok(SchemaDump { dir, post, tools: tools.clone(), options: render, key: random_key()? })
 }
 
-/// Whether an entry concerns the database itself (`--create` output).
-fn is_database_entry(e: &Entry) -> bool {
-    e.kind == "DATABASE"
-        || e.kind == "DATABASE PROPERTIES"
-        || (matches!(e.kind.as_str(), "COMMENT" | "ACL" | "SECURITY LABEL") && e.name.starts_with("DATABASE "))
+/// 32 random hexadecimal digits.
+fn random_key() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| Error::io("read /dev/urandom", e))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The `CREATE DATABASE` entry.
-pub(crate) fn create_database_entry(pre: &Script) -> Option<&Entry> {
-    pre.entries.iter().find(|e| e.kind == "DATABASE")
-}
+impl SchemaDump {
+    /// Every pre-data entry, as one script for the target.
+    pub(crate) async fn pre_data(&self, target: &TargetSettings) -> Result<String> {
+        self.render("pre-data", None, target).await
+    }
 
-/// Database-level properties (settings, comment, grants), to run once the database exists.
-pub(crate) fn database_property_entries(pre: &Script) -> Vec<&Entry> {
-    pre.entries.iter().filter(|e| is_database_entry(e) && e.kind != "DATABASE").collect()
-}
+    /// The given post-data entries, in that order, as one script for the target.
+    pub(crate) async fn post_data(&self, entries: &[&TocEntry], target: &TargetSettings) -> Result<String> {
+        self.render("post-data", Some(entries), target).await
+    }
 
-/// Pre-data entries for objects inside the database.
-pub(crate) fn object_entries(pre: &Script) -> Vec<&Entry> {
-    pre.entries.iter().filter(|e| !is_database_entry(e)).collect()
-}
-
-/// Rewrites `… DATABASE <source name> …` statements for the target name, one occurrence per
-/// statement line (pg_dump writes the name right after the keyword).
-pub(crate) fn rename_database(sql: &str, source_quoted: &str, target: &str) -> String {
-    let needle = format!("DATABASE {source_quoted}");
-    let replacement = format!("DATABASE {}", ident::quote(target));
-    sql.lines()
-        .map(|line| {
-            let starts = ["CREATE ", "ALTER ", "COMMENT ", "GRANT ", "REVOKE ", "SECURITY "];
-            match line.find(&needle) {
-                Some(pos)
-                    if starts.iter().any(|s| line.starts_with(s))
-                        && line[pos + needle.len()..].starts_with([' ', ';']) =>
-                {
-                    format!("{}{}{}", &line[..pos], replacement, &line[pos + needle.len()..])
-                }
-                _ => line.to_owned(),
+    async fn render(&self, section: &str, entries: Option<&[&TocEntry]>, target: &TargetSettings) -> Result<String> {
+        let archive = self.dir.path().join(section);
+        let list = match entries {
+            Some(entries) => {
+                let path = self.dir.path().join(format!("{section}.list"));
+                std::fs::write(&path, toc::use_list(entries.iter().copied()))
+                    .map_err(|e| Error::io("write pg_restore's list file", e))?;
+                Some(path)
             }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// The statements of an entry, split at lines ending a statement (for entries that hold
-/// statements which cannot share a transaction, such as `CREATE DATABASE`).
-pub(crate) fn statements(sql: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    for line in sql.lines() {
-        if current.is_empty() && line.trim().is_empty() {
-            continue;
-        }
-        current.push_str(line);
-        current.push('\n');
-        if line.trim_end().ends_with(';') {
-            out.push(std::mem::take(&mut current).trim().to_owned());
-        }
+            None => None,
+        };
+        let cmd = self.tools.render(&archive, list.as_deref(), self.options, &self.key);
+        let out = pgtools::run_capture(cmd, &format!("pg_restore of the {section} archive")).await?;
+        let text = String::from_utf8(out)
+            .map_err(|_| Error::Tool(format!("pg_restore of the {section} archive printed text that is not UTF-8")))?;
+        Ok(toc::for_target(&text, &self.key, &target.known))
     }
-    if !current.trim().is_empty() {
-        out.push(current.trim().to_owned());
-    }
-    out
 }
 
-/// Applies entries' session settings on one connection, skipping parameters the server does
-/// not know (pg_dump 18 writes `transaction_timeout`, which PostgreSQL 15 lacks).
-pub(crate) struct Session {
-    known: Arc<HashSet<String>>,
-    current: Arc<Vec<String>>,
+/// The parameters a target server knows, for [`toc::for_target`].
+pub(crate) struct TargetSettings {
+    known: HashSet<String>,
 }
 
-impl Session {
-    /// Reads the parameters the server knows.
-    pub(crate) async fn new(db: &Db) -> Result<Session> {
+impl TargetSettings {
+    pub(crate) async fn read(db: &Db) -> Result<TargetSettings> {
         let rows = db.query("list server parameters", "select name from pg_catalog.pg_settings", &[]).await?;
-        Ok(Session { known: Arc::new(rows.iter().map(|r| r.get(0)).collect()), current: Arc::new(Vec::new()) })
-    }
-
-    /// Makes the connection's settings those of `entry`.
-    pub(crate) async fn prepare(&mut self, db: &Db, entry: &Entry) -> Result<()> {
-        if Arc::ptr_eq(&self.current, &entry.settings) || *self.current == *entry.settings {
-            return Ok(());
-        }
-        let mut sql = String::new();
-        for line in entry.settings.iter() {
-            let name =
-                line.strip_prefix("SET ").and_then(|rest| rest.split([' ', '=']).next()).unwrap_or("search_path");
-            if self.known.contains(name) {
-                sql.push_str(line);
-                sql.push('\n');
-            }
-        }
-        db.batch("apply pg_dump's session settings", &sql).await?;
-        self.current = entry.settings.clone();
-        Ok(())
+        Ok(TargetSettings { known: rows.iter().map(|r| r.get(0)).collect() })
     }
 }
 
-/// Runs one entry, naming it in the error and saying what to check.
-pub(crate) async fn run_entry(db: &Db, session: &mut Session, entry: &Entry, sql: &str) -> Result<()> {
-    session.prepare(db, entry).await?;
-    db.client().batch_execute(sql).await.map_err(|e| entry_error(db, entry, &e))
+/// Runs a rendered script, saying what to check when it fails.
+pub(crate) async fn run_script(db: &Db, what: &str, script: &str) -> Result<()> {
+    db.client().batch_execute(script).await.map_err(|e| script_error(db, what, &e))
 }
 
-pub(crate) fn entry_error(db: &Db, entry: &Entry, e: &tokio_postgres::Error) -> Error {
-    let err = db.err(&format!("creating {} {}", entry.kind, describe(entry)), e);
+fn script_error(db: &Db, what: &str, e: &tokio_postgres::Error) -> Error {
+    let err = db.err(what, e);
     let extension = err.to_string().contains("extension");
     let hint = match err.sqlstate() {
         Some("42704") => {
@@ -179,37 +139,4 @@ pub(crate) fn entry_error(db: &Db, entry: &Entry, e: &tokio_postgres::Error) -> 
         _ => return err,
     };
     err.with_hint(hint)
-}
-
-fn describe(entry: &Entry) -> String {
-    if entry.schema == "-" { entry.name.clone() } else { format!("{}.{}", entry.schema, entry.name) }
-}
-
-/// Quotes a database name the way pg_dump does (the server's `quote_ident` follows the same
-/// rules), to find it in pg_dump's statements.
-pub(crate) async fn quote_like_pg_dump(db: &Db, name: &str) -> Result<String> {
-    Ok(db.query_one("quote a database name", "select pg_catalog.quote_ident($1)", &[&name]).await?.get(0))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renames_database_statements_only() {
-        let sql = "CREATE DATABASE app WITH TEMPLATE = template0;\nALTER DATABASE app OWNER TO o;\nCOMMENT ON DATABASE app IS 'DATABASE app is fine';\nALTER DATABASE app SET work_mem TO '8MB';\nGRANT CONNECT ON DATABASE app TO r;";
-        let out = rename_database(sql, "app", "New DB");
-        assert_eq!(
-            out,
-            "CREATE DATABASE \"New DB\" WITH TEMPLATE = template0;\nALTER DATABASE \"New DB\" OWNER TO o;\nCOMMENT ON DATABASE \"New DB\" IS 'DATABASE app is fine';\nALTER DATABASE \"New DB\" SET work_mem TO '8MB';\nGRANT CONNECT ON DATABASE \"New DB\" TO r;"
-        );
-        // A longer name sharing the prefix is left alone.
-        assert_eq!(rename_database("ALTER DATABASE apple OWNER TO o;", "app", "x"), "ALTER DATABASE apple OWNER TO o;");
-    }
-
-    #[test]
-    fn splits_statements_at_line_ends() {
-        let parts = statements("CREATE DATABASE a;\n\n\nALTER DATABASE a OWNER TO b;\n");
-        assert_eq!(parts, vec!["CREATE DATABASE a;", "ALTER DATABASE a OWNER TO b;"]);
-    }
 }

@@ -85,10 +85,14 @@ pub struct TableVerify {
 pub struct SequenceMismatch {
     /// `schema.sequence`.
     pub sequence: String,
-    /// Source last_value (None: never called).
+    /// Source last_value (None: unreadable).
     pub source: Option<i64>,
-    /// Target last_value (None: never called or missing).
+    /// Target last_value (None: unreadable or missing).
     pub target: Option<i64>,
+    /// Source is_called: whether last_value was handed out (the next value follows it).
+    pub source_called: bool,
+    /// Target is_called.
+    pub target_called: bool,
     /// Whether the sequence exists on the target.
     pub exists_on_target: bool,
 }
@@ -481,23 +485,25 @@ async fn compare_sequences(
         .filter(|r| r.kind == 'S' && selection.selected.contains(&r.oid))
         .map(|r| (r.schema.clone(), r.name.clone()))
         .collect();
-    let read = |rows: Vec<tokio_postgres::Row>| -> BTreeMap<(String, String), Option<i64>> {
-        rows.iter().map(|r| ((r.get("schema"), r.get("name")), r.get("last_value"))).collect()
+    let read = |positions: Vec<catalog::SequencePosition>| -> BTreeMap<(String, String), Option<(i64, bool)>> {
+        positions.into_iter().map(|s| ((s.schema, s.name), s.position)).collect()
     };
-    let sql = include_str!("sql/sequences.sql");
-    let s = read(source.query("read sequences", sql, &[]).await?);
-    let t = read(target.query("read sequences", sql, &[]).await?);
-    for ((schema, name), value) in &s {
+    let s = read(catalog::sequence_positions(source).await?);
+    let t = read(catalog::sequence_positions(target).await?);
+    for ((schema, name), position) in &s {
         if !selected.contains(&(schema.clone(), name.clone())) {
             continue;
         }
         result.sequences_checked += 1;
         let other = t.get(&(schema.clone(), name.clone()));
-        if other != Some(value) {
+        if other != Some(position) {
+            let target = other.copied().flatten();
             result.sequences.push(SequenceMismatch {
                 sequence: format!("{schema}.{name}"),
-                source: *value,
-                target: other.copied().flatten(),
+                source: position.map(|p| p.0),
+                target: target.map(|p| p.0),
+                source_called: position.is_some_and(|p| p.1),
+                target_called: target.is_some_and(|p| p.1),
                 exists_on_target: other.is_some(),
             });
         }

@@ -12,6 +12,7 @@ use barge_engine::{
 use barge_testkit::{Cluster, dst18, src15, src18, unique};
 use std::sync::{Arc, Mutex};
 
+mod hostile;
 mod sync;
 
 fn request(src: &Cluster, src_db: &str, dst: &Cluster, dst_db: &str) -> Request {

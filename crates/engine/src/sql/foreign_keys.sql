@@ -1,5 +1,6 @@
 -- Foreign keys declared on ordinary tables (not inherited from a partitioned parent).
-select con.conrelid::int8 as table_oid,
+select con.oid::int8 as oid,
+       con.conrelid::int8 as table_oid,
        n.nspname as schema,
        tc.relname as table_name,
        con.conname as name,

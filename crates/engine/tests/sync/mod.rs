@@ -112,6 +112,7 @@ async fn barge_objects(src: &Cluster, src_db: &str, dst_db: &str) -> (i64, i64, 
 async fn copy_sync_and_cut_over(src: Cluster) {
     // GIVEN a source database under a steady write load for the whole run
     let src_db = source_db(&src).await;
+    src.run_sql(&src_db, "create sequence cut_uncalled; create sequence cut_down increment -1 maxvalue -1").await;
     let dst_db = unique("sync_copy");
     let req = sync_request(&src, &src_db, &dst_db);
     let plan = plan_ok(&req).await;
@@ -138,13 +139,19 @@ async fn copy_sync_and_cut_over(src: Cluster) {
     stop.store(true, Ordering::Relaxed);
     let transactions = writer.await.unwrap();
     assert!(transactions > 41, "the writer ran {transactions} transactions");
+    // (sequences move while the target streams: set, not called; descending)
+    src.run_sql(&src_db, "select setval('cut_uncalled', 9000, false); select nextval('cut_down'), nextval('cut_down')")
+        .await;
     // AND the user cuts over once writes stopped
     let cut =
         sync::cutover(&req, &CutoverOptions { timeout: Duration::from_secs(120) }, progress::discard()).await.unwrap();
     // THEN source and target are equal (no gap, no duplicate from the hand-off), the
     // sequences follow, and barge left nothing behind on either side
     assert!(cut.verify.ok, "verify after cutover: {:#?}", cut.verify);
-    assert!(cut.sequences >= 2, "{cut:?}");
+    assert!(cut.sequences >= 4, "{cut:?}");
+    let positions = crate::hostile::positions(&src, &src_db).await;
+    assert!(positions.contains(&("public.cut_uncalled".into(), 9000, false)), "{positions:?}");
+    assert_eq!(crate::hostile::positions(&dst18(), &dst_db).await, positions);
     assert_same_data(&src, &src_db, &dst18(), &dst_db).await;
     assert_eq!(barge_objects(&src, &src_db, &dst_db).await, (0, 0, 0));
     let barge_schema: i64 = dst18()
