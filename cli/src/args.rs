@@ -24,7 +24,7 @@ macro_rules! remote_help {
 const INIT_HELP: &str = concat!(
     "Examples:\n",
     "  BARGE_SOURCE=postgres://app@old-db/shop BARGE_TARGET=postgres://app@new-db/shop barge init\n",
-    "  barge init --source postgres://app@old-db --target postgres://app@new-db/postgres --all-databases -j 16\n",
+    "  barge init --source postgres://app@old-db --target postgres://app@new-db --all-databases -j 16\n",
     "  barge init --dry-run                       # the plan: databases, tables, parts; changes nothing\n",
     "  barge init --remote --max-duration 6h     # as a job on a worker next to the databases\n\n",
     remote_help!(),
@@ -258,13 +258,15 @@ pub struct ServeArgs {
 /// Where to copy from and to.
 #[derive(Debug, Args)]
 pub struct Endpoints {
-    /// Source URL: postgres://user:password@host:port/dbname?sslmode=verify-full. Without a
-    /// database name every database is copied. Prefer the BARGE_SOURCE variable (or
-    /// ~/.pgpass) so the password stays out of the process list and shell history.
+    /// Source URL: postgres://user:password@host:port/dbname?sslmode=verify-full. It names
+    /// the database to copy; --all-databases copies every database instead. Prefer the
+    /// BARGE_SOURCE variable (or ~/.pgpass) so the password stays out of the process list and
+    /// shell history.
     #[arg(long, env = "BARGE_SOURCE", hide_env_values = true, value_name = "URL")]
     pub source: String,
-    /// Target URL. Its database receives the source database (created when missing); with
-    /// --all-databases it only names the database to connect to.
+    /// Target URL. Its database receives the source database (created when missing; the
+    /// source's name when it names none). With --all-databases each database goes into one of
+    /// the same name, so the target URL names no database (or the source URL's).
     #[arg(long, env = "BARGE_TARGET", hide_env_values = true, value_name = "URL")]
     pub target: String,
 }
@@ -399,6 +401,10 @@ pub struct InitArgs {
     pub split_tables_larger_than: u64,
     #[command(flatten)]
     pub policy: TargetPolicy,
+    /// With --drop-existing: drop the target databases the plan lists without asking
+    /// (without a terminal to ask on, --drop-existing needs --yes).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     /// Print the plan (databases, tables with sizes and parts, what would be created) and
     /// change nothing.
     #[arg(long)]

@@ -32,9 +32,10 @@ pub async fn run(cli: Cli) -> u8 {
     let api = cli.api.as_deref();
     match &cli.command {
         Command::Init(args) => match remote(api, &cli.profile, &args.placement, args.dry_run, args.output, args) {
-            Ok(Some((spec, endpoint))) => {
-                crate::jobs::submit(&spec, &endpoint, args.placement.detach, args.output).await
-            }
+            Ok(Some((spec, endpoint))) => match confirm_remote_drops(args) {
+                Some(code) => code,
+                None => crate::jobs::submit(&spec, &endpoint, args.placement.detach, args.output).await,
+            },
             Ok(None) => match Request::try_from(args) {
                 Ok(request) => init(args, request).await,
                 Err(e) => report_error(&e, args.output),
@@ -67,9 +68,12 @@ pub async fn run(cli: Cli) -> u8 {
                     args.init.output,
                     args.as_ref(),
                 ) {
-                    Ok(Some((spec, endpoint))) => {
-                        crate::jobs::submit(&spec, &endpoint, args.init.placement.detach, args.init.output).await
-                    }
+                    Ok(Some((spec, endpoint))) => match confirm_remote_drops(&args.init) {
+                        Some(code) => code,
+                        None => {
+                            crate::jobs::submit(&spec, &endpoint, args.init.placement.detach, args.init.output).await
+                        }
+                    },
                     Ok(None) => match crate::args::sync_request(&args.init) {
                         Ok(request) => init(&args.init, request).await,
                         Err(e) => report_error(&e, args.init.output),
@@ -160,6 +164,9 @@ async fn init(args: &InitArgs, request: Request) -> u8 {
         }
         return if problems > 0 { FAILED } else { OK };
     }
+    if let Some(code) = confirm_drops(args, &plan) {
+        return code;
+    }
     let progress = Arc::new(render::Progress::new(args.output));
     let sink = progress.clone();
     let sink: Arc<dyn barge_engine::ProgressSink> = Arc::new(move |event| sink.event(event));
@@ -197,6 +204,57 @@ async fn init(args: &InitArgs, request: Request) -> u8 {
     }
 }
 
+/// Before a remote job with `--drop-existing` (it plans where the databases are, so the
+/// databases it would drop are not known here): asks, naming the target, unless `--yes`.
+fn confirm_remote_drops(args: &InitArgs) -> Option<u8> {
+    if !args.policy.drop_existing || args.yes || args.dry_run {
+        return None;
+    }
+    let which = match barge_engine::ConnInfo::parse(barge_engine::Side::Target, &args.endpoints.target) {
+        Ok(info) => match info.dbname() {
+            Some(db) => format!("target database \"{db}\" on {}", info.endpoint()),
+            None => format!("every target database on {} that the source also has", info.endpoint()),
+        },
+        Err(_) => "target databases".into(),
+    };
+    let question = format!("--drop-existing: the job will drop and re-create {which} if it holds objects; continue?");
+    match crate::jobs::confirm(&question, "--drop-existing") {
+        Ok(true) => None,
+        Ok(false) => {
+            eprintln!("nothing was submitted");
+            Some(FAILED)
+        }
+        Err(code) => Some(code),
+    }
+}
+
+/// Asks before a copy drops target databases (`--drop-existing`), naming each, unless
+/// `--yes`; without a terminal it refuses. `Some(code)` stops the command.
+fn confirm_drops(args: &InitArgs, plan: &barge_engine::Plan) -> Option<u8> {
+    let dropped: Vec<String> = plan
+        .databases
+        .iter()
+        .filter(|d| matches!(d.action, barge_engine::plan::TargetAction::DropAndCreate { .. }))
+        .map(|d| format!("\"{}\"", d.target))
+        .collect();
+    if dropped.is_empty() || args.yes || plan.problems().next().is_some() {
+        return None;
+    }
+    let question = format!(
+        "--drop-existing will drop target database(s) {} on {} and re-create them; continue?",
+        dropped.join(", "),
+        plan.target
+    );
+    match crate::jobs::confirm(&question, "--drop-existing") {
+        Ok(true) => None,
+        Ok(false) => {
+            eprintln!("nothing was changed");
+            Some(FAILED)
+        }
+        Err(code) => Some(code),
+    }
+}
+
 async fn validate(args: &ValidateArgs) -> u8 {
     let request = match Request::try_from(args) {
         Ok(r) => r,
@@ -207,7 +265,13 @@ async fn validate(args: &ValidateArgs) -> u8 {
         OutputFormat::Json => render::json_line("validate", &report),
         OutputFormat::Text => render::validate_report(&report),
     }
-    if report.ok { OK } else { FAILED }
+    if report.usage_error {
+        USAGE
+    } else if report.ok {
+        OK
+    } else {
+        FAILED
+    }
 }
 
 async fn verify(args: &VerifyArgs) -> u8 {

@@ -46,6 +46,8 @@ async fn resume_after_kill_copies_every_row_once() {
          create table nokey (n int, payload text);
          insert into nokey select g % 1000, repeat(md5(g::text), 5) from generate_series(1, 120000) g;
          create index nokey_n on nokey (n);
+         create sequence uncalled; select setval('uncalled', 500, false);
+         create sequence down increment -2 maxvalue -1 cycle; select nextval('down'), nextval('down');
          analyze;",
     )
     .await;
@@ -107,6 +109,15 @@ async fn resume_after_kill_copies_every_row_once() {
     assert_eq!(count(&dst, &dst_db, "select count(*) from nokey").await, 120_000, "rows duplicated or lost");
     assert_eq!(count(&dst, &dst_db, "select count(*) from pg_namespace where nspname = '_barge'").await, 0);
     assert_eq!(count(&dst, &dst_db, paused).await, 0, "autovacuum is restored once the copy is complete");
+    // AND the sequences stand where the source's do, set-but-not-called included
+    let position = "select last_value::text || ' ' || is_called::text from uncalled \
+                    union all select last_value::text || ' ' || is_called::text from down";
+    let read = async |cluster: &Cluster, db: &str| -> Vec<String> {
+        cluster.connect(db).await.query(position, &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+    };
+    let want = read(&src, &src_db).await;
+    assert_eq!(want, ["500 false", "-3 true"]);
+    assert_eq!(read(&dst, &dst_db).await, want);
     let (code, text) = run(barge().args(["verify", "--source", &src.url(&src_db), "--target", &dst.url(&dst_db)]));
     assert_eq!(code, 0, "{text}");
 }
@@ -241,4 +252,106 @@ fn help_documents_exit_codes_and_every_flag() {
     let (code, _) = run(barge().arg("--version"));
     assert_eq!(code, 0);
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn filters_that_match_nothing_stop_before_anything_changes() {
+    // GIVEN a source with customers and orders
+    let (src, dst) = (src18(), dst18());
+    let src_db = src.create_db("typo").await;
+    src.run_sql(&src_db, "create table customers (id int primary key); create table orders (id int);").await;
+    let dst_db = unique("typo_copy");
+    let (s, t) = (src.url(&src_db), dst.url(&dst_db));
+    // WHEN a pattern is misspelt: exit 2, the pattern and the closest name, nothing created
+    let (code, text) = run(barge().args(["init", "--source", &s, "--target", &t, "--include-table", "custmers"]));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--include-table \"custmers\" matches no table; did you mean public.customers?"), "{text}");
+    let exists = count(&dst, "postgres", &format!("select count(*) from pg_database where datname = '{dst_db}'")).await;
+    assert_eq!(exists, 0);
+    // AND of several patterns, only the ones that matched nothing are named
+    let (code, text) = run(barge().args([
+        "init",
+        "--source",
+        &s,
+        "--target",
+        &t,
+        "--include-table",
+        "customers",
+        "--include-table",
+        "ordrs",
+        "--exclude-schema",
+        "audit",
+    ]));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("\"ordrs\" matches no table; did you mean public.orders?"), "{text}");
+    assert!(text.contains("--exclude-schema \"audit\" matches no schema"), "{text}");
+    assert!(!text.contains("\"customers\" matches"), "{text}");
+    // AND validate fails the same way
+    let (code, text) =
+        run(barge().args(["validate", "--source", &s, "--target", &t, "--schema-only-table", "public.order"]));
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("--schema-only-table \"public.order\" matches no table; did you mean public.orders?"),
+        "{text}"
+    );
+    // AND database patterns too
+    let (code, text) = run(barge().args([
+        "init",
+        "--all-databases",
+        "--source",
+        &src.url(""),
+        "--target",
+        &dst.url(""),
+        "--include-database",
+        &format!("{src_db}x"),
+    ]));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("matches no database; did you mean") && text.contains(&src_db), "{text}");
+}
+
+#[tokio::test]
+async fn the_database_mapping_is_never_guessed() {
+    let (src, dst) = (src18(), dst18());
+    let dst_db = unique("mapping");
+    // A source URL without a database: both choices, exit 2.
+    let (code, text) = run(barge().args(["init", "--source", &src.url(""), "--target", &dst.url(&dst_db)]));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("names no database") && text.contains(&dst_db), "{text}");
+    assert!(text.contains("name it in the source URL") && text.contains("--all-databases"), "{text}");
+    let (code, text) = run(barge().args(["validate", "--source", &src.url(""), "--target", &dst.url("")]));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("add --all-databases"), "{text}");
+    // --all-databases with a target database it would ignore.
+    let (code, text) =
+        run(barge().args(["init", "--all-databases", "--source", &src.url(""), "--target", &dst.url(&dst_db)]));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("remove the database from the target URL"), "{text}");
+    let exists = count(&dst, "postgres", &format!("select count(*) from pg_database where datname = '{dst_db}'")).await;
+    assert_eq!(exists, 0);
+}
+
+#[tokio::test]
+async fn drop_existing_names_the_databases_and_needs_yes_without_a_terminal() {
+    // GIVEN a target database that holds a table
+    let (src, dst) = (src18(), dst18());
+    let src_db = src.create_db("dropq").await;
+    src.run_sql(&src_db, "create table t (id int primary key); insert into t values (1);").await;
+    let dst_db = dst.create_db("dropq_copy").await;
+    dst.run_sql(&dst_db, "create table precious (id int); insert into precious values (42);").await;
+    let (s, t) = (src.url(&src_db), dst.url(&dst_db));
+    // WHEN --drop-existing runs with no terminal and no --yes
+    let (code, text) =
+        run(barge().args(["init", "--drop-existing", "--source", &s, "--target", &t]).stdin(Stdio::null()));
+    // THEN the plan names the database it would drop, nothing is dropped, and --yes is asked for
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains(&dst_db) && text.contains("will be dropped"), "{text}");
+    assert!(text.contains("--drop-existing needs confirmation: pass --yes"), "{text}");
+    assert_eq!(count(&dst, &dst_db, "select count(*) from precious").await, 1);
+    // (the runtime closes that connection only when it runs again; barge would wait on it)
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // AND with --yes it is replaced
+    let (code, text) =
+        run(barge().args(["init", "--drop-existing", "--yes", "--source", &s, "--target", &t]).stdin(Stdio::null()));
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(count(&dst, &dst_db, "select count(*) from t").await, 1);
 }

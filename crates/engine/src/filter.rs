@@ -30,9 +30,22 @@ pub struct Filter {
 /// One compiled pattern: optional database and schema parts, and the object name.
 #[derive(Debug, Clone)]
 struct Pattern {
+    /// The flag and the pattern as given, for messages.
+    flag: &'static str,
+    text: String,
     database: Option<GlobMatcher>,
     schema: Option<GlobMatcher>,
     name: GlobMatcher,
+}
+
+/// The names a filter was matched against: every schema and relation of the databases a job
+/// covers (database patterns are checked against the source's database list).
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    /// (database, schema).
+    pub schemas: Vec<(String, String)>,
+    /// (database, schema, relation).
+    pub relations: Vec<(String, String, String)>,
 }
 
 /// Filters ready for matching.
@@ -55,7 +68,7 @@ impl Filter {
 
     /// Checks every pattern; errors name the flag and the pattern.
     pub fn compile(&self) -> Result<CompiledFilter> {
-        let list = |flag: &str, patterns: &[String], max_parts: usize| -> Result<Vec<Pattern>> {
+        let list = |flag: &'static str, patterns: &[String], max_parts: usize| -> Result<Vec<Pattern>> {
             patterns.iter().map(|p| parse_pattern(flag, p, max_parts)).collect()
         };
         Ok(CompiledFilter {
@@ -71,6 +84,44 @@ impl Filter {
 }
 
 impl CompiledFilter {
+    /// One line per database pattern that matches none of `databases`, naming the closest.
+    pub fn unmatched_databases(&self, databases: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in self.include_databases.iter().chain(&self.exclude_databases) {
+            if !databases.iter().any(|d| p.name.is_match(d)) {
+                out.push(no_match(p, "database", databases.iter().map(String::as_str)));
+            }
+        }
+        out
+    }
+
+    /// One line per schema or table pattern that matches nothing in `seen`, naming the
+    /// closest names that exist.
+    pub fn unmatched(&self, seen: &Seen) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in self.include_schemas.iter().chain(&self.exclude_schemas) {
+            let m = |(db, schema): &(String, String)| {
+                p.database.as_ref().is_none_or(|d| d.is_match(db)) && p.name.is_match(schema)
+            };
+            if !seen.schemas.iter().any(m) {
+                let mut names: Vec<&str> = seen.schemas.iter().map(|(_, s)| s.as_str()).collect();
+                names.sort_unstable();
+                names.dedup();
+                out.push(no_match(p, "schema", names.into_iter()));
+            }
+        }
+        for p in self.include_tables.iter().chain(&self.exclude_tables).chain(&self.schema_only_tables) {
+            if !seen.relations.iter().any(|(db, schema, name)| table_match(p, db, schema, name)) {
+                let mut names: Vec<String> =
+                    seen.relations.iter().map(|(_, schema, name)| format!("{schema}.{name}")).collect();
+                names.sort_unstable();
+                names.dedup();
+                out.push(no_match(p, "table", names.iter().map(String::as_str)));
+            }
+        }
+        out
+    }
+
     /// Whether database filters were given.
     pub fn filters_databases(&self) -> bool {
         !self.include_databases.is_empty() || !self.exclude_databases.is_empty()
@@ -105,6 +156,40 @@ impl CompiledFilter {
     pub fn schema_only(&self, db: &str, schema: &str, name: &str) -> bool {
         self.schema_only_tables.iter().any(|p| table_match(p, db, schema, name))
     }
+}
+
+/// `--include-table "custmers" matches no table (closest: public.customers)`.
+fn no_match<'a>(p: &Pattern, what: &str, names: impl Iterator<Item = &'a str>) -> String {
+    let given = p.text.replace('"', "").to_lowercase();
+    let mut scored: Vec<(usize, &str)> = names
+        .map(|name| {
+            let lower = name.to_lowercase();
+            let short = lower.rsplit('.').next().unwrap_or(&lower).to_owned();
+            let given_short = given.rsplit('.').next().unwrap_or(&given);
+            (distance(&given, &lower).min(distance(given_short, &short)), name)
+        })
+        .filter(|(d, _)| *d <= (given.chars().count() / 3).max(2))
+        .collect();
+    scored.sort();
+    let closest: Vec<&str> = scored.iter().take(3).map(|(_, n)| *n).collect();
+    let hint = if closest.is_empty() { String::new() } else { format!("; did you mean {}?", closest.join(", ")) };
+    format!("{} {:?} matches no {what}{hint}", p.flag, p.text)
+}
+
+/// Edit distance (insertions, deletions, substitutions) between two names.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = if ca == *cb { previous } else { 1 + previous.min(row[j]).min(current) };
+            previous = current;
+        }
+    }
+    row[b.len()]
 }
 
 fn table_match(p: &Pattern, db: &str, schema: &str, name: &str) -> bool {
@@ -153,7 +238,7 @@ fn split_parts(flag: &str, pattern: &str) -> Result<Vec<String>> {
     Ok(parts)
 }
 
-fn parse_pattern(flag: &str, pattern: &str, max_parts: usize) -> Result<Pattern> {
+fn parse_pattern(flag: &'static str, pattern: &str, max_parts: usize) -> Result<Pattern> {
     let parts = split_parts(flag, pattern)?;
     if parts.len() > max_parts {
         let shape = match max_parts {
@@ -185,7 +270,7 @@ fn parse_pattern(flag: &str, pattern: &str, max_parts: usize) -> Result<Pattern>
         }
         _ => (None, None),
     };
-    Ok(Pattern { database, schema, name })
+    Ok(Pattern { flag, text: pattern.to_owned(), database, schema, name })
 }
 
 #[cfg(test)]
@@ -235,6 +320,34 @@ mod tests {
         });
         assert!(!f.database("rdsadmin") && f.database("postgres"));
         assert!(f.schema("app", "sales") && !f.schema("other", "sales") && f.schema("other", "audit"));
+    }
+
+    #[test]
+    fn patterns_that_match_nothing_are_named_with_the_closest_names() {
+        let f = filter(|f| {
+            f.include_tables = vec!["custmers".into(), "public.orders".into(), "zzz*".into()];
+            f.exclude_schemas = vec!["audti".into()];
+        });
+        let seen = Seen {
+            schemas: vec![("app".into(), "public".into()), ("app".into(), "audit".into())],
+            relations: ["customers", "orders", "custom_fields"]
+                .iter()
+                .map(|t| ("app".into(), "public".into(), (*t).into()))
+                .collect(),
+        };
+        assert_eq!(
+            f.unmatched(&seen),
+            [
+                "--exclude-schema \"audti\" matches no schema; did you mean audit?",
+                "--include-table \"custmers\" matches no table; did you mean public.customers?",
+                "--include-table \"zzz*\" matches no table",
+            ]
+        );
+        let f = filter(|f| f.include_databases = vec!["ap".into(), "post*".into()]);
+        assert_eq!(
+            f.unmatched_databases(&["app".into(), "postgres".into()]),
+            ["--include-database \"ap\" matches no database; did you mean app?"]
+        );
     }
 
     #[test]

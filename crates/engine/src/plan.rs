@@ -12,7 +12,7 @@ use crate::{
     conninfo::ConnInfo,
     db::Db,
     error::{Error, Result},
-    filter::CompiledFilter,
+    filter::{CompiledFilter, Seen},
     ident,
     pgtools::PgTools,
     request::Request,
@@ -285,10 +285,30 @@ pub(crate) async fn connect_admin(info: &ConnInfo) -> Result<(Db, String)> {
 
 /// Decides the database mapping.
 pub(crate) async fn mapping(req: &Request, source_admin: &Db, filter: &CompiledFilter) -> Result<Mapping> {
-    let all = req.all_databases || req.source.dbname().is_none();
+    let all = req.all_databases;
+    match (req.source.dbname(), req.target.dbname(), all) {
+        (None, Some(target), false) => {
+            return Err(Error::Invalid(format!(
+                "the source URL names no database but the target URL names \"{target}\": to copy one database into \"{target}\", name it in the source URL (postgres://…/DATABASE); to copy every database, each into one of the same name, add --all-databases and remove the database from the target URL"
+            )));
+        }
+        (None, None, false) => {
+            return Err(Error::Invalid(
+                "the source URL names no database: to copy one database, name it in the source URL (postgres://…/DATABASE); to copy every database, each into one of the same name, add --all-databases".into(),
+            ));
+        }
+        // Both URLs naming the same maintenance database (postgres://…/postgres) is how
+        // --all-databases is usually written; any other target database would be ignored.
+        (source, Some(target), true) if source != Some(target) => {
+            return Err(Error::Invalid(format!(
+                "--all-databases copies each database into one of the same name, but the target URL names \"{target}\": remove the database from the target URL, or, to copy one database into \"{target}\", drop --all-databases and name the source database in the source URL"
+            )));
+        }
+        _ => {}
+    }
     if !all && filter.filters_databases() {
         return Err(Error::Invalid(
-            "--include-database/--exclude-database select among the source's databases: add --all-databases, or remove the database from the source URL".into(),
+            "--include-database/--exclude-database select among the source's databases: add --all-databases".into(),
         ));
     }
     if !all {
@@ -303,12 +323,13 @@ pub(crate) async fn mapping(req: &Request, source_admin: &Db, filter: &CompiledF
         return Ok(Mapping { pairs: vec![(source_db, target_db)] });
     }
     let rows = source_admin.query("list databases", include_str!("sql/databases.sql"), &[]).await?;
-    let pairs: Vec<(String, String)> = rows
-        .iter()
-        .map(|r| r.get::<_, String>("name"))
-        .filter(|name| filter.database(name))
-        .map(|name| (name.clone(), name))
-        .collect();
+    let names: Vec<String> = rows.iter().map(|r| r.get::<_, String>("name")).collect();
+    let unmatched = filter.unmatched_databases(&names);
+    if !unmatched.is_empty() {
+        return Err(Error::Invalid(format!("nothing was copied: {}", unmatched.join("; "))));
+    }
+    let pairs: Vec<(String, String)> =
+        names.into_iter().filter(|name| filter.database(name)).map(|name| (name.clone(), name)).collect();
     if pairs.is_empty() {
         return Err(Error::Invalid("no source database matches the database filters".into()));
     }
@@ -412,7 +433,7 @@ pub async fn plan(req: &Request) -> Result<Plan> {
         source_version: version_text(source_admin.version_num()),
         target_version: version_text(target_admin.version_num()),
         pg_dump,
-        all_databases: map.pairs.len() > 1 || req.all_databases || req.source.dbname().is_none(),
+        all_databases: req.all_databases,
         databases: Vec::new(),
         roles_to_create: Vec::new(),
         findings,
@@ -433,10 +454,13 @@ pub async fn plan(req: &Request) -> Result<Plan> {
     let target_roles = catalog::role_names(&target_admin).await?;
     let target_extensions = catalog::available_extensions(&target_admin).await?;
     let mut missing_owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut seen = Seen::default();
     for (source_db, target_db) in &map.pairs {
         let source = Db::connect(&req.source, source_db).await?;
         let planned = plan_database(req, &filter, &source, &target_admin, source_db, target_db).await?;
         plan.findings.extend(planned.findings);
+        seen.schemas.extend(planned.seen.schemas);
+        seen.relations.extend(planned.seen.relations);
         let db_plan = planned.plan;
         let name = format!("target database \"{target_db}\"");
         plan.findings.push(match &db_plan.action {
@@ -469,6 +493,13 @@ pub async fn plan(req: &Request) -> Result<Plan> {
             }
         }
         plan.databases.push(db_plan);
+    }
+    let unmatched = filter.unmatched(&seen);
+    if !unmatched.is_empty() {
+        return Err(Error::Invalid(format!(
+            "nothing was copied: {} (patterns are globs matched case-sensitively against the source's names)",
+            unmatched.join("; ")
+        )));
     }
     if plan.databases.iter().any(|d| matches!(d.action, TargetAction::Create | TargetAction::DropAndCreate { .. })) {
         let can_create: bool = target_admin
@@ -589,6 +620,8 @@ async fn privilege_problems(
 struct PlannedDatabase {
     plan: DatabasePlan,
     findings: Vec<Check>,
+    /// The schemas and relations the filters were matched against.
+    seen: Seen,
 }
 
 async fn plan_database(
@@ -688,7 +721,11 @@ async fn plan_database(
         objects,
         bytes,
     };
-    Ok(PlannedDatabase { plan, findings })
+    let seen = Seen {
+        schemas: schemas.iter().map(|s| (source_db.to_owned(), s.clone())).collect(),
+        relations: relations.iter().map(|r| (source_db.to_owned(), r.schema.clone(), r.name.clone())).collect(),
+    };
+    Ok(PlannedDatabase { plan, findings, seen })
 }
 
 /// Large objects belong to no schema; like pg_dump, barge copies them unless schema or

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     db::Db,
+    error::Error,
     plan::{self, Plan, connect_admin},
     request::Request,
 };
@@ -60,6 +61,10 @@ pub struct ValidateReport {
     pub plan: Option<Plan>,
     /// Whether no check failed.
     pub ok: bool,
+    /// Whether what failed is the request itself (a filter that matches nothing, a database
+    /// mapping barge will not guess): `barge validate` exits 2 then, as `barge init` would.
+    #[serde(default)]
+    pub usage_error: bool,
 }
 
 /// Rough copy throughput for estimates, including index builds: measured on a 2-core machine
@@ -72,13 +77,14 @@ pub async fn validate(req: &Request) -> ValidateReport {
     let source = connection_check(&req.source, &mut checks).await;
     let target = connection_check(&req.target, &mut checks).await;
     let (Some(_source), Some(_target)) = (source, target) else {
-        return ValidateReport { checks, plan: None, ok: false };
+        return ValidateReport { checks, plan: None, ok: false, usage_error: false };
     };
     let plan = match plan::plan(req).await {
         Ok(plan) => plan,
         Err(e) => {
+            let usage_error = matches!(e, Error::Invalid(_) | Error::Url { .. });
             checks.push(Check::fail("plan", e.to_string(), None));
-            return ValidateReport { checks, plan: None, ok: false };
+            return ValidateReport { checks, plan: None, ok: false, usage_error };
         }
     };
     for db in &plan.databases {
@@ -100,7 +106,7 @@ pub async fn validate(req: &Request) -> ValidateReport {
         checks.push(key_check(req, db).await);
     }
     let ok = checks.iter().all(|c| c.status != CheckStatus::Fail);
-    ValidateReport { checks, plan: Some(plan), ok }
+    ValidateReport { checks, plan: Some(plan), ok, usage_error: false }
 }
 
 async fn connection_check(info: &crate::conninfo::ConnInfo, checks: &mut Vec<Check>) -> Option<Db> {
