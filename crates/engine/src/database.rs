@@ -73,10 +73,13 @@ pub(crate) async fn statements(
     let locale: Option<String> = row.get("locale");
     match (provider.as_str(), &locale) {
         ("i", Some(locale)) => {
-            create += &quote.format_plain(" LOCALE_PROVIDER = icu ICU_LOCALE = %L", &[locale.clone()]).await?;
+            create +=
+                &quote.format_plain(" LOCALE_PROVIDER = icu ICU_LOCALE = %L", std::slice::from_ref(locale)).await?;
         }
         ("b", Some(locale)) => {
-            create += &quote.format_plain(" LOCALE_PROVIDER = builtin BUILTIN_LOCALE = %L", &[locale.clone()]).await?;
+            create += &quote
+                .format_plain(" LOCALE_PROVIDER = builtin BUILTIN_LOCALE = %L", std::slice::from_ref(locale))
+                .await?;
         }
         _ => {}
     }
