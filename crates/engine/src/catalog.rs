@@ -247,17 +247,22 @@ pub(crate) async fn available_extensions(db: &Db) -> Result<HashSet<String>> {
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// Every sequence, with whether the user may read it.
+pub(crate) async fn sequences(db: &Db) -> Result<Vec<(String, String, bool)>> {
+    let rows = db.query("list sequences", include_str!("sql/sequences.sql"), &[]).await?;
+    Ok(rows.iter().map(|r| (r.get("schema"), r.get("name"), r.get("readable"))).collect())
+}
+
 /// Every sequence's `last_value` and `is_called`, read from the sequences themselves (in
 /// queries of up to 500 sequences each).
 pub(crate) async fn sequence_positions(db: &Db) -> Result<Vec<SequencePosition>> {
-    let rows = db.query("list sequences", include_str!("sql/sequences.sql"), &[]).await?;
-    let mut out: Vec<SequencePosition> = Vec::with_capacity(rows.len());
+    let mut out = Vec::new();
     let mut readable = Vec::new();
-    for row in rows {
-        if row.get::<_, bool>("readable") {
+    for (schema, name, may_read) in sequences(db).await? {
+        if may_read {
             readable.push(out.len());
         }
-        out.push(SequencePosition { schema: row.get("schema"), name: row.get("name"), position: None });
+        out.push(SequencePosition { schema, name, position: None });
     }
     for chunk in readable.chunks(500) {
         let sql = chunk

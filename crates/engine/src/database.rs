@@ -6,7 +6,7 @@
 //! and value is quoted by the server (`format('%I', …)`, `format('%L', …)`); no statement is
 //! rewritten from pg_dump's text.
 
-use crate::{db::Db, error::Result, pgtools::RenderOptions};
+use crate::{db::Db, error::Result, pgtools::LeaveOut};
 
 /// The statements that make and finish one target database.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub(crate) async fn statements(
     source: &Db,
     target: &Db,
     target_name: &str,
-    options: RenderOptions,
+    leave_out: LeaveOut,
 ) -> Result<DatabaseSql> {
     let v = source.version_num();
     let locale = if v >= 170000 {
@@ -86,17 +86,17 @@ pub(crate) async fn statements(
     if let Some(rules) = row.get::<_, Option<String>>("rules") {
         create += &quote.format_plain(" ICU_RULES = %L", &[rules]).await?;
     }
-    if let (Some(space), false) = (row.get::<_, Option<String>>("tablespace"), options.no_tablespaces) {
+    if let (Some(space), false) = (row.get::<_, Option<String>>("tablespace"), leave_out.tablespaces) {
         create += &quote.format_plain(" TABLESPACE = %I", &[space]).await?;
     }
     let mut properties = Vec::new();
-    if !options.no_owner {
+    if !leave_out.owner {
         properties.push(quote.format("ALTER DATABASE %I OWNER TO %I", &[row.get("owner")]).await?);
     }
     if let Some(comment) = row.get::<_, Option<String>>("comment") {
         properties.push(quote.format("COMMENT ON DATABASE %I IS %L", &[comment]).await?);
     }
-    if !options.no_acl && row.get::<_, bool>("has_acl") {
+    if !leave_out.acl && row.get::<_, bool>("has_acl") {
         // PUBLIC's default CONNECT and TEMPORARY go unless the source grants them again.
         properties.push(quote.format("REVOKE ALL ON DATABASE %I FROM PUBLIC", &[]).await?);
         let grants = source

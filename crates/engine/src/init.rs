@@ -21,7 +21,7 @@ use crate::{
     error::{Error, Result},
     ident,
     marks::{self, Marks},
-    pgtools::{DumpOptions, PgTools, RenderOptions},
+    pgtools::{DumpOptions, LeaveOut, PgTools},
     pipeline::Pipeline,
     plan::{DatabasePlan, Plan, TargetAction},
     postdata::{self, Rest, Step},
@@ -373,26 +373,21 @@ pub(crate) async fn copy_database(
             holder.query_one("export the copy snapshot", "select pg_catalog.pg_export_snapshot()", &[]).await?.get(0)
         }
     };
+    let leave_out =
+        LeaveOut { owner: req.options.no_owner, acl: req.options.no_acl, tablespaces: req.options.no_tablespaces };
     let dump_options = DumpOptions {
-        no_owner: req.options.no_owner,
-        no_acl: req.options.no_acl,
-        no_tablespaces: req.options.no_tablespaces,
+        leave_out,
         exclude_schemas: db.excluded_schemas.clone(),
         exclude_tables: db.excluded_relations.clone(),
     };
-    let render = RenderOptions {
-        no_owner: req.options.no_owner,
-        no_acl: req.options.no_acl,
-        no_tablespaces: req.options.no_tablespaces,
-    };
-    let dump = schema::dump(tools, &req.source, &db.source, holder.tls(), &snapshot, &dump_options, render).await?;
+    let dump = schema::dump(tools, &req.source, &db.source, holder.tls(), &snapshot, &dump_options).await?;
     let admin = match db.action {
         TargetAction::Create | TargetAction::DropAndCreate { .. } => {
             connect_admin_except(&req.target, &db.target).await?
         }
         _ => Db::connect(&req.target, &db.target).await?,
     };
-    let database_sql = database::statements(&holder, &admin, &db.target, render).await?;
+    let database_sql = database::statements(&holder, &admin, &db.target, leave_out).await?;
     let target = prepare_target(req, &admin, db, &database_sql).await?;
     drop(admin);
     let resume = matches!(db.action, TargetAction::Resume);

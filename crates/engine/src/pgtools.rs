@@ -41,20 +41,27 @@ pub(crate) struct DumpSource<'a> {
     pub tls_in_use: bool,
 }
 
-/// What a rendered script leaves out (pg_dump ignores these for archives; pg_restore applies them).
+/// Ownership, grants and tablespaces to leave out: flags pg_dump and pg_restore spell alike
+/// (pg_dump ignores the first and last for archives; pg_restore applies them when rendering).
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct RenderOptions {
-    pub no_owner: bool,
-    pub no_acl: bool,
-    pub no_tablespaces: bool,
+pub(crate) struct LeaveOut {
+    pub owner: bool,
+    pub acl: bool,
+    pub tablespaces: bool,
+}
+
+impl LeaveOut {
+    fn args(self) -> impl Iterator<Item = &'static str> {
+        [(self.owner, "--no-owner"), (self.acl, "--no-privileges"), (self.tablespaces, "--no-tablespaces")]
+            .into_iter()
+            .filter_map(|(set, flag)| set.then_some(flag))
+    }
 }
 
 /// What a schema dump leaves out.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct DumpOptions {
-    pub no_owner: bool,
-    pub no_acl: bool,
-    pub no_tablespaces: bool,
+    pub leave_out: LeaveOut,
     /// Schemas to leave out, as exact names.
     pub exclude_schemas: Vec<String>,
     /// Relations to leave out, as (schema, name).
@@ -158,15 +165,7 @@ impl PgTools {
         if let Some(snapshot) = snapshot {
             cmd.arg(format!("--snapshot={snapshot}"));
         }
-        if options.no_owner {
-            cmd.arg("--no-owner");
-        }
-        if options.no_acl {
-            cmd.arg("--no-privileges");
-        }
-        if options.no_tablespaces {
-            cmd.arg("--no-tablespaces");
-        }
+        cmd.args(options.leave_out.args());
         match filter_file {
             Some(path) => {
                 cmd.arg(format!("--filter={}", path.display()));
@@ -195,7 +194,7 @@ impl PgTools {
 
     /// `pg_restore` of an archive's entries (those in `list`, in its order; all without one)
     /// as one SQL script on stdout. `key` is the `\restrict` key when pg_restore writes one.
-    pub(crate) fn render(&self, archive: &Path, list: Option<&Path>, options: RenderOptions, key: &str) -> Command {
+    pub(crate) fn render(&self, archive: &Path, list: Option<&Path>, leave_out: LeaveOut, key: &str) -> Command {
         let mut cmd = Command::new(self.pg_restore());
         cmd.arg("--file=-");
         if let Some(list) = list {
@@ -204,21 +203,14 @@ impl PgTools {
         if self.restrict_key {
             cmd.arg(format!("--restrict-key={key}"));
         }
-        if options.no_owner {
-            cmd.arg("--no-owner");
-        }
-        if options.no_acl {
-            cmd.arg("--no-privileges");
-        }
-        if options.no_tablespaces {
-            cmd.arg("--no-tablespaces");
-        }
+        cmd.args(leave_out.args());
         cmd.arg(archive);
         self.no_connection(&mut cmd);
         cmd
     }
 
-    /// A tool that reads a file and connects nowhere: none of barge's PG* environment.
+    /// None of barge's PG* environment, no stdin, output captured; a tool that connects gets
+    /// its connection's variables on top ([`PgTools::connect_env`]).
     fn no_connection(&self, cmd: &mut Command) {
         for var in PG_ENV_CLEARED {
             cmd.env_remove(var);
@@ -232,11 +224,8 @@ impl PgTools {
     }
 
     fn connect_env(&self, cmd: &mut Command, info: &ConnInfo, dbname: &str, tls_in_use: bool) {
-        for var in PG_ENV_CLEARED {
-            cmd.env_remove(var);
-        }
+        self.no_connection(cmd);
         cmd.envs(info.pg_env(dbname, tls_in_use));
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     }
 }
 
@@ -357,7 +346,7 @@ mod tests {
             PgTools { bin_dir: Some("/opt/pg/bin".into()), version: "18.6".into(), major: 18, restrict_key: true };
         let info = ConnInfo::parse(Side::Source, "postgres://u:s3cret%21@db:5432/app").unwrap();
         let options = DumpOptions {
-            no_owner: true,
+            leave_out: LeaveOut { owner: true, ..LeaveOut::default() },
             exclude_tables: vec![("public".into(), "Odd \"Name\".x".into())],
             ..DumpOptions::default()
         };

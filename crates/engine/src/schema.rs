@@ -9,7 +9,7 @@ use crate::{
     conninfo::ConnInfo,
     db::Db,
     error::{Error, Result},
-    pgtools::{self, DumpOptions, PgTools, RenderOptions, Section},
+    pgtools::{self, DumpOptions, LeaveOut, PgTools, Section},
     toc::{self, TocEntry},
 };
 
@@ -19,7 +19,7 @@ pub(crate) struct SchemaDump {
     /// The post-data archive's entries (pre-data is applied whole).
     pub post: Vec<TocEntry>,
     tools: PgTools,
-    options: RenderOptions,
+    leave_out: LeaveOut,
     /// pg_restore's `\restrict` key: random, so no text in an archive can name it.
     key: String,
 }
@@ -33,7 +33,6 @@ pub(crate) async fn dump(
     tls_in_use: bool,
     snapshot: &str,
     options: &DumpOptions,
-    render: RenderOptions,
 ) -> Result<SchemaDump> {
     let dir = tempfile::Builder::new()
         .prefix("barge-schema-")
@@ -62,7 +61,7 @@ pub(crate) async fn dump(
     )?;
     let listing = pgtools::run_capture(tools.list_archive(&post_path), "pg_restore --list").await?;
     let post = toc::parse_list(&String::from_utf8_lossy(&listing))?;
-    Ok(SchemaDump { dir, post, tools: tools.clone(), options: render, key: random_key()? })
+    Ok(SchemaDump { dir, post, tools: tools.clone(), leave_out: options.leave_out, key: random_key()? })
 }
 
 /// 32 random hexadecimal digits.
@@ -97,7 +96,7 @@ impl SchemaDump {
             }
             None => None,
         };
-        let cmd = self.tools.render(&archive, list.as_deref(), self.options, &self.key);
+        let cmd = self.tools.render(&archive, list.as_deref(), self.leave_out, &self.key);
         let out = pgtools::run_capture(cmd, &format!("pg_restore of the {section} archive")).await?;
         let text = String::from_utf8(out)
             .map_err(|_| Error::Tool(format!("pg_restore of the {section} archive printed text that is not UTF-8")))?;
