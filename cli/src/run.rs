@@ -218,14 +218,7 @@ fn confirm_remote_drops(args: &InitArgs) -> Option<u8> {
         Err(_) => "target databases".into(),
     };
     let question = format!("--drop-existing: the job will drop and re-create {which} if it holds objects; continue?");
-    match crate::jobs::confirm(&question, "--drop-existing") {
-        Ok(true) => None,
-        Ok(false) => {
-            eprintln!("nothing was submitted");
-            Some(FAILED)
-        }
-        Err(code) => Some(code),
-    }
+    ask_before_dropping(&question, "nothing was submitted")
 }
 
 /// Asks before a copy drops target databases (`--drop-existing`), naming each, unless
@@ -245,10 +238,15 @@ fn confirm_drops(args: &InitArgs, plan: &barge_engine::Plan) -> Option<u8> {
         dropped.join(", "),
         plan.target
     );
-    match crate::jobs::confirm(&question, "--drop-existing") {
+    ask_before_dropping(&question, "nothing was changed")
+}
+
+/// `None` when the answer is yes; else the exit code, after saying `declined` on a no.
+fn ask_before_dropping(question: &str, declined: &str) -> Option<u8> {
+    match crate::jobs::confirm(question, "--drop-existing") {
         Ok(true) => None,
         Ok(false) => {
-            eprintln!("nothing was changed");
+            eprintln!("{declined}");
             Some(FAILED)
         }
         Err(code) => Some(code),
