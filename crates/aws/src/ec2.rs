@@ -2,12 +2,12 @@
 //!
 //! - `ClientToken` = job id + attempt (+ the market, the instance type's index and, with
 //!   subnets configured, the subnet's index), so a retried request never starts a second
-//!   worker (PITFALLS 5);
+//!   worker (docs/pitfalls.md 5);
 //! - optionally spot first for resumable jobs, on-demand when spot has no capacity;
 //! - tags `JobId`, `Attempt`, `ManagedBy=barge` on the instance and its volume, which is how
 //!   the reaper finds orphans;
 //! - user data holds only the job id, the attempt and the coordinator endpoint, never a
-//!   credential (PITFALLS 8); IMDSv2 is required;
+//!   credential (docs/pitfalls.md 8); IMDSv2 is required;
 //! - `InsufficientInstanceCapacity` (and kin) moves on to the next subnet (another AZ often
 //!   has capacity), then to the next instance type of the list; when every pair is out of
 //!   capacity the failure is retryable (the reaper tries again).

@@ -50,7 +50,7 @@ impl fmt::Debug for Secret {
 }
 
 /// How TLS is used, as libpq's `sslmode`. Unlike libpq, every mode that encrypts also
-/// verifies the server's certificate (PITFALLS 9): `prefer` and `require` verify like
+/// verifies the server's certificate (docs/pitfalls.md 9): `prefer` and `require` verify like
 /// `verify-full`; `verify-ca` skips only the host name check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -1,4 +1,4 @@
-//! Continuous replication after the copy (ARCHITECTURE "The engine" step 7, PITFALLS 12–13).
+//! Continuous replication after the copy (docs/pitfalls.md 12–13).
 //!
 //! Per database: a publication on the source for exactly the copied tables, then a logical
 //! slot created over a replication connection with an exported snapshot, and the copy reads
@@ -196,7 +196,7 @@ pub fn check_id(id: &str) -> Result<()> {
 }
 
 /// Logical replication prerequisites, as plan findings: they stop `init --sync` before it
-/// changes anything, and `validate --sync` lists them. PITFALLS 13: `wal_level` is the
+/// changes anything, and `validate --sync` lists them. docs/pitfalls.md 13: `wal_level` is the
 /// source's.
 pub(crate) async fn preflight(req: &Request, databases: &[DatabasePlan], source: &Db, target: &Db) -> Vec<Check> {
     let mut checks = Vec::new();

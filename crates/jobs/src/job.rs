@@ -278,7 +278,7 @@ pub enum Outcome {
     TimedOut,
 }
 
-/// Limits that give every non-terminal state a deadline (PITFALLS 3).
+/// Limits that give every non-terminal state a deadline (docs/pitfalls.md 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Deadlines {
     /// A queued job must be launched within this many seconds.

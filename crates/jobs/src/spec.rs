@@ -1,6 +1,6 @@
 //! What a user asks for: [`JobSpec`]. The CLI builds it from flags, the API parses it from
 //! JSON, the worker turns it into an engine request; one type, so the three cannot drift
-//! (PITFALLS 1). Validation lives here, once, with messages a user can act on. The
+//! (docs/pitfalls.md 1). Validation lives here, once, with messages a user can act on. The
 //! predecessor system's spec (`"version": "1.0"`) is accepted as is.
 
 use std::fmt;
@@ -345,7 +345,7 @@ impl Options {
     }
 }
 
-/// Options `verify` uses; it refuses the others rather than ignore them (PITFALLS 1).
+/// Options `verify` uses; it refuses the others rather than ignore them (docs/pitfalls.md 1).
 const VERIFY_OPTIONS: &[&str] = &["all_databases", "jobs", "max_duration", "instance_type"];
 
 /// A job request.
