@@ -929,7 +929,7 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
-        let mut remote = barge_worker::execute::request(&spec, 1).unwrap();
+        let mut remote = barge_worker::execute::request(&spec, 1, barge_jobs::Reach::Anywhere).unwrap();
         remote.options.pg_bin = local.options.pg_bin.clone();
         assert_eq!(format!("{remote:?}"), format!("{local:?}"));
     }

@@ -12,7 +12,7 @@ use std::{
 };
 
 use barge_engine::{ConnInfo, Error, Request, Side, sync};
-use barge_jobs::{Command, JobSpec, Outcome, Phase, Progress};
+use barge_jobs::{Command, JobSpec, Outcome, Phase, Progress, Reach};
 use tokio::time::Instant;
 
 use crate::{
@@ -47,6 +47,9 @@ pub struct Attempt {
     /// The id in a sync's replication object names (the job id, so a later attempt finds
     /// what an earlier one set up); random when unset.
     pub sync_id: Option<String>,
+    /// How far the job's URLs may reach: `Remote` on EC2 (no metadata addresses, no local
+    /// files, nothing from this machine's environment), `Anywhere` under `barge serve`.
+    pub reach: Reach,
 }
 
 /// How long a sync job gets to remove its replication objects after a cancel, an interrupt
@@ -54,23 +57,15 @@ pub struct Attempt {
 const SYNC_STOP_GRACE: Duration = Duration::from_secs(120);
 
 /// The engine request for a job spec: the same request the CLI builds from its flags.
-pub fn request(spec: &JobSpec, attempt: u32) -> Result<Request, Error> {
+pub fn request(spec: &JobSpec, attempt: u32, reach: Reach) -> Result<Request, Error> {
     let defaults = barge_engine::Options::default();
     let options = &spec.options;
     let jobs = |n: Option<u32>, default: usize| n.map_or(default, |n| n.max(1) as usize);
     let request = Request {
-        source: ConnInfo::parse(Side::Source, spec.source_url.expose())?,
-        target: ConnInfo::parse(Side::Target, spec.target_url.expose())?,
+        source: ConnInfo::parse_for(Side::Source, spec.source_url.expose(), reach)?,
+        target: ConnInfo::parse_for(Side::Target, spec.target_url.expose(), reach)?,
         all_databases: options.all_databases,
-        filter: barge_engine::Filter {
-            include_databases: spec.filter.include_databases.clone(),
-            exclude_databases: spec.filter.exclude_databases.clone(),
-            include_schemas: spec.filter.include_schemas.clone(),
-            exclude_schemas: spec.filter.exclude_schemas.clone(),
-            include_tables: spec.filter.include_tables.clone(),
-            exclude_tables: spec.filter.exclude_tables.clone(),
-            schema_only_tables: spec.filter.schema_only_tables.clone(),
-        },
+        filter: spec.filter.clone(),
         options: barge_engine::Options {
             jobs: jobs(options.jobs, defaults.jobs),
             index_jobs: jobs(options.index_jobs, defaults.index_jobs),
@@ -133,7 +128,7 @@ fn json(value: &impl serde::Serialize) -> serde_json::Value {
 /// follows `control`.
 pub async fn engine(run: &Attempt, fold: Arc<Mutex<Fold>>, control: sync::Control) -> Result<Done, Failure> {
     let (spec, attempt) = (&run.spec, run.attempt);
-    let mut request = request(spec, attempt)?;
+    let mut request = request(spec, attempt, run.reach)?;
     lock_phase(&fold, Phase::Validating);
     if spec.syncs() {
         request.options.sync_id = Some(run.sync_id.clone().unwrap_or_else(sync::new_id));

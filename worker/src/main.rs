@@ -7,7 +7,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use barge_client::{ApiClient, Auth, Backoff, SigV4, retry};
-use barge_jobs::{JobId, JobSpec, Outcome, Timestamp};
+use barge_jobs::{JobId, JobSpec, Outcome, Reach, Timestamp};
 use barge_worker::{
     execute::{self, Attempt, Ending, Timing},
     imds::NotLaunched,
@@ -35,6 +35,11 @@ enum Mode {
         /// The instance metadata endpoint (for tests; the SDK's default otherwise).
         #[arg(long, env = "BARGE_IMDS_ENDPOINT", hide = true)]
         imds_endpoint: Option<String>,
+        /// How far the job's URLs may reach: `remote` (no metadata or loopback addresses, no
+        /// local files) or `anywhere` (for tests against loopback clusters).
+        #[arg(long, env = "BARGE_WORKER_REACH", hide = true, default_value = "remote",
+              value_parser = ["remote", "anywhere"])]
+        reach: String,
     },
     /// On an EC2 instance, before `limits` and `ec2` (the boot units' condition): exit 0 when
     /// user data (IMDSv2) holds a barge job, 1 with the reason when it holds none or cannot be
@@ -110,7 +115,10 @@ fn main() -> ExitCode {
             Mode::Job { endpoint, job, log_file, heartbeat_seconds } => {
                 local_job(&endpoint, &job, &log_file, heartbeat_seconds).await
             }
-            Mode::Ec2 { imds_endpoint } => ec2(imds_endpoint.as_deref()).await,
+            Mode::Ec2 { imds_endpoint, reach } => {
+                let reach = if reach == "anywhere" { Reach::Anywhere } else { Reach::Remote };
+                ec2(imds_endpoint.as_deref(), reach).await
+            }
             Mode::Launched { imds_endpoint } => launched(imds_endpoint.as_deref()).await,
             Mode::Limits { dropin_dir, imds_endpoint } => limits(&dropin_dir, imds_endpoint.as_deref()).await,
         }
@@ -153,7 +161,8 @@ async fn run_spec(path: &PathBuf, attempt: u32) -> u8 {
     };
     redactor.add_urls([spec.source_url.expose(), spec.target_url.expose()]);
     let deadline = Some(Instant::now() + Duration::from_secs(spec.options.max_duration_seconds()));
-    let job = Attempt { spec, attempt: attempt.max(1), deadline, sync_id: None };
+    // A spec run by hand on the operator's machine reaches what that machine reaches.
+    let job = Attempt { spec, attempt: attempt.max(1), deadline, sync_id: None, reach: Reach::Anywhere };
     let interrupted = async {
         let _ = tokio::signal::ctrl_c().await;
         Outcome::Cancelled
@@ -205,7 +214,8 @@ async fn local_job(endpoint: &str, job: &str, log_file: &std::path::Path, heartb
         }
     };
     let timing = Timing { heartbeat_every: Duration::from_secs(heartbeat_seconds), ..Timing::default() };
-    let code = claim_and_run(client, job, &redactor, timing).await;
+    // barge serve runs jobs for the user of this machine, on this machine.
+    let code = claim_and_run(client, job, &redactor, timing, Reach::Anywhere).await;
     logs.flush(Duration::from_secs(10)).await;
     code
 }
@@ -260,7 +270,7 @@ async fn limits(dropin_dir: &std::path::Path, imds_endpoint: Option<&str>) -> u8
     }
 }
 
-async fn ec2(imds_endpoint: Option<&str>) -> u8 {
+async fn ec2(imds_endpoint: Option<&str>, reach: Reach) -> u8 {
     let imds = match imds_client(imds_endpoint) {
         Ok(imds) => imds,
         Err(e) => {
@@ -311,7 +321,7 @@ async fn ec2(imds_endpoint: Option<&str>) -> u8 {
             return USAGE;
         }
     };
-    let code = claim_and_run(client, launch.job_id, &redactor, Timing::default()).await;
+    let code = claim_and_run(client, launch.job_id, &redactor, Timing::default(), reach).await;
     logs.flush(Duration::from_secs(30)).await;
     code
 }
@@ -333,7 +343,7 @@ where
 }
 
 /// Claims `job`, runs it, reports the outcome; returns the exit code.
-async fn claim_and_run(client: ApiClient, job: JobId, redactor: &Redactor, timing: Timing) -> u8 {
+async fn claim_and_run(client: ApiClient, job: JobId, redactor: &Redactor, timing: Timing, reach: Reach) -> u8 {
     let backoff = Backoff { budget: Duration::from_secs(300), ..Backoff::default() };
     let claim = match retry("claim", backoff, || client.claim(&job)).await {
         Ok(claim) => claim,
@@ -350,7 +360,7 @@ async fn claim_and_run(client: ApiClient, job: JobId, redactor: &Redactor, timin
         Instant::now() + Duration::from_millis(u64::try_from(left).unwrap_or(0))
     });
     let reporter = ApiReporter::new(client, job.clone());
-    let run = Attempt { spec: claim.spec, attempt, deadline, sync_id: Some(job.as_str().to_owned()) };
+    let run = Attempt { spec: claim.spec, attempt, deadline, sync_id: Some(job.as_str().to_owned()), reach };
     match execute::supervise(&run, &reporter, timing, terminated()).await {
         Ending::Outcome(outcome) => {
             let code = exit_code(&outcome);

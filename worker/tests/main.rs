@@ -99,7 +99,7 @@ async fn on_an_instance_the_worker_reads_user_data_signs_its_calls_and_logs_to_c
         MemorySealer::new(),
         Signed,
         MemoryLogs::new(),
-        Config::default(),
+        Config { reach: barge_jobs::Reach::Anywhere, ..Config::default() },
     );
     let endpoint = serve(barge_coordinator::router(app.clone())).await;
     let user = barge_client::ApiClient::new(&endpoint, barge_client::Auth::Bearer("user".into())).unwrap();
@@ -147,6 +147,8 @@ async fn on_an_instance_the_worker_reads_user_data_signs_its_calls_and_logs_to_c
         Command::new(WORKER)
             .arg("ec2")
             .env("BARGE_IMDS_ENDPOINT", &metadata)
+            // The clusters listen on loopback, which a worker on EC2 never connects to.
+            .env("BARGE_WORKER_REACH", "anywhere")
             .env("BARGE_PG_BIN", src18().bin())
             .env("AWS_ACCESS_KEY_ID", "AKIDWORKER")
             .env("AWS_SECRET_ACCESS_KEY", "worker-secret")
@@ -351,7 +353,16 @@ async fn stuck_attempt(
     )
     .unwrap();
     let deadline = deadline.map(|after| tokio::time::Instant::now() + after);
-    (barge_worker::execute::Attempt { spec, attempt: 1, deadline, sync_id: None }, silent)
+    (
+        barge_worker::execute::Attempt {
+            spec,
+            attempt: 1,
+            deadline,
+            sync_id: None,
+            reach: barge_jobs::Reach::Anywhere,
+        },
+        silent,
+    )
 }
 
 fn fast() -> barge_worker::execute::Timing {

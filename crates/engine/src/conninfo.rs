@@ -1,11 +1,14 @@
-//! Connection URLs: parsed properly (percent-encoding, not blacklists), redacted by one helper,
-//! turned into a driver config and into the environment a pg tool reads. The password is held
-//! in a [`Secret`] that never prints; it reaches tools only through their environment.
+//! Connection URLs as the engine uses them: parsed by barge-vocab (the grammar the API checks
+//! too), completed with libpq's defaults for local runs (`PGHOST`, `PGUSER`, `~/.pgpass`, …;
+//! never for a remote job, whose worker's environment is not the caller's), and turned into a
+//! driver config and into the environment a pg tool reads. The password is held in a
+//! [`Secret`] that never prints; it reaches tools only through their environment.
 
-use std::{fmt, path::PathBuf, time::Duration};
+use std::{fmt, net::IpAddr, path::PathBuf, time::Duration};
 
+pub use barge_vocab::{ChannelBinding, Secret, SslMode, SslNegotiation, TargetSessionAttrs, reach::Reach, redact};
+use barge_vocab::{Params, conn::encode, reach::forbidden};
 use serde::{Deserialize, Serialize};
-use url::Url;
 
 use crate::error::{Error, Result};
 
@@ -28,80 +31,11 @@ impl fmt::Display for Side {
     }
 }
 
-/// A password. Its `Debug` and `Display` print `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a password.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The password itself, for the driver and a tool's environment only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// How TLS is used, as libpq's `sslmode`. Unlike libpq, every mode that encrypts also
-/// verifies the server's certificate (docs/pitfalls.md 9): `prefer` and `require` verify like
-/// `verify-full`; `verify-ca` skips only the host name check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SslMode {
-    /// No TLS.
-    Disable,
-    /// TLS when the server offers it (the default).
-    Prefer,
-    /// TLS or fail.
-    Require,
-    /// TLS, certificate chain verified, host name not checked.
-    VerifyCa,
-    /// TLS, chain and host name verified.
-    VerifyFull,
-}
-
-impl SslMode {
-    fn parse(value: &str) -> Option<Self> {
-        Some(match value {
-            "disable" => SslMode::Disable,
-            "allow" | "prefer" => SslMode::Prefer,
-            "require" => SslMode::Require,
-            "verify-ca" => SslMode::VerifyCa,
-            "verify-full" => SslMode::VerifyFull,
-            _ => return None,
-        })
-    }
-}
-
-/// Stands in for an empty host while the URL is parsed.
-const EMPTY_HOST: &str = "barge-empty-host.invalid";
-
-/// URL query parameters barge understands (libpq's names).
-const PARAMS: &[&str] = &[
-    "host",
-    "port",
-    "user",
-    "password",
-    "dbname",
-    "sslmode",
-    "sslrootcert",
-    "connect_timeout",
-    "application_name",
-    "options",
-    "keepalives_idle",
-];
-
-/// A parsed PostgreSQL connection URL.
+/// A parsed PostgreSQL connection URL with every default filled in.
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
     side: Side,
+    reach: Reach,
     host: String,
     port: u16,
     user: String,
@@ -109,121 +43,83 @@ pub struct ConnInfo {
     dbname: Option<String>,
     sslmode: SslMode,
     sslrootcert: Option<String>,
+    params: Params,
     connect_timeout: Duration,
-    keepalives_idle: Duration,
-    options: Option<String>,
     application_name: String,
+    /// The checked address a remote worker connects to ([`ConnInfo::pinned`]).
+    hostaddr: Option<IpAddr>,
 }
 
 impl ConnInfo {
-    /// Parses `postgres://user:password@host:port/dbname?param=value`. Errors never contain
-    /// the password.
+    /// Parses a URL for a run on this machine: what the URL leaves out comes from libpq's
+    /// environment variables and `~/.pgpass`, as psql would take it. Errors never contain the
+    /// URL nor its password.
     pub fn parse(side: Side, raw: &str) -> Result<Self> {
-        let fail = |reason: String| Error::Url { side, redacted: redact(raw), reason };
-        let raw = raw.trim();
-        if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
-            return Err(fail(
-                "expected a URL like postgres://user@host:5432/dbname (the scheme must be postgres:// or postgresql://)".into(),
-            ));
+        Self::parse_for(side, raw, Reach::Anywhere)
+    }
+
+    /// Parses a URL for a worker with `reach`: a remote worker takes nothing from its own
+    /// environment (no `PGPASSWORD`, no `.pgpass`, no `PGHOST`), refuses what
+    /// [`barge_vocab::reach::check_remote`] refuses, and checks every address the host
+    /// resolves to before connecting.
+    pub fn parse_for(side: Side, raw: &str, reach: Reach) -> Result<Self> {
+        let fail = |reason: String| Error::Url { side, reason };
+        let params = Params::parse(raw).map_err(|e| fail(e.0))?;
+        if reach == Reach::Remote {
+            barge_vocab::reach::check_remote(&params).map_err(|e| fail(e.0))?;
         }
-        // libpq accepts `postgres://user@/db?host=/socket`; the url crate wants a host after
-        // user info, so an empty one gets a placeholder that is dropped below.
-        let authority_end = raw[raw.find("://").map_or(0, |i| i + 3)..]
-            .find(['/', '?', '#'])
-            .map_or(raw.len(), |i| i + raw.find("://").map_or(0, |j| j + 3));
-        let patched;
-        let raw_for_url = if raw[..authority_end].ends_with('@') {
-            patched = format!("{}{EMPTY_HOST}{}", &raw[..authority_end], &raw[authority_end..]);
-            patched.as_str()
-        } else {
-            raw
-        };
-        let url = Url::parse(raw_for_url).map_err(|e| fail(format!("{e}")))?;
-        let decode = |s: &str, what: &str| -> Result<String> {
-            percent_decode(s).ok_or_else(|| fail(format!("the {what} is not valid percent-encoded UTF-8")))
-        };
-        let mut host = match url.host_str() {
-            Some(h) if !h.is_empty() => decode(h.trim_start_matches('[').trim_end_matches(']'), "host")?,
-            _ => String::new(),
-        };
-        let mut port = url.port();
-        let mut user = if url.username().is_empty() { None } else { Some(decode(url.username(), "user name")?) };
-        let mut password = match url.password() {
-            Some(p) => Some(Secret(decode(p, "password")?)),
-            None => None,
-        };
-        let path = url.path().trim_start_matches('/');
-        if path.contains('/') {
-            return Err(fail("the path must be a single database name".into()));
-        }
-        let mut dbname = if path.is_empty() { None } else { Some(decode(path, "database name")?) };
-        let mut info = ConnInfo {
-            side,
-            host: String::new(),
-            port: 5432,
-            user: String::new(),
-            password: None,
-            dbname: None,
-            sslmode: SslMode::Prefer,
-            sslrootcert: None,
-            connect_timeout: Duration::from_secs(15),
-            keepalives_idle: Duration::from_secs(30),
-            options: None,
-            application_name: "barge".into(),
-        };
-        for (key, value) in url.query_pairs() {
-            let value = value.into_owned();
-            match key.as_ref() {
-                "host" => host = value,
-                "port" => port = Some(value.parse().map_err(|_| fail(format!("port {value:?} is not a number")))?),
-                "user" => user = Some(value),
-                "password" => password = Some(Secret(value)),
-                "dbname" => dbname = Some(value),
-                "sslmode" => {
-                    info.sslmode = SslMode::parse(&value).ok_or_else(|| {
-                        fail(format!(
-                            "sslmode {value:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
-                        ))
-                    })?
-                }
-                "sslrootcert" => info.sslrootcert = Some(value),
-                "connect_timeout" => {
-                    let secs: u64 = value
-                        .parse()
-                        .map_err(|_| fail(format!("connect_timeout {value:?} is not a number of seconds")))?;
-                    info.connect_timeout = Duration::from_secs(secs.max(1));
-                }
-                "keepalives_idle" => {
-                    let secs: u64 = value
-                        .parse()
-                        .map_err(|_| fail(format!("keepalives_idle {value:?} is not a number of seconds")))?;
-                    info.keepalives_idle = Duration::from_secs(secs.max(1));
-                }
-                "application_name" => info.application_name = value,
-                "options" => info.options = Some(value),
-                other => {
-                    return Err(fail(format!("unknown parameter {other:?}; supported: {}", PARAMS.join(", "))));
-                }
-            }
-        }
-        info.host = if host.is_empty() { std::env::var("PGHOST").unwrap_or_else(|_| "localhost".into()) } else { host };
-        info.port = match port {
-            Some(p) => p,
-            None => std::env::var("PGPORT").ok().and_then(|p| p.parse().ok()).unwrap_or(5432),
-        };
-        info.user = match user {
+        let local = reach == Reach::Anywhere;
+        let env = |name: &str| if local { std::env::var(name).ok().filter(|v| !v.is_empty()) } else { None };
+        let host = params.host.clone().or_else(|| env("PGHOST")).unwrap_or_else(|| "localhost".into());
+        let port = params.port.or_else(|| env("PGPORT").and_then(|p| p.parse().ok())).unwrap_or(5432);
+        let user = match params.user.clone().or_else(|| env("PGUSER")).or_else(|| env("USER")) {
             Some(u) => u,
-            None => std::env::var("PGUSER")
-                .or_else(|_| std::env::var("USER"))
-                .map_err(|_| fail("no user name: put one in the URL (postgres://USER@host/db)".into()))?,
+            None => return Err(fail("has no user name: give postgres://USER@host/db".into())),
         };
-        info.dbname = dbname;
-        info.password = password;
-        if info.password.is_none() {
-            info.password = pgpass_lookup(&info.host, info.port, info.dbname.as_deref(), &info.user)
-                .or_else(|| std::env::var("PGPASSWORD").ok().map(Secret));
+        let mut password = params.password.clone();
+        if password.is_none() && local {
+            password = pgpass_lookup(&host, port, params.dbname.as_deref(), &user)
+                .or_else(|| env("PGPASSWORD").map(Secret::new));
         }
-        Ok(info)
+        Ok(ConnInfo {
+            side,
+            reach,
+            host,
+            port,
+            user,
+            password,
+            dbname: params.dbname.clone(),
+            sslmode: params.sslmode(),
+            sslrootcert: params.sslrootcert.clone(),
+            connect_timeout: params.connect_timeout.unwrap_or(Duration::from_secs(15)),
+            application_name: params.application_name.clone().unwrap_or_else(|| "barge".into()),
+            params,
+            hostaddr: None,
+        })
+    }
+
+    /// For a remote worker, this connection pinned to one address of its host, after every
+    /// address the name resolves to was checked against [`barge_vocab::reach::forbidden`]: a
+    /// name that points at instance metadata is refused, and the driver and the tools connect
+    /// to the address checked, not to a second answer of the DNS. Called before every
+    /// connection (a failover moves a name to another address). Local runs and sockets are
+    /// left to the driver.
+    pub(crate) async fn pinned(&self) -> Result<ConnInfo> {
+        if self.reach != Reach::Remote || self.is_socket() {
+            return Ok(self.clone());
+        }
+        let side = self.side;
+        let addresses: Vec<IpAddr> = match tokio::net::lookup_host((self.host.as_str(), self.port)).await {
+            Ok(found) => found.map(|a| a.ip()).collect(),
+            Err(_) => Vec::new(),
+        };
+        if let Some(why) = addresses.iter().find_map(|ip| forbidden(*ip)) {
+            return Err(Error::Refused(format!("the {side} host resolves to {why}, which a worker never connects to")));
+        }
+        let Some(address) = addresses.first().copied() else {
+            return Err(Error::Refused(format!("the {side} host name does not resolve from the worker")));
+        };
+        Ok(ConnInfo { hostaddr: Some(address), ..self.clone() })
     }
 
     /// Which side this URL is for.
@@ -270,16 +166,51 @@ impl ConnInfo {
         ConnInfo { dbname: Some(dbname.to_owned()), ..self.clone() }
     }
 
+    /// How far this worker may reach.
+    pub fn reach(&self) -> Reach {
+        self.reach
+    }
+
+    /// The host name or address (or socket directory).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether a password is known for this connection.
+    pub fn has_password(&self) -> bool {
+        self.password.is_some()
+    }
+
+    /// Whether the connection may go on without TLS when the server offers none: when the URL
+    /// says so (`sslmode=disable` or `allow`), or when there is no password to give away. A
+    /// man in the middle can always refuse TLS and ask for a cleartext password, so `prefer`
+    /// with a password means `require`.
+    pub fn plaintext_ok(&self) -> bool {
+        self.sslmode.allows_plaintext() || self.password.is_none()
+    }
+
+    /// What to say when the server offers no TLS and [`ConnInfo::plaintext_ok`] is false.
+    pub(crate) fn no_tls_message(&self) -> String {
+        format!(
+            "the server does not offer TLS, and barge sends a password over TLS only; add sslmode=disable to the {} URL to send it unencrypted (only on a network you trust)",
+            self.side
+        )
+    }
+
     /// The URL without its password, for every message barge prints.
     pub fn redacted(&self) -> String {
-        let user = utf8_percent_encode(&self.user);
         let secret = if self.password.is_some() { ":***" } else { "" };
-        let host = if self.is_socket() { format!("?host={}", utf8_percent_encode(&self.host)) } else { String::new() };
-        let endpoint = if self.is_socket() { String::new() } else { self.endpoint() };
-        format!(
-            "postgres://{user}{secret}@{endpoint}/{}{host}",
-            utf8_percent_encode(self.dbname.as_deref().unwrap_or(""))
-        )
+        let db = encode(self.dbname.as_deref().unwrap_or(""));
+        if self.is_socket() {
+            format!("postgres://{}{secret}@/{db}?host={}", encode(&self.user), encode(&self.host))
+        } else {
+            format!("postgres://{}{secret}@{}/{db}", encode(&self.user), self.endpoint())
+        }
     }
 
     /// A driver configuration for `dbname`.
@@ -290,25 +221,52 @@ impl ConnInfo {
         } else {
             config.host(&self.host);
         }
+        if let Some(address) = self.hostaddr {
+            config.hostaddr(address);
+        }
         config
             .port(self.port)
             .user(&self.user)
             .dbname(dbname)
             .application_name(&self.application_name)
             .connect_timeout(self.connect_timeout)
-            .keepalives(true)
-            .keepalives_idle(self.keepalives_idle)
-            .keepalives_interval(Duration::from_secs(10))
-            .keepalives_retries(6)
+            .keepalives(self.params.keepalives.unwrap_or(true))
+            .keepalives_idle(self.params.keepalives_idle.unwrap_or(Duration::from_secs(30)))
+            .keepalives_interval(self.params.keepalives_interval.unwrap_or(Duration::from_secs(10)))
+            .keepalives_retries(self.params.keepalives_count.unwrap_or(6))
             .ssl_mode(match self.sslmode {
                 SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-                SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
+                SslMode::Allow => tokio_postgres::config::SslMode::Prefer,
+                SslMode::Prefer if self.plaintext_ok() => tokio_postgres::config::SslMode::Prefer,
+                SslMode::Prefer | SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                    tokio_postgres::config::SslMode::Require
+                }
             });
+        if let Some(timeout) = self.params.tcp_user_timeout {
+            config.tcp_user_timeout(timeout);
+        }
+        if let Some(attrs) = self.params.target_session_attrs {
+            config.target_session_attrs(match attrs {
+                TargetSessionAttrs::Any => tokio_postgres::config::TargetSessionAttrs::Any,
+                TargetSessionAttrs::ReadWrite => tokio_postgres::config::TargetSessionAttrs::ReadWrite,
+                TargetSessionAttrs::ReadOnly => tokio_postgres::config::TargetSessionAttrs::ReadOnly,
+            });
+        }
+        if let Some(binding) = self.params.channel_binding {
+            config.channel_binding(match binding {
+                ChannelBinding::Disable => tokio_postgres::config::ChannelBinding::Disable,
+                ChannelBinding::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
+                ChannelBinding::Require => tokio_postgres::config::ChannelBinding::Require,
+            });
+        }
+        if self.params.sslnegotiation == Some(SslNegotiation::Direct) {
+            config.ssl_negotiation(tokio_postgres::config::SslNegotiation::Direct);
+        }
+
         if let Some(password) = &self.password {
             config.password(password.expose());
         }
-        if let Some(options) = &self.options {
+        if let Some(options) = &self.params.options {
             config.options(options);
         }
         config
@@ -316,10 +274,12 @@ impl ConnInfo {
 
     /// A libpq connection string for `dbname`, for a server that connects to this one
     /// itself (a subscription on the target connects to the source). The password is in it:
-    /// it goes only into the statement that creates the subscription. TLS is asked for as
-    /// the URL asks; a CA file on barge's machine means nothing to that server, so only
-    /// `sslrootcert=system` is passed on.
-    pub(crate) fn libpq_conninfo(&self, dbname: &str) -> String {
+    /// it goes only into the statement that creates the subscription. TLS is never weaker
+    /// than barge's own connection (`tls_in_use`): libpq's `prefer` and `require` do not
+    /// verify the certificate, so an encrypting mode becomes `verify-full` (`verify-ca` stays)
+    /// with the system's certificate authorities. A CA file on barge's machine means nothing
+    /// to that server: such a URL is refused rather than weakened.
+    pub(crate) fn libpq_conninfo(&self, dbname: &str, tls_in_use: bool) -> Result<String> {
         let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
         let mut parts = vec![
             format!("host={}", quote(&self.host)),
@@ -333,16 +293,22 @@ impl ConnInfo {
         }
         let mode = match self.sslmode {
             SslMode::Disable => "disable",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
+            SslMode::Allow | SslMode::Prefer if !tls_in_use => "disable",
             SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
+            SslMode::Allow | SslMode::Prefer | SslMode::Require | SslMode::VerifyFull => "verify-full",
         };
         parts.push(format!("sslmode={mode}"));
-        if self.sslrootcert.as_deref() == Some("system") {
-            parts.push("sslrootcert=system".into());
+        if mode.starts_with("verify") {
+            match self.sslrootcert.as_deref() {
+                None | Some("system") => parts.push("sslrootcert=system".into()),
+                Some(path) => {
+                    return Err(Error::Refused(format!(
+                        "the subscription connects from the target server, which cannot read sslrootcert {path:?} of this machine: use sslrootcert=system in the source URL (a source certificate signed by a public authority), or sslmode=disable on a network you trust"
+                    )));
+                }
+            }
         }
-        parts.join(" ")
+        Ok(parts.join(" "))
     }
 
     /// The environment a libpq tool (pg_dump) needs to reach `dbname`: the password goes here,
@@ -360,14 +326,38 @@ impl ConnInfo {
         if let Some(password) = &self.password {
             env.push(("PGPASSWORD", password.expose().to_owned()));
         }
-        if let Some(options) = &self.options {
+        if let Some(address) = self.hostaddr {
+            env.push(("PGHOSTADDR", address.to_string()));
+        }
+        if let Some(options) = &self.params.options {
             env.push(("PGOPTIONS", options.clone()));
+        }
+        if let Some(attrs) = self.params.target_session_attrs {
+            let value = match attrs {
+                TargetSessionAttrs::Any => "any",
+                TargetSessionAttrs::ReadWrite => "read-write",
+                TargetSessionAttrs::ReadOnly => "read-only",
+            };
+            env.push(("PGTARGETSESSIONATTRS", value.into()));
+        }
+        if let Some(binding) = self.params.channel_binding {
+            let value = match binding {
+                ChannelBinding::Disable => "disable",
+                ChannelBinding::Prefer => "prefer",
+                ChannelBinding::Require => "require",
+            };
+            env.push(("PGCHANNELBINDING", value.into()));
+        }
+        if self.params.sslnegotiation == Some(SslNegotiation::Direct) {
+            env.push(("PGSSLNEGOTIATION", "direct".into()));
         }
         let mode = match self.sslmode {
             SslMode::Disable => "disable",
+            SslMode::Allow if !tls_in_use => "disable",
+
             SslMode::VerifyCa => "verify-ca",
             SslMode::Prefer if !tls_in_use => "disable",
-            SslMode::Prefer | SslMode::Require | SslMode::VerifyFull => "verify-full",
+            SslMode::Allow | SslMode::Prefer | SslMode::Require | SslMode::VerifyFull => "verify-full",
         };
         env.push(("PGSSLMODE", mode.into()));
         if mode.starts_with("verify") {
@@ -398,77 +388,12 @@ pub const PG_ENV_CLEARED: &[&str] = &[
     "PGREQUIRESSL",
     "PGCONNECT_TIMEOUT",
     "PGTARGETSESSIONATTRS",
+    "PGCHANNELBINDING",
+    "PGSSLNEGOTIATION",
+    "PGSSLCRL",
+    "PGGSSENCMODE",
+    "PGREQUIREAUTH",
 ];
-
-/// Removes the password from anything that may hold a connection string: URLs
-/// (`scheme://user:password@host`), `password=` parameters and `password=` keywords.
-/// Malformed input is redacted too; this is the one helper every message goes through.
-pub fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find("://") {
-        let (head, tail) = rest.split_at(pos + 3);
-        out.push_str(head);
-        // The authority ends at the first '/', '?', '#' or whitespace after the scheme.
-        let end = tail.find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace()).unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => {
-                let userinfo = &authority[..at];
-                match userinfo.find(':') {
-                    Some(colon) => {
-                        out.push_str(&userinfo[..colon]);
-                        out.push_str(":***");
-                    }
-                    None => out.push_str(userinfo),
-                }
-                out.push_str(&authority[at..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    redact_password_params(&out)
-}
-
-fn redact_password_params(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find("password=") {
-        let (head, tail) = rest.split_at(pos + "password=".len());
-        out.push_str(head);
-        let end = tail.find(|c: char| c == '&' || c.is_whitespace()).unwrap_or(tail.len());
-        if end > 0 {
-            out.push_str("***");
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-fn utf8_percent_encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
-}
 
 /// Looks the password up in `PGPASSFILE` or `~/.pgpass`, as libpq does: the first line whose
 /// host, port, database and user match (`*` matches anything; `\:` and `\\` escape).
@@ -495,7 +420,7 @@ fn pgpass_lookup(host: &str, port: u16, dbname: Option<&str>, user: &str) -> Opt
             && matches(&fields[2], dbname)
             && matches(&fields[3], user)
         {
-            return Some(Secret(fields[4].clone()));
+            return Some(Secret::new(fields[4].clone()));
         }
     }
     None

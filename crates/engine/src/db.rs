@@ -34,6 +34,7 @@ const SESSION: &str = "set statement_timeout = 0; set lock_timeout = 0; \
 impl Db {
     /// Connects to `dbname` on the server `info` names.
     pub(crate) async fn connect(info: &ConnInfo, dbname: &str) -> Result<Db> {
+        let info = &info.pinned().await?;
         let config = info.pg_config(dbname);
         let fail = |detail: String, hint: &str, code: Option<String>| {
             Error::Connect(Box::new(ConnectFailure {
@@ -178,8 +179,10 @@ fn connect_hint(info: &ConnInfo, e: &tokio_postgres::Error) -> (String, String) 
         format!(
             ". The server's TLS certificate could not be verified: add sslrootcert=/path/to/ca.pem to the {side} URL, or sslmode=disable to connect without TLS"
         )
+    } else if lower.contains("server does not support tls") && info.sslmode() == crate::conninfo::SslMode::Prefer {
+        format!(": {}", info.no_tls_message())
     } else if lower.contains("server does not support tls") {
-        format!(". The server does not accept TLS; use sslmode=prefer or sslmode=disable in the {side} URL")
+        format!(". The server does not accept TLS; use sslmode=disable in the {side} URL")
     } else if io_kind == Some(ErrorKind::ConnectionRefused) || lower.contains("connection refused") {
         ". Is the server running and listening on that host and port? Check firewalls and security groups".into()
     } else if lower.contains("timed out") || lower.contains("timeout") {

@@ -10,13 +10,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A connection URL could not be used.
-    #[error("invalid {side} URL {redacted}: {reason}")]
+    #[error("invalid {side} URL: {reason}")]
     Url {
         /// Which URL.
         side: Side,
-        /// The URL with its password removed.
-        redacted: String,
-        /// What is wrong with it.
+        /// What is wrong with it; never the URL nor a part of it.
         reason: String,
     },
     /// Connecting to a server failed.
@@ -88,6 +86,12 @@ pub struct ConnectFailure {
     pub hint: String,
     /// SQLSTATE, when the server sent one.
     pub code: Option<String>,
+}
+
+impl From<barge_vocab::FilterError> for Error {
+    fn from(e: barge_vocab::FilterError) -> Self {
+        Error::Invalid(e.to_string())
+    }
 }
 
 impl Error {

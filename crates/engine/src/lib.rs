@@ -3,7 +3,7 @@
 //! parallel, verify and validate, and keep the target in sync by logical replication until a
 //! cutover. It emits structured progress events.
 //!
-//! It depends on nothing of barge's and knows nothing of AWS or HTTP: the CLI runs it
+//! It depends only on barge-vocab (URLs, secrets, filters) and knows nothing of AWS or HTTP: the CLI runs it
 //! directly, the worker runs it for a job.
 
 mod catalog;
@@ -12,7 +12,6 @@ mod copy;
 mod database;
 mod db;
 pub mod error;
-pub mod filter;
 mod ident;
 mod init;
 mod marks;
@@ -31,10 +30,10 @@ mod toc;
 pub mod validate;
 pub mod verify;
 
+pub use barge_vocab::filter::{self, Filter};
 pub use catalog::Contents;
 pub use conninfo::{ConnInfo, Side, redact};
 pub use error::{Error, Result};
-pub use filter::Filter;
 pub use init::{DatabaseReport, InitReport, init};
 pub use plan::{Plan, plan};
 pub use progress::{Event, Phase, Progress, ProgressSink};

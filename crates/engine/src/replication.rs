@@ -56,6 +56,7 @@ impl ReplicationConn {
     /// Connects to `dbname` on the source in logical replication mode, within the URL's
     /// connect timeout.
     pub(crate) async fn connect(info: &ConnInfo, dbname: &str) -> Result<ReplicationConn> {
+        let info = &info.pinned().await?;
         let config = info.pg_config(dbname);
         let limit = config.get_connect_timeout().copied().unwrap_or(Duration::from_secs(30));
         match tokio::time::timeout(limit, Self::open(info, dbname, &config)).await {
@@ -69,8 +70,11 @@ impl ReplicationConn {
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let (stream, host): (Box<dyn Stream>, Option<String>) = match config.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(host)) => {
-                let tcp =
-                    tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| fail(e.to_string()))?;
+                let tcp = match config.get_hostaddrs().first() {
+                    Some(address) => tokio::net::TcpStream::connect((*address, port)).await,
+                    None => tokio::net::TcpStream::connect((host.as_str(), port)).await,
+                }
+                .map_err(|e| fail(e.to_string()))?;
                 let _ = tcp.set_nodelay(true);
                 (Box::new(tcp), Some(host.clone()))
             }
@@ -340,12 +344,13 @@ async fn negotiate_tls(
     stream.flush().await.map_err(|e| fail(e.to_string()))?;
     let answer = stream.read_u8().await.map_err(|e| fail(e.to_string()))?;
     if answer != b'S' {
-        if info.sslmode() == SslMode::Prefer {
+        if matches!(info.sslmode(), SslMode::Allow | SslMode::Prefer) && info.plaintext_ok() {
             return Ok(stream);
         }
-        return Err(fail(
-            "server does not support TLS; use sslmode=prefer or sslmode=disable in the source URL".into(),
-        ));
+        if info.sslmode() == SslMode::Prefer {
+            return Err(fail(info.no_tls_message()));
+        }
+        return Err(fail("server does not support TLS; use sslmode=disable in the source URL".into()));
     }
     let name = ServerName::try_from(host.to_owned()).map_err(|e| fail(format!("invalid host name for TLS: {e}")))?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))

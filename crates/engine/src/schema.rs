@@ -49,6 +49,7 @@ pub(crate) async fn dump(
         } else {
             None
         };
+    let source = &source.pinned().await?;
     let database = pgtools::DumpSource { info: source, dbname, tls_in_use };
     let (pre_path, post_path) = (dir.path().join("pre-data"), dir.path().join("post-data"));
     let command = |section, out: &PathBuf| {

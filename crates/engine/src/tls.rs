@@ -41,11 +41,8 @@ fn roots_for(info: &ConnInfo) -> Result<Arc<RootCertStore>> {
     match info.sslrootcert() {
         None | Some("system") => Ok(system_roots()),
         Some(path) => {
-            let fail = |reason: String| Error::Url {
-                side: info.side(),
-                redacted: info.redacted(),
-                reason: format!("sslrootcert {path:?}: {reason}"),
-            };
+            let fail =
+                |reason: String| Error::Url { side: info.side(), reason: format!("sslrootcert {path:?}: {reason}") };
             let mut roots = RootCertStore::empty();
             let certs = CertificateDer::pem_file_iter(path).map_err(|e| fail(e.to_string()))?;
             for cert in certs {

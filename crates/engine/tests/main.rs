@@ -6,6 +6,7 @@
 
 use barge_engine::{
     CheckStatus, ConnInfo, Filter, InitReport, Options, Plan, Request, Side,
+    conninfo::Reach,
     plan::{Part, TargetAction},
     progress::{self, Event},
 };
@@ -552,7 +553,7 @@ async fn tls_is_verified_by_default() {
         }
     };
     // An untrusted certificate fails even with the default sslmode, and says what to do.
-    let (ok, detail) = connects(tls.url(&db)).await;
+    let (ok, detail) = connects(tls.url_via("127.0.0.1", &db, "connect_timeout=5")).await;
     assert!(!ok && detail.contains("sslrootcert"), "{detail}");
     let (ok, detail) = connects(tls.url_via("127.0.0.1", &db, "sslmode=require")).await;
     assert!(!ok && detail.contains("sslrootcert"), "{detail}");
@@ -566,6 +567,68 @@ async fn tls_is_verified_by_default() {
     let req = request_urls(&source, &dst.url(&unique("tls_copy")));
     copy(&req).await;
     assert_verify_ok(&req).await;
+}
+
+#[tokio::test]
+async fn a_password_never_travels_unencrypted_unless_the_url_says_so() {
+    // GIVEN a server that offers no TLS, as a man in the middle refusing it would
+    let (src, dst) = (src18(), dst18());
+    let db = src.create_db("plaintext").await;
+    let validate = |source: String| {
+        let req = request_urls(&source, &dst.url("postgres"));
+        async move {
+            let report = barge_engine::validate(&req).await;
+            let check = report.checks.iter().find(|c| c.name == "source connection").unwrap().clone();
+            (check.status == CheckStatus::Pass, check.detail)
+        }
+    };
+    // WHEN the URL leaves sslmode at its default (prefer) or asks for require
+    for query in ["connect_timeout=5", "sslmode=prefer", "sslmode=require"] {
+        let (ok, detail) = validate(src.url_via("127.0.0.1", &db, query)).await;
+        // THEN barge does not log in, and says how to allow it
+        assert!(!ok && detail.contains("sslmode=disable"), "{query}: {detail}");
+    }
+    let (_, detail) = validate(src.url_via("127.0.0.1", &db, "sslmode=prefer")).await;
+    assert!(detail.contains("over TLS only"), "{detail}");
+    // AND it logs in when the URL accepts an unencrypted connection explicitly
+    for query in ["sslmode=disable", "sslmode=allow"] {
+        let (ok, detail) = validate(src.url_via("127.0.0.1", &db, query)).await;
+        assert!(ok && detail.contains("no TLS"), "{query}: {detail}");
+    }
+}
+
+#[tokio::test]
+async fn a_remote_worker_connects_to_no_loopback_metadata_or_local_file() {
+    let (src, dst) = (src18(), dst18());
+    // A name that resolves to loopback passes the URL check and is refused once resolved,
+    // before any packet reaches it.
+    let by_name = src.url_via("localhost", "postgres", "sslmode=disable");
+    let mut req = request_urls(&by_name, &dst.url("postgres"));
+    req.source = ConnInfo::parse_for(Side::Source, &by_name, Reach::Remote).unwrap();
+    let report = barge_engine::validate(&req).await;
+    let check = report.checks.iter().find(|c| c.name == "source connection").unwrap();
+    assert_eq!(check.status, CheckStatus::Fail);
+    assert!(check.detail.contains("resolves to the worker itself"), "{}", check.detail);
+    // Literal addresses and certificate files are refused when the URL is read, with
+    // messages that say nothing of whether a file exists.
+    for url in [
+        src.url("postgres"),
+        "postgres://u:pw@169.254.169.254/db".to_string(),
+        "postgres://u:pw@[fd00:ec2::254]/db".to_string(),
+    ] {
+        let e = ConnInfo::parse_for(Side::Source, &url, Reach::Remote).unwrap_err().to_string();
+        assert!(e.contains("never connects"), "{e}");
+    }
+    let file = |path: &str| {
+        ConnInfo::parse_for(
+            Side::Source,
+            &format!("postgres://u:pw@db.example.com/db?sslrootcert={path}"),
+            Reach::Remote,
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    assert_eq!(file("/etc/hostname"), file("/no/such/file"));
 }
 
 #[tokio::test]

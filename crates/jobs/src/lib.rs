@@ -2,7 +2,7 @@
 //! transition function ([`Job::apply`]), the [`Progress`] snapshot, the API's bodies, and
 //! the ports ([`JobStore`], [`Launcher`], [`Sealer`], [`Authenticator`]) adapters implement.
 //!
-//! Depends on nothing of barge's and on no AWS SDK or database driver: the CLI, the
+//! Depends only on barge-vocab (the input vocabulary), and on no AWS SDK or database driver: the CLI, the
 //! coordinator, the worker and every adapter share these types, so they cannot drift.
 
 pub mod api;
@@ -19,4 +19,4 @@ pub use ports::{
     LogSource, Page, SealError, Sealer, StoreError,
 };
 pub use progress::Progress;
-pub use spec::{Command, ConnUrl, Credentials, Filter, JobSpec, Options, SpecError};
+pub use spec::{Command, ConnUrl, Credentials, Filter, JobSpec, Options, Reach, SpecError};

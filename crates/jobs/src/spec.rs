@@ -5,19 +5,17 @@
 
 use std::fmt;
 
-use percent_encoding::percent_decode_str;
+pub use barge_vocab::reach::Reach;
+pub use barge_vocab::{
+    ConnUrl, Filter,
+    conn::MAX_URL_BYTES,
+    filter::{MAX_PATTERN_BYTES, MAX_PATTERNS},
+};
+use barge_vocab::{Params, filter::split_pattern, reach::check_remote};
 use serde::{Deserialize, Serialize};
-use url::Url;
 
 /// Largest spec body accepted, in bytes.
 pub const MAX_SPEC_BYTES: usize = 64 * 1024;
-/// Longest connection URL accepted, in bytes (both URLs are sealed together with KMS,
-/// whose `Encrypt` takes at most 4 KiB).
-pub const MAX_URL_BYTES: usize = 1800;
-/// Most patterns in one filter list.
-pub const MAX_PATTERNS: usize = 1000;
-/// Longest pattern, in bytes.
-pub const MAX_PATTERN_BYTES: usize = 512;
 /// Most parallel streams a job may ask for.
 pub const MAX_JOBS: u32 = 256;
 /// Shortest and longest `max_duration`, in seconds (one minute, fourteen days).
@@ -57,145 +55,7 @@ impl fmt::Display for Command {
     }
 }
 
-/// A PostgreSQL connection URL. It may hold a password, so `Debug` and `Display` show it
-/// redacted; [`ConnUrl::expose`] is the only way to the text.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ConnUrl(String);
-
-impl ConnUrl {
-    /// Wraps a URL (checked by [`JobSpec::validate`]).
-    pub fn new(url: impl Into<String>) -> Self {
-        ConnUrl(url.into())
-    }
-
-    /// The URL with its password, for the worker that connects with it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The URL with the password (and any `password` parameter) replaced by `***`; what
-    /// users, logs and stored items see.
-    pub fn redacted(&self) -> String {
-        match Url::parse(&self.0) {
-            Ok(mut url) => {
-                if url.password().is_some() {
-                    let _ = url.set_password(Some("***"));
-                }
-                let pairs: Vec<(String, String)> = url
-                    .query_pairs()
-                    .map(|(k, v)| {
-                        let v = if k.eq_ignore_ascii_case("password") { "***".to_string() } else { v.into_owned() };
-                        (k.into_owned(), v)
-                    })
-                    .collect();
-                if !pairs.is_empty() {
-                    url.query_pairs_mut().clear().extend_pairs(pairs);
-                }
-                url.to_string().replace("%2A%2A%2A", "***")
-            }
-            Err(_) => "(unparsable URL)".into(),
-        }
-    }
-
-    fn parse(&self, field: &str) -> Result<Endpoint, SpecError> {
-        let bad = |message: String| SpecError::new(field, message);
-        if self.0.len() > MAX_URL_BYTES {
-            return Err(bad(format!("longer than {MAX_URL_BYTES} bytes")));
-        }
-        if self.0.trim().is_empty() {
-            return Err(bad("is empty; give postgres://user:password@host:port/dbname".into()));
-        }
-        // url's messages ("invalid port number", …) never echo the input.
-        let url = Url::parse(&self.0).map_err(|e| {
-            bad(format!("is not a URL ({e}); give postgres://user:password@host:port/dbname, percent-encoding special characters in the password"))
-        })?;
-        if url.scheme() != "postgres" && url.scheme() != "postgresql" {
-            return Err(bad(format!("scheme must be postgres:// or postgresql://, not {}://", url.scheme())));
-        }
-        let decode = |what: &str, raw: &str| {
-            let bytes = raw.as_bytes();
-            let malformed = bytes.iter().enumerate().any(|(i, &b)| {
-                b == b'%'
-                    && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                        && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
-            });
-            if malformed {
-                return Err(bad(format!(
-                    "the {what} has a % that does not start a percent-encoded byte (write % as %25)"
-                )));
-            }
-            percent_decode_str(raw)
-                .decode_utf8()
-                .map(|s| s.into_owned())
-                .map_err(|_| bad(format!("the {what} is not valid percent-encoded UTF-8")))
-        };
-        if let Some(password) = url.password() {
-            decode("password", password)?;
-        }
-        decode("user name", url.username())?;
-        let query_host = url.query_pairs().find(|(k, _)| k == "host").map(|(_, v)| v.into_owned());
-        let host = match url.host_str() {
-            Some(host) if !host.is_empty() => host.to_ascii_lowercase(),
-            _ => match query_host {
-                Some(host) if !host.is_empty() && !host.starts_with('/') => host.to_ascii_lowercase(),
-                Some(_) => {
-                    return Err(bad("names a Unix socket; a job runs on another machine and needs a host name".into()));
-                }
-                None => return Err(bad("has no host; give postgres://user:password@host:port/dbname".into())),
-            },
-        };
-        let database = url.path().trim_start_matches('/');
-        let database = if database.is_empty() { None } else { Some(decode("database name", database)?) };
-        for (key, _) in url.query_pairs() {
-            if !CONNECTION_PARAMETERS.contains(&key.as_ref()) {
-                return Err(bad(format!(
-                    "has an unknown parameter `{key}`; known: {}",
-                    CONNECTION_PARAMETERS.join(", ")
-                )));
-            }
-        }
-        Ok(Endpoint { host, port: url.port().unwrap_or(5432), database })
-    }
-}
-
-/// URL parameters a connection URL may carry (those of libpq that barge honours).
-const CONNECTION_PARAMETERS: &[&str] = &[
-    "host",
-    "port",
-    "dbname",
-    "user",
-    "password",
-    "sslmode",
-    "sslrootcert",
-    "sslcert",
-    "sslkey",
-    "sslnegotiation",
-    "connect_timeout",
-    "application_name",
-    "options",
-    "target_session_attrs",
-    "keepalives",
-    "keepalives_idle",
-    "keepalives_interval",
-    "keepalives_count",
-    "tcp_user_timeout",
-    "channel_binding",
-];
-
-impl fmt::Debug for ConnUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ConnUrl({})", self.redacted())
-    }
-}
-
-impl fmt::Display for ConnUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-/// Where a URL points.
+/// Where a URL points, as far as a spec can tell without resolving names.
 #[derive(Debug, PartialEq, Eq)]
 struct Endpoint {
     host: String,
@@ -203,51 +63,21 @@ struct Endpoint {
     database: Option<String>,
 }
 
-/// Which databases, schemas and tables (the engine's filter, same names and meaning).
-/// Patterns are globs; dots separate `db.schema.table`; double quotes make a part literal.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Filter {
-    /// Only these databases.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub include_databases: Vec<String>,
-    /// Skip these databases.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub exclude_databases: Vec<String>,
-    /// Only these schemas (`schema` or `db.schema`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub include_schemas: Vec<String>,
-    /// Skip these schemas.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub exclude_schemas: Vec<String>,
-    /// Only these tables (`table`, `schema.table` or `db.schema.table`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub include_tables: Vec<String>,
-    /// Skip these tables.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub exclude_tables: Vec<String>,
-    /// Copy these tables' structure without rows.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub schema_only_tables: Vec<String>,
-}
-
-impl Filter {
-    fn lists(&self) -> [(&'static str, &Vec<String>, usize); 7] {
-        [
-            ("include_databases", &self.include_databases, 1),
-            ("exclude_databases", &self.exclude_databases, 1),
-            ("include_schemas", &self.include_schemas, 2),
-            ("exclude_schemas", &self.exclude_schemas, 2),
-            ("include_tables", &self.include_tables, 3),
-            ("exclude_tables", &self.exclude_tables, 3),
-            ("schema_only_tables", &self.schema_only_tables, 3),
-        ]
-    }
-
-    /// True when nothing is filtered.
-    pub fn is_empty(&self) -> bool {
-        self.lists().iter().all(|(_, list, _)| list.is_empty())
-    }
+/// Parses a job's URL: a host (a job runs on another machine, so no Unix socket) and the
+/// parameters a worker honours ([`barge_vocab::conn`]).
+fn endpoint(url: &ConnUrl, field: &str) -> Result<(Endpoint, Params), SpecError> {
+    let params = url.parse().map_err(|e| SpecError::new(field, e.0))?;
+    let host = match &params.host {
+        Some(h) if h.starts_with('/') => {
+            return Err(SpecError::new(
+                field,
+                "names a Unix socket; a job runs on another machine and needs a host name",
+            ));
+        }
+        Some(h) => h.to_ascii_lowercase(),
+        None => return Err(SpecError::new(field, "has no host; give postgres://user:password@host:port/dbname")),
+    };
+    Ok((Endpoint { host, port: params.port.unwrap_or(5432), database: params.dbname.clone() }, params))
 }
 
 /// How the job runs. Every field is optional in JSON; unknown names are refused.
@@ -480,8 +310,8 @@ impl JobSpec {
 
     /// Checks everything that can be checked without connecting.
     pub fn validate(&self) -> Result<(), SpecError> {
-        let source = self.source_url.parse("source_url")?;
-        let target = self.target_url.parse("target_url")?;
+        let (source, _) = endpoint(&self.source_url, "source_url")?;
+        let (target, _) = endpoint(&self.target_url, "target_url")?;
         if source.host == target.host && source.port == target.port {
             // A URL without a database means every database (source) or the source's
             // database names (target): the same server either way.
@@ -501,13 +331,12 @@ impl JobSpec {
                 ));
             }
         }
-        for (name, list, parts) in self.filter.lists() {
-            if list.len() > MAX_PATTERNS {
-                return Err(SpecError::new(format!("filter.{name}"), format!("more than {MAX_PATTERNS} patterns")));
-            }
-            for (i, pattern) in list.iter().enumerate() {
-                check_pattern(pattern, parts).map_err(|m| SpecError::new(format!("filter.{name}[{i}]"), m))?;
-            }
+        if let Err(e) = self.filter.compile() {
+            let field = match e.index {
+                Some(i) => format!("filter.{}[{i}]", e.list),
+                None => format!("filter.{}", e.list),
+            };
+            return Err(SpecError::new(field, e.reason));
         }
         let options = &self.options;
         for (name, value) in [("jobs", options.jobs), ("index_jobs", options.index_jobs)] {
@@ -574,6 +403,17 @@ impl JobSpec {
         Ok(())
     }
 
+    /// Checks that a worker with `reach` may use both URLs (see [`barge_vocab::reach`]).
+    pub fn check_reach(&self, reach: Reach) -> Result<(), SpecError> {
+        if reach == Reach::Remote {
+            for (field, url) in [("source_url", &self.source_url), ("target_url", &self.target_url)] {
+                let (_, params) = endpoint(url, field)?;
+                check_remote(&params).map_err(|e| SpecError::new(field, e.0))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the job keeps the target in sync after the copy: `sync`, or `init` with
     /// `options.sync`.
     pub fn syncs(&self) -> bool {
@@ -612,44 +452,6 @@ fn json_message(e: &serde_json::Error) -> String {
         Some(at) => text[..at].to_string(),
         None => text,
     }
-}
-
-/// Splits a pattern at the dots outside double quotes; `None` when quotes are unbalanced.
-fn split_pattern(pattern: &str) -> Option<Vec<&str>> {
-    let mut parts = Vec::new();
-    let (mut start, mut quoted) = (0, false);
-    for (i, c) in pattern.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            '.' if !quoted => {
-                parts.push(&pattern[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&pattern[start..]);
-    (!quoted).then_some(parts)
-}
-
-fn check_pattern(pattern: &str, max_parts: usize) -> Result<(), String> {
-    if pattern.is_empty() {
-        return Err("is empty".into());
-    }
-    if pattern.len() > MAX_PATTERN_BYTES {
-        return Err(format!("longer than {MAX_PATTERN_BYTES} bytes"));
-    }
-    if pattern.chars().any(char::is_control) {
-        return Err("holds a control character".into());
-    }
-    let parts = split_pattern(pattern).ok_or_else(|| "has an unbalanced double quote".to_string())?;
-    if parts.len() > max_parts {
-        return Err(format!("has {} dot-separated parts; at most {max_parts} here", parts.len()));
-    }
-    if parts.iter().any(|p| p.is_empty()) {
-        return Err("has an empty part (two dots in a row, or a leading or trailing dot)".into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -731,6 +533,9 @@ mod tests {
         assert!(e.message.contains("unknown field `no_synk`"), "{e}");
         let e = error(with(&["filter", "tables"], serde_json::json!(["x"])));
         assert!(e.message.contains("unknown field `tables`"), "{e}");
+        // The engine's glob grammar, checked by the API: `[a` would fail on the worker.
+        let e = error(with(&["filter", "exclude_tables"], serde_json::json!(["ok", "[a"])));
+        assert_eq!(e.field, "filter.exclude_tables[1]");
         let e = error(with(&["job_timeout"], 5.into()));
         assert!(e.message.contains("unknown field `job_timeout`"), "{e}");
         let e = error(with(&["command"], "clone".into()));
@@ -743,12 +548,15 @@ mod tests {
     #[test]
     fn bad_urls_say_what_to_fix_without_echoing_them() {
         let cases = [
-            ("mysql://u:secretpw@h/db", "scheme"),
+            ("mysql://u:secretpw@h/db", "postgres://"),
             ("postgres://u:secretpw@/db", "host"),
             ("postgres://u:secret%ZZpw@h/db", "%25"),
-            ("postgres://u:secretpw@h:99999/db", "not a URL"),
+            ("postgres://u:secretpw@h:99999/db", "not a valid URL"),
+            ("postgresql://postgres:se#cretpw@h:5432/app", "percent-encoded"),
+            ("postgres://u:secret/pw@h/db", "percent-encoded"),
+            ("postgres://u:secretpw@h/db?sslcert=/x", "client certificates"),
             ("postgres://u:secret%FFpw@h/db", "percent-encoded"),
-            ("postgres://u:secretpw@h/db?sslmod=require", "unknown parameter `sslmod`"),
+            ("postgres://u:secretpw@h/db?sslmod=require", "unknown parameter \"sslmod\""),
             ("postgres:///db?host=/var/run/postgresql&password=secretpw", "Unix socket"),
             ("", "is empty"),
         ];
@@ -760,6 +568,23 @@ mod tests {
         }
         let long = format!("postgres://u:p@h/{}", "d".repeat(MAX_URL_BYTES));
         assert!(error(with(&["target_url"], long.into())).message.contains("longer"));
+    }
+
+    #[test]
+    fn remote_reach_refuses_metadata_addresses_and_local_files() {
+        let spec = |url: &str| parse(with(&["source_url"], url.into())).unwrap();
+        for (url, needle) in [
+            ("postgres://u:secretpw@169.254.169.254/db", "link-local"),
+            ("postgres://u:secretpw@[fd00:ec2::254]/db", "fd00:ec2"),
+            ("postgres://u:secretpw@127.0.0.1/db", "worker itself"),
+            ("postgres://u:secretpw@db.example.com/db?sslrootcert=/etc/passwd", "sslrootcert=system"),
+        ] {
+            let e = spec(url).check_reach(Reach::Remote).unwrap_err();
+            assert_eq!(e.field, "source_url");
+            assert!(e.message.contains(needle) && !e.message.contains("secret"), "{e}");
+            spec(url).check_reach(Reach::Anywhere).unwrap();
+        }
+        spec("postgres://u:p@10.0.0.7/db?sslrootcert=system").check_reach(Reach::Remote).unwrap();
     }
 
     #[test]

@@ -110,9 +110,11 @@ pub fn unique(prefix: &str) -> String {
 }
 
 impl Cluster {
-    /// A superuser URL for `db`, with the percent-encoded password.
+    /// A superuser URL for `db`, with the percent-encoded password. The clusters have no
+    /// TLS, so the URL says `sslmode=disable`: barge sends a password unencrypted only when
+    /// told to.
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres:{PASSWORD_ENCODED}@127.0.0.1:{}/{db}", self.port)
+        format!("postgres://postgres:{PASSWORD_ENCODED}@127.0.0.1:{}/{db}?sslmode=disable", self.port)
     }
 
     /// A superuser URL through another host name, with extra query parameters.
@@ -129,7 +131,7 @@ impl Cluster {
     /// A URL for another user and password.
     pub fn url_as(&self, user: &str, password: &str, db: &str) -> String {
         let encode = |s: &str| s.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
-        format!("postgres://{user}:{}@127.0.0.1:{}/{db}", encode(password), self.port)
+        format!("postgres://{user}:{}@127.0.0.1:{}/{db}?sslmode=disable", encode(password), self.port)
     }
 
     /// The directory of this version's server and client tools.

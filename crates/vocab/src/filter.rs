@@ -5,25 +5,53 @@
 use globset::{GlobBuilder, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+/// Most patterns in one list.
+pub const MAX_PATTERNS: usize = 1000;
+/// Longest pattern, in bytes.
+pub const MAX_PATTERN_BYTES: usize = 512;
+
+/// A pattern (or list) that cannot be used: which list, which entry, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{flag} {}: {reason}", pattern.as_deref().map(|p| format!("{p:?}")).unwrap_or_default())]
+pub struct FilterError {
+    /// The list, as the job spec names it (`include_tables`).
+    pub list: &'static str,
+    /// The list, as the CLI names it (`--include-table`).
+    pub flag: &'static str,
+    /// The entry's position, when one entry is at fault.
+    pub index: Option<usize>,
+    /// The entry, when one is at fault.
+    pub pattern: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+type Result<T> = std::result::Result<T, FilterError>;
 
 /// The filters a user gave, as written; [`Filter::compile`] checks them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Filter {
     /// Databases to copy (`--all-databases` mode): names or globs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub include_databases: Vec<String>,
     /// Databases to skip.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exclude_databases: Vec<String>,
     /// Schemas to copy: `schema` or `db.schema`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub include_schemas: Vec<String>,
     /// Schemas to skip.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exclude_schemas: Vec<String>,
     /// Tables to copy: `table`, `schema.table` or `db.schema.table`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub include_tables: Vec<String>,
     /// Tables to skip.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exclude_tables: Vec<String>,
     /// Tables whose structure is copied without their rows.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub schema_only_tables: Vec<String>,
 }
 
@@ -66,19 +94,41 @@ impl Filter {
         *self == Filter::default()
     }
 
-    /// Checks every pattern; errors name the flag and the pattern.
+    /// Checks every pattern; errors name the list, the flag and the pattern.
     pub fn compile(&self) -> Result<CompiledFilter> {
-        let list = |flag: &'static str, patterns: &[String], max_parts: usize| -> Result<Vec<Pattern>> {
-            patterns.iter().map(|p| parse_pattern(flag, p, max_parts)).collect()
-        };
+        let list =
+            |name: &'static str, flag: &'static str, patterns: &[String], max_parts: usize| -> Result<Vec<Pattern>> {
+                if patterns.len() > MAX_PATTERNS {
+                    return Err(FilterError {
+                        list: name,
+                        flag,
+                        index: None,
+                        pattern: None,
+                        reason: format!("more than {MAX_PATTERNS} patterns"),
+                    });
+                }
+                patterns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        parse_pattern(flag, p, max_parts).map_err(|reason| FilterError {
+                            list: name,
+                            flag,
+                            index: Some(i),
+                            pattern: Some(p.clone()),
+                            reason,
+                        })
+                    })
+                    .collect()
+            };
         Ok(CompiledFilter {
-            include_databases: list("--include-database", &self.include_databases, 1)?,
-            exclude_databases: list("--exclude-database", &self.exclude_databases, 1)?,
-            include_schemas: list("--include-schema", &self.include_schemas, 2)?,
-            exclude_schemas: list("--exclude-schema", &self.exclude_schemas, 2)?,
-            include_tables: list("--include-table", &self.include_tables, 3)?,
-            exclude_tables: list("--exclude-table", &self.exclude_tables, 3)?,
-            schema_only_tables: list("--schema-only-table", &self.schema_only_tables, 3)?,
+            include_databases: list("include_databases", "--include-database", &self.include_databases, 1)?,
+            exclude_databases: list("exclude_databases", "--exclude-database", &self.exclude_databases, 1)?,
+            include_schemas: list("include_schemas", "--include-schema", &self.include_schemas, 2)?,
+            exclude_schemas: list("exclude_schemas", "--exclude-schema", &self.exclude_schemas, 2)?,
+            include_tables: list("include_tables", "--include-table", &self.include_tables, 3)?,
+            exclude_tables: list("exclude_tables", "--exclude-table", &self.exclude_tables, 3)?,
+            schema_only_tables: list("schema_only_tables", "--schema-only-table", &self.schema_only_tables, 3)?,
         })
     }
 }
@@ -198,9 +248,26 @@ fn table_match(p: &Pattern, db: &str, schema: &str, name: &str) -> bool {
         && p.name.is_match(name)
 }
 
-/// Splits `a.b."c.d"` into parts; a quoted part is literal and `""` inside it is one quote.
-fn split_parts(flag: &str, pattern: &str) -> Result<Vec<String>> {
-    let bad = |why: &str| Error::Invalid(format!("{flag} {pattern:?}: {why}"));
+/// Splits `a.b."c.d"` into parts as written (quotes kept); `None` when a quote is left open.
+pub fn split_pattern(pattern: &str) -> Option<Vec<&str>> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in pattern.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '.' if !quoted => {
+                parts.push(&pattern[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&pattern[start..]);
+    (!quoted).then_some(parts)
+}
+
+/// Splits `a.b."c.d"` into glob parts; a quoted part is literal and `""` inside it is one quote.
+fn split_parts(pattern: &str) -> std::result::Result<Vec<String>, String> {
     let mut parts = vec![String::new()];
     let mut chars = pattern.chars().peekable();
     let mut in_quotes = false;
@@ -230,36 +297,45 @@ fn split_parts(flag: &str, pattern: &str) -> Result<Vec<String>> {
         }
     }
     if in_quotes {
-        return Err(bad("unterminated double quote"));
+        return Err("unterminated double quote".into());
     }
     if parts.iter().any(String::is_empty) {
-        return Err(bad("empty name part (two dots in a row, or a leading or trailing dot)"));
+        return Err("empty name part (two dots in a row, or a leading or trailing dot)".into());
     }
     Ok(parts)
 }
 
-fn parse_pattern(flag: &'static str, pattern: &str, max_parts: usize) -> Result<Pattern> {
-    let parts = split_parts(flag, pattern)?;
+fn parse_pattern(flag: &'static str, pattern: &str, max_parts: usize) -> std::result::Result<Pattern, String> {
+    if pattern.is_empty() {
+        return Err("is empty".into());
+    }
+    if pattern.len() > MAX_PATTERN_BYTES {
+        return Err(format!("longer than {MAX_PATTERN_BYTES} bytes"));
+    }
+    if pattern.chars().any(char::is_control) {
+        return Err("holds a control character".into());
+    }
+    let parts = split_parts(pattern)?;
     if parts.len() > max_parts {
         let shape = match max_parts {
             1 => "a database name",
             2 => "schema or db.schema",
             _ => "table, schema.table or db.schema.table",
         };
-        return Err(Error::Invalid(format!(
-            "{flag} {pattern:?}: too many dot-separated parts; expected {shape} (quote names that contain dots: '\"my.schema\".t')"
-        )));
+        return Err(format!(
+            "too many dot-separated parts; expected {shape} (quote names that contain dots: '\"my.schema\".t')"
+        ));
     }
-    let glob = |part: &str| -> Result<GlobMatcher> {
+    let glob = |part: &str| -> std::result::Result<GlobMatcher, String> {
         GlobBuilder::new(part)
             .literal_separator(false)
             .backslash_escape(true)
             .build()
             .map(|g| g.compile_matcher())
-            .map_err(|e| Error::Invalid(format!("{flag} {pattern:?}: {e}")))
+            .map_err(|e| format!("{}", e.kind()))
     };
-    let mut globs = parts.iter().map(|p| glob(p)).collect::<Result<Vec<_>>>()?;
-    let name = globs.pop().ok_or_else(|| Error::Invalid(format!("{flag}: empty pattern")))?;
+    let mut globs = parts.iter().map(|p| glob(p)).collect::<std::result::Result<Vec<_>, _>>()?;
+    let name = globs.pop().ok_or_else(|| "is empty".to_string())?;
     let (database, schema) = match (max_parts, globs.len()) {
         (1, _) => (None, None),
         (2, 1) => (Some(globs.remove(0)), None),
@@ -348,6 +424,20 @@ mod tests {
             f.unmatched_databases(&["app".into(), "postgres".into()]),
             ["--include-database \"ap\" matches no database; did you mean app?"]
         );
+    }
+
+    #[test]
+    fn glob_errors_and_limits_name_the_list_and_entry() {
+        let bad = Filter { exclude_tables: vec!["ok".into(), "[a".into()], ..Filter::default() };
+        let e = bad.compile().unwrap_err();
+        assert_eq!((e.list, e.index), ("exclude_tables", Some(1)));
+        assert!(e.to_string().starts_with("--exclude-table \"[a\": "), "{e}");
+        let many = Filter { include_schemas: vec!["s".into(); MAX_PATTERNS + 1], ..Filter::default() };
+        assert_eq!(many.compile().unwrap_err().index, None);
+        for bad in ["", "a\u{1b}b", &"x".repeat(MAX_PATTERN_BYTES + 1)] {
+            let f = Filter { include_tables: vec![bad.to_string()], ..Filter::default() };
+            assert!(f.compile().is_err(), "{bad:?}");
+        }
     }
 
     #[test]
