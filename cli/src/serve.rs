@@ -45,7 +45,7 @@ struct Discovery<'a> {
 }
 
 fn fail(message: impl std::fmt::Display) -> u8 {
-    eprintln!("error: {message}");
+    errln!("error: {message}");
     1
 }
 
@@ -102,7 +102,14 @@ pub async fn serve(args: &ServeArgs) -> u8 {
         tokens.clone(),
     );
     let deadlines = Deadlines { max_attempts: args.max_attempts, ..Deadlines::default() };
-    let config = Config { max_active_jobs: args.max_active_jobs, deadlines };
+    // Jobs run as processes of this machine, for its user: they reach what the user reaches
+    // (loopback clusters, certificate files), as a local run does.
+    let config = Config {
+        max_active_jobs: args.max_active_jobs,
+        deadlines,
+        reach: barge_jobs::Reach::Anywhere,
+        instance_types: Vec::new(),
+    };
     let policy = Policy {
         heartbeat_timeout: i64::from(args.heartbeat_timeout),
         cancel_grace: i64::from(args.cancel_grace),
@@ -131,11 +138,11 @@ pub async fn serve(args: &ServeArgs) -> u8 {
     if let Err(e) = std::fs::write(&discovery, body) {
         return fail(format!("cannot write {}: {e}", discovery.display()));
     }
-    println!("barge serve: listening on {endpoint}");
-    println!("  token:   {}", token_file.display());
-    println!("  data:    {}", data.display());
-    println!("  workers: {}", program.display());
-    println!("Stop with Ctrl-C.");
+    outln!("barge serve: listening on {endpoint}");
+    outln!("  token:   {}", token_file.display());
+    outln!("  data:    {}", data.display());
+    outln!("  workers: {}", program.display());
+    outln!("Stop with Ctrl-C.");
     tracing::info!(%endpoint, data = %data.display(), "serving");
     let reaper = tokio::spawn(reap(app.clone(), policy, Duration::from_secs(args.reap_every)));
     let served = axum::serve(listener, barge_coordinator::router(app.clone())).with_graceful_shutdown(shutdown()).await;
@@ -147,7 +154,7 @@ pub async fn serve(args: &ServeArgs) -> u8 {
     let _ = std::fs::remove_file(&discovery);
     match served {
         Ok(()) => {
-            println!("barge serve: stopped");
+            outln!("barge serve: stopped");
             0
         }
         Err(e) => fail(format!("the server failed: {e}")),
@@ -166,7 +173,7 @@ async fn requeue_stopped(app: &App<Local>, deadlines: Deadlines) {
     let event = Event::WorkerLost { reason: "barge serve stopped while the job ran".into() };
     for job in active.iter().filter(|j| matches!(j.status, JobStatus::Launching | JobStatus::Running { .. })) {
         match lifecycle::apply(&app.store, &job.id, &event, deadlines, |_| Ok(())).await {
-            Ok(next) => println!("barge serve: job {} is {} (attempt {})", next.id, next.state(), next.attempt),
+            Ok(next) => outln!("barge serve: job {} is {} (attempt {})", next.id, next.state(), next.attempt),
             Err(e) => tracing::warn!(job = %job.id, error = %e, "cannot requeue the job"),
         }
     }

@@ -37,6 +37,14 @@ export interface StageConfig {
   readonly workerArchitecture: 'arm64' | 'x86_64';
   /** Instance types tried in order for a job that names none. @default ['m7g.large', 'm6g.large', 'c7g.xlarge'] */
   readonly workerInstanceTypes: string[];
+  /**
+   * Instance types a job may ask for (`options.instance_type`), all of `workerArchitecture`
+   * and including every `workerInstanceTypes` entry. The coordinator and the reaper get the
+   * list (`WORKER_ALLOWED_INSTANCE_TYPES`) and their launch permission allows no other type,
+   * so an API user cannot run, say, a GPU or 48xlarge instance on the account's bill.
+   * @default the stage's `workerInstanceTypes`
+   */
+  readonly workerAllowedInstanceTypes: string[];
   /** Run resumable jobs on spot capacity first, on-demand when there is none. @default true */
   readonly workerSpot: boolean;
   /** Worker root volume (encrypted gp3), GiB. The worker streams, so this holds only the OS and logs. @default 16 */
@@ -85,7 +93,7 @@ export function stageConfig(stage: string, overrides: StageOverrides = {}): Stag
       `stage ${JSON.stringify(stage)}: use 1 to 20 lowercase letters, digits or '-', starting with a letter (e.g. dev, prod)`,
     );
   }
-  const config: StageConfig = {
+  const settings: Omit<StageConfig, 'workerAllowedInstanceTypes'> & Pick<StageOverrides, 'workerAllowedInstanceTypes'> = {
     stage,
     workerArchitecture: 'arm64',
     workerInstanceTypes: ['m7g.large', 'm6g.large', 'c7g.xlarge'],
@@ -103,6 +111,12 @@ export function stageConfig(stage: string, overrides: StageOverrides = {}): Stag
     heartbeatTimeout: Duration.minutes(2),
     ...STAGES[stage],
     ...overrides,
+  };
+  const config: StageConfig = {
+    ...settings,
+    // Follows the stage's (possibly overridden) default types: a stage allows more only by
+    // saying so.
+    workerAllowedInstanceTypes: settings.workerAllowedInstanceTypes ?? settings.workerInstanceTypes,
   };
   const problems = validate(config);
   if (problems.length > 0) {
@@ -135,7 +149,12 @@ function validate(c: StageConfig): string[] {
   if (c.workerInstanceTypes.length === 0) {
     problems.push('workerInstanceTypes: give at least one instance type');
   }
-  for (const type of [...c.workerInstanceTypes, ...c.imageBuildInstanceTypes]) {
+  if (c.workerAllowedInstanceTypes.length === 0) {
+    problems.push('workerAllowedInstanceTypes: give at least one instance type');
+  }
+  // A type in several lists (the allow-list repeats the defaults) is reported once.
+  const types = [...new Set([...c.workerInstanceTypes, ...c.workerAllowedInstanceTypes, ...c.imageBuildInstanceTypes])];
+  for (const type of types) {
     if (!INSTANCE_TYPE.test(type)) {
       problems.push(`${JSON.stringify(type)} is not an instance type (e.g. m7g.large)`);
     }
@@ -143,12 +162,18 @@ function validate(c: StageConfig): string[] {
   if (c.workerArchitecture !== 'arm64' && c.workerArchitecture !== 'x86_64') {
     problems.push(`workerArchitecture must be arm64 or x86_64, not ${JSON.stringify(c.workerArchitecture)}`);
   }
-  for (const type of [...c.workerInstanceTypes, ...c.imageBuildInstanceTypes]) {
+  for (const type of types) {
     // Graviton families carry a `g` after the generation (m7g, c7gn, t4g).
     const graviton = /^[a-z]+\d+g/.test(type);
     if (INSTANCE_TYPE.test(type) && graviton !== (c.workerArchitecture === 'arm64')) {
       problems.push(`${type} is not an ${c.workerArchitecture} instance type`);
     }
+  }
+  // IAM refuses to launch a type outside the allow-list: a default type missing from it would
+  // fail every job that names no type.
+  const notAllowed = c.workerInstanceTypes.filter((type) => !c.workerAllowedInstanceTypes.includes(type));
+  if (notAllowed.length > 0) {
+    problems.push(`workerAllowedInstanceTypes must include every workerInstanceTypes entry; missing ${notAllowed.join(', ')}`);
   }
   if (c.imageBuildInstanceTypes.length === 0) {
     problems.push('imageBuildInstanceTypes: give at least one instance type');
@@ -182,7 +207,7 @@ function validate(c: StageConfig): string[] {
 
 /** The fields of a stage file (`infra/stages/<stage>.json`): JSON, durations in seconds, retention in days. */
 const FILE_FIELDS = new Set([
-  'account', 'region', 'network', 'workerArchitecture', 'workerInstanceTypes', 'workerSpot', 'workerRootVolumeGib',
+  'account', 'region', 'network', 'workerArchitecture', 'workerInstanceTypes', 'workerAllowedInstanceTypes', 'workerSpot', 'workerRootVolumeGib',
   'databasePorts', 'maxActiveJobs', 'apiRateLimit', 'apiBurstLimit', 'logRetentionDays', 'removalPolicy',
   'amiParameterName', 'imageBuildInstanceTypes', 'launchTimeoutSeconds', 'heartbeatTimeoutSeconds',
 ]);
@@ -198,6 +223,13 @@ export function overridesFromJson(json: unknown, source: string): StageOverrides
   }
   const { logRetentionDays, removalPolicy, launchTimeoutSeconds, heartbeatTimeoutSeconds, ...rest } = json as Record<string, unknown>;
   const overrides: Record<string, unknown> = { ...rest };
+  // A lone string would be read as a list of one-letter "types"; name the field instead.
+  for (const field of ['workerInstanceTypes', 'workerAllowedInstanceTypes', 'imageBuildInstanceTypes']) {
+    const value = rest[field];
+    if (value !== undefined && !(Array.isArray(value) && value.every((type) => typeof type === 'string'))) {
+      throw new Error(`${source}: ${field} must be a list of instance types, e.g. ["m7g.large"]`);
+    }
+  }
   if (logRetentionDays !== undefined) {
     const days = Object.values(RetentionDays).filter((v) => typeof v === 'number') as number[];
     if (typeof logRetentionDays !== 'number' || !days.includes(logRetentionDays)) {

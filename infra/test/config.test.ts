@@ -54,6 +54,44 @@ describe('stage configuration', () => {
     );
   });
 
+  it('allows jobs the default instance types unless the stage allows more', () => {
+    assert.deepEqual(stageConfig('dev').workerAllowedInstanceTypes, ['m7g.large', 'm6g.large', 'c7g.xlarge']);
+    assert.deepEqual(stageConfig('prod').workerAllowedInstanceTypes, stageConfig('prod').workerInstanceTypes);
+    // The default follows overridden default types.
+    assert.deepEqual(stageConfig('dev', { workerInstanceTypes: ['m7g.xlarge'] }).workerAllowedInstanceTypes, ['m7g.xlarge']);
+    const wider = stageConfig('dev', { workerAllowedInstanceTypes: ['m7g.large', 'm6g.large', 'c7g.xlarge', 'r7g.2xlarge'] });
+    assert.deepEqual(wider.workerAllowedInstanceTypes, ['m7g.large', 'm6g.large', 'c7g.xlarge', 'r7g.2xlarge']);
+    assert.deepEqual(wider.workerInstanceTypes, ['m7g.large', 'm6g.large', 'c7g.xlarge']);
+  });
+
+  it('refuses an allow-list that is empty, of the other architecture, or missing a default type', () => {
+    assert.throws(
+      () => stageConfig('dev', { workerAllowedInstanceTypes: ['m7g.large', 'm6g.large', 'c7g.xlarge', 'p5.48xlarge'] }),
+      /p5\.48xlarge is not an arm64 instance type/,
+    );
+    assert.throws(() => stageConfig('dev', { workerAllowedInstanceTypes: ['m7g.large', 'm6g.large', 'c7g.xlarge', 'huge'] }), /"huge" is not an instance type/);
+    assert.throws(
+      () => stageConfig('dev', { workerAllowedInstanceTypes: ['m7g.large', 'r7g.xlarge'] }),
+      /workerAllowedInstanceTypes must include every workerInstanceTypes entry; missing m6g\.large, c7g\.xlarge/,
+    );
+    assert.throws(() => stageConfig('dev', { workerAllowedInstanceTypes: [] }), /workerAllowedInstanceTypes: give at least one instance type/);
+    assert.throws(
+      () =>
+        stageConfig('dev', {
+          workerArchitecture: 'x86_64',
+          workerInstanceTypes: ['m7i.large'],
+          workerAllowedInstanceTypes: ['m7i.large', 'm7g.large'],
+          imageBuildInstanceTypes: ['c7i.large'],
+        }),
+      /m7g\.large is not an x86_64 instance type/,
+    );
+    // A bad default type is reported once, not again as an entry of the allow-list.
+    assert.throws(
+      () => stageConfig('dev', { workerInstanceTypes: ['m7i.large'] }),
+      (e: Error) => e.message.split('m7i.large is not an arm64 instance type').length === 2,
+    );
+  });
+
   it('keeps the AMI parameter where Image Builder may write it', () => {
     assert.throws(() => stageConfig('dev', { amiParameterName: '/barge/worker-ami' }), /under \/imagebuilder\//);
   });
@@ -66,6 +104,8 @@ describe('stage configuration', () => {
         logRetentionDays: 7,
         removalPolicy: 'retain',
         launchTimeoutSeconds: 900,
+        workerInstanceTypes: ['m7g.xlarge'],
+        workerAllowedInstanceTypes: ['m7g.xlarge', 'm7g.4xlarge'],
       },
       'stages/x.json',
     );
@@ -75,9 +115,13 @@ describe('stage configuration', () => {
     assert.equal(config.logRetention, RetentionDays.ONE_WEEK);
     assert.equal(config.removalPolicy, RemovalPolicy.RETAIN);
     assert.equal(config.launchTimeout.toSeconds(), Duration.minutes(15).toSeconds());
+    assert.deepEqual(config.workerInstanceTypes, ['m7g.xlarge']);
+    assert.deepEqual(config.workerAllowedInstanceTypes, ['m7g.xlarge', 'm7g.4xlarge']);
     assert.throws(() => overridesFromJson({ regoin: 'eu-west-1' }, 'stages/x.json'), /stages\/x\.json: unknown field\(s\) regoin/);
     assert.throws(() => overridesFromJson({ logRetentionDays: 10 }, 'f'), /logRetentionDays must be one of/);
     assert.throws(() => overridesFromJson({ removalPolicy: 'keep' }, 'f'), /"retain" or "destroy"/);
     assert.throws(() => overridesFromJson([], 'f'), /JSON object/);
+    assert.throws(() => overridesFromJson({ workerAllowedInstanceTypes: 'm7g.large' }, 'f'), /f: workerAllowedInstanceTypes must be a list of instance types/);
+    assert.throws(() => overridesFromJson({ workerInstanceTypes: [7] }, 'f'), /f: workerInstanceTypes must be a list of instance types/);
   });
 });

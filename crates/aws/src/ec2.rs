@@ -4,8 +4,10 @@
 //!   subnets configured, the subnet's index), so a retried request never starts a second
 //!   worker (docs/pitfalls.md 5);
 //! - optionally spot first for resumable jobs, on-demand when spot has no capacity;
-//! - tags `JobId`, `Attempt`, `ManagedBy=barge` on the instance and its volume, which is how
-//!   the reaper finds orphans;
+//! - tags `JobId`, `Attempt`, `ManagedBy=barge` on the instance and its volume; the reaper
+//!   finds orphans among the instances launched from **this stage's** launch template (EC2's
+//!   own `aws:ec2launchtemplate:id` tag, which no caller can set or change), so stages that
+//!   share an account and region never see, nor terminate, each other's workers;
 //! - user data holds only the job id, the attempt and the coordinator endpoint, never a
 //!   credential (docs/pitfalls.md 8); IMDSv2 is required;
 //! - `InsufficientInstanceCapacity` (and kin) moves on to the next subnet (another AZ often
@@ -18,8 +20,8 @@ use aws_sdk_ec2::{
     operation::run_instances::builders::RunInstancesFluentBuilder,
     types::{
         BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, InstanceInterruptionBehavior,
-        InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType,
-        LaunchTemplateSpecification, MarketType, ResourceType, SpotInstanceType, SpotMarketOptions, Tag,
+        InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName,
+        InstanceType, LaunchTemplateSpecification, MarketType, ResourceType, SpotInstanceType, SpotMarketOptions, Tag,
         TagSpecification, VolumeType,
     },
 };
@@ -28,6 +30,10 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 
 /// The tag every barge instance carries.
 pub const MANAGED_BY: (&str, &str) = ("ManagedBy", "barge");
+/// The tag EC2 puts on every instance launched from a launch template: the template's id.
+/// Callers cannot set or change `aws:` tags, so it tells one stage's workers from another's
+/// (the reaper's IAM policy conditions `ec2:TerminateInstances` on it too).
+pub const LAUNCH_TEMPLATE_TAG: &str = "aws:ec2launchtemplate:id";
 
 /// Errors that mean "this instance type, here, now": try the next type.
 const CAPACITY_CODES: &[&str] =
@@ -38,7 +44,8 @@ const TRANSIENT_CODES: &[&str] = &["RequestLimitExceeded", "Throttling", "Servic
 /// Where and how workers launch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ec2LauncherConfig {
-    /// The worker launch template: its id (`lt-…`) or name. Its `$Default` version is used.
+    /// The worker launch template: its id (`lt-…`; a name launches, but cannot scope the
+    /// reaper's listing). Its `$Default` version is used.
     pub launch_template: String,
     /// The coordinator's endpoint the worker calls (written into user data).
     pub endpoint: String,
@@ -88,8 +95,14 @@ impl Ec2LauncherConfig {
                     .ok_or(format!("WORKER_ROOT_VOLUME_GIB must be 8 to 16384, not {text:?}"))?,
             ),
         };
+        let launch_template = required("WORKER_LAUNCH_TEMPLATE")?;
+        if !launch_template.starts_with("lt-") {
+            return Err(format!(
+                "WORKER_LAUNCH_TEMPLATE must be the launch template's id (lt-…), not {launch_template:?}: the reaper lists only the instances launched from it"
+            ));
+        }
         Ok(Ec2LauncherConfig {
-            launch_template: required("WORKER_LAUNCH_TEMPLATE")?,
+            launch_template,
             endpoint: required("API_ENDPOINT")?,
             instance_types,
             subnets,
@@ -215,6 +228,45 @@ impl Ec2Launcher {
         request
     }
 
+    /// RunInstances with `base` as its `ClientToken`. EC2 answers a token it has seen (for
+    /// 24 hours) with the instance it started then, even terminated: when the reaper took
+    /// that instance for an orphan, the launch is asked again under a new token
+    /// (`base-r1`, `base-r2`), so the job gets a live worker instead of a dead one.
+    async fn run_once(
+        &self,
+        job: &Job,
+        kind: &str,
+        spot: bool,
+        subnet: Option<&str>,
+        base: &str,
+        user_data: &str,
+    ) -> Result<Option<String>, aws_sdk_ec2::error::SdkError<aws_sdk_ec2::operation::run_instances::RunInstancesError>>
+    {
+        let mut last = None;
+        for retry in 0..3 {
+            let token = if retry == 0 { base.to_string() } else { format!("{base}-r{retry}") };
+            let out = self.run_instances(job, kind, spot, subnet, &token, user_data).send().await?;
+            let Some(instance) = out.instances().first() else { return Ok(None) };
+            let Some(id) = instance.instance_id() else { return Ok(None) };
+            let gone = instance.state().and_then(|s| s.name()).is_some_and(|state| {
+                matches!(
+                    state,
+                    InstanceStateName::ShuttingDown
+                        | InstanceStateName::Terminated
+                        | InstanceStateName::Stopping
+                        | InstanceStateName::Stopped
+                )
+            });
+            if !gone {
+                return Ok(Some(id.to_string()));
+            }
+            last = Some(id.to_string());
+        }
+        // Three tokens, three dead instances: hand back the last; the reaper's launch
+        // timeout gives the job another attempt (with new tokens).
+        Ok(last)
+    }
+
     fn tags(job: &Job, resource: ResourceType) -> TagSpecification {
         let tag = |key: &str, value: String| Tag::builder().key(key).value(value).build();
         TagSpecification::builder()
@@ -250,21 +302,17 @@ impl Launcher for Ec2Launcher {
             for (i, kind) in types.iter().enumerate() {
                 for &subnet in &subnets {
                     let market = if spot { "s" } else { "o" };
-                    let mut token = format!("{}-{}-{market}{i}", job.id, job.attempt);
+                    let mut base = format!("{}-{}-{market}{i}", job.id, job.attempt);
                     if let Some((j, _)) = subnet {
-                        token.push_str(&format!("-{j}"));
+                        base.push_str(&format!("-{j}"));
                     }
-                    let request = self.run_instances(job, kind, spot, subnet.map(|(_, id)| id), &token, &user_data);
-                    match request.send().await {
-                        Ok(out) => {
-                            return out
-                                .instances()
-                                .first()
-                                .and_then(|instance| instance.instance_id().map(str::to_string))
-                                .ok_or_else(|| LaunchError {
-                                    message: "RunInstances returned no instance".into(),
-                                    retryable: true,
-                                });
+                    match self.run_once(job, kind, spot, subnet.map(|(_, id)| id), &base, &user_data).await {
+                        Ok(Some(id)) => return Ok(id),
+                        Ok(None) => {
+                            return Err(LaunchError {
+                                message: "RunInstances returned no instance".into(),
+                                retryable: true,
+                            });
                         }
                         Err(e) => {
                             let (code, message) = described(&e);
@@ -306,6 +354,15 @@ impl Launcher for Ec2Launcher {
     }
 
     async fn instances(&self) -> Result<Vec<Instance>, LaunchError> {
+        let template = &self.config.launch_template;
+        if !template.starts_with("lt-") {
+            return Err(LaunchError {
+                message: format!(
+                    "the launch template {template:?} is named, not given by id (lt-…): its instances cannot be told from other stages'"
+                ),
+                retryable: false,
+            });
+        }
         let mut instances = Vec::new();
         let mut token = None;
         loop {
@@ -313,6 +370,7 @@ impl Launcher for Ec2Launcher {
                 .client
                 .describe_instances()
                 .filters(Filter::builder().name(format!("tag:{}", MANAGED_BY.0)).values(MANAGED_BY.1).build())
+                .filters(Filter::builder().name(format!("tag:{LAUNCH_TEMPLATE_TAG}")).values(template).build())
                 .filters(Filter::builder().name("instance-state-name").values("pending").values("running").build())
                 .set_next_token(token)
                 .send()
@@ -329,7 +387,9 @@ impl Launcher for Ec2Launcher {
                     .find(|tag| tag.key() == Some("JobId"))
                     .and_then(|tag| tag.value())
                     .and_then(JobId::parse);
-                instances.push(Instance { id: id.to_string(), job });
+                let launched_at =
+                    instance.launch_time().and_then(|at| at.to_millis().ok()).map(barge_jobs::Timestamp::from_millis);
+                instances.push(Instance { id: id.to_string(), job, launched_at });
             }
             token = page.next_token;
             if token.is_none() {

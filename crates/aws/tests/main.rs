@@ -93,7 +93,7 @@ mod ec2 {
         let images = client.describe_images().send().await.unwrap();
         let image = images.images()[0].image_id().unwrap().to_string();
         let name = format!("barge-worker-{}", barge_jobs::JobId::random());
-        client
+        let template = client
             .create_launch_template()
             .launch_template_name(&name)
             .launch_template_data(
@@ -109,8 +109,9 @@ mod ec2 {
             .send()
             .await
             .unwrap();
+        let id = template.launch_template().and_then(|t| t.launch_template_id()).unwrap().to_string();
         let fleet = Ec2LauncherConfig {
-            launch_template: name,
+            launch_template: id,
             endpoint: "https://api.example.com".into(),
             instance_types: vec!["m7i.large".into(), "m6i.large".into()],
             subnets: vec![],
@@ -210,7 +211,7 @@ mod ec2 {
             .unwrap();
         store.replace(&done, &finished).await.unwrap();
         // WHEN the reaper sweeps
-        let report = sweep(&store, &launcher, &Policy::default()).await.unwrap();
+        let report = sweep(&store, &launcher, &Policy { launch_grace: 0, ..Policy::default() }).await.unwrap();
         // THEN both old instances are terminated and the stale job runs on a new one
         assert!(report.terminated.contains(&old_instance), "{report:?}");
         assert!(report.terminated.contains(&done_instance), "{report:?}");
@@ -224,11 +225,37 @@ mod ec2 {
         assert_eq!(live, vec![new_instance]);
     }
 
+    #[tokio::test]
+    async fn one_stages_reaper_never_sees_nor_terminates_another_stages_workers() {
+        // GIVEN two stages in one account and region, each with its launch template
+        let (sdk, _, dev) = moto_fleet("ca-central-1").await;
+        let (_, _, prod) = moto_fleet("ca-central-1").await;
+        let (dev, prod) = (Ec2Launcher::new(&sdk, dev), Ec2Launcher::new(&sdk, prod));
+        // AND a prod worker whose job dev's table has never heard of
+        let job = conformance::job("alice", None, Timestamp::now());
+        let prod_worker = prod.launch(&job).await.unwrap();
+        let dev_worker = dev.launch(&conformance::job("bob", None, Timestamp::now())).await.unwrap();
+        // WHEN dev's reaper sweeps with its own (empty) table (no grace for young instances:
+        // both were launched a moment ago)
+        let policy = Policy { launch_grace: 0, ..Policy::default() };
+        let report = sweep(&MemoryStore::new(), &dev, &policy).await.unwrap();
+        // THEN it terminated its own orphan only; prod's worker is not even listed by dev
+        assert_eq!(report.terminated, vec![dev_worker], "{report:?}");
+        assert!(dev.instances().await.unwrap().is_empty());
+        let live: Vec<String> = prod.instances().await.unwrap().into_iter().map(|i| i.id).collect();
+        assert_eq!(live, vec![prod_worker]);
+        // AND a launcher configured by template name refuses to list rather than list all
+        let named = Ec2Launcher::new(&sdk, Ec2LauncherConfig { launch_template: "barge-worker".into(), ..fleet() });
+        assert!(named.instances().await.unwrap_err().message.contains("lt-"));
+    }
+
     /// What the EC2 stand-in answers a request with.
     #[derive(Clone, Copy)]
     enum Reply {
         /// RunInstances started this instance.
         Instance(&'static str),
+        /// RunInstances answered with this instance, terminated (a token EC2 has seen).
+        Terminated(&'static str),
         /// An EC2 error: the HTTP status EC2 sends with it, and its code.
         Error(u16, &'static str),
     }
@@ -265,6 +292,16 @@ mod ec2 {
                             "<RunInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
                              <requestId>r-{n}</requestId><reservationId>r-0{n}</reservationId>\
                              <instancesSet><item><instanceId>{id}</instanceId></item></instancesSet>\
+                             </RunInstancesResponse>"
+                        ),
+                    ),
+                    Reply::Terminated(id) => (
+                        200,
+                        format!(
+                            "<RunInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
+                             <requestId>r-{n}</requestId><reservationId>r-0{n}</reservationId>\
+                             <instancesSet><item><instanceId>{id}</instanceId>\
+                             <instanceState><code>48</code><name>terminated</name></instanceState></item></instancesSet>\
                              </RunInstancesResponse>"
                         ),
                     ),
@@ -422,6 +459,23 @@ mod ec2 {
         }
     }
 
+    #[tokio::test]
+    async fn a_token_ec2_answers_with_a_terminated_instance_is_replaced() {
+        // GIVEN EC2 answering the job's first token with the instance the reaper terminated
+        let ec2 = StandIn::start(|n| {
+            if n == 0 { Reply::Terminated("i-0dead0dead0dead0de") } else { Reply::Instance("i-0a1a1a1a1a1a1a1a1") }
+        })
+        .await;
+        let job = conformance::job("alice", None, Timestamp::now());
+        // WHEN the job is launched again
+        let launched = ec2.launcher(fleet()).launch(&job).await.unwrap();
+        // THEN a new token starts a live worker
+        assert_eq!(launched, "i-0a1a1a1a1a1a1a1a1");
+        let tokens: Vec<String> =
+            ec2.requests().iter().map(|r| param(r, "ClientToken").unwrap_or_default().to_string()).collect();
+        assert_eq!(tokens, [format!("{}-1-o0", job.id), format!("{}-1-o0-r1", job.id)]);
+    }
+
     #[test]
     fn the_fleet_config_comes_from_the_environment_with_clear_errors() {
         let vars = |pairs: &'static [(&'static str, &'static str)]| {
@@ -441,6 +495,13 @@ mod ec2 {
         assert_eq!((config.root_volume_gib, config.log_group.as_deref()), (Some(30), Some("/barge/workers")));
         let e = Ec2LauncherConfig::from_vars(vars(&[("WORKER_INSTANCE_TYPES", "m7i.large")])).unwrap_err();
         assert!(e.contains("WORKER_LAUNCH_TEMPLATE"), "{e}");
+        let e = Ec2LauncherConfig::from_vars(vars(&[
+            ("WORKER_LAUNCH_TEMPLATE", "barge-worker"),
+            ("API_ENDPOINT", "https://x"),
+            ("WORKER_INSTANCE_TYPES", "m7i.large"),
+        ]))
+        .unwrap_err();
+        assert!(e.contains("id (lt-…)"), "{e}");
         let e = Ec2LauncherConfig::from_vars(vars(&[
             ("WORKER_LAUNCH_TEMPLATE", "lt-1"),
             ("API_ENDPOINT", "https://x"),

@@ -167,7 +167,7 @@ impl Launcher for MemoryLauncher {
             .launched
             .iter()
             .filter(|(_, id)| !state.terminated.contains(id))
-            .map(|((job, _), id)| Instance { id: id.clone(), job: Some(job.clone()) })
+            .map(|((job, _), id)| Instance { id: id.clone(), job: Some(job.clone()), launched_at: None })
             .collect();
         instances.extend(state.strays.iter().filter(|i| !state.terminated.contains(&i.id)).cloned());
         instances.sort_by(|a, b| a.id.cmp(&b.id));
@@ -179,12 +179,19 @@ impl Launcher for MemoryLauncher {
 #[derive(Default)]
 pub struct MemorySealer {
     sealed: Mutex<HashMap<String, (JobId, Credentials)>>,
+    /// Unseals that fail before the next succeeds (a KMS throttle).
+    failing: Mutex<u32>,
 }
 
 impl MemorySealer {
     /// An empty sealer.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes the next `n` unseals fail, as a throttled or unreachable KMS does.
+    pub fn fail_unseals(&self, n: u32) {
+        *lock(&self.failing) = n;
     }
 }
 
@@ -196,6 +203,13 @@ impl Sealer for MemorySealer {
     }
 
     async fn unseal(&self, job: &JobId, sealed: &[u8]) -> Result<Credentials, SealError> {
+        {
+            let mut failing = lock(&self.failing);
+            if *failing > 0 {
+                *failing -= 1;
+                return Err(SealError("ThrottlingException: rate exceeded".into()));
+            }
+        }
         let handle = String::from_utf8_lossy(sealed).into_owned();
         match lock(&self.sealed).get(&handle) {
             Some((owner, credentials)) if owner == job => Ok(credentials.clone()),

@@ -529,6 +529,12 @@ impl Job {
                 let max = i64::try_from(self.options.max_duration_seconds()).unwrap_or(i64::MAX);
                 next.deadline = Some(now.plus_seconds(max));
             }
+            // The same instance claims again (its first answer was lost, or unsealing failed
+            // after the claim landed) until it has reported anything: nothing changes.
+            (S::Running { phase: Phase::Validating }, Event::Claimed { instance_id })
+                if self.instance_id.as_deref() == Some(instance_id)
+                    && self.progress.is_none()
+                    && self.heartbeat_at == self.started_at => {}
             (S::Running { .. }, Event::Claimed { .. }) => return conflict("claim it again: it was claimed"),
             (S::Running { .. }, Event::Phase(phase)) => {
                 next.status = S::Running { phase: *phase };

@@ -128,6 +128,8 @@ pub struct Instance {
     pub id: String,
     /// The job it was launched for (its `JobId` tag), when readable.
     pub job: Option<JobId>,
+    /// When it was launched, when the launcher knows.
+    pub launched_at: Option<Timestamp>,
 }
 
 /// Starts and stops workers.

@@ -20,13 +20,23 @@ pub struct Policy {
     /// A worker whose job ended gets this long (seconds) to ship its last log lines and stop
     /// by itself before it counts as an orphan (the worker waits at most 30 s for its logs).
     pub finish_grace: i64,
+    /// An instance younger than this (seconds) is never an orphan: its launch may not be
+    /// recorded on its job yet (the coordinator writes the instance id after RunInstances
+    /// answers).
+    pub launch_grace: i64,
     /// Deadlines and attempts of every job.
     pub deadlines: Deadlines,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { heartbeat_timeout: 120, cancel_grace: 120, finish_grace: 60, deadlines: Deadlines::default() }
+        Policy {
+            heartbeat_timeout: 120,
+            cancel_grace: 120,
+            finish_grace: 60,
+            launch_grace: 180,
+            deadlines: Deadlines::default(),
+        }
     }
 }
 
@@ -183,7 +193,8 @@ async fn terminate<L: Launcher>(launcher: &L, instance: &str, sweep: &mut Sweep)
 
 /// Instances whose job is unknown, now runs elsewhere, or ended more than
 /// [`Policy::finish_grace`] ago: a worker that just reported its outcome is still shipping its
-/// last log lines, and stops by itself.
+/// last log lines, and stops by itself. An instance launched less than
+/// [`Policy::launch_grace`] ago is left alone whatever its job says.
 async fn orphans<S: JobStore, L: Launcher>(
     store: &S,
     launcher: &L,
@@ -206,10 +217,12 @@ async fn orphans<S: JobStore, L: Launcher>(
             None => None,
         };
         let now = Timestamp::now();
-        let needed = job.is_some_and(|job| {
-            job.instance_id.as_deref() == Some(instance.id.as_str())
-                && (job.is_active() || job.finished_at.is_some_and(|at| at.plus_seconds(policy.finish_grace) > now))
-        });
+        let young = instance.launched_at.is_some_and(|at| at.plus_seconds(policy.launch_grace) > now);
+        let needed = young
+            || job.is_some_and(|job| {
+                job.instance_id.as_deref() == Some(instance.id.as_str())
+                    && (job.is_active() || job.finished_at.is_some_and(|at| at.plus_seconds(policy.finish_grace) > now))
+            });
         if !needed {
             terminate(launcher, &instance.id, sweep).await;
         }

@@ -118,6 +118,35 @@ mod reaper {
     }
 
     #[tokio::test]
+    async fn an_instance_launched_moments_ago_is_not_an_orphan_yet() {
+        // GIVEN a queued job whose worker was just launched, its id not yet on the job (the
+        // coordinator writes it after RunInstances answers)
+        let (store, launcher) = (MemoryStore::new(), MemoryLauncher::new());
+        let job = conformance::job("alice", None, Timestamp::now());
+        store.create(&job, 100).await.unwrap();
+        launcher.add_stray(Instance {
+            id: "i-00000000000000fresh".into(),
+            job: Some(job.id.clone()),
+            launched_at: Some(Timestamp::now().plus_seconds(-20)),
+        });
+        // AND an unknown instance launched long ago
+        launcher.add_stray(Instance {
+            id: "i-0000000000000old".into(),
+            job: None,
+            launched_at: Some(Timestamp::now().plus_seconds(-3600)),
+        });
+        // WHEN the reaper sweeps
+        let report = sweep(&store, &launcher, &Policy::default()).await.unwrap();
+        // THEN the fresh instance lives; the old orphan does not
+        assert!(!report.terminated.contains(&"i-00000000000000fresh".to_string()), "{report:?}");
+        assert!(report.terminated.contains(&"i-0000000000000old".to_string()), "{report:?}");
+        // AND once past the grace, the same instance is an orphan
+        let later = Policy { launch_grace: 10, ..Policy::default() };
+        let report = sweep(&store, &launcher, &later).await.unwrap();
+        assert!(report.terminated.contains(&"i-00000000000000fresh".to_string()), "{report:?}");
+    }
+
+    #[tokio::test]
     async fn orphans_and_queued_jobs_are_handled() {
         let (store, launcher) = (MemoryStore::new(), MemoryLauncher::new());
         // A job whose launch failed for a retryable reason waits queued; the reaper launches it.
@@ -128,7 +157,11 @@ mod reaper {
         let done = running(&store, &launcher, 5).await;
         let finished = at(&done, Event::Finished(Outcome::Succeeded), 2 * MIN);
         store.replace(&done, &finished).await.unwrap();
-        launcher.add_stray(Instance { id: "i-0000000000000dead".into(), job: None });
+        launcher.add_stray(Instance {
+            id: "i-0000000000000dead".into(),
+            job: None,
+            launched_at: Some(Timestamp::now().plus_seconds(-600)),
+        });
         let report = sweep(&store, &launcher, &Policy::default()).await.unwrap();
         assert_eq!(report.launched, vec![queued.id.clone()]);
         assert!(report.terminated.contains(done.instance_id.as_ref().unwrap()));

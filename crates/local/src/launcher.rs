@@ -173,7 +173,7 @@ impl Launcher for ProcessLauncher {
         Ok(lock(&self.children)
             .running
             .iter()
-            .map(|(id, child)| Instance { id: id.clone(), job: Some(child.job.clone()) })
+            .map(|(id, child)| Instance { id: id.clone(), job: Some(child.job.clone()), launched_at: None })
             .collect())
     }
 }

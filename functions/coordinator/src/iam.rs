@@ -2,7 +2,10 @@
 //! has IAM authorization, so a request that reaches the Lambda carries the caller's ARN in
 //! `requestContext.authorizer.iam.userArn`. A worker is the worker role's assumed-role
 //! session, which EC2 names after the instance (`…:assumed-role/<worker role>/i-0abc…`);
-//! anyone else is a user, identified by their ARN.
+//! anyone else is a user, identified by what they cannot choose: an IAM user's ARN, or for an
+//! assumed role the role and its account (`arn:aws:iam::<account>:role/<name>`). The session
+//! name is the caller's pick (`--role-session-name`), so it never tells owners apart:
+//! everyone who may assume a role shares its jobs (docs/deploy.md, "Who owns a job").
 
 use barge_jobs::{AuthError, Authenticator, Caller};
 use lambda_http::request::RequestContext;
@@ -41,6 +44,12 @@ impl IamAuthenticator {
                 Err(AuthError::Invalid)
             };
         }
+        if let Some(rest) = resource.strip_prefix("assumed-role/") {
+            let Some((role, _session)) = rest.split_once('/').filter(|(role, _)| !role.is_empty()) else {
+                return Err(AuthError::Invalid);
+            };
+            return Ok(Caller::User { owner: format!("arn:{partition}:iam::{account}:role/{role}") });
+        }
         Ok(Caller::User { owner: arn.to_string() })
     }
 }
@@ -73,10 +82,19 @@ mod tests {
             auth.caller("arn:aws:iam::123456789012:user/alice"),
             Ok(Caller::User { owner: "arn:aws:iam::123456789012:user/alice".into() })
         );
+        // A session of a role is the role: the session name is whatever the caller chose.
+        for session in ["alice@example.com", "bob", "i-0123456789abcdef0"] {
+            assert_eq!(
+                auth.caller(&format!("arn:aws:sts::123456789012:assumed-role/Admin/{session}")),
+                Ok(Caller::User { owner: "arn:aws:iam::123456789012:role/Admin".into() })
+            );
+        }
+        // The same role name in another account is another owner.
         assert_eq!(
-            auth.caller("arn:aws:sts::123456789012:assumed-role/Admin/alice@example.com"),
-            Ok(Caller::User { owner: "arn:aws:sts::123456789012:assumed-role/Admin/alice@example.com".into() })
+            auth.caller("arn:aws:sts::210987654321:assumed-role/Admin/alice@example.com"),
+            Ok(Caller::User { owner: "arn:aws:iam::210987654321:role/Admin".into() })
         );
+        assert_eq!(auth.caller("arn:aws:sts::123456789012:assumed-role/Admin"), Err(AuthError::Invalid));
         // The worker role with a session that is not an instance is nobody.
         assert_eq!(auth.caller("arn:aws:sts::123456789012:assumed-role/barge-worker/mallory"), Err(AuthError::Invalid));
         assert_eq!(auth.caller("not an arn"), Err(AuthError::Invalid));

@@ -15,7 +15,7 @@ mod routes;
 
 use std::sync::Arc;
 
-use barge_jobs::{Authenticator, Deadlines, JobStore, Launcher, LogSource, Sealer};
+use barge_jobs::{Authenticator, Deadlines, JobStore, Launcher, LogSource, Reach, Sealer};
 
 pub use error::ApiError;
 pub use routes::router;
@@ -35,22 +35,34 @@ pub trait Ports: Send + Sync + 'static {
 }
 
 /// Limits the coordinator enforces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Jobs that may be active at once across the account; more get 429.
     pub max_active_jobs: u32,
     /// Deadlines and attempts of every job.
     pub deadlines: Deadlines,
+    /// How far a job's worker may reach: a job whose URL names what its worker must not
+    /// connect to is refused with 400 ([`barge_jobs::Reach`]).
+    pub reach: Reach,
+    /// Instance types a job may ask for; empty: any (a deployment's IAM policy limits them
+    /// too).
+    pub instance_types: Vec<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_active_jobs: 20, deadlines: Deadlines::default() }
+        Config {
+            max_active_jobs: 20,
+            deadlines: Deadlines::default(),
+            reach: Reach::Remote,
+            instance_types: Vec::new(),
+        }
     }
 }
 
 impl Config {
-    /// From `MAX_ACTIVE_JOBS` and the deadline variables of
+    /// From `MAX_ACTIVE_JOBS`, `WORKER_ALLOWED_INSTANCE_TYPES` (comma-separated), `WORKER_REACH`
+    /// (`remote`, the default, or `anywhere`) and the deadline variables of
     /// [`Policy::from_vars`](barge_jobs::reaper::Policy::from_vars) (each optional), given as
     /// `(name, value)` pairs so it reads the environment or a test's map.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, String> {
@@ -61,6 +73,16 @@ impl Config {
             let limit: u32 =
                 value.trim().parse().map_err(|_| format!("MAX_ACTIVE_JOBS must be a whole number, not {value:?}"))?;
             config.max_active_jobs = limit.max(1);
+        }
+        if let Some((_, value)) = vars.iter().find(|(name, _)| name == "WORKER_ALLOWED_INSTANCE_TYPES") {
+            config.instance_types = value.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+        }
+        if let Some((_, value)) = vars.iter().find(|(name, _)| name == "WORKER_REACH") {
+            config.reach = match value.trim() {
+                "" | "remote" => Reach::Remote,
+                "anywhere" => Reach::Anywhere,
+                other => return Err(format!("WORKER_REACH must be remote or anywhere, not {other:?}")),
+            };
         }
         Ok(config)
     }

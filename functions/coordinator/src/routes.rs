@@ -124,6 +124,20 @@ async fn create<P: Ports>(
     let bytes = body(request)?;
     let _: serde_json::Value = json(&bytes)?;
     let spec = JobSpec::from_json(&bytes)?;
+    spec.check_reach(app.config.reach)?;
+    if let Some(kind) = &spec.options.instance_type
+        && !app.config.instance_types.is_empty()
+        && !app.config.instance_types.contains(kind)
+    {
+        return Err(barge_jobs::SpecError {
+            field: "options.instance_type".into(),
+            message: format!(
+                "{kind} is not allowed in this deployment; allowed: {}",
+                app.config.instance_types.join(", ")
+            ),
+        }
+        .into());
+    }
     let key = idempotency_key(&headers)?;
     let id = key.as_deref().map_or_else(JobId::random, |key| JobId::for_key(&owner, key));
     let sealed = app.sealer.seal(&id, &spec.credentials()).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
@@ -290,15 +304,24 @@ async fn worker_event<P: Ports>(app: &App<P>, instance: &str, id: &str, event: &
     Ok(lifecycle::apply(&app.store, &id, event, app.config.deadlines, allow).await?)
 }
 
-/// `POST /jobs/{id}/claim`: the spec with credentials, once, to the launched instance.
+/// `POST /jobs/{id}/claim`: the spec with credentials, to the launched instance, which may
+/// claim again until it has reported. The credentials are unsealed **before** the job is
+/// marked running: a KMS throttle or outage is a 503 the worker retries, not a claimed job
+/// whose worker never got its spec.
 async fn claim<P: Ports>(
     State(app): State<Arc<App<P>>>,
     Worker(instance): Worker,
     Path(id): Path<String>,
 ) -> Result<Json<Claim>, ApiError> {
+    let job_id = job_id(&id)?;
+    let current = app.store.get(&job_id).await?.ok_or_else(|| ApiError::NotFound("no such job".into()))?;
+    if current.instance_id.as_deref() != Some(instance.as_str()) {
+        return Err(ApiError::Forbidden("this job was not launched on your instance".into()));
+    }
+    let credentials = app.sealer.unseal(&current.id, &current.sealed_credentials).await.map_err(|e| {
+        ApiError::Unavailable(format!("the job's credentials cannot be unsealed now ({e}); claim again"))
+    })?;
     let job = worker_event(&app, &instance, &id, &Event::Claimed { instance_id: instance.clone() }).await?;
-    let credentials =
-        app.sealer.unseal(&job.id, &job.sealed_credentials).await.map_err(|e| ApiError::Internal(e.to_string()))?;
     tracing::info!(job = %job.id, attempt = job.attempt, instance = %instance, "claimed");
     let spec = JobSpec {
         command: job.command,

@@ -42,10 +42,13 @@ struct Harness {
 
 impl Harness {
     fn new(max_active_jobs: u32) -> Harness {
+        Harness::with(Config { max_active_jobs, ..Config::default() })
+    }
+
+    fn with(config: Config) -> Harness {
         let tokens = BearerTokens::new();
         let alice = tokens.issue(Caller::User { owner: "alice".into() }).unwrap();
         let bob = tokens.issue(Caller::User { owner: "bob".into() }).unwrap();
-        let config = Config { max_active_jobs, ..Config::default() };
         let app = App::<Mem>::new(
             MemoryStore::new(),
             MemoryLauncher::new(),
@@ -289,11 +292,14 @@ async fn a_worker_claims_once_reports_and_finishes() {
     assert_eq!(claim.spec.source_url.expose(), SOURCE);
     assert_eq!(claim.spec.options.jobs, Some(4));
     assert_eq!(claim.job.status, barge_jobs::JobStatus::Running { phase: barge_jobs::Phase::Validating });
+    // A claim whose answer was lost is claimed again, until the worker has reported.
     let (status, body) = h.call("POST", &path("claim"), Some(&worker), None).await;
-    assert_eq!((status, error(&body).0), (StatusCode::CONFLICT, "conflict"));
+    assert_eq!(status, StatusCode::OK, "{body}");
     // Heartbeats and progress.
     let (status, body) = h.call("POST", &path("heartbeat"), Some(&worker), None).await;
     assert_eq!(status, StatusCode::OK);
+    let (status, body2) = h.call("POST", &path("claim"), Some(&worker), None).await;
+    assert_eq!((status, error(&body2).0), (StatusCode::CONFLICT, "conflict"));
     assert!(!serde_json::from_value::<Heartbeat>(body).unwrap().cancel_requested);
     let progress = json!({"phase": "copying", "bytes_copied": 1000, "bytes_estimated": 4000, "tables_total": 3,
         "running": [{"database": "shop", "table": "public.orders", "part": 1, "parts": 2, "bytes": 1000}]});
@@ -527,6 +533,22 @@ async fn api_gateway_events_with_iam_callers_reach_the_router() {
     let bob = "arn:aws:sts::123456789012:assumed-role/Developers/bob@example.com";
     let (status, _) = send(&router, event("list-jobs.json", &format!("/jobs/{id}"), bob, None)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // A role's job belongs to the role: a session named after a colleague is still that role,
+    // and a session of another role named after the job's creator is not its owner.
+    let carol = "arn:aws:sts::123456789012:assumed-role/Developers/carol";
+    let (status, body) = send(&router, event("create-job.json", "/jobs", carol, Some(&spec()))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["owner"], json!("arn:aws:iam::123456789012:role/Developers"));
+    let carols = body["id"].as_str().unwrap().to_string();
+    let (status, _) = send(&router, event("list-jobs.json", &format!("/jobs/{carols}"), bob, None)).await;
+    assert_eq!(status, StatusCode::OK, "a session of the same role sees the role's job");
+    let impostor = "arn:aws:sts::123456789012:assumed-role/Contractors/carol";
+    for path in [format!("/jobs/{carols}"), format!("/jobs/{carols}/cancel"), format!("/jobs/{carols}/cutover")] {
+        let fixture =
+            if path.ends_with("cancel") || path.ends_with("cutover") { "worker-call.json" } else { "list-jobs.json" };
+        let (status, body) = send(&router, event(fixture, &path, impostor, None)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+    }
     // Without an IAM authorizer context (a misconfigured route) nobody gets in.
     let mut request = event("list-jobs.json", "/jobs", alice, None);
     request.extensions_mut().clear();
@@ -665,4 +687,75 @@ async fn the_owner_asks_a_sync_job_to_cut_over_and_its_worker_hears_it() {
     let (status, body) = h.call("POST", &format!("/jobs/{}/cutover", init.id), Some(&h.alice), None).await;
     assert_eq!((status, error(&body).0), (StatusCode::CONFLICT, "conflict"));
     assert!(error(&body).1.contains("only sync jobs"), "{body}");
+}
+
+#[tokio::test]
+async fn a_stage_allows_only_its_instance_types_and_never_metadata_addresses() {
+    // GIVEN a deployment that allows two instance types and reaches remotely (the default)
+    let config = Config {
+        instance_types: vec!["m7g.large".into(), "m6g.large".into()],
+        ..Config::from_vars(Vec::<(String, String)>::new()).unwrap()
+    };
+    assert_eq!(config.reach, barge_jobs::Reach::Remote);
+    let h = Harness::with(config);
+    // WHEN a job asks for another type, or points at instance metadata or a worker's file
+    let mut huge = spec();
+    huge["options"]["instance_type"] = json!("p5.48xlarge");
+    let (status, body) = h.call("POST", "/jobs", Some(&h.alice), Some(huge)).await;
+    // THEN 422 names the field and the allowed types, and nothing was stored or launched
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (_, message) = error(&body);
+    assert!(message.contains("options.instance_type") && message.contains("m7g.large, m6g.large"), "{message}");
+    for url in [
+        "postgres://app:p%3Ba%24s%60w0rd@169.254.169.254:80/latest",
+        "postgres://app:p%3Ba%24s%60w0rd@[fd00:ec2::254]/db",
+        "postgres://app:p%3Ba%24s%60w0rd@db1.example.com/db?sslrootcert=/etc/ssh/ssh_host_rsa_key",
+        "postgresql://app:p;a$s`w0rd#x@db1.example.com/db",
+    ] {
+        let mut bad = spec();
+        bad["source_url"] = json!(url);
+        let (status, body) = h.call("POST", "/jobs", Some(&h.alice), Some(bad)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {body}");
+        assert!(error(&body).1.starts_with("source_url: "), "{body}");
+        assert!(!body.to_string().contains("w0rd"), "{body}");
+    }
+    let mut allowed = spec();
+    allowed["options"]["instance_type"] = json!("m6g.large");
+    let (status, body) = h.call("POST", "/jobs", Some(&h.alice), Some(allowed)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, body) = h.call("GET", "/jobs", Some(&h.alice), None).await;
+    assert_eq!(body["jobs"].as_array().map(Vec::len), Some(1), "{body}");
+    // AND the variables a stage sets are read
+    let vars = [("WORKER_ALLOWED_INSTANCE_TYPES", " m7g.large ,c7g.xlarge"), ("WORKER_REACH", "anywhere")]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+    let config = Config::from_vars(vars).unwrap();
+    assert_eq!(config.instance_types, ["m7g.large", "c7g.xlarge"]);
+    assert_eq!(config.reach, barge_jobs::Reach::Anywhere);
+    assert!(Config::from_vars([("WORKER_REACH".to_string(), "everywhere".to_string())]).is_err());
+}
+
+#[tokio::test]
+async fn a_claim_whose_credentials_cannot_be_unsealed_is_retried_without_losing_the_attempt() {
+    // GIVEN a launched job, and KMS throttling the first two unseals
+    let h = Harness::new(10);
+    let job = h.create(&h.alice).await;
+    let worker = h.worker(job.instance_id.as_deref().unwrap());
+    let claim = format!("/jobs/{}/claim", job.id);
+    h.app.sealer.fail_unseals(2);
+    // WHEN the worker claims: 503, and the job is still waiting for its worker
+    for _ in 0..2 {
+        let (status, body) = h.call("POST", &claim, Some(&worker), None).await;
+        assert_eq!((status, error(&body).0), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"), "{body}");
+        let (_, view) = h.call("GET", &format!("/jobs/{}", job.id), Some(&h.alice), None).await;
+        assert_eq!(view["status"]["state"], json!("launching"), "{view}");
+    }
+    // THEN the retry gets the spec, on the same attempt
+    let (status, body) = h.call("POST", &claim, Some(&worker), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["spec"]["source_url"], json!(SOURCE));
+    assert_eq!(body["job"]["attempt"], json!(1));
+    // AND another instance still may not claim it
+    let other = h.worker("i-0fffffffffffffff0");
+    let (status, _) = h.call("POST", &claim, Some(&other), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

@@ -11,7 +11,10 @@
  * - the network: the configured subnets, or a VPC of public subnets created here.
  *
  * `grantLaunch`/`grantTerminate`/`grantReadLogs` give the coordinator and the reaper exactly
- * what `Ec2Launcher` and `CloudWatchLogs` (crates/aws) call.
+ * what `Ec2Launcher` and `CloudWatchLogs` (crates/aws) call: launches only from this
+ * fleet's launch template and only of the allowed instance types, terminations only of
+ * instances launched from this fleet's launch template — so stages can share an account
+ * and region without one stage's reaper ending another stage's workers.
  */
 import { Arn, Fn, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import { IHttpApi } from 'aws-cdk-lib/aws-apigatewayv2';
@@ -26,6 +29,14 @@ import { acknowledgeCdkProvider, expectWildcards } from '../nag';
 
 /** The tag every barge instance carries (`MANAGED_BY` in crates/aws/src/ec2.rs). */
 export const MANAGED_BY = { key: 'ManagedBy', value: 'barge' } as const;
+
+/**
+ * The tag EC2 itself puts on every instance launched from a launch template, valued with the
+ * template's id. Its `aws:` prefix is reserved to AWS: no caller can create, change or remove
+ * it, so — unlike `ManagedBy`, which anyone allowed to tag an instance could add — it proves
+ * which template an instance was launched from.
+ */
+export const LAUNCH_TEMPLATE_TAG = 'aws:ec2launchtemplate:id';
 
 /** The API routes a worker calls (crates/client); users' routes are the others. */
 export const WORKER_ROUTES = [
@@ -52,6 +63,12 @@ export interface WorkerFleetProps {
   readonly placeholderImageParameter: string;
   /** Instance types tried in order for a job that names none. */
   readonly instanceTypes: string[];
+  /**
+   * Instance types a job may name (`options.instance_type`), handed to the Lambdas as
+   * `WORKER_ALLOWED_INSTANCE_TYPES`; the launch grant allows no other (`ec2:InstanceType`).
+   * Must include every entry of `instanceTypes`. @default instanceTypes
+   */
+  readonly allowedInstanceTypes?: string[];
   /** Spot first for resumable jobs. */
   readonly spot: boolean;
   /** Root volume size, GiB. */
@@ -84,6 +101,8 @@ export class WorkerFleet extends Construct {
   public readonly logGroup: logs.LogGroup;
   /** The SSM parameter the launch template resolves the image from. */
   public readonly amiParameterName: string;
+  /** Instance types a job may name; includes every default instance type. */
+  public readonly allowedInstanceTypes: string[];
   private readonly props: WorkerFleetProps;
 
   constructor(scope: Construct, id: string, props: WorkerFleetProps) {
@@ -94,6 +113,17 @@ export class WorkerFleet extends Construct {
     if (props.databasePorts.length === 0) {
       throw new Error('WorkerFleet: databasePorts must name at least one port');
     }
+    const allowed = props.allowedInstanceTypes ?? props.instanceTypes;
+    if (allowed.length === 0) {
+      throw new Error('WorkerFleet: allowedInstanceTypes must name at least one instance type');
+    }
+    // IAM refuses a launch of any other type, so a default type outside the list would make
+    // every job that names no type fail to launch.
+    const missing = props.instanceTypes.filter((type) => !allowed.includes(type));
+    if (missing.length > 0) {
+      throw new Error(`WorkerFleet: allowedInstanceTypes must include every default instance type; missing ${missing.join(', ')}`);
+    }
+    this.allowedInstanceTypes = [...allowed];
     this.props = props;
     this.amiParameterName = props.amiParameterName;
 
@@ -237,12 +267,15 @@ export class WorkerFleet extends Construct {
 
   /**
    * The environment `Ec2LauncherConfig::from_vars` (crates/aws) reads, plus the role name
-   * the coordinator recognises workers by. The root volume comes from the launch template.
+   * the coordinator recognises workers by and the instance types a job may name (the list
+   * `grantLaunch` allows: a job naming another type can be refused when it is submitted
+   * rather than fail at launch). The root volume comes from the launch template.
    */
   public launcherEnvironment(): Record<string, string> {
     return {
       WORKER_LAUNCH_TEMPLATE: this.launchTemplate.launchTemplateId ?? '',
       WORKER_INSTANCE_TYPES: this.props.instanceTypes.join(','),
+      WORKER_ALLOWED_INSTANCE_TYPES: this.allowedInstanceTypes.join(','),
       WORKER_SPOT: String(this.props.spot),
       WORKER_SUBNETS: this.subnetIds.join(','),
       WORKER_LOG_GROUP: this.logGroup.logGroupName,
@@ -251,28 +284,40 @@ export class WorkerFleet extends Construct {
   }
 
   /**
-   * Lets `grantee` launch workers: RunInstances only from this launch template, with the
-   * `ManagedBy=barge` tag on the instance and its volumes; tags only as part of that launch;
-   * the worker role passed only to EC2; the image parameter read.
+   * Lets `grantee` launch workers: RunInstances only from this launch template, only of the
+   * allowed instance types, with the `ManagedBy=barge` tag on the instance and its volumes;
+   * tags only as part of that launch; the worker role passed only to EC2; the image
+   * parameter read.
    */
   public grantLaunch(grantee: iam.IGrantable): void {
     const stack = Stack.of(this);
     const ec2Arn = (resource: string) => `arn:${stack.partition}:ec2:${stack.region}:${stack.account}:${resource}`;
     const fromTemplate = { ArnLike: { 'ec2:LaunchTemplate': this.launchTemplateArn() } };
+    const tagged = { [`aws:RequestTag/${MANAGED_BY.key}`]: MANAGED_BY.value };
     expectWildcards(grantee.grantPrincipal, [
       {
         finding: /^Resource::arn:.*:ec2:.*:(instance|volume|subnet|security-group|network-interface|spot-instances-request|image)\/\*$/,
         reason:
-          'RunInstances names new instances, volumes and interfaces at launch; every statement requires the worker launch template (ec2:LaunchTemplate), instances and volumes also the ManagedBy=barge request tag, CreateTags only during RunInstances',
+          'RunInstances names new instances, volumes and interfaces at launch; every statement requires the worker launch template (ec2:LaunchTemplate), instances also an allowed instance type (ec2:InstanceType), instances and volumes the ManagedBy=barge request tag, CreateTags only during RunInstances',
       },
     ]);
     const add = (statement: iam.PolicyStatement) => grantee.grantPrincipal.addToPrincipalPolicy(statement);
+    // ec2:InstanceType is a key of the instance resource only: a statement that also named
+    // volumes would match no volume, and the launch would be refused.
     add(
       new iam.PolicyStatement({
         sid: 'LaunchTaggedWorkers',
         actions: ['ec2:RunInstances'],
-        resources: [ec2Arn('instance/*'), ec2Arn('volume/*')],
-        conditions: { ...fromTemplate, StringEquals: { [`aws:RequestTag/${MANAGED_BY.key}`]: MANAGED_BY.value } },
+        resources: [ec2Arn('instance/*')],
+        conditions: { ...fromTemplate, StringEquals: { ...tagged, 'ec2:InstanceType': [...this.allowedInstanceTypes] } },
+      }),
+    );
+    add(
+      new iam.PolicyStatement({
+        sid: 'LaunchTaggedVolumes',
+        actions: ['ec2:RunInstances'],
+        resources: [ec2Arn('volume/*')],
+        conditions: { ...fromTemplate, StringEquals: tagged },
       }),
     );
     add(
@@ -320,27 +365,39 @@ export class WorkerFleet extends Construct {
   }
 
   /**
-   * Lets `grantee` list barge's instances and terminate them, and only them (the reaper:
-   * instances whose job ended or went silent, orphans).
+   * Lets `grantee` list instances and terminate this fleet's workers, and only them (the
+   * reaper: instances whose job ended or went silent, orphans): instances launched from this
+   * fleet's launch template and tagged `ManagedBy=barge`. Another stage's workers come from
+   * another template, so one stage's reaper cannot end them.
    */
   public grantTerminate(grantee: iam.IGrantable): void {
     const stack = Stack.of(this);
     expectWildcards(grantee.grantPrincipal, [
-      { finding: /^Resource::\*$/, reason: 'ec2:DescribeInstances supports no resource-level permission (the reaper filters on ManagedBy=barge)' },
+      {
+        finding: /^Resource::\*$/,
+        reason: "ec2:DescribeInstances supports no resource-level permission (it only reads; TerminateInstances is limited to this stage's workers)",
+      },
       {
         finding: /^Resource::arn:.*:ec2:.*:instance\/\*$/,
-        reason: 'TerminateInstances only on instances tagged ManagedBy=barge (aws:ResourceTag condition)',
+        reason: `TerminateInstances only on instances launched from this stage's launch template (aws:ResourceTag/${LAUNCH_TEMPLATE_TAG}, set by EC2, not by callers) and tagged ManagedBy=barge`,
       },
     ]);
+    // IAM evaluates ec2:LaunchTemplate on RunInstances only, not on an existing instance;
+    // the tag EC2 put on the instance at launch is what identifies its template afterwards.
     grantee.grantPrincipal.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: 'TerminateWorkers',
         actions: ['ec2:TerminateInstances'],
         resources: [`arn:${stack.partition}:ec2:${stack.region}:${stack.account}:instance/*`],
-        conditions: { StringEquals: { [`aws:ResourceTag/${MANAGED_BY.key}`]: MANAGED_BY.value } },
+        conditions: {
+          StringEquals: {
+            [`aws:ResourceTag/${LAUNCH_TEMPLATE_TAG}`]: this.launchTemplate.launchTemplateId ?? '',
+            [`aws:ResourceTag/${MANAGED_BY.key}`]: MANAGED_BY.value,
+          },
+        },
       }),
     );
-    // DescribeInstances supports no resource-level permission; the reaper filters on the tag.
+    // DescribeInstances supports no resource-level permission.
     grantee.grantPrincipal.addToPrincipalPolicy(
       new iam.PolicyStatement({ sid: 'ListWorkers', actions: ['ec2:DescribeInstances'], resources: ['*'] }),
     );

@@ -39,6 +39,7 @@ export class ServiceStack extends Stack {
       amiParameterName: c.amiParameterName,
       placeholderImageParameter: ubuntuImageParameter(c.workerArchitecture),
       instanceTypes: c.workerInstanceTypes,
+      allowedInstanceTypes: c.workerAllowedInstanceTypes,
       spot: c.workerSpot,
       rootVolumeGib: c.workerRootVolumeGib,
       databasePorts: c.databasePorts,
