@@ -364,10 +364,10 @@ async fn database_checks(req: &Request, db: &DatabasePlan) -> Vec<Check> {
 /// the target server to the source in replication mode, exactly as the real one will.
 async fn subscription_probe(req: &Request, target: &Db, database: &str) -> Check {
     let name = "target reaches the source";
-    let conninfo = req.source.libpq_conninfo(database);
     let probe = format!("barge_probe_{}", new_id());
     // Created inside a transaction that is always rolled back.
     let result = async {
+        let conninfo = subscription_conninfo(req, database).await?;
         target.batch("probe a subscription", "begin").await?;
         let sql: String = target
             .query_one(
@@ -405,6 +405,13 @@ async fn subscription_probe(req: &Request, target: &Db, database: &str) -> Check
             Check::fail(name, crate::conninfo::redact(&e.to_string()), Some(hint))
         }
     }
+}
+
+/// How the target's subscription reaches the source's `database`: with TLS exactly when
+/// barge's own connection to it has TLS (and then verified).
+async fn subscription_conninfo(req: &Request, database: &str) -> Result<String> {
+    let source = Db::connect(&req.source, database).await?;
+    req.source.libpq_conninfo(database, source.tls())
 }
 
 /// The tables whose rows replicate: copied with rows, and logged.
@@ -607,7 +614,7 @@ async fn subscribe(
     if target.batch("quiet the statement log", "set log_statement = 'none'").await.is_err() {
         tracing::debug!("log_statement stays as configured on the target");
     }
-    let conninfo = req.source.libpq_conninfo(&db.source);
+    let conninfo = subscription_conninfo(req, &db.source).await?;
     let fingerprint = serde_json::to_string(baseline).map_err(|e| Error::Internal(e.to_string()))?;
     let filter = serde_json::to_string(&req.filter).map_err(|e| Error::Internal(e.to_string()))?;
     let table_count = tables as i64;
@@ -659,8 +666,37 @@ struct Found {
 }
 
 /// Finds the barge subscriptions on the target (the target URL's database only, when it
-/// names one and not every database is asked for), narrowed to `id` when given.
+/// names one and not every database is asked for), narrowed to `id` when given: one sync, or
+/// an error that says there is none or several.
 async fn find(req: &Request) -> Result<Vec<Found>> {
+    let found = find_all(req).await?;
+    if found.is_empty() {
+        return Err(Error::Invalid(format!(
+            "no barge replication on the target {}{}: start one with `barge init --sync`",
+            req.target.endpoint(),
+            if req.options.sync_id.is_some() { " with that sync id" } else { "" }
+        )));
+    }
+    one_sync(&found)?;
+    Ok(found)
+}
+
+/// Refuses subscriptions of more than one sync.
+fn one_sync(found: &[Found]) -> Result<()> {
+    let ids: HashSet<&str> = found.iter().filter_map(|f| id_of(&f.name)).collect();
+    if ids.len() > 1 {
+        let mut ids: Vec<&str> = ids.into_iter().collect();
+        ids.sort();
+        return Err(Error::Invalid(format!(
+            "the target has more than one barge replication ({}): choose one with --sync-id",
+            ids.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Every barge subscription [`find`] looks at, however many syncs they belong to.
+async fn find_all(req: &Request) -> Result<Vec<Found>> {
     let (admin, _) = plan::connect_admin(&req.target).await?;
     let only_db = req.target.dbname().map(str::to_owned);
     let pattern = match &req.options.sync_id {
@@ -678,13 +714,14 @@ async fn find(req: &Request) -> Result<Vec<Found>> {
             &[&pattern],
         )
         .await?;
-    // The target URL's database narrows the search when it holds a barge subscription (it
-    // may name only the database to connect to, as with --all-databases).
-    let in_only_db = rows.iter().any(|r| only_db.as_deref() == Some(r.get::<_, &str>(0)));
+    // The target URL's database narrows the search, unless every database is asked for
+    // (the URL then names only the database to connect to): another database's sync on the
+    // same server is not this one's.
+    let only_db = only_db.filter(|_| !req.all_databases);
     let mut found = Vec::new();
     for row in rows {
         let (database, name): (String, String) = (row.get(0), row.get(1));
-        if in_only_db && only_db.as_deref() != Some(database.as_str()) {
+        if only_db.as_deref().is_some_and(|only| only != database) {
             continue;
         }
         let target = Db::connect(&req.target, &database).await?;
@@ -707,22 +744,6 @@ async fn find(req: &Request) -> Result<Vec<Found>> {
         let filter: crate::filter::Filter = serde_json::from_str(&record.get::<_, String>(2))
             .map_err(|e| Error::Internal(format!("the sync record of {name} is unreadable: {e}")))?;
         found.push(Found { name, source_database: record.get(0), target_database: database, baseline, filter });
-    }
-    if found.is_empty() {
-        return Err(Error::Invalid(format!(
-            "no barge replication on the target {}{}: start one with `barge init --sync`",
-            req.target.endpoint(),
-            if req.options.sync_id.is_some() { " with that sync id" } else { "" }
-        )));
-    }
-    let ids: HashSet<&str> = found.iter().filter_map(|f| id_of(&f.name)).collect();
-    if ids.len() > 1 {
-        let mut ids: Vec<&str> = ids.into_iter().collect();
-        ids.sort();
-        return Err(Error::Invalid(format!(
-            "the target has more than one barge replication ({}): choose one with --sync-id",
-            ids.join(", ")
-        )));
     }
     Ok(found)
 }
@@ -990,26 +1011,28 @@ pub async fn cutover(req: &Request, options: &CutoverOptions, sink: Arc<dyn Prog
     Ok(report)
 }
 
-/// Removes the replication (found on the target, or by the source's slots when the target
-/// has none) without cutting over; the copied data stays.
+/// Removes one sync's replication without cutting over; the copied data stays. The sync is
+/// the one `--sync-id` names, or the one whose subscriptions the target holds; the source's
+/// slots and publications of that sync go too (also those whose subscription never came to
+/// be: a copy that died). Nothing of another sync is touched: the source may feed other
+/// targets, whose slots look the same from there.
 pub async fn stop(req: &Request) -> Result<StopReport> {
-    let mut created: Vec<Created> = match find(req).await {
-        Ok(found) => found
-            .into_iter()
-            .map(|f| Created { name: f.name, source_database: f.source_database, target_database: f.target_database })
-            .collect(),
-        Err(Error::Invalid(_)) => Vec::new(),
-        Err(e) => return Err(e),
+    let found = find_all(req).await?;
+    one_sync(&found)?;
+    let id = match (&req.options.sync_id, found.first().and_then(|f| id_of(&f.name))) {
+        (Some(id), _) => id.clone(),
+        (None, Some(id)) => id.to_owned(),
+        (None, None) => return Err(no_sync_here(req).await),
     };
-    // Slots whose subscription never came to be (a copy that died).
+    let mut created: Vec<Created> = found
+        .into_iter()
+        .map(|f| Created { name: f.name, source_database: f.source_database, target_database: f.target_database })
+        .collect();
     let (source_admin, _) = plan::connect_admin(&req.source).await?;
-    let pattern = match &req.options.sync_id {
-        Some(id) => format!("{}%", prefix(id).replace('_', "\\_")),
-        None => "barge\\_%".to_owned(),
-    };
+    let pattern = format!("{}%", prefix(&id).replace('_', "\\_"));
     let slots = source_admin
         .query(
-            "list barge slots",
+            "list the sync's slots",
             "select slot_name::text, database::text from pg_catalog.pg_replication_slots where slot_name like $1 and slot_type = 'logical'",
             &[&pattern],
         )
@@ -1038,6 +1061,47 @@ pub async fn stop(req: &Request) -> Result<StopReport> {
             if removed.is_empty() { "nothing".into() } else { removed.join(", ") },
             failures.join("; ")
         )))
+    }
+}
+
+/// Why `stop` without `--sync-id` found nothing to stop on the target: the source's barge
+/// slots, if any, are named with their ids and states, and none is removed.
+async fn no_sync_here(req: &Request) -> Error {
+    let slots = async {
+        let (source, _) = plan::connect_admin(&req.source).await?;
+        source
+            .query(
+                "list barge slots",
+                "select slot_name::text, active from pg_catalog.pg_replication_slots \
+                 where slot_name like 'barge\\_%' and slot_type = 'logical' order by 1",
+                &[],
+            )
+            .await
+    }
+    .await;
+    let listed: Vec<String> = match slots {
+        Ok(rows) => rows
+            .iter()
+            .map(|r| {
+                let name: String = r.get(0);
+                let state = if r.get::<_, bool>(1) { "active" } else { "inactive" };
+                format!("{name} (sync id {}, {state})", id_of(&name).unwrap_or("?"))
+            })
+            .collect(),
+        Err(e) => return e,
+    };
+    if listed.is_empty() {
+        Error::Invalid(format!(
+            "no barge replication found on the source {} or the target {}",
+            req.source.endpoint(),
+            req.target.endpoint()
+        ))
+    } else {
+        Error::Invalid(format!(
+            "no barge replication on the target {}; the source has barge replication slots, which may feed other targets: {}. Remove one sync's with --sync-id <id>",
+            req.target.endpoint(),
+            listed.join(", ")
+        ))
     }
 }
 

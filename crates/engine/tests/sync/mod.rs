@@ -338,3 +338,70 @@ async fn preflight_refuses_what_replication_cannot_follow() {
     assert!(probe.hint.as_deref().unwrap_or_default().contains("pg_create_subscription"), "{probe:?}");
     assert!(!probe.detail.contains(barge_testkit::PASSWORD), "{probe:?}");
 }
+
+#[tokio::test]
+async fn stop_removes_one_sync_and_never_another_targets() {
+    // GIVEN one source database feeding two targets, each by its own sync
+    let src = src18();
+    let src_db = src.create_db("two_syncs").await;
+    src.run_sql(
+        &src_db,
+        "create table t (id int primary key, v text); insert into t select g, 'v' from generate_series(1, 100) g",
+    )
+    .await;
+    let (first_db, second_db) = (unique("sync_first"), unique("sync_second"));
+    let mut requests = Vec::new();
+    for (db, id) in [(&first_db, "one"), (&second_db, "two")] {
+        let mut req = request(&src, &src_db, &dst18(), db);
+        req.options.sync = true;
+        req.options.sync_id = Some(format!("{id}{}", std::process::id()));
+        let plan = plan_ok(&req).await;
+        sync::start(&req, &plan, progress::discard(), sync::no_control()).await.unwrap();
+        requests.push(req);
+    }
+    let slots = |src: Cluster, db: String| async move {
+        src.connect("postgres")
+            .await
+            .query_one("select count(*) from pg_replication_slots where database = $1", &[&db])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(slots(src.clone(), src_db.clone()).await, 2);
+    // WHEN the first target's sync is stopped without naming its id
+    let mut first = requests[0].clone();
+    first.options.sync_id = None;
+    let report = sync::stop(&first).await.unwrap();
+    // THEN its subscription, slot and publication are gone, and the other sync is untouched
+    assert_eq!(barge_objects(&src, &src_db, &first_db).await.2, 0, "{report:?}");
+    assert_eq!(slots(src.clone(), src_db.clone()).await, 1);
+    let publications: i64 =
+        src.connect(&src_db).await.query_one("select count(*) from pg_publication", &[]).await.unwrap().get(0);
+    assert_eq!(publications, 1);
+    assert_eq!(barge_objects(&src, &src_db, &second_db).await.2, 1);
+    src.run_sql(&src_db, "insert into t values (1001, 'still replicating')").await;
+    let mut arrived = false;
+    for _ in 0..100 {
+        let n: i64 = dst18()
+            .connect(&second_db)
+            .await
+            .query_one("select count(*) from t where id = 1001", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n == 1 {
+            arrived = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(arrived, "the other sync stopped replicating");
+    // AND stopping again on the first target (no sync there any more) removes nothing and
+    // names the other sync's slot
+    let e = sync::stop(&first).await.unwrap_err().to_string();
+    assert!(e.contains(&format!("two{}", std::process::id())) && e.contains("--sync-id"), "{e}");
+    assert_eq!(slots(src.clone(), src_db.clone()).await, 1);
+    // AND the other sync is stopped by its id
+    sync::stop(&requests[1]).await.unwrap();
+    assert_eq!(barge_objects(&src, &src_db, &second_db).await, (0, 0, 0));
+}
