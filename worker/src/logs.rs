@@ -20,15 +20,26 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    /// Replaces `secret` (as given, and as it appears percent-encoded in a URL) from now on.
+    /// Replaces `secret` from now on: as given, percent-encoded (as in a URL), and escaped as
+    /// JSON and Rust's `{:?}` escape it (a log line is JSON: a `"` or `\` in a password
+    /// reaches the line as `\"` or `\\`).
     pub fn add(&self, secret: &str) {
         if secret.len() < 3 {
             // Too short to replace without mangling ordinary text; URL redaction still applies.
             return;
         }
+        let json = serde_json::to_string(secret).unwrap_or_default();
+        let debug = format!("{secret:?}");
+        let forms = [
+            secret.to_string(),
+            url::form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
+            barge_vocab::conn::encode(secret),
+            json.get(1..json.len().saturating_sub(1)).unwrap_or_default().to_string(),
+            debug.get(1..debug.len().saturating_sub(1)).unwrap_or_default().to_string(),
+        ];
         let mut secrets = self.secrets.write().unwrap_or_else(PoisonError::into_inner);
-        for form in [secret.to_string(), url::form_urlencoded::byte_serialize(secret.as_bytes()).collect()] {
-            if !secrets.contains(&form) {
+        for form in forms {
+            if form.len() >= 3 && !secrets.contains(&form) {
                 secrets.push(form);
             }
         }
@@ -36,19 +47,23 @@ impl Redactor {
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
 
-    /// The passwords in a spec's URLs (`user:password@` and `password=` parameters).
+    /// The passwords in a spec's URLs (`user:password@` and `password=` parameters), read by
+    /// the same parser the API checked them with.
     pub fn add_urls<'a>(&self, urls: impl IntoIterator<Item = &'a str>) {
         for raw in urls {
-            let Ok(url) = url::Url::parse(raw) else { continue };
-            if let Some(password) = url.password() {
+            if let Ok(params) = barge_vocab::ConnUrl::new(raw).parse()
+                && let Some(password) = &params.password
+            {
+                self.add(password.expose());
+            }
+            // The raw text between "user:" and the last "@", whatever it holds.
+            if let Some((_, rest)) = raw.split_once("://")
+                && let Some((userinfo, _)) = rest.rsplit_once('@')
+                && let Some((_, password)) = userinfo.split_once(':')
+            {
                 self.add(password);
                 if let Ok(decoded) = percent_decode(password) {
                     self.add(&decoded);
-                }
-            }
-            for (name, value) in url.query_pairs() {
-                if name == "password" {
-                    self.add(&value);
                 }
             }
         }
@@ -270,5 +285,23 @@ mod tests {
         }
         assert!(redacted.contains("auth failed for ***"), "{redacted}");
         assert_eq!(redactor.redact("postgres://a:b@c/d"), barge_engine::redact("postgres://a:b@c/d"));
+    }
+
+    #[test]
+    fn passwords_with_quotes_and_backslashes_never_survive_json_escaping() {
+        for password in ["pa\"ss\\wo'rd", "\"\"\"", "back\\slash", "tab\there", "uni\u{7}code"] {
+            let redactor = Redactor::default();
+            let url = format!("postgres://app:{}@db:5432/app", barge_vocab::conn::encode(password));
+            redactor.add_urls([url.as_str()]);
+            // A log line as tracing's JSON formatter writes it, and a Debug rendering.
+            let line = serde_json::json!({"fields": {"message": format!("login failed: {password}")}}).to_string();
+            for text in [line, format!("error: {password:?}"), format!("raw {password} end")] {
+                let redacted = redactor.redact(&text);
+                assert!(!redacted.contains(password), "{password:?} in {redacted}");
+                let escaped = serde_json::to_string(password).unwrap();
+                assert!(!redacted.contains(&escaped[1..escaped.len() - 1]), "{password:?} in {redacted}");
+                assert!(redacted.contains("***"), "{redacted}");
+            }
+        }
     }
 }
