@@ -63,23 +63,23 @@ pub async fn configure(args: &ConfigureArgs, profile: &str) -> u8 {
     let mut file = match ConfigFile::load() {
         Ok(file) => file,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return code::FAILED;
         }
     };
     if args.stack.is_none() && args.endpoint.is_none() && args.token_file.is_none() {
         match file.profiles.get(profile) {
             Some(p) => {
-                println!("profile   {profile}");
-                println!("endpoint  {}", p.endpoint.as_deref().unwrap_or("-"));
+                outln!("profile   {profile}");
+                outln!("endpoint  {}", p.endpoint.as_deref().unwrap_or("-"));
                 if let Some(stack) = &p.stack {
-                    println!("stack     {stack}");
+                    outln!("stack     {stack}");
                 }
                 if let Some(token) = &p.token_file {
-                    println!("token     {}", token.display());
+                    outln!("token     {}", token.display());
                 }
             }
-            None => println!(
+            None => outln!(
                 "profile {profile} is not configured: barge configure --stack NAME (or --endpoint URL){}",
                 if profile == "default" { "" } else { " --profile NAME" }
             ),
@@ -90,7 +90,7 @@ pub async fn configure(args: &ConfigureArgs, profile: &str) -> u8 {
         (Some(stack), _) => match stack_endpoint(stack, args.region.as_deref()).await {
             Ok(url) => Some(url),
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 return code::FAILED;
             }
         },
@@ -102,7 +102,7 @@ pub async fn configure(args: &ConfigureArgs, profile: &str) -> u8 {
         match check_endpoint(&url) {
             Ok(url) => entry.endpoint = Some(url),
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 return code::USAGE;
             }
         }
@@ -114,12 +114,12 @@ pub async fn configure(args: &ConfigureArgs, profile: &str) -> u8 {
     let shown = entry.endpoint.clone().unwrap_or_default();
     match file.save() {
         Ok(path) => {
-            println!("profile {profile}: endpoint {shown} (saved in {})", path.display());
-            println!("remote is now the default for init, validate and verify; --local runs them here");
+            outln!("profile {profile}: endpoint {shown} (saved in {})", path.display());
+            outln!("remote is now the default for init, validate and verify; --local runs them here");
             code::OK
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             code::FAILED
         }
     }

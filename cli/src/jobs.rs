@@ -34,7 +34,7 @@ async fn connect(endpoint: &Endpoint, output: OutputFormat) -> Result<ApiClient,
 fn error(message: &str, output: OutputFormat) {
     match output {
         OutputFormat::Json => render::json_line("error", &serde_json::json!({ "message": message })),
-        OutputFormat::Text => eprintln!("error: {message}"),
+        OutputFormat::Text => errln!("error: {message}"),
     }
 }
 
@@ -61,8 +61,8 @@ pub async fn submit(spec: &JobSpec, endpoint: &Endpoint, detach: bool, output: O
     match output {
         OutputFormat::Json => render::json_line("submitted", &view),
         OutputFormat::Text if detach => {
-            println!("{}", view.id);
-            eprintln!(
+            outln!("{}", view.id);
+            errln!(
                 "submitted job {} ({}); follow it with: barge jobs watch {}",
                 view.id,
                 view.command.as_str(),
@@ -70,8 +70,8 @@ pub async fn submit(spec: &JobSpec, endpoint: &Endpoint, detach: bool, output: O
             );
         }
         OutputFormat::Text => {
-            eprintln!("submitted job {} ({}) to {}", view.id, view.command.as_str(), endpoint.url);
-            eprintln!("Ctrl-C stops watching; the job keeps running (barge jobs watch {})", view.id);
+            errln!("submitted job {} ({}) to {}", view.id, view.command.as_str(), endpoint.url);
+            errln!("Ctrl-C stops watching; the job keeps running (barge jobs watch {})", view.id);
         }
     }
     if detach {
@@ -176,7 +176,7 @@ async fn list(client: &ApiClient, all: bool, status: Option<&str>, output: Outpu
         return Ok(());
     }
     if jobs.is_empty() {
-        eprintln!("no jobs{}", status.map(|s| format!(" in state {s}")).unwrap_or_default());
+        errln!("no jobs{}", status.map(|s| format!(" in state {s}")).unwrap_or_default());
         return Ok(());
     }
     let now = Timestamp::now();
@@ -206,14 +206,14 @@ async fn list(client: &ApiClient, all: bool, status: Option<&str>, output: Outpu
     }
     let line = |cells: &[String]| {
         let text: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", text.join("  ").trim_end());
+        outln!("{}", text.join("  ").trim_end());
     };
     line(&header.map(String::from));
     for row in &rows {
         line(row);
     }
     if !all && cursor.is_some() {
-        eprintln!("(the 20 most recent; --all lists every job)");
+        errln!("(the 20 most recent; --all lists every job)");
     }
     Ok(())
 }
@@ -226,47 +226,47 @@ async fn show(client: &ApiClient, id: &JobId, output: OutputFormat) -> Result<()
     }
     let now = Timestamp::now();
     let when = |t: Option<Timestamp>| t.map(|t| format!("{} ({} ago)", t.rfc3339(), age(t, now))).unwrap_or("-".into());
-    println!("job       {}", view.id);
-    println!("command   {}", view.command.as_str());
-    println!(
+    outln!("job       {}", view.id);
+    outln!("command   {}", view.command.as_str());
+    outln!(
         "status    {}{}",
         watch::status_text(&view.status),
         if view.cancel_requested { " (cancel requested)" } else { "" }
     );
-    println!("source    {}", view.source);
-    println!("target    {}", view.target);
+    outln!("source    {}", view.source);
+    outln!("target    {}", view.target);
     let filter = serde_json::to_value(&view.filter).unwrap_or_default();
     if filter.as_object().is_some_and(|m| !m.is_empty()) {
-        println!("filter    {filter}");
+        outln!("filter    {filter}");
     }
     let options = serde_json::to_value(&view.options).unwrap_or_default();
     if options.as_object().is_some_and(|m| !m.is_empty()) {
-        println!("options   {options}");
+        outln!("options   {options}");
     }
-    println!("attempt   {} of {}", view.attempt, view.max_attempts);
+    outln!("attempt   {} of {}", view.attempt, view.max_attempts);
     if let Some(failure) = &view.last_failure {
-        println!("          the previous attempt ended: {failure}");
+        outln!("          the previous attempt ended: {failure}");
     }
-    println!("worker    {}", view.instance_id.as_deref().unwrap_or("-"));
-    println!("created   {}", when(Some(view.created_at)));
-    println!("started   {}", when(view.started_at));
-    println!("heartbeat {}", when(view.heartbeat_at));
-    println!("finished  {}", when(view.finished_at));
+    outln!("worker    {}", view.instance_id.as_deref().unwrap_or("-"));
+    outln!("created   {}", when(Some(view.created_at)));
+    outln!("started   {}", when(view.started_at));
+    outln!("heartbeat {}", when(view.heartbeat_at));
+    outln!("finished  {}", when(view.finished_at));
     if let (Some(end), Some(start)) = (view.finished_at.or(Some(now)), view.started_at) {
-        println!("ran for   {}", human_duration((end.millis() - start.millis()).max(0) as f64 / 1000.0));
+        outln!("ran for   {}", human_duration((end.millis() - start.millis()).max(0) as f64 / 1000.0));
     }
     if let Some(p) = &view.progress {
         let line = watch::progress_line(p);
         if !line.is_empty() {
-            println!("progress  {line}");
+            outln!("progress  {line}");
         }
         if let Some(message) = &p.message {
-            println!("message   {message}");
+            outln!("message   {message}");
         }
     }
     if view.status.state().is_terminal() {
-        println!();
-        println!("{}", watch::outcome_text(&view));
+        outln!();
+        outln!("{}", watch::outcome_text(&view));
     }
     Ok(())
 }
@@ -276,7 +276,7 @@ async fn cancel(client: &ApiClient, id: &JobId, yes: bool) -> Result<u8, ClientE
     if !yes {
         let view = retry("reading the job", CALL, || client.get(id)).await?;
         if view.status.state().is_terminal() {
-            eprintln!("job {id} already ended: {}", view.status.state());
+            errln!("job {id} already ended: {}", view.status.state());
             return Ok(code::OK);
         }
         let question = format!(
@@ -287,7 +287,7 @@ async fn cancel(client: &ApiClient, id: &JobId, yes: bool) -> Result<u8, ClientE
         match confirm(&question, &format!("cancelling job {id}")) {
             Ok(true) => {}
             Ok(false) => {
-                eprintln!("not cancelled");
+                errln!("not cancelled");
                 return Ok(code::OK);
             }
             Err(code) => return Ok(code),
@@ -295,9 +295,9 @@ async fn cancel(client: &ApiClient, id: &JobId, yes: bool) -> Result<u8, ClientE
     }
     let view = retry("cancelling the job", CALL, || client.cancel(id)).await?;
     if view.status.state().is_terminal() {
-        println!("job {id} is {}", view.status.state());
+        outln!("job {id} is {}", view.status.state());
     } else {
-        println!("cancel requested: the worker stops at its next heartbeat; follow it with barge jobs watch {id}");
+        outln!("cancel requested: the worker stops at its next heartbeat; follow it with barge jobs watch {id}");
     }
     Ok(code::OK)
 }
@@ -312,7 +312,7 @@ async fn cutover(
     if !yes {
         let view = retry("reading the job", CALL, || client.get(id)).await?;
         if view.status.state().is_terminal() {
-            eprintln!("job {id} already ended: {}", view.status.state());
+            errln!("job {id} already ended: {}", view.status.state());
             return Ok(code::FAILED);
         }
         let lag = view
@@ -327,7 +327,7 @@ async fn cutover(
         match confirm(&question, &format!("cutting job {id} over")) {
             Ok(true) => {}
             Ok(false) => {
-                eprintln!("not cut over");
+                errln!("not cut over");
                 return Ok(code::OK);
             }
             Err(code) => return Ok(code),
@@ -338,7 +338,7 @@ async fn cutover(
         match output {
             OutputFormat::Json => render::json_line("cutover_requested", &view),
             OutputFormat::Text => {
-                println!(
+                outln!(
                     "cutover requested: the worker cuts over at its next report; follow it with barge jobs watch {id}"
                 )
             }
@@ -346,7 +346,7 @@ async fn cutover(
         return Ok(code::OK);
     }
     if output == OutputFormat::Text {
-        eprintln!("cutover requested; watching (Ctrl-C stops watching, not the cutover)");
+        errln!("cutover requested; watching (Ctrl-C stops watching, not the cutover)");
     }
     Ok(watch::watch(client, id, output).await)
 }
@@ -355,10 +355,10 @@ async fn cutover(
 /// there is no terminal to ask (`what` needs confirmation: pass --yes).
 pub(crate) fn confirm(question: &str, what: &str) -> Result<bool, u8> {
     if !std::io::stdin().is_terminal() {
-        eprintln!("error: {what} needs confirmation: pass --yes");
+        errln!("error: {what} needs confirmation: pass --yes");
         return Err(code::USAGE);
     }
-    eprint!("{question} [y/N] ");
+    err!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);
@@ -407,7 +407,7 @@ async fn logs(client: &ApiClient, id: &JobId, follow: bool, raw: bool) -> Result
         let page = retry("reading the job's log", CALL, || client.logs(id, after.as_deref(), None)).await?;
         for line in &page.lines {
             let text = if raw { std::borrow::Cow::Borrowed(line.text.as_str()) } else { human_line(&line.text).into() };
-            if writeln!(stdout.lock(), "{text}").is_err() {
+            if writeln!(stdout.lock(), "{}", barge_vocab::strip_controls(&text)).is_err() {
                 return Ok(()); // The reader went away (`| head`).
             }
         }

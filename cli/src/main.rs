@@ -1,6 +1,22 @@
 //! `barge`: the command line. Parses arguments, sets up logging, runs a command, maps the
 //! outcome to an exit code. The work lives in `run` and in the engine.
 
+// Everything barge prints may hold text a database stores (names, messages, log lines), and
+// a source's owners are not trusted: these stand in for println!/eprint!/eprintln! and
+// escape control characters and bidirectional overrides instead of handing them to the
+// terminal (barge_vocab::strip_controls). Newlines and tabs pass.
+macro_rules! outln {
+    () => { println!() };
+    ($($arg:tt)*) => { println!("{}", barge_vocab::strip_controls(&format!($($arg)*))) };
+}
+macro_rules! errln {
+    () => { eprintln!() };
+    ($($arg:tt)*) => { eprintln!("{}", barge_vocab::strip_controls(&format!($($arg)*))) };
+}
+macro_rules! err {
+    ($($arg:tt)*) => { eprint!("{}", barge_vocab::strip_controls(&format!($($arg)*))) };
+}
+
 mod args;
 mod config;
 mod configure;
@@ -25,7 +41,7 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            eprint!("{}", barge_engine::redact(&e.render().to_string()));
+            err!("{}", barge_engine::redact(&e.render().to_string()));
             return ExitCode::from(2);
         }
     };
@@ -40,7 +56,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };

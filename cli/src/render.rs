@@ -28,7 +28,7 @@ pub fn json_line<T: Serialize>(kind: &str, value: &T) {
     if let (Some(map), Ok(serde_json::Value::Object(fields))) = (object.as_object_mut(), serde_json::to_value(value)) {
         map.extend(fields);
     }
-    println!("{object}");
+    outln!("{object}");
 }
 
 fn thousands(n: u64) -> String {
@@ -55,17 +55,17 @@ fn action_text(action: &TargetAction) -> String {
 
 /// Prints the plan: always the database mapping; with `details` every table and part.
 pub fn plan(plan: &Plan, details: bool) {
-    println!("source   {}  (PostgreSQL {})", plan.source, plan.source_version);
-    println!("target   {}  (PostgreSQL {})", plan.target, plan.target_version);
-    println!("pg_dump  {}", plan.pg_dump);
-    println!();
-    println!(
+    outln!("source   {}  (PostgreSQL {})", plan.source, plan.source_version);
+    outln!("target   {}  (PostgreSQL {})", plan.target, plan.target_version);
+    outln!("pg_dump  {}", plan.pg_dump);
+    outln!();
+    outln!(
         "Databases ({}):",
         if plan.all_databases { "every database of the source" } else { "the source URL's database" }
     );
     for db in &plan.databases {
         let tables = db.tables.iter().filter(|t| !t.schema_only).count();
-        println!(
+        outln!(
             "  {} → {}   {}   {} table(s), {}{}",
             db.source,
             db.target,
@@ -77,13 +77,13 @@ pub fn plan(plan: &Plan, details: bool) {
     }
     if details {
         for db in &plan.databases {
-            println!();
-            println!("{} → {}:", db.source, db.target);
+            outln!();
+            outln!("{} → {}:", db.source, db.target);
             if let TargetAction::DropAndCreate { contents } = &db.action {
-                println!("  would drop target database \"{}\", which holds {contents}", db.target);
+                outln!("  would drop target database \"{}\", which holds {contents}", db.target);
             }
             let o = &db.objects;
-            println!(
+            outln!(
                 "  would create: {} schema(s), {} table(s), {} partitioned table(s), {} view(s), {} materialized view(s), {} sequence(s), {} foreign table(s), {} index(es), {} foreign key(s)",
                 o.schemas,
                 o.tables,
@@ -96,11 +96,11 @@ pub fn plan(plan: &Plan, details: bool) {
                 o.foreign_keys
             );
             if !db.excluded_schemas.is_empty() {
-                println!("  left out: schema(s) {}", db.excluded_schemas.join(", "));
+                outln!("  left out: schema(s) {}", db.excluded_schemas.join(", "));
             }
             if !db.excluded_relations.is_empty() {
                 let names: Vec<String> = db.excluded_relations.iter().map(|(s, n)| format!("{s}.{n}")).collect();
-                println!("  left out: {}", names.join(", "));
+                outln!("  left out: {}", names.join(", "));
             }
             for t in &db.tables {
                 let how = if t.schema_only {
@@ -117,7 +117,7 @@ pub fn plan(plan: &Plan, details: bool) {
                     };
                     format!("{parts}{}", if t.text_copy { ", text COPY" } else { "" })
                 };
-                println!(
+                outln!(
                     "    {:<40} {:>10}  ~{:>12} rows  {:<14} {how}",
                     t.display(),
                     human_bytes(t.bytes),
@@ -126,32 +126,32 @@ pub fn plan(plan: &Plan, details: bool) {
                 );
             }
             if db.large_objects > 0 {
-                println!("    {} large object(s) in {} batch(es)", db.large_objects, db.large_object_batches.len());
+                outln!("    {} large object(s) in {} batch(es)", db.large_objects, db.large_object_batches.len());
             }
         }
         if !plan.roles_to_create.is_empty() {
-            println!();
-            println!("Roles to create (without passwords): {}", plan.roles_to_create.join(", "));
+            outln!();
+            outln!("Roles to create (without passwords): {}", plan.roles_to_create.join(", "));
         }
     }
     let warnings: Vec<_> = plan.warnings().collect();
     if !warnings.is_empty() {
-        println!();
+        outln!();
         for w in warnings {
-            println!("warning: {}: {}", w.name, w.detail);
+            outln!("warning: {}: {}", w.name, w.detail);
         }
     }
     let problems: Vec<_> = plan.problems().collect();
     if !problems.is_empty() {
-        println!();
+        outln!();
         for p in problems {
-            println!("problem: {}: {}", p.name, p.detail);
+            outln!("problem: {}: {}", p.name, p.detail);
             if let Some(hint) = &p.hint {
-                println!("         {hint}");
+                outln!("         {hint}");
             }
         }
     }
-    println!();
+    outln!();
 }
 
 /// Renders progress events as the output format and terminal allow.
@@ -211,16 +211,16 @@ impl Progress {
             // Engine events carry their own "event" tag: phase, table_started, progress, …
             Mode::Json => {
                 if let Ok(line) = serde_json::to_string(&event) {
-                    println!("{line}");
+                    outln!("{line}");
                 }
             }
             Mode::Plain(state) => {
                 let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-                plain_event(&mut state, &event);
+                plain_event(&mut state, &terminal_safe(&event));
             }
             Mode::Bars(state) => {
                 let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-                bar_event(&mut state, &event);
+                bar_event(&mut state, &terminal_safe(&event));
             }
         }
     }
@@ -236,6 +236,29 @@ impl Progress {
             state.indexes.finish_and_clear();
         }
     }
+}
+
+/// The event with control characters escaped in every string: table and database names come
+/// from the source, and the bars print them past the macros of `main.rs`.
+fn terminal_safe(event: &Event) -> Event {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(text) => {
+                if let std::borrow::Cow::Owned(safe) = barge_vocab::strip_controls(text) {
+                    *text = safe;
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            serde_json::Value::Object(fields) => fields.values_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = match serde_json::to_value(event) {
+        Ok(value) => value,
+        Err(_) => return event.clone(),
+    };
+    walk(&mut value);
+    serde_json::from_value(value).unwrap_or_else(|_| event.clone())
 }
 
 fn phase_text(phase: Phase) -> &'static str {
@@ -268,10 +291,10 @@ fn progress_line(p: &barge_engine::Progress) -> String {
 
 fn plain_event(state: &mut PlainState, event: &Event) {
     match event {
-        Event::Phase { database, phase } => eprintln!("[{database}] {}", phase_text(*phase)),
+        Event::Phase { database, phase } => errln!("[{database}] {}", phase_text(*phase)),
         Event::TableFinished { database, table, part, parts, rows, bytes, seconds } => {
             let part = if *parts > 1 { format!(" part {part}/{parts}") } else { String::new() };
-            eprintln!(
+            errln!(
                 "[{database}] copied {table}{part}: {} rows, {} in {:.1}s",
                 thousands(*rows),
                 human_bytes(*bytes),
@@ -281,14 +304,14 @@ fn plain_event(state: &mut PlainState, event: &Event) {
         Event::Progress(p) => {
             if state.last.elapsed() >= Duration::from_secs(10) {
                 state.last = Instant::now();
-                eprintln!("{}", progress_line(p));
+                errln!("{}", progress_line(p));
             }
         }
-        Event::Warning { message } => eprintln!("warning: {message}"),
+        Event::Warning { message } => errln!("warning: {message}"),
         Event::Replication(status) => {
             if state.last.elapsed() >= Duration::from_secs(2) {
                 state.last = Instant::now();
-                eprintln!("{}", status.summary());
+                errln!("{}", status.summary());
             }
         }
         Event::DatabaseFinished { .. } | Event::TableStarted { .. } | Event::IndexFinished { .. } => {}
@@ -363,7 +386,7 @@ pub fn init_report(report: &InitReport) {
     let rows: u64 = report.databases.iter().map(|d| d.rows).sum();
     let bytes: u64 = report.databases.iter().map(|d| d.bytes).sum();
     let tables: u64 = report.databases.iter().map(|d| d.tables).sum();
-    println!(
+    outln!(
         "Done in {}: {} database(s), {} table(s), {} rows, {} copied ({}/s)",
         human_duration(report.seconds),
         report.databases.len(),
@@ -375,11 +398,11 @@ pub fn init_report(report: &InitReport) {
     if let Some(roles) = &report.roles
         && !roles.created.is_empty()
     {
-        println!("  roles created: {}", roles.created.join(", "));
+        outln!("  roles created: {}", roles.created.join(", "));
     }
     for db in &report.databases {
         let t = &db.timings;
-        println!(
+        outln!(
             "  {} → {}: {} rows, {} index(es), {} sequence(s), {} large object(s){}",
             db.source,
             db.target,
@@ -393,13 +416,20 @@ pub fn init_report(report: &InitReport) {
                 String::new()
             }
         );
-        println!(
+        outln!(
             "    wall time: schema {:.1}s · data {:.1}s · indexes, foreign keys and ANALYZE after the data {:.1}s · rest of post-data {:.1}s · sequences {:.1}s · total {:.1}s",
-            t.schema, t.data, t.after_data, t.post_data, t.sequences, t.total
+            t.schema,
+            t.data,
+            t.after_data,
+            t.post_data,
+            t.sequences,
+            t.total
         );
-        println!(
+        outln!(
             "    busy time (overlapping): index builds {:.1}s · foreign keys {:.1}s · ANALYZE {:.1}s",
-            t.index_builds, t.foreign_keys, t.analyze
+            t.index_builds,
+            t.foreign_keys,
+            t.analyze
         );
     }
 }
@@ -413,18 +443,18 @@ pub fn validate_report(report: &ValidateReport) {
             CheckStatus::Warn => "WARN",
             CheckStatus::Fail => "FAIL",
         };
-        println!("{status}  {:<width$}  {}", check.name, check.detail);
+        outln!("{status}  {:<width$}  {}", check.name, check.detail);
         if let Some(hint) = &check.hint {
-            println!("      {:<width$}  fix: {hint}", "");
+            outln!("      {:<width$}  fix: {hint}", "");
         }
     }
     let failed = report.checks.iter().filter(|c| c.status == CheckStatus::Fail).count();
     let warned = report.checks.iter().filter(|c| c.status == CheckStatus::Warn).count();
-    println!();
+    outln!();
     if failed == 0 {
-        println!("validate: ready to copy ({} checks, {warned} warning(s))", report.checks.len());
+        outln!("validate: ready to copy ({} checks, {warned} warning(s))", report.checks.len());
     } else {
-        println!("validate: {failed} check(s) failed, {warned} warning(s)");
+        outln!("validate: {failed} check(s) failed, {warned} warning(s)");
     }
 }
 
@@ -432,11 +462,11 @@ pub fn validate_report(report: &ValidateReport) {
 pub fn verify_report(report: &VerifyReport) {
     let mut problems = 0;
     for db in &report.databases {
-        println!("{} → {}", db.source, db.target);
+        outln!("{} → {}", db.source, db.target);
         let matching: Vec<_> = db.tables.iter().filter(|t| t.ok).collect();
         let rows: u64 = matching.iter().map(|t| t.source_rows).sum();
         let chunks: u64 = matching.iter().map(|t| t.chunks).sum();
-        println!("  ok   {} table(s) match: {} rows in {} chunk(s)", matching.len(), thousands(rows), chunks);
+        outln!("  ok   {} table(s) match: {} rows in {} chunk(s)", matching.len(), thousands(rows), chunks);
         for t in db.tables.iter().filter(|t| !t.ok) {
             problems += 1;
             let mut line = format!(
@@ -450,12 +480,12 @@ pub fn verify_report(report: &VerifyReport) {
             if let Some(note) = &t.note {
                 line.push_str(&format!(" ({note})"));
             }
-            println!("{line}");
+            outln!("{line}");
             for sample in &t.samples {
-                println!("         {sample}");
+                outln!("         {sample}");
             }
         }
-        println!(
+        outln!(
             "  {}   {} sequence(s) compared",
             if db.sequences.is_empty() { "ok" } else { "DIFF" },
             db.sequences_checked
@@ -469,39 +499,39 @@ pub fn verify_report(report: &VerifyReport) {
                 None => "unreadable".into(),
             };
             if s.exists_on_target {
-                println!(
+                outln!(
                     "         {}: source {}, target {}",
                     s.sequence,
                     show(s.source, s.source_called),
                     show(s.target, s.target_called)
                 );
             } else {
-                println!("         {}: missing on the target", s.sequence);
+                outln!("         {}: missing on the target", s.sequence);
             }
         }
-        println!(
+        outln!(
             "  {}   {} schema object(s) compared",
             if db.objects.is_empty() { "ok" } else { "DIFF" },
             db.objects_checked
         );
         for o in &db.objects {
             problems += 1;
-            println!("         {}: source {}, target {}", o.kind, o.source, o.target);
+            outln!("         {}: source {}, target {}", o.kind, o.source, o.target);
             if !o.missing.is_empty() {
-                println!("           missing on target: {}", o.missing.join(", "));
+                outln!("           missing on target: {}", o.missing.join(", "));
             }
             if !o.extra.is_empty() {
-                println!("           only on target: {}", o.extra.join(", "));
+                outln!("           only on target: {}", o.extra.join(", "));
             }
         }
         let (s, t) = db.large_objects;
-        println!("  {}   large objects: source {s}, target {t}", if s == t { "ok" } else { "DIFF" });
+        outln!("  {}   large objects: source {s}, target {t}", if s == t { "ok" } else { "DIFF" });
     }
-    println!();
+    outln!();
     if report.ok {
-        println!("verify: source and target match");
+        outln!("verify: source and target match");
     } else {
-        println!("verify: {} difference(s) found", problems.max(1));
+        outln!("verify: {} difference(s) found", problems.max(1));
     }
 }
 
@@ -513,8 +543,8 @@ pub fn sync_status(status: &ReplicationStatus) {
             (true, true, w) if w > 0 => "streaming",
             _ => "connecting",
         };
-        println!("{} → {}  {}  ({state})", db.source_database, db.target_database, db.name);
-        println!(
+        outln!("{} → {}  {}  ({state})", db.source_database, db.target_database, db.name);
+        outln!(
             "  lag {} / {}{}",
             human_bytes(db.lag_bytes),
             db.lag_seconds.map_or("–".into(), |s| format!("{s:.1} s")),
@@ -522,7 +552,7 @@ pub fn sync_status(status: &ReplicationStatus) {
                 " · slot WAL {w} (the source is close to dropping WAL the target still needs)"
             ))
         );
-        println!(
+        outln!(
             "  tables {}/{} ready{}{}",
             db.tables - db.tables_not_ready.len() as u64,
             db.tables,
@@ -536,11 +566,11 @@ pub fn sync_status(status: &ReplicationStatus) {
                 .map_or(String::new(), |n| format!(" · {n} apply error(s): see the target server's log"))
         );
         for change in &db.schema_changes {
-            println!("  SCHEMA CHANGED {change}");
+            outln!("  SCHEMA CHANGED {change}");
         }
     }
     if let Some(rate) = status.apply_rows_per_second {
-        println!(
+        outln!(
             "applying {rate:.0} rows/s ({}/s of WAL)",
             human_bytes(status.apply_bytes_per_second.unwrap_or(0.0) as u64)
         );
@@ -549,7 +579,7 @@ pub fn sync_status(status: &ReplicationStatus) {
 
 /// Prints what a cutover did.
 pub fn cutover_report(report: &CutoverReport) {
-    println!(
+    outln!(
         "cut over {} in {}: caught up, {} sequence(s) set, subscription, slot and publication removed",
         report.names.join(", "),
         human_duration(report.catch_up_seconds),

@@ -19,7 +19,7 @@ pub(crate) fn report_error(e: &Error, format: OutputFormat) -> u8 {
     let message = barge_engine::redact(&e.to_string());
     match format {
         OutputFormat::Json => render::json_line("error", &serde_json::json!({ "message": message })),
-        OutputFormat::Text => eprintln!("error: {message}"),
+        OutputFormat::Text => errln!("error: {message}"),
     }
     match e {
         Error::Url { .. } | Error::Invalid(_) => USAGE,
@@ -87,7 +87,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Jobs(command) => match config::require_endpoint(api, &cli.profile) {
             Ok(endpoint) => crate::jobs::run(command, &endpoint).await,
             Err(message) => {
-                eprintln!("error: {message}");
+                errln!("error: {message}");
                 USAGE
             }
         },
@@ -115,7 +115,7 @@ fn remote(
     let usage = |message: String| {
         match output {
             OutputFormat::Json => render::json_line("error", &serde_json::json!({ "message": message })),
-            OutputFormat::Text => eprintln!("error: {message}"),
+            OutputFormat::Text => errln!("error: {message}"),
         }
         USAGE
     };
@@ -157,7 +157,7 @@ async fn init(args: &InitArgs, request: Request) -> u8 {
     if args.dry_run {
         let problems = plan.problems().count();
         if args.output == OutputFormat::Text {
-            println!(
+            outln!(
                 "dry run: nothing was changed{}",
                 if problems > 0 { "; a copy would stop on the problems above" } else { "" }
             );
@@ -193,12 +193,12 @@ async fn init(args: &InitArgs, request: Request) -> u8 {
             if args.output == OutputFormat::Text
                 && !matches!(e, Error::TargetNotEmpty(_) | Error::Invalid(_) | Error::Url { .. })
             {
-                eprintln!("What committed is kept: fix the cause and run the same command with --resume to continue.");
+                errln!("What committed is kept: fix the cause and run the same command with --resume to continue.");
             }
             code
         }
         None => {
-            eprintln!("interrupted: what committed is kept; run the same command with --resume to continue");
+            errln!("interrupted: what committed is kept; run the same command with --resume to continue");
             INTERRUPTED
         }
     }
@@ -246,7 +246,7 @@ fn ask_before_dropping(question: &str, declined: &str) -> Option<u8> {
     match crate::jobs::confirm(question, "--drop-existing") {
         Ok(true) => None,
         Ok(false) => {
-            eprintln!("{declined}");
+            errln!("{declined}");
             Some(FAILED)
         }
         Err(code) => Some(code),
@@ -291,7 +291,7 @@ async fn verify(args: &VerifyArgs) -> u8 {
         }
         Some(Err(e)) => report_error(&e, args.output),
         None => {
-            eprintln!("interrupted");
+            errln!("interrupted");
             INTERRUPTED
         }
     }

@@ -47,7 +47,7 @@ pub(crate) async fn start(request: &Request, plan: &Plan, sink: Arc<dyn Progress
         },
         _ = tokio::signal::ctrl_c() => {}
     }
-    eprintln!("interrupted: removing the replication slot, publication and subscription (Ctrl-C again leaves them)");
+    errln!("interrupted: removing the replication slot, publication and subscription (Ctrl-C again leaves them)");
     let _ = control.send(Signal::Cancel);
     tokio::select! {
         _ = &mut run => Started::Interrupted { cleaned: true },
@@ -63,13 +63,13 @@ pub(crate) fn report_start(started: Started, output: OutputFormat) -> u8 {
                 OutputFormat::Json => render::json_line("sync", &report),
                 OutputFormat::Text => {
                     render::init_report(&report.init);
-                    println!(
+                    outln!(
                         "Replication is running: the target applies the source's changes ({}).",
                         report.names.join(", ")
                     );
-                    println!("  barge sync status --watch   lag, apply rate, schema changes");
-                    println!("  barge cutover               once writes to the source have stopped");
-                    println!("  barge sync stop             remove the replication, keep the copy");
+                    outln!("  barge sync status --watch   lag, apply rate, schema changes");
+                    outln!("  barge cutover               once writes to the source have stopped");
+                    outln!("  barge sync stop             remove the replication, keep the copy");
                 }
             }
             OK
@@ -77,18 +77,18 @@ pub(crate) fn report_start(started: Started, output: OutputFormat) -> u8 {
         Started::Failed(e) => {
             let code = report_error(&e, output);
             if output == OutputFormat::Text && !matches!(e, Error::Invalid(_) | Error::Url { .. }) {
-                eprintln!(
+                errln!(
                     "barge removed the replication objects it had created; the copied rows stay (run again with --drop-existing to start over)"
                 );
             }
             code
         }
         Started::Interrupted { cleaned: true } => {
-            eprintln!("interrupted: the replication objects were removed; the copied rows stay");
+            errln!("interrupted: the replication objects were removed; the copied rows stay");
             INTERRUPTED
         }
         Started::Interrupted { cleaned: false } => {
-            eprintln!(
+            errln!(
                 "interrupted: replication objects may be left on the servers; `barge sync stop` removes them (an orphaned slot keeps WAL on the source)"
             );
             INTERRUPTED
@@ -118,14 +118,14 @@ pub(crate) async fn status(args: &SyncStatusArgs) -> u8 {
             OutputFormat::Json => render::json_line("sync_status", &status),
             OutputFormat::Text => {
                 if previous.is_some() {
-                    println!();
+                    outln!();
                 }
                 render::sync_status(&status);
             }
         }
         if !status.schema_changes.is_empty() {
             if args.output == OutputFormat::Text {
-                eprintln!(
+                errln!(
                     "error: the source's schema changed since the copy ({}); logical replication does not carry DDL. Apply the change to the target and copy again, or revert it; `barge sync stop` removes the replication",
                     status.schema_changes.join("; ")
                 );
@@ -158,7 +158,7 @@ pub(crate) async fn stop(args: &SyncStopArgs) -> u8 {
         match crate::jobs::confirm(&question, "stopping replication") {
             Ok(true) => {}
             Ok(false) => {
-                eprintln!("nothing removed");
+                errln!("nothing removed");
                 return OK;
             }
             Err(code) => return code,
@@ -167,7 +167,7 @@ pub(crate) async fn stop(args: &SyncStopArgs) -> u8 {
     match sync::stop(&request).await {
         Ok(report) => {
             for removed in &report.removed {
-                println!("removed {removed}");
+                outln!("removed {removed}");
             }
             OK
         }
@@ -190,11 +190,11 @@ pub(crate) async fn cutover(args: &CutoverArgs) -> u8 {
                 *last = Instant::now();
                 match output {
                     OutputFormat::Json => render::json_line("sync_status", &status),
-                    OutputFormat::Text => eprintln!("waiting for the target to catch up: {}", status.summary()),
+                    OutputFormat::Text => errln!("waiting for the target to catch up: {}", status.summary()),
                 }
             }
         }
-        barge_engine::Event::Warning { message } => eprintln!("warning: {message}"),
+        barge_engine::Event::Warning { message } => errln!("warning: {message}"),
         _ => {}
     });
     let options = CutoverOptions { timeout: Duration::from_secs(args.timeout) };
@@ -212,7 +212,7 @@ pub(crate) async fn cutover(args: &CutoverArgs) -> u8 {
         }
         Some(Err(e)) => report_error(&e, output),
         None => {
-            eprintln!(
+            errln!(
                 "interrupted: if the cutover had not begun removing the replication it keeps running; `barge sync status` tells"
             );
             INTERRUPTED

@@ -107,7 +107,7 @@ pub fn report_api_error(e: &ClientError, endpoint: &str, output: OutputFormat) -
     let (message, code) = api_error(e, endpoint);
     match output {
         OutputFormat::Json => render::json_line("error", &serde_json::json!({ "message": message, "exit_code": code })),
-        OutputFormat::Text => eprintln!("error: {message}"),
+        OutputFormat::Text => errln!("error: {message}"),
     }
     code
 }
@@ -276,7 +276,7 @@ impl Screen {
             Mode::Bars(bars) => {
                 let _ = bars.multi.println(text);
             }
-            Mode::Plain => eprintln!("{text}"),
+            Mode::Plain => errln!("{text}"),
             Mode::Json => {}
         }
     }
@@ -349,7 +349,7 @@ impl Screen {
                     self.last_line = Instant::now();
                     let line = progress_line(progress);
                     if !line.is_empty() {
-                        eprintln!("{line}");
+                        errln!("{line}");
                     }
                 }
             }
@@ -364,7 +364,7 @@ impl Screen {
                 &serde_json::json!({ "error": e.to_string(), "retry_in_seconds": wait.as_secs_f64() }),
             ),
             Mode::Bars(bars) => bars.status.set_message(format!("reconnecting… ({e})")),
-            Mode::Plain => eprintln!("reconnecting… ({e}); next try in {:.0}s", wait.as_secs_f64().ceil()),
+            Mode::Plain => errln!("reconnecting… ({e}); next try in {:.0}s", wait.as_secs_f64().ceil()),
         }
         self.reconnecting = true;
     }
@@ -453,7 +453,7 @@ pub async fn watch(client: &ApiClient, id: &JobId, output: OutputFormat) -> u8 {
     screen.clear();
     match output {
         OutputFormat::Json => render::json_line("detached", &serde_json::json!({ "id": id })),
-        OutputFormat::Text => eprintln!("stopped watching; the job keeps running: barge jobs watch {id}"),
+        OutputFormat::Text => errln!("stopped watching; the job keeps running: barge jobs watch {id}"),
     }
     code::INTERRUPTED
 }
@@ -472,7 +472,7 @@ async fn follow(client: &ApiClient, id: &JobId, screen: &mut Screen) -> u8 {
                     screen.clear();
                     match screen.mode {
                         Mode::Json => render::json_line("end", &view),
-                        _ => println!("{}", outcome_text(&view)),
+                        _ => outln!("{}", outcome_text(&view)),
                     }
                     return exit_code(view.status.state());
                 }
@@ -490,7 +490,7 @@ async fn follow(client: &ApiClient, id: &JobId, screen: &mut Screen) -> u8 {
                 let output = if let Mode::Json = screen.mode { OutputFormat::Json } else { OutputFormat::Text };
                 let code = report_api_error(&e, client.endpoint(), output);
                 if code == code::UNREACHABLE {
-                    eprintln!("the job may still be running: barge jobs watch {id}");
+                    errln!("the job may still be running: barge jobs watch {id}");
                 }
                 return code;
             }
