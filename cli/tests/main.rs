@@ -355,3 +355,31 @@ async fn drop_existing_names_the_databases_and_needs_yes_without_a_terminal() {
     assert_eq!(code, 0, "{text}");
     assert_eq!(count(&dst, &dst_db, "select count(*) from t").await, 1);
 }
+
+#[tokio::test]
+async fn names_with_terminal_escapes_are_shown_escaped() {
+    // GIVEN a source whose owner named a table with terminal escape sequences and a
+    // right-to-left override
+    let (src, dst) = (src18(), dst18());
+    let src_db = src.create_db("escapes").await;
+    src.run_sql(
+        &src_db,
+        "create table \"evil\u{1b}]0;pwned\u{7}\u{1b}[2J\u{202e}txt\" (id int primary key);
+         insert into \"evil\u{1b}]0;pwned\u{7}\u{1b}[2J\u{202e}txt\" select generate_series(1, 10);",
+    )
+    .await;
+    let (s, t) = (src.url(&src_db), dst.url(&unique("escapes_copy")));
+    // WHEN barge shows the plan, copies and verifies
+    for args in [vec!["init", "--dry-run"], vec!["init"], vec!["verify"]] {
+        let (code, text) = run(barge().args(&args).args(["--source", &s, "--target", &t]));
+        assert_eq!(code, 0, "{args:?}: {text}");
+        // THEN no control character or override reaches the terminal, and the name is legible
+        assert!(
+            !text.chars().any(|c| (c.is_control() && c != '\n' && c != '\t') || c == '\u{202e}'),
+            "{args:?}: {text:?}"
+        );
+        if args == ["init", "--dry-run"] {
+            assert!(text.contains("evil\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{202e}txt"), "{text}");
+        }
+    }
+}
