@@ -379,6 +379,9 @@ pub async fn supervise<R: Reporter>(
     // time for that; other commands are simply dropped.
     let syncs = attempt.spec.syncs();
     let mut stopping: Option<(Outcome, Instant)> = None;
+    // Set when the job ended without this worker: once the sync has cleaned up, nothing is
+    // reported (the job's outcome is already decided).
+    let mut abandoned: Option<String> = None;
     // Boxed, so that dropping it below ends the engine before the last report goes out.
     let mut engine_run = Box::pin(engine(attempt, fold.clone(), signals));
     let deadline = attempt.deadline.map_or_else(|| tokio::time::sleep(Duration::MAX / 4), tokio::time::sleep_until);
@@ -477,8 +480,23 @@ pub async fn supervise<R: Reporter>(
                         }
                         break Ending::Outcome(Outcome::Cancelled);
                     }
+                    // Another attempt has the job: it watches or removes what this one set up.
                     Answer::Lost(why) => {
                         tracing::warn!(%why, "the job is no longer this worker's: stopping");
+                        break Ending::Abandoned(why);
+                    }
+                    // The job ended without this worker (the reaper timed it out, or gave up on
+                    // it): a sync still removes its replication objects first, since an
+                    // abandoned slot holds WAL on the source until its disk is full.
+                    Answer::Ended(why) if syncs && stopping.is_none() => {
+                        tracing::warn!(%why, "the job ended without this worker: removing the replication, then stopping");
+                        let _ = control.send(sync::Signal::Cancel);
+                        stopping = Some((Outcome::Cancelled, Instant::now() + SYNC_STOP_GRACE));
+                        abandoned = Some(why);
+                    }
+                    Answer::Ended(_) if stopping.is_some() => last_contact = Instant::now(),
+                    Answer::Ended(why) => {
+                        tracing::warn!(%why, "the job ended without this worker: stopping");
                         break Ending::Abandoned(why);
                     }
                     Answer::Unreachable(why) => tracing::warn!(%why, "cannot report; the engine keeps going"),
@@ -489,6 +507,10 @@ pub async fn supervise<R: Reporter>(
     // The engine's future is dropped here (when it did not finish): its connections close,
     // its child processes are killed, and the servers roll back what was not committed.
     drop(engine_run);
+    let ending = match (abandoned, ending) {
+        (Some(why), Ending::Outcome(_)) => Ending::Abandoned(why),
+        (_, ending) => ending,
+    };
     if let Ending::Outcome(_) = ending {
         let last = snapshot(&fold);
         if sent.as_ref() != Some(&last) && !matches!(reporter.progress(&last).await, Answer::Continue | Answer::Cancel)

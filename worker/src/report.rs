@@ -15,8 +15,10 @@ pub enum Answer {
     Cancel,
     /// The owner asked a sync job to cut over.
     Cutover,
-    /// The job is no longer this worker's: another attempt has it or it already ended.
+    /// The job is no longer this worker's: another attempt has it.
     Lost(String),
+    /// The job ended (timed out, cancelled, failed) without this worker's outcome.
+    Ended(String),
     /// The report could not be delivered (after retries); the engine keeps going.
     Unreachable(String),
 }
@@ -57,9 +59,10 @@ impl ApiReporter {
             Ok(heartbeat) if heartbeat.cancel_requested => Answer::Cancel,
             Ok(Heartbeat { cutover_requested: true, status: JobStatus::Running { .. }, .. }) => Answer::Cutover,
             Ok(Heartbeat { status: JobStatus::Running { .. }, .. }) => Answer::Continue,
-            Ok(heartbeat) => Answer::Lost(format!("the job is {}", heartbeat.status.state())),
+            Ok(heartbeat) => Answer::Ended(format!("the job is {}", heartbeat.status.state())),
             // 403: another instance has the job; 404: gone; 409: it is no longer running.
-            Err(e) if matches!(e.status(), Some(403 | 404 | 409)) => Answer::Lost(e.to_string()),
+            Err(e) if e.status() == Some(403) => Answer::Lost(e.to_string()),
+            Err(e) if matches!(e.status(), Some(404 | 409)) => Answer::Ended(e.to_string()),
             Err(e) => Answer::Unreachable(e.to_string()),
         }
     }

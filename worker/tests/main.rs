@@ -406,3 +406,115 @@ async fn the_supervisor_stops_the_engine_on_cancel_deadline_loss_and_signal() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
 }
+
+/// Answers `Continue` until the worker reports `phase`, then `Ended` (the reaper ended the
+/// job meanwhile).
+struct EndAt {
+    phase: barge_jobs::Phase,
+    reached: std::sync::atomic::AtomicBool,
+}
+
+impl EndAt {
+    fn answer(&self) -> barge_worker::report::Answer {
+        if self.reached.load(std::sync::atomic::Ordering::Relaxed) {
+            barge_worker::report::Answer::Ended("the job is timed_out".into())
+        } else {
+            barge_worker::report::Answer::Continue
+        }
+    }
+}
+
+impl barge_worker::report::Reporter for EndAt {
+    async fn progress(&self, progress: &barge_jobs::Progress) -> barge_worker::report::Answer {
+        if progress.phase == Some(self.phase) {
+            self.reached.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.answer()
+    }
+
+    async fn heartbeat(&self) -> barge_worker::report::Answer {
+        self.answer()
+    }
+
+    async fn finish(&self, _: &barge_jobs::Outcome) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Slots on the source, publications in its database, subscriptions on the target.
+async fn replication_left(src: &barge_testkit::Cluster, src_db: &str, dst_db: &str) -> (i64, i64, i64) {
+    let count = |cluster: barge_testkit::Cluster, db: String, sql: &'static str, arg: Option<String>| async move {
+        let client = cluster.connect(&db).await;
+        match arg {
+            Some(arg) => client.query_one(sql, &[&arg]).await.unwrap().get::<_, i64>(0),
+            None => client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0),
+        }
+    };
+    (
+        count(
+            src.clone(),
+            "postgres".into(),
+            "select count(*) from pg_replication_slots where database = $1",
+            Some(src_db.into()),
+        )
+        .await,
+        count(src.clone(), src_db.into(), "select count(*) from pg_publication", None).await,
+        count(
+            barge_testkit::dst18(),
+            "postgres".into(),
+            "select count(*) from pg_subscription s join pg_database d on d.oid = s.subdbid where d.datname = $1",
+            Some(dst_db.into()),
+        )
+        .await,
+    )
+}
+
+#[tokio::test]
+async fn a_sync_job_that_hits_its_deadline_or_loses_its_job_leaves_no_slot() {
+    // PostgreSQL 15: the client tools the worker finds on its own are Debian's 15.
+    let src = barge_testkit::src15();
+    for (case, deadline) in [("deadline", Some(std::time::Duration::from_secs(4))), ("ended", None)] {
+        // GIVEN a sync job
+        let src_db = src.create_db("sync_end").await;
+        src.run_sql(
+            &src_db,
+            "create table t (id int primary key, v text); insert into t select g, 'v' from generate_series(1, 1000) g",
+        )
+        .await;
+        let dst_db = unique("sync_end_copy");
+        let spec = barge_jobs::JobSpec::from_json(
+            serde_json::json!({
+                "command": "sync",
+                "source_url": src.url(&src_db),
+                "target_url": barge_testkit::dst18().url(&dst_db),
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        let attempt = barge_worker::execute::Attempt {
+            spec,
+            attempt: 1,
+            deadline: deadline.map(|after| tokio::time::Instant::now() + after),
+            sync_id: Some(format!("end{}{}", case.len(), std::process::id())),
+            reach: barge_jobs::Reach::Anywhere,
+        };
+        // WHEN its max_duration passes, or the reaper ends the job once it streams
+        let reporter = EndAt { phase: barge_jobs::Phase::Streaming, reached: Default::default() };
+        let reporter_for_deadline = Scripted::new(vec![]);
+        let ending = match deadline {
+            Some(_) => {
+                barge_worker::execute::supervise(&attempt, &reporter_for_deadline, fast(), std::future::pending()).await
+            }
+            None => barge_worker::execute::supervise(&attempt, &reporter, fast(), std::future::pending()).await,
+        };
+        // THEN the worker removed the slot, the publication and the subscription first
+        match deadline {
+            Some(_) => {
+                assert_eq!(ending, barge_worker::execute::Ending::Outcome(barge_jobs::Outcome::TimedOut), "{case}")
+            }
+            None => assert!(matches!(ending, barge_worker::execute::Ending::Abandoned(_)), "{case}: {ending:?}"),
+        }
+        assert_eq!(replication_left(&src, &src_db, &dst_db).await, (0, 0, 0), "{case}");
+    }
+}

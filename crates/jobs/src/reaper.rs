@@ -20,6 +20,11 @@ pub struct Policy {
     /// A worker whose job ended gets this long (seconds) to ship its last log lines and stop
     /// by itself before it counts as an orphan (the worker waits at most 30 s for its logs).
     pub finish_grace: i64,
+    /// A running sync job gets this long (seconds) past its deadline before it is timed out
+    /// and its instance terminated: its worker stops at the deadline and removes the
+    /// replication slot and publication on the source, which would otherwise keep WAL
+    /// until the source's disk is full.
+    pub sync_cleanup_grace: i64,
     /// An instance younger than this (seconds) is never an orphan: its launch may not be
     /// recorded on its job yet (the coordinator writes the instance id after RunInstances
     /// answers).
@@ -34,6 +39,7 @@ impl Default for Policy {
             heartbeat_timeout: 120,
             cancel_grace: 120,
             finish_grace: 60,
+            sync_cleanup_grace: 300,
             launch_grace: 180,
             deadlines: Deadlines::default(),
         }
@@ -94,6 +100,8 @@ fn passed(at: Option<Timestamp>, seconds: i64, now: Timestamp) -> bool {
 /// What the reaper does about `job` at `now`.
 pub fn decide(job: &Job, policy: &Policy, now: Timestamp) -> Decision {
     let overdue = job.deadline.is_some_and(|deadline| deadline <= now);
+    let cleanup_grace = if crate::spec::syncs(job.command, &job.options) { policy.sync_cleanup_grace } else { 0 };
+    let overdue_running = job.deadline.is_some_and(|deadline| deadline.plus_seconds(cleanup_grace) <= now);
     let cancel_unanswered = job.cancel_requested && passed(job.cancel_requested_at, policy.cancel_grace, now);
     match job.status {
         JobStatus::Queued if overdue => Decision::TimedOut,
@@ -103,7 +111,11 @@ pub fn decide(job: &Job, policy: &Policy, now: Timestamp) -> Decision {
             "the worker did not claim the job within {} minutes of its launch",
             policy.deadlines.launching / 60
         )),
-        JobStatus::Running { .. } if overdue => Decision::TimedOut,
+        JobStatus::Running { .. } if overdue_running => Decision::TimedOut,
+        // Past its deadline and silent: no new attempt, the job is over.
+        JobStatus::Running { .. } if overdue && passed(job.heartbeat_at, policy.heartbeat_timeout, now) => {
+            Decision::TimedOut
+        }
         JobStatus::Running { .. } if passed(job.heartbeat_at, policy.heartbeat_timeout, now) => {
             Decision::WorkerLost(format!("no heartbeat from the worker for {} seconds", policy.heartbeat_timeout))
         }

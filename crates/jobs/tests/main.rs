@@ -62,6 +62,35 @@ mod reaper {
         assert_eq!(decide(&done, &policy, now.plus_seconds(48 * 3600)), Decision::Wait);
     }
 
+    #[test]
+    fn a_sync_job_gets_time_past_its_deadline_to_remove_its_replication() {
+        // GIVEN a sync job whose worker heartbeats, one hour from its deadline
+        let policy = Policy::default();
+        let now = Timestamp::now();
+        let mut queued = conformance::job("alice", None, now);
+        queued.command = barge_jobs::Command::Sync;
+        queued.options.max_duration = Some(3600);
+        let d = Deadlines::default();
+        let running = queued
+            .apply(&Event::Launched { instance_id: "i-1".into() }, d, now)
+            .and_then(|j| j.apply(&Event::Claimed { instance_id: "i-1".into() }, d, now))
+            .unwrap();
+        let beating_at = |seconds: i64| running.apply(&Event::Heartbeat, d, now.plus_seconds(seconds)).unwrap();
+        // WHEN the deadline passes while the worker removes the slot (and keeps heartbeating)
+        let cleaning = beating_at(3600 + 60);
+        // THEN the reaper waits for it
+        assert_eq!(decide(&cleaning, &policy, now.plus_seconds(3600 + 90)), Decision::Wait);
+        // AND times the job out after the cleanup grace, or as soon as it goes silent: never a
+        // new attempt past the deadline
+        assert_eq!(decide(&cleaning, &policy, now.plus_seconds(3600 + 301)), Decision::TimedOut);
+        let silent = beating_at(3500);
+        assert_eq!(decide(&silent, &policy, now.plus_seconds(3600 + 130)), Decision::TimedOut);
+        // AND a copy job has no such grace
+        let mut copy = cleaning.clone();
+        copy.command = barge_jobs::Command::Init;
+        assert_eq!(decide(&copy, &policy, now.plus_seconds(3600 + 1)), Decision::TimedOut);
+    }
+
     #[tokio::test]
     async fn a_silent_worker_is_replaced_and_its_instance_terminated() {
         let (store, launcher) = (MemoryStore::new(), MemoryLauncher::new());
