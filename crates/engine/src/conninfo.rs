@@ -279,16 +279,26 @@ impl ConnInfo {
     /// verify the certificate, so an encrypting mode becomes `verify-full` (`verify-ca` stays)
     /// with the system's certificate authorities. A CA file on barge's machine means nothing
     /// to that server: such a URL is refused rather than weakened.
-    pub(crate) fn libpq_conninfo(&self, dbname: &str, tls_in_use: bool) -> Result<String> {
+    /// `login` replaces the URL's user and password (a role made for the sync).
+    pub(crate) fn libpq_conninfo(
+        &self,
+        dbname: &str,
+        tls_in_use: bool,
+        login: Option<(&str, &Secret)>,
+    ) -> Result<String> {
         let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+        let (user, password) = match login {
+            Some((user, password)) => (user, Some(password)),
+            None => (self.user.as_str(), self.password.as_ref()),
+        };
         let mut parts = vec![
             format!("host={}", quote(&self.host)),
             format!("port={}", self.port),
-            format!("user={}", quote(&self.user)),
+            format!("user={}", quote(user)),
             format!("dbname={}", quote(dbname)),
             format!("connect_timeout={}", self.connect_timeout.as_secs().max(2)),
         ];
-        if let Some(password) = &self.password {
+        if let Some(password) = password {
             parts.push(format!("password={}", quote(password.expose())));
         }
         let mode = match self.sslmode {

@@ -1,5 +1,7 @@
 //! Identifier quoting: the one helper every generated statement uses. Values are never
-//! formatted into SQL; they travel as bind parameters or are quoted by the server (`format('%L')`).
+//! formatted into SQL; they travel as bind parameters or are quoted by the server
+//! (`format('%L')`) — except by [`literal`], for the few utility statements that take no
+//! parameters and whose value must not travel in a second, loggable statement.
 
 /// Quotes an identifier for SQL, always, doubling embedded double quotes.
 pub fn quote(name: &str) -> String {
@@ -13,6 +15,14 @@ pub fn quote(name: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// A string literal, for a utility statement that takes no bind parameters (`CREATE
+/// SUBSCRIPTION … CONNECTION`, `CREATE ROLE … PASSWORD`) when the value should not be sent in
+/// a `format()` query first. Every barge session has `standard_conforming_strings` on, so
+/// only the quote is doubled.
+pub fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// A schema-qualified, quoted name: `"schema"."name"`.
@@ -29,5 +39,6 @@ mod tests {
         assert_eq!(quote("plain"), "\"plain\"");
         assert_eq!(quote("Odd \"Name\".x"), "\"Odd \"\"Name\"\".x\"");
         assert_eq!(qualified("a b", "C"), "\"a b\".\"C\"");
+        assert_eq!(literal("it's \\n"), "'it''s \\n'");
     }
 }

@@ -14,6 +14,7 @@ mod db;
 pub mod error;
 mod ident;
 mod init;
+mod login;
 mod marks;
 pub mod pgtools;
 mod pipeline;

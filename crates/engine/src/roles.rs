@@ -12,6 +12,7 @@ const SOURCE_ROLES: &str = "select r.rolname::text, r.rolsuper, r.rolinherit, r.
      from pg_catalog.pg_roles r \
      where r.rolname !~ '^pg_' and r.rolname !~ '^(rds|azure_|cloudsql|alloydb)' \
        and r.rolname not in ('rdsadmin', 'rdsrepladmin', 'rdstopmgr') \
+       and r.rolname !~ '^barge_[a-z0-9]+_login$' \
      order by r.rolname";
 
 /// Source roles missing on the target.

@@ -33,6 +33,7 @@ use crate::{
     filter::CompiledFilter,
     ident,
     init::{self, InitReport},
+    login::{self, Login},
     plan::{self, DatabasePlan, Plan},
     progress::{Event, ProgressSink, Tracker},
     replication::ReplicationConn,
@@ -241,7 +242,7 @@ pub(crate) async fn preflight(req: &Request, databases: &[DatabasePlan], source:
         checks.extend(database_checks(req, db).await);
     }
     let probe_database = databases.first().map_or("postgres", |d| d.source.as_str());
-    checks.push(subscription_probe(req, target, probe_database).await);
+    checks.extend(subscription_probe(req, target, probe_database).await);
     checks
 }
 
@@ -361,29 +362,52 @@ async fn database_checks(req: &Request, db: &DatabasePlan) -> Vec<Check> {
 
 /// Whether the target may create a subscription and reach the source with it: a
 /// subscription that makes no slot is created and rolled back. Creating it connects from
-/// the target server to the source in replication mode, exactly as the real one will.
-async fn subscription_probe(req: &Request, target: &Db, database: &str) -> Check {
+/// the target server to the source in replication mode, exactly as the real one will, with
+/// the login the real one will use (a role made for the probe, dropped after it). And what
+/// happens to passwords, said plainly.
+async fn subscription_probe(req: &Request, target: &Db, database: &str) -> Vec<Check> {
     let name = "target reaches the source";
-    let probe = format!("barge_probe_{}", new_id());
-    // Created inside a transaction that is always rolled back.
-    let result = async {
-        let conninfo = subscription_conninfo(req, database).await?;
-        target.batch("probe a subscription", "begin").await?;
-        let sql: String = target
-            .query_one(
-                "build the probe",
-                "select pg_catalog.format('create subscription %I connection %L publication %I \
-                 with (connect = true, enabled = false, create_slot = false, slot_name = none, copy_data = false)', \
-                 $1::text, $2::text, $1::text)",
-                &[&probe, &conninfo],
-            )
-            .await?
-            .get(0);
-        target.batch("create a probe subscription", &sql).await
+    // A statement that would fail for want of privilege is not sent with a password in it.
+    let allowed = target
+        .query_one(
+            "read the target user's privileges",
+            "select r.rolsuper or (pg_catalog.current_setting('server_version_num')::int >= 160000 \
+               and pg_catalog.pg_has_role(current_user, 'pg_create_subscription', 'member') \
+               and pg_catalog.has_database_privilege(current_user, pg_catalog.current_database(), 'CREATE')) \
+             from pg_catalog.pg_roles r where r.rolname = current_user",
+            &[],
+        )
+        .await
+        .map(|row| row.get::<_, bool>(0));
+    match allowed {
+        Ok(true) => {}
+        Ok(false) => {
+            return vec![Check::fail(
+                name,
+                "the target user may not create subscriptions",
+                Some("the target user needs superuser or (PostgreSQL 16+) membership in pg_create_subscription and CREATE on the database".into()),
+            )];
+        }
+        Err(e) => return vec![Check::fail(name, e.to_string(), None)],
     }
-    .await;
-    let _ = target.batch("roll the probe back", "rollback").await;
-    match result {
+    let probe_id = format!("probe{}", new_id());
+    let (mut login, why) = match Login::make(&req.source, &probe_id).await {
+        Ok(made) => made,
+        Err(e) => (Login::Url, Some(format!("the source could not create a login role for the sync: {e}"))),
+    };
+    let quiet = login::quiet(target).await;
+    let mut result = probe_subscription(req, target, database, &login).await;
+    let mut fell_back = false;
+    if let Err(e) = &result
+        && login.credentials().is_some()
+        && refused_login(e)
+    {
+        login = Login::Url;
+        fell_back = true;
+        result = probe_subscription(req, target, database, &login).await;
+    }
+    let dropped = login::drop_role(&req.source, &probe_id).await;
+    let mut checks = vec![match result {
         Ok(()) => Check::pass(
             name,
             format!(
@@ -404,14 +428,77 @@ async fn subscription_probe(req: &Request, target: &Db, database: &str) -> Check
             };
             Check::fail(name, crate::conninfo::redact(&e.to_string()), Some(hint))
         }
+    }];
+    if let Err(e) = dropped {
+        checks.push(Check::warn(
+            "probe login role",
+            format!("{} could not be dropped: {e}", login::role_name(&probe_id)),
+            Some(format!("drop role {} on the source", login::role_name(&probe_id))),
+        ));
     }
+    checks.push(password_check(req, &login, why.as_deref(), fell_back, quiet));
+    checks
+}
+
+/// What happens to passwords during the sync, plainly.
+fn password_check(req: &Request, login: &Login, why: Option<&str>, fell_back: bool, quiet: bool) -> Check {
+    let name = "source password";
+    let logged = if quiet {
+        String::new()
+    } else {
+        "; and the target user cannot turn statement logging off for its session (a superuser setting), so the target may log the statement that creates the subscription, password included (log_statement, log_min_error_statement)".into()
+    };
+    match login {
+        Login::Own { .. } if quiet => Check::pass(
+            name,
+            "the subscription logs in as a role made for the sync (barge_<id>_login) with a random password, dropped at the cutover, stop or cancel: the source URL's password never reaches the target",
+        ),
+        Login::Own { .. } => Check::warn(
+            name,
+            format!(
+                "the subscription logs in as a role made for the sync with a random password, dropped at the cutover, stop or cancel; the source URL's password never reaches the target{logged}"
+            ),
+            Some("connect to the target as a superuser to keep the sync's password out of its log too".into()),
+        ),
+        Login::Url => {
+            let reason = if fell_back {
+                "the source's pg_hba.conf does not admit a role made for the sync".to_owned()
+            } else {
+                why.unwrap_or("the sync cannot have its own login role").to_owned()
+            };
+            Check::warn(
+                name,
+                format!(
+                    "{reason}: the subscription logs in as {} with the source URL's password, which the target stores in pg_subscription (readable by superusers, and in the target's backups) until the cutover or stop{logged}",
+                    req.source.user()
+                ),
+                Some("let the source user create roles (superuser, or CREATEROLE and REPLICATION on PostgreSQL 16+) and pg_hba.conf admit them for replication, or use a source user and password made for this migration".into()),
+            )
+        }
+    }
+}
+
+/// One probe subscription, created and rolled back.
+async fn probe_subscription(req: &Request, target: &Db, database: &str, login: &Login) -> Result<()> {
+    let probe = format!("barge_probe_{}", new_id());
+    let conninfo = subscription_conninfo(req, database, login).await?;
+    target.batch("probe a subscription", "begin").await?;
+    let quoted = ident::quote(&probe);
+    let sql = format!(
+        "create subscription {quoted} connection {} publication {quoted} \
+         with (connect = true, enabled = false, create_slot = false, slot_name = none, copy_data = false)",
+        ident::literal(&conninfo)
+    );
+    let result = target.batch("create a probe subscription", &sql).await;
+    let _ = target.batch("roll the probe back", "rollback").await;
+    result
 }
 
 /// How the target's subscription reaches the source's `database`: with TLS exactly when
 /// barge's own connection to it has TLS (and then verified).
-async fn subscription_conninfo(req: &Request, database: &str) -> Result<String> {
+async fn subscription_conninfo(req: &Request, database: &str, login: &Login) -> Result<String> {
     let source = Db::connect(&req.source, database).await?;
-    req.source.libpq_conninfo(database, source.tls())
+    req.source.libpq_conninfo(database, source.tls(), login.credentials())
 }
 
 /// The tables whose rows replicate: copied with rows, and logged.
@@ -444,6 +531,15 @@ pub async fn start(req: &Request, plan: &Plan, sink: Arc<dyn ProgressSink>, cont
     let mut report = SyncReport { init: InitReport { roles, ..InitReport::default() }, names: Vec::new() };
     let mut created: Vec<Created> = Vec::new();
     let filter = req.filter.compile()?;
+    let (login, why) = Login::make(&req.source, &id).await?;
+    if let Some(why) = why {
+        sink.emit(Event::Warning {
+            message: format!(
+                "{why}: the subscription logs in as {}, whose password the target stores (pg_subscription) until the cutover or stop",
+                req.source.user()
+            ),
+        });
+    }
     for (n, db) in plan.databases.iter().enumerate() {
         let name = format!("{}{n}", prefix(&id));
         let tracker = Tracker::new(sink.clone(), &db.target);
@@ -478,7 +574,7 @@ pub async fn start(req: &Request, plan: &Plan, sink: Arc<dyn ProgressSink>, cont
             // The snapshot is no longer needed; the subscriber needs the slot free.
             replication.close().await;
             let copied = copied?;
-            subscribe(req, db, &name, &baseline, published_tables(db).len()).await?;
+            subscribe(req, db, &name, &baseline, published_tables(db).len(), &login, &sink).await?;
             Ok::<_, Error>(copied)
         };
         let copied = run_controlled(work, control.clone()).await;
@@ -491,6 +587,10 @@ pub async fn start(req: &Request, plan: &Plan, sink: Arc<dyn ProgressSink>, cont
                 let cleanup = remove(req, &created).await;
                 for failure in cleanup.1 {
                     sink.emit(Event::Warning { message: failure });
+                }
+                // Also when nothing else was created yet.
+                if let Err(role) = login::drop_role(&req.source, &id).await {
+                    sink.emit(Event::Warning { message: format!("the sync's login role: {role}") });
                 }
                 return Err(e);
             }
@@ -600,21 +700,54 @@ fn schema_changes(baseline: &BTreeMap<String, String>, now: &BTreeMap<String, St
     changes
 }
 
-/// Creates the subscription and its record in one transaction on the target.
+/// Creates the subscription and its record in one transaction on the target, logging in to
+/// the source with `login`. A role made for the sync that the source's pg_hba.conf does not
+/// admit falls back to the URL's user (said in a warning).
 async fn subscribe(
     req: &Request,
     db: &DatabasePlan,
     name: &str,
     baseline: &BTreeMap<String, String>,
     tables: usize,
+    login: &Login,
+    sink: &Arc<dyn ProgressSink>,
+) -> Result<()> {
+    match create_subscription(req, db, name, baseline, tables, login).await {
+        Err(e) if login.credentials().is_some() && refused_login(&e) => {
+            sink.emit(Event::Warning {
+                message: format!(
+                    "the source refused the sync's own login role ({}); the subscription logs in as {} instead, whose password the target stores until the cutover",
+                    e,
+                    req.source.user()
+                ),
+            });
+            create_subscription(req, db, name, baseline, tables, &Login::Url).await
+        }
+        result => result,
+    }
+}
+
+/// Whether the source refused a login (pg_hba.conf, authentication), as the target reports it.
+fn refused_login(e: &Error) -> bool {
+    let text = e.to_string();
+    text.contains("pg_hba.conf") || text.contains("authentication failed")
+}
+
+async fn create_subscription(
+    req: &Request,
+    db: &DatabasePlan,
+    name: &str,
+    baseline: &BTreeMap<String, String>,
+    tables: usize,
+    login: &Login,
 ) -> Result<()> {
     let target = Db::connect(&req.target, &db.target).await?;
-    // The statement carries the source password; keep it out of the target's server log
-    // where the session may decide that (superusers only; otherwise the setting stays).
-    if target.batch("quiet the statement log", "set log_statement = 'none'").await.is_err() {
-        tracing::debug!("log_statement stays as configured on the target");
+    // The statement carries a password: keep it out of the target's server log where the
+    // session may decide that (superusers only).
+    if !login::quiet(&target).await {
+        tracing::debug!("statement logging stays as configured on the target");
     }
-    let conninfo = subscription_conninfo(req, &db.source).await?;
+    let conninfo = subscription_conninfo(req, &db.source, login).await?;
     let fingerprint = serde_json::to_string(baseline).map_err(|e| Error::Internal(e.to_string()))?;
     let filter = serde_json::to_string(&req.filter).map_err(|e| Error::Internal(e.to_string()))?;
     let table_count = tables as i64;
@@ -637,15 +770,15 @@ async fn subscribe(
                     &[&name, &db.source, &table_count, &fingerprint, &filter],
                 )
                 .await?;
-            let sql: String = target
-                .query_one(
-                    "build the subscription",
-                    "select pg_catalog.format('create subscription %I connection %L publication %I \
-                     with (copy_data = false, create_slot = false, slot_name = %L, enabled = true)', $1::text, $2::text, $1::text, $1::text)",
-                    &[&name, &conninfo],
-                )
-                .await?
-                .get(0);
+            // Built here, not by the server's format(): the connection string travels in this
+            // one statement only.
+            let quoted = ident::quote(name);
+            let sql = format!(
+                "create subscription {quoted} connection {} publication {quoted} \
+                 with (copy_data = false, create_slot = false, slot_name = {}, enabled = true)",
+                ident::literal(&conninfo),
+                ident::literal(name)
+            );
             target.batch(&format!("create subscription {name}"), &sql).await.map_err(|e| match e.sqlstate() {
                 Some("42501") => e.with_hint("the target user needs superuser or (PostgreSQL 16+) pg_create_subscription and CREATE on the database"),
                 _ => e.with_hint(&format!("the target server connects to the source ({}) itself", req.source.endpoint())),
@@ -1046,6 +1179,10 @@ pub async fn stop(req: &Request) -> Result<StopReport> {
         }
     }
     if created.is_empty() {
+        // What a sync that died before its first publication left.
+        if login::drop_role(&req.source, &id).await? {
+            return Ok(StopReport { removed: vec![format!("login role {}", login::role_name(&id))] });
+        }
         return Err(Error::Invalid(format!(
             "no barge replication found on the source {} or the target {}",
             req.source.endpoint(),
@@ -1125,6 +1262,16 @@ async fn remove(req: &Request, created: &[Created]) -> (Vec<String>, Vec<String>
             Ok(true) => removed.push(format!("publication {} in \"{}\"", c.name, c.source_database)),
             Ok(false) => {}
             Err(e) => failures.push(format!("publication {}: {e}", c.name)),
+        }
+    }
+    let mut ids: Vec<&str> = created.iter().filter_map(|c| id_of(&c.name)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        match login::drop_role(&req.source, id).await {
+            Ok(true) => removed.push(format!("login role {}", login::role_name(id))),
+            Ok(false) => {}
+            Err(e) => failures.push(format!("login role {}: {e}", login::role_name(id))),
         }
     }
     (removed, failures.into_iter().map(|f| crate::conninfo::redact(&f)).collect())

@@ -124,8 +124,18 @@ impl Cluster {
 
     /// The CA certificate of a [`tls_cluster`].
     pub fn tls_ca(&self) -> PathBuf {
+        self.dir().join("tls/ca.pem")
+    }
+
+    /// The server's log so far (every test's: search it for what must never be there).
+    pub fn server_log(&self) -> String {
+        let bytes = std::fs::read(self.dir().join("server.log")).expect("read the server log");
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn dir(&self) -> PathBuf {
         let out = Command::new(scripts_pg()).arg("root").output().expect("scripts/pg root");
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("clusters").join(&self.name).join("tls/ca.pem")
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("clusters").join(&self.name)
     }
 
     /// A URL for another user and password.

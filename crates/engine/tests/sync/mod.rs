@@ -405,3 +405,144 @@ async fn stop_removes_one_sync_and_never_another_targets() {
     sync::stop(&requests[1]).await.unwrap();
     assert_eq!(barge_objects(&src, &src_db, &second_db).await, (0, 0, 0));
 }
+
+/// A superuser whose every statement its server logs (`log_statement = all`, and failing
+/// ones at any level), with a password holding every character that needs care.
+async fn loud_superuser(cluster: &Cluster, name: &str) -> String {
+    let secret = format!("S3cr3t-{name}-#?/@\"'\\ ;");
+    cluster
+        .run_sql(
+            "postgres",
+            &format!(
+                "create role {name} login superuser password '{}'; \
+                 alter role {name} set log_statement = 'all'; alter role {name} set log_min_error_statement = 'info'",
+                secret.replace('\'', "''")
+            ),
+        )
+        .await;
+    secret
+}
+
+#[tokio::test]
+async fn the_source_password_reaches_no_server_log_and_not_the_targets_catalog() {
+    // GIVEN users on both servers whose statements are all logged
+    let (src, dst) = (src18(), dst18());
+    let loud = unique("loud");
+    let secret = loud_superuser(&src, &loud).await;
+    loud_superuser(&dst, &loud).await;
+    let src_db = src.create_db("sync_secret").await;
+    src.run_sql(
+        &src_db,
+        "create table t (id int primary key, v text); insert into t select g, 'v' from generate_series(1, 500) g",
+    )
+    .await;
+    let dst_db = unique("sync_secret_copy");
+    let mut req = request(&src, &src_db, &dst, &dst_db);
+    req.options.sync = true;
+    req.options.sync_id = Some(format!("secret{}", std::process::id()));
+    req.source =
+        barge_engine::ConnInfo::parse(barge_engine::Side::Source, &src.url_as(&loud, &secret, &src_db)).unwrap();
+    req.target =
+        barge_engine::ConnInfo::parse(barge_engine::Side::Target, &dst.url_as(&loud, &secret, &dst_db)).unwrap();
+    // WHEN a validate --sync fails (a target user that may not subscribe) …
+    let meek = unique("meek");
+    dst.run_sql(
+        "postgres",
+        &format!("create role {meek} login createdb password 'pw-{meek}'; alter role {meek} set log_statement = 'all'"),
+    )
+    .await;
+    let mut failing = req.clone();
+    failing.target =
+        barge_engine::ConnInfo::parse(barge_engine::Side::Target, &dst.url_as(&meek, &format!("pw-{meek}"), &dst_db))
+            .unwrap();
+    let report = barge_engine::validate(&failing).await;
+    let probe = report.checks.iter().find(|c| c.name == "target reaches the source").unwrap();
+    assert_eq!(probe.status, CheckStatus::Fail, "{probe:?}");
+    // … one passes and says what happens to the password …
+    let report = barge_engine::validate(&req).await;
+    let password = report.checks.iter().find(|c| c.name == "source password").unwrap();
+    assert_eq!(password.status, CheckStatus::Pass, "{password:?}");
+    assert!(password.detail.contains("never reaches the target"), "{password:?}");
+    // … and a sync runs, streams and cuts over
+    let plan = plan_ok(&req).await;
+    sync::start(&req, &plan, progress::discard(), sync::no_control()).await.unwrap();
+    let subscription: String = dst
+        .connect(&dst_db)
+        .await
+        .query_one(
+            "select subconninfo from pg_subscription where subdbid = (select oid from pg_database where datname = current_database())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let login = format!("barge_secret{}_login", std::process::id());
+    assert!(subscription.contains(&format!("user='{login}'")), "{subscription}");
+    let roles = |cluster: Cluster, login: String| async move {
+        cluster
+            .connect("postgres")
+            .await
+            .query_one("select count(*) from pg_roles where rolname = $1", &[&login])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(roles(src.clone(), login.clone()).await, 1);
+    sync::cutover(&req, &CutoverOptions { timeout: Duration::from_secs(60) }, progress::discard()).await.unwrap();
+    // THEN the target's catalog never held the source URL's password, the sync's own login
+    // role is gone with it, and neither server logged the password
+    assert!(!subscription.contains(&secret), "{subscription}");
+    assert_eq!(roles(src.clone(), login.clone()).await, 0);
+    for (side, cluster) in [("source", &src), ("target", &dst)] {
+        let log = cluster.server_log();
+        assert!(!log.contains(&secret), "the {side} server logged the source password");
+        // Quoted in a connection string or a literal, it would be escaped: its start is enough.
+        assert!(!log.contains(&format!("S3cr3t-{loud}")), "the {side} server logged the source password");
+        assert!(!log.contains(&barge_vocab_encode(&secret)), "the {side} server logged it percent-encoded");
+    }
+    // AND the logging really was on: the role's own statements are there
+    assert!(dst.server_log().contains("statement: ") && src.server_log().contains("create role \"barge_secret"));
+}
+
+fn barge_vocab_encode(s: &str) -> String {
+    s.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+#[tokio::test]
+async fn a_source_user_that_may_not_create_roles_is_told_where_its_password_goes() {
+    // GIVEN a source user with REPLICATION that owns its tables but may not create roles
+    let (src, dst) = (src18(), dst18());
+    let owner = unique("owner");
+    src.run_sql("postgres", &format!("create role {owner} login replication password 'pw-{owner}'")).await;
+    let src_db = src.create_db("sync_plain").await;
+    src.run_sql(&src_db, &format!("create table t (id int primary key); insert into t select generate_series(1, 50); alter table t owner to {owner}; grant create on database \"{src_db}\" to {owner}"))
+        .await;
+    let dst_db = unique("sync_plain_copy");
+    let mut req = request(&src, &src_db, &dst, &dst_db);
+    req.options.sync = true;
+    req.options.sync_id = Some(format!("plain{}", std::process::id()));
+    req.options.no_owner = true;
+    req.options.no_acl = true;
+    req.source =
+        barge_engine::ConnInfo::parse(barge_engine::Side::Source, &src.url_as(&owner, &format!("pw-{owner}"), &src_db))
+            .unwrap();
+    // WHEN it validates
+    let report = barge_engine::validate(&req).await;
+    // THEN it is told plainly that its password is stored on the target until the cutover
+    let password = report.checks.iter().find(|c| c.name == "source password").unwrap();
+    assert_eq!(password.status, CheckStatus::Warn, "{password:?}");
+    assert!(password.detail.contains("pg_subscription") && password.detail.contains(&owner), "{password:?}");
+    // AND the sync runs with its login, warned, and stop removes everything
+    let warnings = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = warnings.clone();
+    let sink: Arc<dyn progress::ProgressSink> = Arc::new(move |event: progress::Event| {
+        if let progress::Event::Warning { message } = event {
+            seen.lock().unwrap().push(message);
+        }
+    });
+    let plan = plan_ok(&req).await;
+    sync::start(&req, &plan, sink, sync::no_control()).await.unwrap();
+    assert!(warnings.lock().unwrap().iter().any(|w| w.contains("may not create a login role")), "{warnings:?}");
+    sync::stop(&req).await.unwrap();
+    assert_eq!(barge_objects(&src, &src_db, &dst_db).await, (0, 0, 0));
+}
