@@ -65,6 +65,15 @@ impl Db {
             }),
         };
         let client = connected.map_err(|e| {
+            if info.reach() == crate::conninfo::Reach::Remote && network_level(&e) {
+                // A worker runs on a caller's URL inside someone's network: refused, timed
+                // out and "not PostgreSQL" read the same, so a job maps no ports.
+                return fail(
+                    "no PostgreSQL server answered (the connection was refused, timed out or reached something else)".into(),
+                    ". Check the host and port, and that the worker's security group and the network let it reach the server",
+                    None,
+                );
+            }
             let (detail, hint) = connect_hint(info, &e);
             fail(detail, &hint, e.code().map(|c| c.code().to_owned()))
         })?;
@@ -153,6 +162,19 @@ impl Db {
     pub(crate) async fn batch(&self, context: &str, sql: &str) -> Result<()> {
         self.client.batch_execute(sql).await.map_err(|e| self.err(context, &e))
     }
+}
+
+/// Whether a failed connection never got a PostgreSQL answer (no server error, no TLS
+/// verdict, no authentication step).
+fn network_level(e: &tokio_postgres::Error) -> bool {
+    if e.as_db_error().is_some() {
+        return false;
+    }
+    let text = describe_pg_error(e).to_lowercase();
+    !(text.contains("certificate")
+        || text.contains("tls")
+        || text.contains("password")
+        || text.contains("authentication"))
 }
 
 /// The message and what to check for a failed connection attempt.

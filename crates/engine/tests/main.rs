@@ -632,6 +632,42 @@ async fn a_remote_worker_connects_to_no_loopback_metadata_or_local_file() {
 }
 
 #[tokio::test]
+async fn a_remote_worker_is_no_port_scanner() {
+    // GIVEN this machine's own non-loopback address (what a worker may reach), a port where
+    // something that is not PostgreSQL answers, and a closed port
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    probe.connect("10.255.255.255:9").unwrap();
+    let ip = probe.local_addr().unwrap().ip();
+    assert!(!ip.is_loopback(), "this machine needs a non-loopback address for this test");
+    let http = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let http_port = http.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in http.incoming().flatten() {
+            let mut stream = stream;
+            let _ = std::io::Write::write_all(&mut stream, b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let closed_port = std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
+    let dst = dst18();
+    let detail = |port: u16| {
+        let url = format!("postgres://u:pw@{ip}:{port}/db?sslmode=disable&connect_timeout=3");
+        let mut req = request_urls(&url, &dst.url("postgres"));
+        req.source = ConnInfo::parse_for(Side::Source, &url, Reach::Remote).unwrap();
+        async move {
+            let report = barge_engine::validate(&req).await;
+            let check = report.checks.iter().find(|c| c.name == "source connection").unwrap().clone();
+            assert_eq!(check.status, CheckStatus::Fail);
+            check.detail.replace(&port.to_string(), "PORT")
+        }
+    };
+    // WHEN a remote worker is pointed at each
+    let (other, closed) = (detail(http_port).await, detail(closed_port).await);
+    // THEN both failures read the same
+    assert_eq!(other, closed);
+    assert!(other.contains("no PostgreSQL server answered"), "{other}");
+}
+
+#[tokio::test]
 async fn whole_tables_arrive_frozen_and_autovacuum_settings_survive() {
     let (src, dst) = (src18(), dst18());
     let src_db = src.create_db("frozen").await;
