@@ -248,6 +248,12 @@ async fn show(client: &ApiClient, id: &JobId, output: OutputFormat) -> Result<()
         outln!("          the previous attempt ended: {failure}");
     }
     outln!("worker    {}", view.instance_id.as_deref().unwrap_or("-"));
+    if view.cleaning_up {
+        outln!("cleanup   a worker is removing the replication objects the sync left");
+    }
+    if let Some(leftover) = &view.leftover {
+        outln!("left      {leftover}");
+    }
     outln!("created   {}", when(Some(view.created_at)));
     outln!("started   {}", when(view.started_at));
     outln!("heartbeat {}", when(view.heartbeat_at));

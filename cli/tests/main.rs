@@ -152,6 +152,19 @@ async fn passwords_never_reach_any_output() {
     for (_, text) in &outputs {
         assert_no_password(text, &secrets);
     }
+    // Passwords with characters that should have been percent-encoded: the URL does not
+    // parse, and nothing of it is echoed.
+    for pw in ["se#cr3t", "se/cr3t", "se?cr3t&", "se cr3t", "se%cr3t", "se@cr3t/x"] {
+        let url = format!("postgresql://postgres:{pw}@127.0.0.1:5432/app");
+        for args in
+            [vec!["validate", "--source", &url, "--target", &t], vec!["validate", "--source", &t, "--target", &url]]
+        {
+            let (code, text) = run(barge().args(&args));
+            assert_eq!(code, 2, "{pw}: {text}");
+            assert!(!text.contains("cr3t"), "{pw}: {text}");
+            assert!(text.contains("percent-encode") || text.contains("%25"), "{pw}: {text}");
+        }
+    }
     // Nor into the target's stored items: the progress marks are gone, and no catalog of the
     // target holds the source's password.
     let client = dst.connect(&dst_db).await;

@@ -354,6 +354,50 @@ fn lock_phase(fold: &Mutex<Fold>, phase: Phase) {
     fold.lock().unwrap_or_else(PoisonError::into_inner).set_phase(phase);
 }
 
+/// Before a sync job's outcome goes out: its replication objects are removed on every path
+/// but a retryable failure (the next attempt watches or removes them), and the final
+/// progress says whether they are gone, so the job needs no cleanup worker.
+async fn finish_sync(attempt: &Attempt, outcome: &Outcome, fold: &Mutex<Fold>) {
+    let removed = match outcome {
+        // The cutover removed them.
+        Outcome::Succeeded => true,
+        Outcome::Failed { retryable: true, .. } => false,
+        Outcome::Failed { .. } | Outcome::Cancelled | Outcome::TimedOut => match &attempt.sync_id {
+            Some(id) => remove_replication(&attempt.spec, attempt.attempt, attempt.reach, id).await.is_ok(),
+            None => false,
+        },
+    };
+    if removed {
+        fold.lock().unwrap_or_else(PoisonError::into_inner).set_replication_removed();
+    }
+}
+
+/// Removes sync `id`'s replication objects (none left is success), within the sync's stop
+/// grace.
+pub async fn remove_replication(spec: &JobSpec, attempt: u32, reach: Reach, id: &str) -> Result<Vec<String>, String> {
+    let mut request = request(spec, attempt, reach).map_err(|e| barge_engine::redact(&e.to_string()))?;
+    request.options.sync_id = Some(id.to_owned());
+    match tokio::time::timeout(SYNC_STOP_GRACE, sync::stop(&request)).await {
+        Ok(Ok(report)) => {
+            if !report.removed.is_empty() {
+                tracing::info!(removed = ?report.removed, "removed the sync's replication objects");
+            }
+            Ok(report.removed)
+        }
+        // Nothing of this sync on either side.
+        Ok(Err(Error::Invalid(_))) => Ok(Vec::new()),
+        Ok(Err(e)) => {
+            let reason = barge_engine::redact(&e.to_string());
+            tracing::warn!(error = %reason, "could not remove the sync's replication objects");
+            Err(reason)
+        }
+        Err(_) => {
+            tracing::warn!("removing the sync's replication objects took too long");
+            Err("removing the replication objects took too long".into())
+        }
+    }
+}
+
 /// How a supervised run ended.
 #[derive(Debug, PartialEq)]
 pub enum Ending {
@@ -511,6 +555,9 @@ pub async fn supervise<R: Reporter>(
         (Some(why), Ending::Outcome(_)) => Ending::Abandoned(why),
         (_, ending) => ending,
     };
+    if syncs && let Ending::Outcome(outcome) = &ending {
+        finish_sync(attempt, outcome, &fold).await;
+    }
     if let Ending::Outcome(_) = ending {
         let last = snapshot(&fold);
         if sent.as_ref() != Some(&last) && !matches!(reporter.progress(&last).await, Answer::Continue | Answer::Cancel)

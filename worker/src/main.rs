@@ -342,6 +342,23 @@ where
     Err(last)
 }
 
+/// A cleanup run: the job ended with its sync's replication objects left (its worker died);
+/// remove them and say so.
+async fn clean_up(client: &ApiClient, job: &JobId, spec: &JobSpec, attempt: u32, reach: Reach) -> u8 {
+    tracing::info!(job = %job, "removing the replication objects the sync left");
+    let outcome = match execute::remove_replication(spec, attempt, reach, job.as_str()).await {
+        Ok(_) => Outcome::Succeeded,
+        Err(reason) => Outcome::Failed { reason, retryable: true },
+    };
+    let code = exit_code(&outcome);
+    let backoff = Backoff { budget: Duration::from_secs(600), ..Backoff::default() };
+    if let Err(e) = retry("finish", backoff, || client.finish(job, &outcome)).await {
+        tracing::error!(job = %job, error = %e, "cannot report the cleanup; the reaper launches another");
+        return UNREACHABLE;
+    }
+    code
+}
+
 /// Claims `job`, runs it, reports the outcome; returns the exit code.
 async fn claim_and_run(client: ApiClient, job: JobId, redactor: &Redactor, timing: Timing, reach: Reach) -> u8 {
     let backoff = Backoff { budget: Duration::from_secs(300), ..Backoff::default() };
@@ -354,6 +371,9 @@ async fn claim_and_run(client: ApiClient, job: JobId, redactor: &Redactor, timin
     };
     redactor.add_urls([claim.spec.source_url.expose(), claim.spec.target_url.expose()]);
     let attempt = claim.job.attempt;
+    if claim.cleanup {
+        return clean_up(&client, &job, &claim.spec, attempt, reach).await;
+    }
     tracing::info!(job = %job, attempt, command = %claim.spec.command, source = %claim.job.source, target = %claim.job.target, "claimed");
     let deadline = claim.job.deadline.map(|at| {
         let left = at.millis().saturating_sub(Timestamp::now().millis()).max(0);

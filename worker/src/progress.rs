@@ -24,6 +24,7 @@ pub struct Fold {
     phase: Option<Phase>,
     message: Option<String>,
     replication: Option<ReplicationStatus>,
+    replication_removed: bool,
 }
 
 /// The job phase an engine phase belongs to (`Done` leaves the job phase as it was).
@@ -101,6 +102,11 @@ impl Fold {
         self.message = Some(bounded(message));
     }
 
+    /// Says that a sync's replication objects are gone (nothing is left for a cleanup).
+    pub fn set_replication_removed(&mut self) {
+        self.replication_removed = true;
+    }
+
     /// Moves the job to a phase the engine does not report (validating, verifying, …).
     pub fn set_phase(&mut self, phase: Phase) {
         self.phase = Some(phase);
@@ -115,6 +121,7 @@ impl Fold {
             databases_done: self.finished.len() as u64,
             tables_failed: self.tables_failed,
             message: self.message.clone(),
+            replication_removed: self.replication_removed,
             ..Progress::default()
         };
         let mut running = Vec::new();

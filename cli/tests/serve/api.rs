@@ -291,6 +291,29 @@ async fn a_sync_whose_worker_dies_during_its_copy_is_cleaned_up_and_refused_by_t
 }
 
 #[tokio::test]
+async fn a_sync_out_of_attempts_has_what_it_left_removed_by_a_cleanup_worker() {
+    // GIVEN a sync job with one attempt, copying
+    let serve = Serve::start_with(&["--max-attempts", "1"]);
+    let (src_db, dst_db, running) = sync_under_way(&serve, "rsync_last").await;
+    // WHEN its worker dies, leaving its slot and publication, and no attempt remains
+    assert!(Command::new("kill").args(["-KILL", &pid_of(&running).to_string()]).status().unwrap().success());
+    let last = serve.finish(&running.id).await.pop().unwrap();
+    assert_eq!(last.status.state(), State::Failed, "{last:#?}");
+    // THEN a cleanup worker removes them, and the job says nothing is left
+    let done = serve.watch(&running.id, Duration::from_secs(120), |v| !v.cleaning_up).await.pop().unwrap();
+    assert_eq!(done.leftover, None, "{done:#?}");
+    assert_eq!(replication_objects(&src_db, &dst_db).await, (0, 0, 0));
+    let login: i64 = count(
+        &src18(),
+        "postgres",
+        &format!("select count(*) from pg_roles where rolname = 'barge_{}_login'", running.id),
+    )
+    .await;
+    assert_eq!(login, 0, "the sync's login role is gone too");
+    assert!(serve.log(&running.id).contains("removing the replication objects the sync left"));
+}
+
+#[tokio::test]
 async fn bad_source_credentials_fail_at_once_and_leak_nowhere() {
     let (src, dst) = (src18(), dst18());
     let serve = Serve::start();

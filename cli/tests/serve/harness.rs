@@ -39,10 +39,20 @@ impl Serve {
         Serve::start_on(data, 0)
     }
 
+    /// A barge serve with extra `serve` flags.
+    pub fn start_with(flags: &[&str]) -> Serve {
+        Serve::start_full(tempfile::tempdir().unwrap(), 0, flags)
+    }
+
     /// A barge serve over `data` listening on `port` (0: a free one).
     pub fn start_on(data: tempfile::TempDir, port: u16) -> Serve {
+        Serve::start_full(data, port, &[])
+    }
+
+    fn start_full(data: tempfile::TempDir, port: u16, flags: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_barge"))
             .args(["serve", "--port", &port.to_string(), "--reap-every", "1", "--heartbeat-timeout", "6"])
+            .args(flags)
             .args(["--worker-heartbeat", "2", "--cancel-grace", "5"])
             .arg("--data-dir")
             .arg(data.path())

@@ -512,6 +512,31 @@ mod tests {
     }
 
     #[test]
+    fn the_subscription_is_never_less_verified_than_barge() {
+        let info =
+            |query: &str| ConnInfo::parse(Side::Source, &format!("postgres://u:pw@db.example.com/db?{query}")).unwrap();
+        let mode = |text: String| text.split(' ').find(|p| p.starts_with("sslmode=")).unwrap_or_default().to_owned();
+        // libpq's prefer and require verify nothing: the subscription verifies like barge did.
+        for query in ["sslmode=prefer", "sslmode=require", "sslmode=verify-full", ""] {
+            let text = info(query).libpq_conninfo("db", true, None).unwrap();
+            assert_eq!(mode(text.clone()), "sslmode=verify-full", "{query}");
+            assert!(text.contains("sslrootcert=system"), "{text}");
+        }
+        assert_eq!(mode(info("sslmode=verify-ca").libpq_conninfo("db", true, None).unwrap()), "sslmode=verify-ca");
+        assert_eq!(mode(info("sslmode=disable").libpq_conninfo("db", false, None).unwrap()), "sslmode=disable");
+        // A CA file of this machine cannot be the target server's: refused, not weakened.
+        let e = info("sslmode=verify-full&sslrootcert=/etc/ca.pem").libpq_conninfo("db", true, None).unwrap_err();
+        assert!(e.to_string().contains("cannot read sslrootcert"), "{e}");
+        // A sync's own login replaces the URL's user and password.
+        let secret = Secret::new("r4ndom");
+        let text = info("sslmode=disable").libpq_conninfo("db", false, Some(("barge_x_login", &secret))).unwrap();
+        assert!(
+            text.contains("user='barge_x_login'") && text.contains("password='r4ndom'") && !text.contains("'pw'"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn tool_environment_carries_the_password_and_verifies_tls() {
         let info = ConnInfo::parse(Side::Source, URL).unwrap();
         let env = info.pg_env("shop", true);

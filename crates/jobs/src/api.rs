@@ -65,6 +65,13 @@ pub struct JobView {
     /// Why the previous attempt ended, when this one is a retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<String>,
+    /// A sync job that ended with its replication objects still on the servers: a worker
+    /// is removing them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cleaning_up: bool,
+    /// What barge could not remove, and how to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leftover: Option<String>,
 }
 
 impl From<&Job> for JobView {
@@ -91,6 +98,8 @@ impl From<&Job> for JobView {
             finished_at: job.finished_at,
             deadline: job.deadline,
             last_failure: job.last_failure.clone(),
+            cleaning_up: job.state().is_terminal() && job.replication.is_some(),
+            leftover: job.leftover.clone(),
         }
     }
 }
@@ -135,6 +144,10 @@ pub struct Claim {
     pub job: JobView,
     /// The spec with its URLs.
     pub spec: JobSpec,
+    /// Not a run: the job ended with its replication objects left (a sync whose worker
+    /// died); remove them (`sync stop` with the job's id) and finish.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cleanup: bool,
 }
 
 /// `POST /jobs/{id}/heartbeat` (and `/progress`) answer.

@@ -295,6 +295,27 @@ impl Default for Deadlines {
     }
 }
 
+/// A sync job's replication objects (slots, publications, subscriptions, its login role),
+/// named after `sync_id`, while they may exist; and the workers launched to remove them once
+/// the job ended without its worker doing so (the worker died, or never answered).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replication {
+    /// The id in their names (`barge_<id>_<n>`, `barge_<id>_login`): the job's id.
+    pub sync_id: String,
+    /// The worker launched to remove them, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleaner: Option<String>,
+    /// When it was launched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleaner_launched_at: Option<Timestamp>,
+    /// Cleanup workers launched so far.
+    #[serde(default)]
+    pub cleanups: u32,
+    /// Why the last cleanup did not remove them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+}
+
 /// Something that happens to a job.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -303,6 +324,15 @@ pub enum Event {
         /// The machine (or process) the worker runs on.
         instance_id: String,
     },
+    /// The reaper launched a worker to remove an ended sync job's replication objects.
+    CleanupLaunched {
+        /// Its machine (or process).
+        instance_id: String,
+    },
+    /// That worker's result: `Succeeded` when nothing is left.
+    CleanupFinished(Outcome),
+    /// No cleanup worker could remove them: the job records what may be left.
+    CleanupAbandoned,
     /// The launch failed.
     LaunchFailed {
         /// Why, for the user.
@@ -355,6 +385,9 @@ impl Event {
             Event::WorkerLost { .. } => "worker_lost",
             Event::DeadlinePassed => "deadline_passed",
             Event::CancelUnanswered => "cancel_unanswered",
+            Event::CleanupLaunched { .. } => "cleanup_launched",
+            Event::CleanupFinished(_) => "cleanup_finished",
+            Event::CleanupAbandoned => "cleanup_abandoned",
         }
     }
 }
@@ -434,6 +467,18 @@ pub struct Job {
     /// Why the previous attempt ended, when the job was requeued for another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<String>,
+    /// Whether the current attempt's worker has reported since its claim (a heartbeat, a
+    /// phase, progress): until then it may claim again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reported: bool,
+    /// A sync job's replication objects, while they may exist on the servers: from its
+    /// worker's claim until a worker says they are gone. A job that ends with them still
+    /// there stays active until a cleanup worker has removed them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Replication>,
+    /// Set when barge gave up removing them: what may be left, and how to remove it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leftover: Option<String>,
     /// Bumped by every write; writes are conditional on it.
     pub revision: u64,
 }
@@ -476,6 +521,9 @@ impl Job {
             deadline: Some(now.plus_seconds(deadlines.queued)),
             expires_at: None,
             last_failure: None,
+            reported: false,
+            replication: None,
+            leftover: None,
             revision: 0,
         }
     }
@@ -485,9 +533,10 @@ impl Job {
         self.status.state()
     }
 
-    /// Not finished: counts against the active-job limit.
+    /// Not finished, or finished with replication objects still to remove: counts against
+    /// the active-job limit, and the reaper looks at it.
     pub fn is_active(&self) -> bool {
-        !self.state().is_terminal()
+        !self.state().is_terminal() || self.replication.is_some()
     }
 
     /// Hidden from reads: past its retention.
@@ -523,6 +572,10 @@ impl Job {
                 if self.instance_id.as_deref() != Some(instance_id) {
                     return Err(Rejection::NotYourJob("this job was launched on another instance".into()));
                 }
+                // Its worker names replication objects after the job: from now on they may exist.
+                if crate::spec::syncs(self.command, &self.options) && next.replication.is_none() {
+                    next.replication = Some(Replication { sync_id: self.id.to_string(), ..Replication::default() });
+                }
                 next.status = S::Running { phase: Phase::Validating };
                 next.started_at = Some(now);
                 next.heartbeat_at = Some(now);
@@ -532,21 +585,27 @@ impl Job {
             // The same instance claims again (its first answer was lost, or unsealing failed
             // after the claim landed) until it has reported anything: nothing changes.
             (S::Running { phase: Phase::Validating }, Event::Claimed { instance_id })
-                if self.instance_id.as_deref() == Some(instance_id)
-                    && self.progress.is_none()
-                    && self.heartbeat_at == self.started_at => {}
+                if self.instance_id.as_deref() == Some(instance_id) && !self.reported => {}
             (S::Running { .. }, Event::Claimed { .. }) => return conflict("claim it again: it was claimed"),
             (S::Running { .. }, Event::Phase(phase)) => {
                 next.status = S::Running { phase: *phase };
                 next.heartbeat_at = Some(now);
+                next.reported = true;
             }
-            (S::Running { .. }, Event::Heartbeat) => next.heartbeat_at = Some(now),
+            (S::Running { .. }, Event::Heartbeat) => {
+                next.heartbeat_at = Some(now);
+                next.reported = true;
+            }
             (S::Running { .. }, Event::Progress(progress)) => {
                 if let Some(phase) = progress.phase {
                     next.status = S::Running { phase };
                 }
+                if progress.replication_removed {
+                    next.replication = None;
+                }
                 next.progress = Some((**progress).clone());
                 next.heartbeat_at = Some(now);
+                next.reported = true;
             }
             (S::Queued, Event::CancelRequested) => next.finish(S::Cancelled, now),
             (S::Launching | S::Running { .. }, Event::CancelRequested) => {
@@ -590,6 +649,10 @@ impl Job {
                     Outcome::Cancelled => S::Cancelled,
                     Outcome::TimedOut => S::TimedOut,
                 };
+                // A sync succeeds by its cutover, which removes the replication.
+                if *outcome == Outcome::Succeeded {
+                    next.replication = None;
+                }
                 next.finish(status, now);
             }
             (S::Launching | S::Running { .. }, Event::WorkerLost { reason }) => {
@@ -612,6 +675,37 @@ impl Job {
                     next.finish(S::TimedOut, now);
                 }
             }
+            (status, Event::CleanupLaunched { instance_id }) if status.state().is_terminal() => {
+                let Some(replication) = next.replication.as_mut() else {
+                    return conflict("clean up: nothing is left to remove");
+                };
+                replication.cleaner = Some(instance_id.clone());
+                replication.cleaner_launched_at = Some(now);
+                replication.cleanups += 1;
+            }
+            (status, Event::CleanupFinished(outcome)) if status.state().is_terminal() => {
+                let Some(replication) = next.replication.as_mut() else {
+                    return conflict("finish a cleanup: nothing is left to remove");
+                };
+                match outcome {
+                    Outcome::Succeeded => next.replication = None,
+                    Outcome::Failed { reason, .. } => {
+                        replication.cleaner = None;
+                        replication.last_failure = Some(reason.clone());
+                    }
+                    Outcome::Cancelled | Outcome::TimedOut => replication.cleaner = None,
+                }
+            }
+            (status, Event::CleanupAbandoned) if status.state().is_terminal() => {
+                let Some(replication) = next.replication.take() else {
+                    return conflict("give up a cleanup: nothing is left to remove");
+                };
+                let id = &replication.sync_id;
+                next.leftover = Some(format!(
+                    "replication objects may be left: slots and publications barge_{id}_* and role barge_{id}_login on the source, subscriptions barge_{id}_* on the target (an inactive slot keeps WAL until the source's disk is full); remove them with `barge sync stop --sync-id {id}`{}",
+                    replication.last_failure.map(|f| format!(" (the last cleanup said: {f})")).unwrap_or_default()
+                ));
+            }
             (status, event) if status.state().is_terminal() => {
                 let done = format!("the job already finished: it {}", finished_words(status));
                 return Err(Rejection::Conflict(match event {
@@ -632,6 +726,7 @@ impl Job {
         self.instance_id = None;
         self.started_at = None;
         self.heartbeat_at = None;
+        self.reported = false;
         self.deadline = Some(now.plus_seconds(deadlines.queued));
         self.last_failure = Some(reason);
     }

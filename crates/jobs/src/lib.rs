@@ -13,7 +13,7 @@ pub mod progress;
 pub mod reaper;
 pub mod spec;
 
-pub use job::{Deadlines, Event, Job, JobId, JobStatus, Outcome, Phase, Rejection, State, Timestamp};
+pub use job::{Deadlines, Event, Job, JobId, JobStatus, Outcome, Phase, Rejection, Replication, State, Timestamp};
 pub use ports::{
     AuthError, Authenticator, Caller, Created, JobStore, LaunchError, Launcher, LogError, LogLine, LogPage, LogSink,
     LogSource, Page, SealError, Sealer, StoreError,

@@ -54,6 +54,10 @@ pub struct Progress {
     pub message: Option<String>,
     /// The attempt that reported this.
     pub attempt: u32,
+    /// A sync job's worker removed its replication objects (or found none): nothing is left
+    /// for a cleanup.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replication_removed: bool,
 }
 
 /// A table (part) being copied.

@@ -80,6 +80,10 @@ pub enum Decision {
     CancelUnanswered,
     /// Past its deadline: `timed_out`.
     TimedOut,
+    /// Ended with its replication objects left: launch a worker to remove them.
+    LaunchCleanup,
+    /// Every cleanup worker failed: record what is left.
+    AbandonCleanup,
 }
 
 impl Decision {
@@ -89,6 +93,8 @@ impl Decision {
             Decision::WorkerLost(reason) => Some(Event::WorkerLost { reason: reason.clone() }),
             Decision::CancelUnanswered => Some(Event::CancelUnanswered),
             Decision::TimedOut => Some(Event::DeadlinePassed),
+            Decision::LaunchCleanup => None,
+            Decision::AbandonCleanup => Some(Event::CleanupAbandoned),
         }
     }
 }
@@ -99,6 +105,9 @@ fn passed(at: Option<Timestamp>, seconds: i64, now: Timestamp) -> bool {
 
 /// What the reaper does about `job` at `now`.
 pub fn decide(job: &Job, policy: &Policy, now: Timestamp) -> Decision {
+    if job.state().is_terminal() {
+        return cleanup_decision(job, policy, now);
+    }
     let overdue = job.deadline.is_some_and(|deadline| deadline <= now);
     let cleanup_grace = if crate::spec::syncs(job.command, &job.options) { policy.sync_cleanup_grace } else { 0 };
     let overdue_running = job.deadline.is_some_and(|deadline| deadline.plus_seconds(cleanup_grace) <= now);
@@ -123,6 +132,26 @@ pub fn decide(job: &Job, policy: &Policy, now: Timestamp) -> Decision {
     }
 }
 
+/// A cleanup worker gets this long (seconds) past its launch deadline to remove the
+/// replication objects and report.
+const CLEANUP_RUN: i64 = 600;
+
+/// For an ended job: launch a cleanup worker when its replication objects may be left and
+/// none runs (or the last one went silent); give up after as many cleanups as the stage
+/// gives jobs attempts.
+fn cleanup_decision(job: &Job, policy: &Policy, now: Timestamp) -> Decision {
+    let Some(replication) = &job.replication else { return Decision::Wait };
+    let running = replication.cleaner.is_some()
+        && !passed(replication.cleaner_launched_at, policy.deadlines.launching + CLEANUP_RUN, now);
+    if running {
+        Decision::Wait
+    } else if replication.cleanups >= policy.deadlines.max_attempts {
+        Decision::AbandonCleanup
+    } else {
+        Decision::LaunchCleanup
+    }
+}
+
 /// What a sweep did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sweep {
@@ -134,6 +163,8 @@ pub struct Sweep {
     pub cancelled: Vec<JobId>,
     /// Jobs ended as `timed_out`.
     pub timed_out: Vec<JobId>,
+    /// Ended sync jobs a cleanup worker was launched for.
+    pub cleanups: Vec<JobId>,
     /// Instances terminated.
     pub terminated: Vec<String>,
     /// What failed (the next sweep tries again).
@@ -147,6 +178,10 @@ pub async fn sweep<S: JobStore, L: Launcher>(store: &S, launcher: &L, policy: &P
         let decision = decide(&job, policy, Timestamp::now());
         if decision == Decision::Launch {
             launch(store, launcher, &job, policy, &mut sweep).await;
+            continue;
+        }
+        if decision == Decision::LaunchCleanup {
+            launch_cleanup(store, launcher, &job, policy, &mut sweep).await;
             continue;
         }
         let Some(event) = decision.event() else { continue };
@@ -171,7 +206,13 @@ pub async fn sweep<S: JobStore, L: Launcher>(store: &S, launcher: &L, policy: &P
             Decision::WorkerLost(_) => sweep.lost.push(job.id.clone()),
             Decision::CancelUnanswered => sweep.cancelled.push(job.id.clone()),
             Decision::TimedOut => sweep.timed_out.push(job.id.clone()),
-            Decision::Wait | Decision::Launch => {}
+            Decision::Wait | Decision::Launch | Decision::LaunchCleanup | Decision::AbandonCleanup => {}
+        }
+        if let Some(instance) = job.replication.as_ref().and_then(|r| r.cleaner.as_ref()) {
+            terminate(launcher, instance, &mut sweep).await;
+        }
+        if decision == Decision::AbandonCleanup {
+            continue;
         }
         if let Some(instance) = &job.instance_id {
             terminate(launcher, instance, &mut sweep).await;
@@ -193,6 +234,40 @@ async fn launch<S: JobStore, L: Launcher>(store: &S, launcher: &L, job: &Job, po
             }
         }
         Err(e) => sweep.errors.push(format!("job {}: launch: {e}", job.id)),
+    }
+}
+
+/// Launches a worker that removes an ended sync job's replication objects. It runs as an
+/// attempt of its own (attempt numbers past the job's, so EC2's idempotency token, the
+/// instance's tags and its log stream are its own) and claims the job as its cleaner.
+async fn launch_cleanup<S: JobStore, L: Launcher>(
+    store: &S,
+    launcher: &L,
+    job: &Job,
+    policy: &Policy,
+    sweep: &mut Sweep,
+) {
+    let Some(replication) = &job.replication else { return };
+    // A cleaner that went silent is replaced.
+    if let Some(instance) = &replication.cleaner {
+        terminate(launcher, instance, sweep).await;
+    }
+    let mut cleaner = job.clone();
+    cleaner.attempt = job.attempt + 1 + replication.cleanups;
+    let instance = match launcher.launch(&cleaner).await {
+        Ok(instance) => instance,
+        Err(e) => {
+            sweep.errors.push(format!("job {}: launch a cleanup: {e}", job.id));
+            return;
+        }
+    };
+    let event = Event::CleanupLaunched { instance_id: instance.clone() };
+    match lifecycle::apply(store, &job.id, &event, policy.deadlines, |_| Ok(())).await {
+        Ok(_) => sweep.cleanups.push(job.id.clone()),
+        Err(e) => {
+            sweep.errors.push(format!("job {}: record the cleanup: {e}", job.id));
+            terminate(launcher, &instance, sweep).await;
+        }
     }
 }
 
@@ -230,7 +305,13 @@ async fn orphans<S: JobStore, L: Launcher>(
         };
         let now = Timestamp::now();
         let young = instance.launched_at.is_some_and(|at| at.plus_seconds(policy.launch_grace) > now);
+        let cleaner = job
+            .as_ref()
+            .and_then(|job| job.replication.as_ref())
+            .and_then(|r| r.cleaner.as_deref())
+            .is_some_and(|cleaner| cleaner == instance.id);
         let needed = young
+            || cleaner
             || job.is_some_and(|job| {
                 job.instance_id.as_deref() == Some(instance.id.as_str())
                     && (job.is_active() || job.finished_at.is_some_and(|at| at.plus_seconds(policy.finish_grace) > now))

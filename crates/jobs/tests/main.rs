@@ -92,6 +92,81 @@ mod reaper {
     }
 
     #[tokio::test]
+    async fn a_sync_that_ends_without_its_worker_gets_a_cleanup_worker_until_nothing_is_left() {
+        // GIVEN a sync job on its last attempt whose worker claimed it (objects may exist) …
+        let (store, launcher) = (MemoryStore::new(), MemoryLauncher::new());
+        let mut queued = conformance::job("alice", None, Timestamp::now().plus_seconds(-10 * MIN));
+        queued.command = barge_jobs::Command::Sync;
+        queued.max_attempts = 1;
+        store.create(&queued, 100).await.unwrap();
+        let instance = launcher.launch(&queued).await.unwrap();
+        let launched = at(&queued, Event::Launched { instance_id: instance.clone() }, 10 * MIN);
+        let claimed = at(&launched, Event::Claimed { instance_id: instance.clone() }, 10 * MIN);
+        store.replace(&queued, &launched).await.unwrap();
+        store.replace(&launched, &claimed).await.unwrap();
+        assert_eq!(claimed.replication.as_ref().map(|r| r.sync_id.as_str()), Some(queued.id.as_str()));
+        // … and then went silent
+        let report = sweep(&store, &launcher, &Policy::default()).await.unwrap();
+        assert_eq!(report.lost, vec![queued.id.clone()]);
+        let failed = store.get(&queued.id).await.unwrap().unwrap();
+        assert_eq!(failed.state(), barge_jobs::State::Failed);
+        // WHEN the reaper sweeps the ended job
+        assert!(failed.is_active(), "an ended job with replication left stays active");
+        let report = sweep(&store, &launcher, &Policy::default()).await.unwrap();
+        // THEN it launches a cleanup worker, as an attempt of its own, and keeps it alive
+        assert_eq!(report.cleanups, vec![queued.id.clone()]);
+        let cleaning = store.get(&queued.id).await.unwrap().unwrap();
+        let cleaner = cleaning.replication.as_ref().and_then(|r| r.cleaner.clone()).unwrap();
+        assert_ne!(cleaner, instance);
+        let report = sweep(&store, &launcher, &Policy::default()).await.unwrap();
+        assert!(report.cleanups.is_empty() && !report.terminated.contains(&cleaner), "{report:?}");
+        // AND a failed cleanup is retried; a successful one ends it all
+        let d = Deadlines::default();
+        let now = Timestamp::now();
+        let retry = cleaning
+            .apply(&Event::CleanupFinished(Outcome::Failed { reason: "down".into(), retryable: true }), d, now)
+            .unwrap();
+        assert_eq!(decide(&retry, &Policy::default(), now), Decision::LaunchCleanup);
+        let done = cleaning.apply(&Event::CleanupFinished(Outcome::Succeeded), d, now).unwrap();
+        assert!(done.replication.is_none() && !done.is_active());
+        assert_eq!(decide(&done, &Policy::default(), now), Decision::Wait);
+        // AND after as many cleanups as attempts, the job records what may be left
+        let mut exhausted = retry.clone();
+        exhausted.replication.as_mut().unwrap().cleanups = Policy::default().deadlines.max_attempts;
+        assert_eq!(decide(&exhausted, &Policy::default(), now), Decision::AbandonCleanup);
+        let given_up = exhausted.apply(&Event::CleanupAbandoned, d, now).unwrap();
+        let leftover = given_up.leftover.clone().unwrap();
+        assert!(
+            leftover.contains(&format!("barge sync stop --sync-id {}", queued.id)) && leftover.contains("down"),
+            "{leftover}"
+        );
+        assert!(!given_up.is_active());
+    }
+
+    #[test]
+    fn a_worker_that_removed_its_replication_needs_no_cleanup() {
+        let d = Deadlines::default();
+        let now = Timestamp::now();
+        let mut job = conformance::job("alice", None, now);
+        job.command = barge_jobs::Command::Sync;
+        let running = job
+            .apply(&Event::Launched { instance_id: "i-1".into() }, d, now)
+            .and_then(|j| j.apply(&Event::Claimed { instance_id: "i-1".into() }, d, now))
+            .unwrap();
+        assert!(running.replication.is_some());
+        let progress = barge_jobs::Progress { replication_removed: true, ..barge_jobs::Progress::default() };
+        let reported = running.apply(&Event::Progress(Box::new(progress)), d, now).unwrap();
+        let cancelled = reported.apply(&Event::Finished(Outcome::Cancelled), d, now).unwrap();
+        assert!(cancelled.replication.is_none() && !cancelled.is_active());
+        // A copy job never has any.
+        let copy = conformance::job("alice", None, now)
+            .apply(&Event::Launched { instance_id: "i-1".into() }, d, now)
+            .and_then(|j| j.apply(&Event::Claimed { instance_id: "i-1".into() }, d, now))
+            .unwrap();
+        assert!(copy.replication.is_none());
+    }
+
+    #[tokio::test]
     async fn a_silent_worker_is_replaced_and_its_instance_terminated() {
         let (store, launcher) = (MemoryStore::new(), MemoryLauncher::new());
         let job = running(&store, &launcher, 5).await;

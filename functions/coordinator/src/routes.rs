@@ -304,6 +304,11 @@ async fn worker_event<P: Ports>(app: &App<P>, instance: &str, id: &str, event: &
     Ok(lifecycle::apply(&app.store, &id, event, app.config.deadlines, allow).await?)
 }
 
+/// Whether `instance` is the worker launched to remove what the ended `job` left.
+fn is_cleaner(job: &Job, instance: &str) -> bool {
+    job.state().is_terminal() && job.replication.as_ref().and_then(|r| r.cleaner.as_deref()) == Some(instance)
+}
+
 /// `POST /jobs/{id}/claim`: the spec with credentials, to the launched instance, which may
 /// claim again until it has reported. The credentials are unsealed **before** the job is
 /// marked running: a KMS throttle or outage is a 503 the worker retries, not a claimed job
@@ -315,6 +320,20 @@ async fn claim<P: Ports>(
 ) -> Result<Json<Claim>, ApiError> {
     let job_id = job_id(&id)?;
     let current = app.store.get(&job_id).await?.ok_or_else(|| ApiError::NotFound("no such job".into()))?;
+    if is_cleaner(&current, &instance) {
+        let credentials = app.sealer.unseal(&current.id, &current.sealed_credentials).await.map_err(|e| {
+            ApiError::Unavailable(format!("the job's credentials cannot be unsealed now ({e}); claim again"))
+        })?;
+        tracing::info!(job = %current.id, instance = %instance, "claimed to remove what the sync left");
+        let spec = JobSpec {
+            command: current.command,
+            source_url: credentials.source_url,
+            target_url: credentials.target_url,
+            filter: current.filter.clone(),
+            options: current.options.clone(),
+        };
+        return Ok(Json(Claim { job: JobView::from(&current), spec, cleanup: true }));
+    }
     if current.instance_id.as_deref() != Some(instance.as_str()) {
         return Err(ApiError::Forbidden("this job was not launched on your instance".into()));
     }
@@ -330,7 +349,7 @@ async fn claim<P: Ports>(
         filter: job.filter.clone(),
         options: job.options.clone(),
     };
-    Ok(Json(Claim { job: JobView::from(&job), spec }))
+    Ok(Json(Claim { job: JobView::from(&job), spec, cleanup: false }))
 }
 
 fn heartbeat_answer(job: &Job) -> Json<Heartbeat> {
@@ -379,6 +398,22 @@ async fn finish<P: Ports>(
         && (reason.is_empty() || reason.len() > MAX_REASON_BYTES)
     {
         return Err(ApiError::Invalid(format!("reason: 1 to {MAX_REASON_BYTES} bytes")));
+    }
+    let job_id = job_id(&id)?;
+    if let Some(current) = app.store.get(&job_id).await?
+        && is_cleaner(&current, &instance)
+    {
+        let allow = |job: &Job| {
+            if is_cleaner(job, &instance) {
+                Ok(())
+            } else {
+                Err(ApplyError::Rejected(barge_jobs::Rejection::NotYourJob("this cleanup is not yours".into())))
+            }
+        };
+        let event = Event::CleanupFinished(outcome);
+        let job = lifecycle::apply(&app.store, &job_id, &event, app.config.deadlines, allow).await?;
+        tracing::info!(job = %job.id, left = job.replication.is_some(), "cleanup finished");
+        return Ok(Json(JobView::from(&job)));
     }
     let job = worker_event(&app, &instance, &id, &Event::Finished(outcome)).await?;
     tracing::info!(job = %job.id, state = %job.state(), attempt = job.attempt, "finished");

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use axum::{Router, body::Body};
 use barge_coordinator::{App, Config, Ports, iam::IamAuthenticator, router};
 use barge_jobs::{
-    Caller, LaunchError, Timestamp,
+    Caller, JobStore, LaunchError, Timestamp,
     api::{Claim, Heartbeat, JobList, JobView},
 };
 use barge_jobs_testkit::memory::{MemoryLauncher, MemoryLogs, MemorySealer, MemoryStore};
@@ -757,5 +757,61 @@ async fn a_claim_whose_credentials_cannot_be_unsealed_is_retried_without_losing_
     // AND another instance still may not claim it
     let other = h.worker("i-0fffffffffffffff0");
     let (status, _) = h.call("POST", &claim, Some(&other), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_cleanup_worker_claims_an_ended_sync_and_reports_what_is_left() {
+    // GIVEN a sync job whose worker claimed it and was lost on its last attempt
+    let h = Harness::with(Config {
+        deadlines: barge_jobs::Deadlines { max_attempts: 1, ..Default::default() },
+        ..Config::default()
+    });
+    let mut sync = spec();
+    sync["command"] = json!("sync");
+    sync["options"] = json!({});
+    let (status, body) = h.call("POST", "/jobs", Some(&h.alice), Some(sync)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let job: JobView = serde_json::from_value(body).unwrap();
+    let worker = h.worker(job.instance_id.as_deref().unwrap());
+    let (status, _) = h.call("POST", &format!("/jobs/{}/claim", job.id), Some(&worker), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let lost = barge_jobs::Event::WorkerLost { reason: "gone".into() };
+    barge_jobs::lifecycle::apply(
+        &h.app.store,
+        &job.id,
+        &lost,
+        barge_jobs::Deadlines { max_attempts: 1, ..Default::default() },
+        |_| Ok(()),
+    )
+    .await
+    .unwrap();
+    // WHEN the reaper launches a cleanup worker
+    let report =
+        barge_jobs::reaper::sweep(&h.app.store, &h.app.launcher, &barge_jobs::reaper::Policy::default()).await.unwrap();
+    assert_eq!(report.cleanups, vec![job.id.clone()]);
+    let (_, body) = h.call("GET", &format!("/jobs/{}", job.id), Some(&h.alice), None).await;
+    let view: JobView = serde_json::from_value(body).unwrap();
+    assert!(view.cleaning_up && view.status.state().is_terminal(), "{view:#?}");
+    let stored = h.app.store.get(&job.id).await.unwrap().unwrap();
+    let cleaner = h.worker(stored.replication.unwrap().cleaner.as_deref().unwrap());
+    // THEN it claims the job as a cleanup, with the credentials; the old worker may not
+    let (status, body) = h.call("POST", &format!("/jobs/{}/claim", job.id), Some(&cleaner), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["cleanup"], json!(true));
+    assert_eq!(body["spec"]["source_url"], json!(SOURCE));
+    let (status, _) = h.call("POST", &format!("/jobs/{}/claim", job.id), Some(&worker), None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // AND its report ends the cleanup, the job's outcome unchanged
+    let (status, body) = h
+        .call("POST", &format!("/jobs/{}/finish", job.id), Some(&cleaner), Some(json!({"outcome": "succeeded"})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let view: JobView = serde_json::from_value(body).unwrap();
+    assert!(!view.cleaning_up && view.leftover.is_none(), "{view:#?}");
+    assert_eq!(view.status.state(), barge_jobs::State::Failed);
+    let (status, _) = h
+        .call("POST", &format!("/jobs/{}/finish", job.id), Some(&cleaner), Some(json!({"outcome": "succeeded"})))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
