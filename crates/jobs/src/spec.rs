@@ -11,7 +11,11 @@ pub use barge_vocab::{
     conn::MAX_URL_BYTES,
     filter::{MAX_PATTERN_BYTES, MAX_PATTERNS},
 };
-use barge_vocab::{Params, filter::split_pattern, reach::check_remote};
+use barge_vocab::{
+    Params,
+    filter::split_pattern,
+    reach::{check_remote, remote_host},
+};
 use serde::{Deserialize, Serialize};
 
 /// Largest spec body accepted, in bytes.
@@ -67,16 +71,7 @@ struct Endpoint {
 /// parameters a worker honours ([`barge_vocab::conn`]).
 fn endpoint(url: &ConnUrl, field: &str) -> Result<(Endpoint, Params), SpecError> {
     let params = url.parse().map_err(|e| SpecError::new(field, e.0))?;
-    let host = match &params.host {
-        Some(h) if h.starts_with('/') => {
-            return Err(SpecError::new(
-                field,
-                "names a Unix socket; a job runs on another machine and needs a host name",
-            ));
-        }
-        Some(h) => h.to_ascii_lowercase(),
-        None => return Err(SpecError::new(field, "has no host; give postgres://user:password@host:port/dbname")),
-    };
+    let host = remote_host(&params).map_err(|e| SpecError::new(field, e.0))?.to_ascii_lowercase();
     Ok((Endpoint { host, port: params.port.unwrap_or(5432), database: params.dbname.clone() }, params))
 }
 

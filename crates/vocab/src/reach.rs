@@ -54,18 +54,24 @@ pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// The host a job's worker connects to: a name or an address, never a Unix socket (a job
+/// runs on another machine).
+pub fn remote_host(params: &Params) -> Result<&str, UrlError> {
+    match &params.host {
+        None => Err(UrlError("has no host; give postgres://user:password@host:port/dbname".into())),
+        Some(h) if h.starts_with('/') => {
+            Err(UrlError("names a Unix socket; a job runs on another machine and needs a host name".into()))
+        }
+        Some(h) => Ok(h),
+    }
+}
+
 /// Checks what can be checked of a remote job's URL before anything runs: a host name or
 /// address (not a Unix socket), not a forbidden address, and no certificate file (a path
 /// names a file on the worker, not the caller's; `sslrootcert=system` is the one choice).
 /// The worker checks again after resolving the host name.
 pub fn check_remote(params: &Params) -> Result<(), UrlError> {
-    let host = match &params.host {
-        None => return Err(UrlError("has no host; give postgres://user:password@host:port/dbname".into())),
-        Some(h) if h.starts_with('/') => {
-            return Err(UrlError("names a Unix socket; a job runs on another machine and needs a host name".into()));
-        }
-        Some(h) => h,
-    };
+    let host = remote_host(params)?;
     if let Ok(ip) = host.parse::<IpAddr>()
         && let Some(why) = forbidden(ip)
     {
