@@ -1,0 +1,277 @@
+//! Continuous replication after the copy (docs/pitfalls.md 12–13).
+//!
+//! Per database: a publication on the source for exactly the copied tables, then a logical
+//! slot created over a replication connection with an exported snapshot, and the copy reads
+//! in that snapshot; then a subscription on the target with `copy_data = false,
+//! create_slot = false, slot_name = <the slot>`. The target's own apply worker streams the
+//! changes from there, so barge is not in the data path: [`status`] reads lag from both
+//! sides and compares the source's schema with the one copied, [`cutover`] waits for the
+//! target to catch up, copies sequence positions, removes slot, subscription and
+//! publication and verifies, [`stop`] removes them without cutting over. Anything that
+//! fails or is cancelled on the way removes what it created on both sides: an orphaned
+//! slot keeps WAL on the source until its disk is full.
+//!
+//! What barge created is named `barge_<id>_<n>` (slot, publication and subscription alike;
+//! `<n>` counts the databases) and recorded in `_barge.sync` in each target database, in
+//! the transaction that creates the subscription.
+//!
+//! One module per concern: `preflight` (the checks before anything changes), `setup`
+//! ([`start`]), `status` ([`status`] and the [`stream`] loop), `cutover` ([`cutover`]),
+//! `teardown` ([`stop`] and the removal every failure path uses), and `objects` (the names
+//! and finding them again). The types callers see are here.
+
+mod cutover;
+mod objects;
+mod preflight;
+mod setup;
+mod status;
+mod teardown;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::{
+    db::Db, error::Result, init::InitReport, login::Login, plan::DatabasePlan, request::Request, validate::human_bytes,
+    verify::VerifyReport,
+};
+
+// Siblings share what each defines (they `use super::*`).
+#[allow(unused_imports)]
+use self::{cutover::*, objects::*, preflight::*, setup::*, status::*, teardown::*};
+
+pub use cutover::cutover;
+pub use objects::{check_id, new_id};
+pub(crate) use preflight::preflight;
+pub use setup::start;
+pub use status::{status, stream};
+pub use teardown::stop;
+
+/// What the one who started a sync asks of it while it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Keep going.
+    Run,
+    /// Cut over as soon as the target streams (remote jobs).
+    Cutover,
+    /// Stop and remove everything barge created on both sides.
+    Cancel,
+    /// Stop watching: during the copy this removes what was created (a copy cannot resume
+    /// without its snapshot); once streaming, replication goes on for a later run to find.
+    Detach,
+}
+
+/// The receiving end of [`Signal`]s.
+pub type Control = watch::Receiver<Signal>;
+
+/// A control that never signals (the local CLI, which stops on Ctrl-C by dropping).
+pub fn no_control() -> Control {
+    let (tx, rx) = watch::channel(Signal::Run);
+    // The receiver keeps the last value once the sender is gone.
+    drop(tx);
+    rx
+}
+
+/// One database's replication, as found on the target.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DatabaseSync {
+    /// Slot, publication and subscription name.
+    pub name: String,
+    /// Source database.
+    pub source_database: String,
+    /// Target database.
+    pub target_database: String,
+    /// Whether a subscriber is streaming from the slot now.
+    pub slot_active: bool,
+    /// The slot's WAL retention state (`reserved`, `extended`, `unreserved`, `lost`).
+    pub wal_status: Option<String>,
+    /// Whether the subscription is enabled.
+    pub enabled: bool,
+    /// Apply workers running for it on the target.
+    pub workers: u64,
+    /// WAL the target has not confirmed yet, in bytes.
+    pub lag_bytes: u64,
+    /// Replay lag the source measured, in seconds (0 when caught up).
+    pub lag_seconds: Option<f64>,
+    /// Tables in the subscription.
+    pub tables: u64,
+    /// Tables not in the `ready` state, with their state letter.
+    pub tables_not_ready: Vec<String>,
+    /// Apply errors the target counted (PostgreSQL 15+).
+    pub apply_errors: Option<u64>,
+    /// Source objects whose structure changed since the copy's snapshot.
+    pub schema_changes: Vec<String>,
+    /// Rows inserted, updated or deleted in the target database so far (for rates).
+    pub applied_rows: u64,
+    /// The slot's confirmed position, in bytes since 0/0 (for rates).
+    pub confirmed_bytes: u64,
+}
+
+/// Where replication stands, over every database.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReplicationStatus {
+    /// Per database.
+    pub databases: Vec<DatabaseSync>,
+    /// The largest lag, in bytes.
+    pub lag_bytes: u64,
+    /// The largest lag, in seconds, when measured.
+    pub lag_seconds: Option<f64>,
+    /// Rows applied per second on the target since the previous status.
+    pub apply_rows_per_second: Option<f64>,
+    /// WAL confirmed per second since the previous status.
+    pub apply_bytes_per_second: Option<f64>,
+    /// Changed source objects over every database (`db: schema.table (what)`).
+    pub schema_changes: Vec<String>,
+}
+
+impl ReplicationStatus {
+    /// Rates from an earlier status of the same replication, `seconds` ago.
+    pub fn with_rates(mut self, earlier: &ReplicationStatus, seconds: f64) -> ReplicationStatus {
+        if seconds > 0.0 && earlier.databases.len() == self.databases.len() {
+            let sum = |s: &ReplicationStatus, f: fn(&DatabaseSync) -> u64| s.databases.iter().map(f).sum::<u64>();
+            let rows = sum(&self, |d| d.applied_rows).saturating_sub(sum(earlier, |d| d.applied_rows));
+            let bytes = sum(&self, |d| d.confirmed_bytes).saturating_sub(sum(earlier, |d| d.confirmed_bytes));
+            self.apply_rows_per_second = Some(rows as f64 / seconds);
+            self.apply_bytes_per_second = Some(bytes as f64 / seconds);
+        }
+        self
+    }
+
+    /// Whether every subscription is enabled with its worker and its slot streams.
+    pub fn streaming(&self) -> bool {
+        !self.databases.is_empty() && self.databases.iter().all(|d| d.enabled && d.slot_active)
+    }
+
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        let seconds = self.lag_seconds.map_or("–".into(), |s| format!("{s:.1} s"));
+        let rate = self.apply_rows_per_second.map_or(String::new(), |r| format!(", applying {r:.0} rows/s"));
+        let tables: u64 = self.databases.iter().map(|d| d.tables).sum();
+        format!(
+            "{} database(s), {tables} table(s) streaming; lag {} / {seconds}{rate}",
+            self.databases.len(),
+            human_bytes(self.lag_bytes)
+        )
+    }
+}
+
+/// What `init --sync` did: the copy, then replication set up.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// The copy.
+    pub init: InitReport,
+    /// The replication created, one name per database.
+    pub names: Vec<String>,
+}
+
+/// What a cutover did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CutoverReport {
+    /// Per database: the name of the replication removed.
+    pub names: Vec<String>,
+    /// Sequences set from the source.
+    pub sequences: u64,
+    /// Seconds spent waiting for the target to catch up.
+    pub catch_up_seconds: f64,
+    /// The comparison after the switch.
+    pub verify: VerifyReport,
+}
+
+/// What [`stop`] removed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StopReport {
+    /// Each object removed (`subscription barge_x_0 in "shop"`).
+    pub removed: Vec<String>,
+}
+
+/// How a [`stream`] ended without an error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// A cutover was asked for.
+    Cutover,
+    /// The caller detached; replication goes on.
+    Detached,
+}
+
+/// Options of a cutover.
+#[derive(Clone, Debug)]
+pub struct CutoverOptions {
+    /// Longest wait for the target to catch up; replication stays as it was when it passes.
+    pub timeout: Duration,
+}
+
+/// How the target's subscription reaches the source's `database`: with TLS exactly when
+/// barge's own connection to it has TLS (and then verified).
+pub(super) async fn subscription_conninfo(req: &Request, database: &str, login: &Login) -> Result<String> {
+    let source = Db::connect(&req.source, database).await?;
+    req.source.libpq_conninfo(database, source.tls(), login.credentials())
+}
+
+/// The tables whose rows replicate: copied with rows, and logged.
+pub(super) fn published_tables(db: &DatabasePlan) -> Vec<&crate::plan::TablePlan> {
+    db.tables.iter().filter(|t| !t.schema_only && t.kind != "unlogged table").collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn ids_name_objects_safely() {
+        assert!(check_id(&new_id()).is_ok());
+        assert_eq!(new_id().len(), 10);
+        assert!(check_id("job42").is_ok());
+        assert!(check_id("").is_err());
+        assert!(check_id("Robert'); drop").is_err());
+        assert_eq!(id_of("barge_ab12_3"), Some("ab12"));
+        assert_eq!(id_of("other"), None);
+    }
+
+    #[test]
+    fn schema_changes_are_named() {
+        let baseline: BTreeMap<String, String> =
+            [("public.a".to_string(), "1".to_string()), ("public.b".into(), "2".into())].into();
+        let now: BTreeMap<String, String> =
+            [("public.a".to_string(), "9".to_string()), ("public.c".into(), "3".into())].into();
+        assert_eq!(
+            schema_changes(&baseline, &now),
+            vec![
+                "public.a (columns, types or replica identity changed)",
+                "public.b (dropped or renamed)",
+                "public.c (created; its rows would not replicate)"
+            ]
+        );
+        assert!(schema_changes(&baseline, &baseline).is_empty());
+    }
+
+    #[test]
+    fn rates_come_from_two_statuses() {
+        let db = |rows, bytes| DatabaseSync {
+            name: "barge_x_0".into(),
+            source_database: "s".into(),
+            target_database: "t".into(),
+            slot_active: true,
+            wal_status: None,
+            enabled: true,
+            workers: 1,
+            lag_bytes: 0,
+            lag_seconds: Some(0.0),
+            tables: 1,
+            tables_not_ready: vec![],
+            apply_errors: Some(0),
+            schema_changes: vec![],
+            applied_rows: rows,
+            confirmed_bytes: bytes,
+        };
+        let earlier = ReplicationStatus { databases: vec![db(100, 1000)], ..ReplicationStatus::default() };
+        let later = ReplicationStatus { databases: vec![db(300, 5000)], ..ReplicationStatus::default() };
+        let rated = later.with_rates(&earlier, 2.0);
+        assert_eq!(rated.apply_rows_per_second, Some(100.0));
+        assert_eq!(rated.apply_bytes_per_second, Some(2000.0));
+        assert!(rated.streaming());
+        assert!(rated.summary().contains("100 rows/s"), "{}", rated.summary());
+    }
+}
