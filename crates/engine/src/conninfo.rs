@@ -4,32 +4,13 @@
 //! driver config and into the environment a pg tool reads. The password is held in a
 //! [`Secret`] that never prints; it reaches tools only through their environment.
 
-use std::{fmt, net::IpAddr, path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 pub use barge_vocab::{ChannelBinding, Secret, SslMode, SslNegotiation, TargetSessionAttrs, reach::Reach, redact};
 use barge_vocab::{Params, conn::encode, reach::forbidden};
-use serde::{Deserialize, Serialize};
 
+pub use crate::error::Side;
 use crate::error::{Error, Result};
-
-/// Which end of a copy a connection belongs to; every error names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Side {
-    /// The database copied from.
-    Source,
-    /// The database copied into.
-    Target,
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Side::Source => "source",
-            Side::Target => "target",
-        })
-    }
-}
 
 /// A parsed PostgreSQL connection URL with every default filled in.
 #[derive(Clone, Debug)]

@@ -164,6 +164,30 @@ impl Db {
     }
 }
 
+/// Opens a connection to a server's maintenance database: the one the URL names, else
+/// `postgres`, else `template1`.
+pub(crate) async fn connect_admin(info: &ConnInfo) -> Result<(Db, String)> {
+    let mut last = None;
+    let mut tried = Vec::new();
+    if let Some(db) = info.dbname() {
+        tried.push(db.to_owned());
+    }
+    for db in ["postgres", "template1"] {
+        if !tried.iter().any(|t| t == db) {
+            tried.push(db.to_owned());
+        }
+    }
+    for db in &tried {
+        match Db::connect(info, db).await {
+            Ok(conn) => return Ok((conn, db.clone())),
+            // Only a missing database moves on to the next candidate.
+            Err(e) if e.sqlstate() == Some("3D000") => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Refused(format!("no database to connect to on the {} server", info.side()))))
+}
+
 /// Whether a failed connection never got a PostgreSQL answer (no server error, no TLS
 /// verdict, no authentication step).
 fn network_level(e: &tokio_postgres::Error) -> bool {

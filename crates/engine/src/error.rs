@@ -1,7 +1,28 @@
 //! The engine's error type. Every message names the side (source/target), the database and
 //! what to check; none ever contains a password or an unredacted URL.
 
-use crate::conninfo::Side;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Which end of a copy a connection belongs to; every error names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// The database copied from.
+    Source,
+    /// The database copied into.
+    Target,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        })
+    }
+}
 
 /// Result alias for the engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -102,11 +102,11 @@ pub(crate) fn refuse_problems(plan: &Plan) -> Result<()> {
 /// What every copy needs before its first database: the client tools for the source's
 /// version, and the roles `--roles` asks for.
 pub(crate) async fn prepare(req: &Request, sink: &Arc<dyn ProgressSink>) -> Result<(PgTools, Option<RolesReport>)> {
-    let (source_admin, _) = crate::plan::connect_admin(&req.source).await?;
+    let (source_admin, _) = crate::db::connect_admin(&req.source).await?;
     let tools = PgTools::locate(req.options.pg_bin.as_deref(), (source_admin.version_num() / 10000) as u32).await?;
     let mut report = None;
     if req.options.roles {
-        let (target_admin, _) = crate::plan::connect_admin(&req.target).await?;
+        let (target_admin, _) = crate::db::connect_admin(&req.target).await?;
         let roles = roles::copy(&source_admin, &target_admin).await?;
         for warning in &roles.warnings {
             sink.emit(crate::progress::Event::Warning { message: warning.clone() });

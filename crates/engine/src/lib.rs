@@ -7,11 +7,13 @@
 //! directly, the worker runs it for a job.
 
 mod catalog;
+pub mod check;
 pub mod conninfo;
 mod copy;
 mod database;
 mod db;
 pub mod error;
+pub mod human;
 mod ident;
 mod init;
 mod login;
@@ -33,6 +35,7 @@ pub mod verify;
 
 pub use barge_vocab::filter::{self, Filter};
 pub use catalog::Contents;
+pub use check::{Check, CheckStatus};
 pub use conninfo::{ConnInfo, Side, redact};
 pub use error::{Error, Result};
 pub use init::{DatabaseReport, InitReport, init};
@@ -40,5 +43,5 @@ pub use plan::{Plan, plan};
 pub use progress::{Event, Phase, Progress, ProgressSink};
 pub use request::{Options, Request};
 pub use roles::RolesReport;
-pub use validate::{Check, CheckStatus, ValidateReport, validate};
+pub use validate::{ValidateReport, validate};
 pub use verify::{VerifyReport, verify};

@@ -18,7 +18,7 @@ use crate::{
     conninfo::{ConnInfo, Secret},
     db::Db,
     error::{Error, Result},
-    ident, plan,
+    ident,
 };
 
 /// The subscription's login to the source.
@@ -46,7 +46,7 @@ impl Login {
     /// connects as PUBLIC may (a database that revoked CONNECT from PUBLIC refuses it, and the
     /// subscription says so), and a grant would be copied with the database's grants.
     pub(crate) async fn make(source: &ConnInfo, id: &str) -> Result<(Login, Option<String>)> {
-        let (admin, _) = plan::connect_admin(source).await?;
+        let (admin, _) = crate::db::connect_admin(source).await?;
         let row = admin
             .query_one(
                 "read the source user's role attributes",
@@ -108,7 +108,7 @@ impl Login {
 
 /// Drops sync `id`'s login role on the source, if there is one: whether it was there.
 pub(crate) async fn drop_role(source: &ConnInfo, id: &str) -> Result<bool> {
-    let (admin, _) = plan::connect_admin(source).await?;
+    let (admin, _) = crate::db::connect_admin(source).await?;
     let role = role_name(id);
     let exists = admin
         .query_opt("look for the sync's login role", "select 1 from pg_catalog.pg_roles where rolname = $1", &[&role])

@@ -9,14 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     catalog::{self, Contents, Relation},
-    conninfo::ConnInfo,
+    check::{Check, CheckStatus},
     db::Db,
     error::{Error, Result},
     filter::{CompiledFilter, Seen},
     ident,
     pgtools::PgTools,
     request::Request,
-    validate::{Check, CheckStatus},
 };
 
 /// Large objects are copied in batches of this many, each committed with its progress mark.
@@ -259,30 +258,6 @@ pub(crate) struct Mapping {
     pub pairs: Vec<(String, String)>,
 }
 
-/// Opens a connection to a server's maintenance database: the one the URL names, else
-/// `postgres`, else `template1`.
-pub(crate) async fn connect_admin(info: &ConnInfo) -> Result<(Db, String)> {
-    let mut last = None;
-    let mut tried = Vec::new();
-    if let Some(db) = info.dbname() {
-        tried.push(db.to_owned());
-    }
-    for db in ["postgres", "template1"] {
-        if !tried.iter().any(|t| t == db) {
-            tried.push(db.to_owned());
-        }
-    }
-    for db in &tried {
-        match Db::connect(info, db).await {
-            Ok(conn) => return Ok((conn, db.clone())),
-            // Only a missing database moves on to the next candidate.
-            Err(e) if e.sqlstate() == Some("3D000") => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| Error::Refused(format!("no database to connect to on the {} server", info.side()))))
-}
-
 /// Decides the database mapping.
 pub(crate) async fn mapping(req: &Request, source_admin: &Db, filter: &CompiledFilter) -> Result<Mapping> {
     let all = req.all_databases;
@@ -402,8 +377,8 @@ pub(crate) fn select(db: &str, relations: &[Relation], schemas: &[String], filte
 /// a failing finding, not an error, so `--dry-run` and `validate` can show all of it.
 pub async fn plan(req: &Request) -> Result<Plan> {
     let filter = req.filter.compile()?;
-    let (source_admin, _) = connect_admin(&req.source).await?;
-    let (target_admin, _) = connect_admin(&req.target).await?;
+    let (source_admin, _) = crate::db::connect_admin(&req.source).await?;
+    let (target_admin, _) = crate::db::connect_admin(&req.target).await?;
     let source_major = (source_admin.version_num() / 10000) as u32;
     let mut findings = Vec::new();
     if source_admin.version_num() < 120000 {

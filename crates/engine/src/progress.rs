@@ -91,7 +91,7 @@ pub enum Event {
         message: String,
     },
     /// Where continuous replication stands (sync), every status round.
-    Replication(crate::sync::ReplicationStatus),
+    Replication(ReplicationStatus),
     /// A database copy finished.
     DatabaseFinished {
         /// Target database.
@@ -457,5 +457,88 @@ impl Drop for TickGuard {
     fn drop(&mut self) {
         self.handle.abort();
         self.tracker.sink.emit(Event::Progress(self.tracker.snapshot()));
+    }
+}
+
+/// One database's replication, as found on the target.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DatabaseSync {
+    /// Slot, publication and subscription name.
+    pub name: String,
+    /// Source database.
+    pub source_database: String,
+    /// Target database.
+    pub target_database: String,
+    /// Whether a subscriber is streaming from the slot now.
+    pub slot_active: bool,
+    /// The slot's WAL retention state (`reserved`, `extended`, `unreserved`, `lost`).
+    pub wal_status: Option<String>,
+    /// Whether the subscription is enabled.
+    pub enabled: bool,
+    /// Apply workers running for it on the target.
+    pub workers: u64,
+    /// WAL the target has not confirmed yet, in bytes.
+    pub lag_bytes: u64,
+    /// Replay lag the source measured, in seconds (0 when caught up).
+    pub lag_seconds: Option<f64>,
+    /// Tables in the subscription.
+    pub tables: u64,
+    /// Tables not in the `ready` state, with their state letter.
+    pub tables_not_ready: Vec<String>,
+    /// Apply errors the target counted (PostgreSQL 15+).
+    pub apply_errors: Option<u64>,
+    /// Source objects whose structure changed since the copy's snapshot.
+    pub schema_changes: Vec<String>,
+    /// Rows inserted, updated or deleted in the target database so far (for rates).
+    pub applied_rows: u64,
+    /// The slot's confirmed position, in bytes since 0/0 (for rates).
+    pub confirmed_bytes: u64,
+}
+
+/// Where replication stands, over every database.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReplicationStatus {
+    /// Per database.
+    pub databases: Vec<DatabaseSync>,
+    /// The largest lag, in bytes.
+    pub lag_bytes: u64,
+    /// The largest lag, in seconds, when measured.
+    pub lag_seconds: Option<f64>,
+    /// Rows applied per second on the target since the previous status.
+    pub apply_rows_per_second: Option<f64>,
+    /// WAL confirmed per second since the previous status.
+    pub apply_bytes_per_second: Option<f64>,
+    /// Changed source objects over every database (`db: schema.table (what)`).
+    pub schema_changes: Vec<String>,
+}
+
+impl ReplicationStatus {
+    /// Rates from an earlier status of the same replication, `seconds` ago.
+    pub fn with_rates(mut self, earlier: &ReplicationStatus, seconds: f64) -> ReplicationStatus {
+        if seconds > 0.0 && earlier.databases.len() == self.databases.len() {
+            let sum = |s: &ReplicationStatus, f: fn(&DatabaseSync) -> u64| s.databases.iter().map(f).sum::<u64>();
+            let rows = sum(&self, |d| d.applied_rows).saturating_sub(sum(earlier, |d| d.applied_rows));
+            let bytes = sum(&self, |d| d.confirmed_bytes).saturating_sub(sum(earlier, |d| d.confirmed_bytes));
+            self.apply_rows_per_second = Some(rows as f64 / seconds);
+            self.apply_bytes_per_second = Some(bytes as f64 / seconds);
+        }
+        self
+    }
+
+    /// Whether every subscription is enabled with its worker and its slot streams.
+    pub fn streaming(&self) -> bool {
+        !self.databases.is_empty() && self.databases.iter().all(|d| d.enabled && d.slot_active)
+    }
+
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        let seconds = self.lag_seconds.map_or("–".into(), |s| format!("{s:.1} s"));
+        let rate = self.apply_rows_per_second.map_or(String::new(), |r| format!(", applying {r:.0} rows/s"));
+        let tables: u64 = self.databases.iter().map(|d| d.tables).sum();
+        format!(
+            "{} database(s), {tables} table(s) streaming; lag {} / {seconds}{rate}",
+            self.databases.len(),
+            crate::human::human_bytes(self.lag_bytes)
+        )
     }
 }

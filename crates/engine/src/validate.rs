@@ -5,52 +5,15 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::check::{Check, CheckStatus};
+pub use crate::human::{human_bytes, human_duration};
 use crate::{
-    db::Db,
+    db::{Db, connect_admin},
     error::Error,
-    plan::{self, Plan, connect_admin},
+    human::list,
+    plan::{self, Plan},
     request::Request,
 };
-
-/// How a check came out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckStatus {
-    /// Fine.
-    Pass,
-    /// Works, but the user should know.
-    Warn,
-    /// Stops a copy.
-    Fail,
-}
-
-/// One check.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Check {
-    /// What was checked, e.g. `target database "app"`.
-    pub name: String,
-    /// The outcome.
-    pub status: CheckStatus,
-    /// What was found.
-    pub detail: String,
-    /// How to fix it.
-    pub hint: Option<String>,
-}
-
-impl Check {
-    /// A passing check.
-    pub fn pass(name: impl Into<String>, detail: impl Into<String>) -> Check {
-        Check { name: name.into(), status: CheckStatus::Pass, detail: detail.into(), hint: None }
-    }
-    /// A warning.
-    pub fn warn(name: impl Into<String>, detail: impl Into<String>, hint: Option<String>) -> Check {
-        Check { name: name.into(), status: CheckStatus::Warn, detail: detail.into(), hint }
-    }
-    /// A failure.
-    pub fn fail(name: impl Into<String>, detail: impl Into<String>, hint: Option<String>) -> Check {
-        Check { name: name.into(), status: CheckStatus::Fail, detail: detail.into(), hint }
-    }
-}
 
 /// The outcome of validation.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -164,47 +127,4 @@ async fn key_check(req: &Request, db: &plan::DatabasePlan) -> Check {
             list(&unkeyed)
         ),
     )
-}
-
-/// Up to five names, then how many more: `a, b, c, d, e and 3 more`.
-pub(crate) fn list(names: &[String]) -> String {
-    let more = if names.len() > 5 { format!(" and {} more", names.len() - 5) } else { String::new() };
-    format!("{}{more}", names.iter().take(5).cloned().collect::<Vec<_>>().join(", "))
-}
-
-/// `1.2 GiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < units.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", units[unit]) }
-}
-
-/// `2m 05s`.
-pub fn human_duration(seconds: f64) -> String {
-    let s = seconds.round() as u64;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
-        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn humane_units() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
-        assert_eq!(human_duration(5.2), "5s");
-        assert_eq!(human_duration(125.0), "2m 05s");
-        assert_eq!(human_duration(7300.0), "2h 01m");
-    }
 }

@@ -18,7 +18,7 @@ use crate::{
     db::Db,
     error::{Error, Result},
     ident,
-    plan::{self, Part, connect_admin, key_parts},
+    plan::{self, Part, key_parts},
     request::Request,
 };
 
@@ -206,7 +206,7 @@ impl TableJob {
 /// Compares source and target for every database the request covers.
 pub async fn verify(req: &Request) -> Result<VerifyReport> {
     let filter = req.filter.compile()?;
-    let (source_admin, _) = connect_admin(&req.source).await?;
+    let (source_admin, _) = crate::db::connect_admin(&req.source).await?;
     let mapping = plan::mapping(req, &source_admin, &filter).await?;
     drop(source_admin);
     let mut report = VerifyReport { ok: true, ..VerifyReport::default() };

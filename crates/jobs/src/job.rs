@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use crate::progress::Phase;
 use crate::{
     progress::Progress,
     spec::{Command, Filter, JobSpec, Options},
@@ -126,28 +127,6 @@ impl<'de> Deserialize<'de> for Timestamp {
         let millis = t.unix_timestamp_nanos() / 1_000_000;
         i64::try_from(millis).map(Timestamp).map_err(serde::de::Error::custom)
     }
-}
-
-/// Where a running job is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Preflight checks.
-    Validating,
-    /// Creating databases and the pre-data schema.
-    Schema,
-    /// Copying rows (indexes build as tables finish).
-    Copying,
-    /// Rows are in; the last indexes, foreign keys and ANALYZE.
-    Indexing,
-    /// Triggers, rules, policies, materialized views, sequences.
-    PostData,
-    /// Comparing source and target.
-    Verifying,
-    /// Applying changes by logical replication.
-    Streaming,
-    /// Waiting for zero lag, syncing sequences, removing replication objects.
-    CuttingOver,
 }
 
 /// A job's state. Each variant says who sets it.

@@ -3,7 +3,27 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::Phase;
+/// Where a running job is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Preflight checks.
+    Validating,
+    /// Creating databases and the pre-data schema.
+    Schema,
+    /// Copying rows (indexes build as tables finish).
+    Copying,
+    /// Rows are in; the last indexes, foreign keys and ANALYZE.
+    Indexing,
+    /// Triggers, rules, policies, materialized views, sequences.
+    PostData,
+    /// Comparing source and target.
+    Verifying,
+    /// Applying changes by logical replication.
+    Streaming,
+    /// Waiting for zero lag, syncing sequences, removing replication objects.
+    CuttingOver,
+}
 
 /// Most running tables a snapshot lists.
 pub const MAX_RUNNING: usize = 64;

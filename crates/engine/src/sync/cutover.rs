@@ -10,10 +10,10 @@ use super::*;
 use crate::{
     db::Db,
     error::{Error, Result},
+    human::human_bytes,
     init::{self},
     progress::{Event, ProgressSink},
     request::Request,
-    validate::human_bytes,
     verify::{self, VerifyReport},
 };
 
@@ -60,7 +60,7 @@ pub async fn cutover(req: &Request, options: &CutoverOptions, sink: Arc<dyn Prog
         if Instant::now() >= deadline {
             return Err(Error::Refused(format!(
                 "the target did not catch up within {} (lag {}); replication is still running: stop writes to the source and cut over again",
-                crate::validate::human_duration(options.timeout.as_secs_f64()),
+                crate::human::human_duration(options.timeout.as_secs_f64()),
                 human_bytes(status.lag_bytes)
             )));
         }

@@ -11,7 +11,6 @@ use std::{
 use crate::{
     db::Db,
     error::{Error, Result},
-    plan::{self},
     request::Request,
 };
 
@@ -89,7 +88,7 @@ pub(super) fn one_sync(found: &[Found]) -> Result<()> {
 
 /// Every barge subscription [`find`] looks at, however many syncs they belong to.
 pub(super) async fn find_all(req: &Request) -> Result<Vec<Found>> {
-    let (admin, _) = plan::connect_admin(&req.target).await?;
+    let (admin, _) = crate::db::connect_admin(&req.target).await?;
     let only_db = req.target.dbname().map(str::to_owned);
     let pattern = match &req.options.sync_id {
         Some(id) => {

@@ -6,13 +6,14 @@ use std::collections::HashSet;
 
 use super::*;
 use crate::{
+    check::Check,
     db::Db,
     error::Result,
+    human::list,
     ident,
     login::{self, Login},
     plan::DatabasePlan,
     request::Request,
-    validate::{Check, list},
 };
 
 /// Logical replication prerequisites, as plan findings: they stop `init --sync` before it

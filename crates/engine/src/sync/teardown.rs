@@ -10,7 +10,6 @@ use crate::{
     error::{Error, Result},
     ident,
     login::{self},
-    plan::{self},
     request::Request,
 };
 
@@ -28,7 +27,7 @@ pub async fn stop(req: &Request) -> Result<StopReport> {
         (None, None) => return Err(no_sync_here(req).await),
     };
     let mut created: Vec<Objects> = found.into_iter().map(|f| f.objects).collect();
-    let (source_admin, _) = plan::connect_admin(&req.source).await?;
+    let (source_admin, _) = crate::db::connect_admin(&req.source).await?;
     let pattern = format!("{}%", prefix(&id).replace('_', "\\_"));
     let slots = source_admin
         .query(
@@ -72,7 +71,7 @@ pub async fn stop(req: &Request) -> Result<StopReport> {
 /// slots, if any, are named with their ids and states, and none is removed.
 pub(super) async fn no_sync_here(req: &Request) -> Error {
     let slots = async {
-        let (source, _) = plan::connect_admin(&req.source).await?;
+        let (source, _) = crate::db::connect_admin(&req.source).await?;
         source
             .query(
                 "list barge slots",
@@ -187,7 +186,7 @@ pub(super) async fn drop_subscription(target: &ConnInfo, c: &Objects) -> Result<
 }
 
 pub(super) async fn drop_slot(source: &ConnInfo, c: &Objects) -> Result<bool> {
-    let (admin, _) = plan::connect_admin(source).await?;
+    let (admin, _) = crate::db::connect_admin(source).await?;
     let started = Instant::now();
     loop {
         let row = admin
