@@ -22,7 +22,7 @@ pub(crate) fn report_error(e: &Error, format: OutputFormat) -> u8 {
         OutputFormat::Text => errln!("error: {message}"),
     }
     match e {
-        Error::Url { .. } | Error::Invalid(_) => USAGE,
+        Error::Url { .. } | Error::Invalid(_) | Error::NotFound(_) => USAGE,
         _ => FAILED,
     }
 }
@@ -191,7 +191,7 @@ async fn init(args: &InitArgs, request: Request) -> u8 {
         Some(Err(e)) => {
             let code = report_error(&e, args.output);
             if args.output == OutputFormat::Text
-                && !matches!(e, Error::TargetNotEmpty(_) | Error::Invalid(_) | Error::Url { .. })
+                && !matches!(e, Error::TargetNotEmpty(_) | Error::Invalid(_) | Error::NotFound(_) | Error::Url { .. })
             {
                 errln!("What committed is kept: fix the cause and run the same command with --resume to continue.");
             }

@@ -76,7 +76,8 @@ pub(crate) fn report_start(started: Started, output: OutputFormat) -> u8 {
         }
         Started::Failed(e) => {
             let code = report_error(&e, output);
-            if output == OutputFormat::Text && !matches!(e, Error::Invalid(_) | Error::Url { .. }) {
+            if output == OutputFormat::Text && !matches!(e, Error::Invalid(_) | Error::NotFound(_) | Error::Url { .. })
+            {
                 errln!(
                     "barge removed the replication objects it had created; the copied rows stay (run again with --drop-existing to start over)"
                 );

@@ -245,7 +245,7 @@ async fn sync_job(
                 Ok(report) => {
                     tracing::info!(removed = ?report.removed, "removed the previous attempt's replication objects")
                 }
-                Err(barge_engine::Error::Invalid(_)) => {}
+                Err(barge_engine::Error::NotFound(_)) => {}
                 Err(e) => tracing::warn!(error = %e, "could not remove the previous attempt's replication objects"),
             }
         }
@@ -385,7 +385,7 @@ pub async fn remove_replication(spec: &JobSpec, attempt: u32, reach: Reach, id: 
             Ok(report.removed)
         }
         // Nothing of this sync on either side.
-        Ok(Err(Error::Invalid(_))) => Ok(Vec::new()),
+        Ok(Err(Error::NotFound(_))) => Ok(Vec::new()),
         Ok(Err(e)) => {
             let reason = barge_engine::redact(&e.to_string());
             tracing::warn!(error = %reason, "could not remove the sync's replication objects");

@@ -8,7 +8,7 @@ use tokio_postgres::{Client, NoTls, Row, types::ToSql};
 use crate::{
     conninfo::{ConnInfo, Side},
     error::{ConnectFailure, Error, Result, describe_pg_error},
-    tls,
+    sqlstate, tls,
 };
 
 /// One open connection and what is known about its server.
@@ -181,7 +181,7 @@ pub(crate) async fn connect_admin(info: &ConnInfo) -> Result<(Db, String)> {
         match Db::connect(info, db).await {
             Ok(conn) => return Ok((conn, db.clone())),
             // Only a missing database moves on to the next candidate.
-            Err(e) if e.sqlstate() == Some("3D000") => last = Some(e),
+            Err(e) if e.sqlstate() == Some(sqlstate::INVALID_CATALOG_NAME) => last = Some(e),
             Err(e) => return Err(e),
         }
     }
@@ -207,13 +207,17 @@ fn connect_hint(info: &ConnInfo, e: &tokio_postgres::Error) -> (String, String) 
     let side = info.side();
     if let Some(db) = e.as_db_error() {
         let hint = match db.code().code() {
-            "28P01" => format!(". Check the user name and password in the {side} URL"),
-            "28000" => format!(
+            sqlstate::INVALID_PASSWORD => format!(". Check the user name and password in the {side} URL"),
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION => format!(
                 ". The server refused this user from this address (pg_hba.conf) or the role may not log in; check the {side} server's access rules"
             ),
-            "3D000" => format!(". Check the database name in the {side} URL"),
-            "53300" => ". The server has no free connection slots; lower --jobs or raise max_connections".into(),
-            "42501" => format!(". The {side} user lacks the CONNECT privilege on this database"),
+            sqlstate::INVALID_CATALOG_NAME => format!(". Check the database name in the {side} URL"),
+            sqlstate::TOO_MANY_CONNECTIONS => {
+                ". The server has no free connection slots; lower --jobs or raise max_connections".into()
+            }
+            sqlstate::INSUFFICIENT_PRIVILEGE => {
+                format!(". The {side} user lacks the CONNECT privilege on this database")
+            }
             _ => String::new(),
         };
         return (detail, hint);

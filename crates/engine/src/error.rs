@@ -1,6 +1,7 @@
 //! The engine's error type. Every message names the side (source/target), the database and
 //! what to check; none ever contains a password or an unredacted URL.
 
+use crate::sqlstate;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -64,6 +65,10 @@ pub enum Error {
     /// The request itself is wrong (filters, options, database mapping): a usage error.
     #[error("{0}")]
     Invalid(String),
+    /// What the request names does not exist (no sync on the target, none with that id):
+    /// callers that clean up take it as "nothing to do".
+    #[error("{0}")]
+    NotFound(String),
     /// The servers are not ready for what was asked (privileges, missing roles or
     /// extensions, unreadable objects); nothing was changed by the check that says so.
     #[error("{0}")]
@@ -155,6 +160,7 @@ impl Error {
             | Error::Tool(_)
             | Error::TargetNotEmpty(_)
             | Error::Invalid(_)
+            | Error::NotFound(_)
             | Error::Refused(_)
             | Error::Internal(_)
             | Error::Stopped(_)
@@ -178,10 +184,10 @@ impl Error {
 /// crash recovery, "cannot connect now") except a cancelled query (57014), system errors (58).
 fn transient_sqlstate(code: &str) -> bool {
     code.starts_with("08")
-        || code == "40001"
-        || code == "40P01"
+        || code == sqlstate::SERIALIZATION_FAILURE
+        || code == sqlstate::DEADLOCK_DETECTED
         || code.starts_with("53")
-        || (code.starts_with("57") && code != "57014")
+        || (code.starts_with("57") && code != sqlstate::QUERY_CANCELED)
         || code.starts_with("58")
 }
 

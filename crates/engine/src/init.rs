@@ -29,6 +29,7 @@ use crate::{
     request::Request,
     roles::{self, RolesReport},
     schema::{self, SchemaDump, TargetSettings},
+    sqlstate,
     toc::Kind,
 };
 
@@ -138,10 +139,10 @@ async fn drop_database(admin: &Db, name: &str) -> Result<()> {
     // Connections barge itself just closed may take a moment to go away.
     for attempt in 0..20 {
         match admin.batch(&format!("drop database \"{name}\""), &sql).await {
-            Err(e) if e.sqlstate() == Some("55006") && attempt < 19 => {
+            Err(e) if e.sqlstate() == Some(sqlstate::OBJECT_IN_USE) && attempt < 19 => {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Err(e) if e.sqlstate() == Some("55006") => {
+            Err(e) if e.sqlstate() == Some(sqlstate::OBJECT_IN_USE) => {
                 return Err(Error::TargetNotEmpty(format!(
                     "--drop-existing cannot drop target database \"{name}\": other sessions are connected to it; close them and run again ({e})"
                 )));
@@ -162,11 +163,11 @@ async fn prepare_target(req: &Request, admin: &Db, db: &DatabasePlan, sql: &Data
             }
             admin.batch(&format!("create target database \"{}\"", db.target), &sql.create).await.map_err(|e| {
                 match e.sqlstate() {
-                    Some("42501") => e.with_hint(&format!(
+                    Some(sqlstate::INSUFFICIENT_PRIVILEGE) => e.with_hint(&format!(
                         "the target user needs the CREATEDB privilege, or create an empty database \"{}\" yourself and run again",
                         db.target
                     )),
-                    Some("22023") | Some("42809") | Some("42704") => {
+                    Some(sqlstate::INVALID_PARAMETER_VALUE) | Some(sqlstate::WRONG_OBJECT_TYPE) | Some(sqlstate::UNDEFINED_OBJECT) => {
                         e.with_hint("the target server lacks the source database's encoding, locale or tablespace")
                     }
                     _ => e,

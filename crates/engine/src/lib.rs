@@ -27,6 +27,7 @@ mod replication;
 pub mod request;
 mod roles;
 mod schema;
+pub mod sqlstate;
 pub mod sync;
 mod tls;
 mod toc;

@@ -18,7 +18,7 @@ use crate::{
     conninfo::{ConnInfo, Secret},
     db::Db,
     error::{Error, Result},
-    ident,
+    ident, sqlstate,
 };
 
 /// The subscription's login to the source.
@@ -81,7 +81,7 @@ impl Login {
         match created {
             Ok(()) => {}
             // A role of an earlier attempt of the same sync: give it the new password.
-            Err(e) if e.sqlstate() == Some("42710") => {
+            Err(e) if e.sqlstate() == Some(sqlstate::DUPLICATE_OBJECT) => {
                 admin
                     .batch(
                         "reset the sync's login role",
@@ -89,7 +89,7 @@ impl Login {
                     )
                     .await?;
             }
-            Err(e) if e.sqlstate() == Some("42501") => {
+            Err(e) if e.sqlstate() == Some(sqlstate::INSUFFICIENT_PRIVILEGE) => {
                 return Ok((Login::Url, Some(format!("the source refused to create a login role for the sync: {e}"))));
             }
             Err(e) => return Err(e),

@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::{
     conninfo::{ConnInfo, SslMode},
     error::{ConnectFailure, Error, Result},
-    tls,
+    sqlstate, tls,
 };
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -177,7 +177,7 @@ impl ReplicationConn {
                 &info,
                 &database,
                 "the server asks for a password and the URL gives none".into(),
-                Some("28P01".into()),
+                Some(sqlstate::INVALID_PASSWORD.into()),
             )
         };
         loop {
@@ -229,7 +229,7 @@ impl ReplicationConn {
                     let fields = fields(&mut body.fields());
                     let code = fields.get(&b'C').cloned();
                     let detail = describe(&fields);
-                    let hint = if code.as_deref() == Some("28000") {
+                    let hint = if code.as_deref() == Some(sqlstate::INVALID_AUTHORIZATION_SPECIFICATION) {
                         " — the source's pg_hba.conf must allow replication connections (a `replication` or database line for this user and address), and the user needs REPLICATION"
                     } else {
                         ""

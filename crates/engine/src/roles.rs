@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use crate::{catalog, db::Db, error::Result, ident};
+use crate::{catalog, db::Db, error::Result, ident, sqlstate};
 
 const SOURCE_ROLES: &str = "select r.rolname::text, r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, \
      r.rolcanlogin, r.rolreplication, r.rolbypassrls, r.rolconnlimit \
@@ -72,7 +72,7 @@ pub(crate) async fn copy(source: &Db, target: &Db) -> Result<RolesReport> {
         match target.batch(&format!("create role {name}"), &sql).await {
             Ok(()) => report.created.push(name),
             // Created meanwhile by someone else: it exists, which is all that matters.
-            Err(e) if e.sqlstate() == Some("42710") => {}
+            Err(e) if e.sqlstate() == Some(sqlstate::DUPLICATE_OBJECT) => {}
             Err(e) => return Err(e),
         }
     }

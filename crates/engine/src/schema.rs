@@ -10,6 +10,7 @@ use crate::{
     db::Db,
     error::{Error, Result},
     pgtools::{self, DumpOptions, LeaveOut, PgTools, Section},
+    sqlstate,
     toc::{self, TocEntry},
 };
 
@@ -126,14 +127,16 @@ fn script_error(db: &Db, what: &str, e: &tokio_postgres::Error) -> Error {
     let err = db.err(what, e);
     let extension = err.to_string().contains("extension");
     let hint = match err.sqlstate() {
-        Some("42704") => {
+        Some(sqlstate::UNDEFINED_OBJECT) => {
             "something it names is missing on the target: --roles copies roles, --no-owner and --no-acl leave ownership and grants out"
         }
-        Some("58P01") | Some("0A000") if extension => "install the extension on the target server",
-        Some("42P01") | Some("42883") => {
+        Some(sqlstate::UNDEFINED_FILE) | Some(sqlstate::FEATURE_NOT_SUPPORTED) if extension => {
+            "install the extension on the target server"
+        }
+        Some(sqlstate::UNDEFINED_TABLE) | Some(sqlstate::UNDEFINED_FUNCTION) => {
             "it depends on an object that is missing on the target; check the filters (--exclude-*, --include-*)"
         }
-        Some("53200") => {
+        Some(sqlstate::OUT_OF_MEMORY) => {
             "the target ran out of lock slots applying the schema in one transaction: raise max_locks_per_transaction on the target"
         }
         _ => return err,

@@ -12,6 +12,7 @@ use crate::{
     db::Db,
     error::{Error, Result},
     request::Request,
+    sqlstate,
 };
 
 /// The prefix of everything a sync with `id` creates.
@@ -62,7 +63,7 @@ pub(super) struct Found {
 pub(super) async fn find(req: &Request) -> Result<Vec<Found>> {
     let found = find_all(req).await?;
     if found.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::NotFound(format!(
             "no barge replication on the target {}{}: start one with `barge init --sync`",
             req.target.endpoint(),
             if req.options.sync_id.is_some() { " with that sync id" } else { "" }
@@ -127,7 +128,12 @@ pub(super) async fn find_all(req: &Request) -> Result<Vec<Found>> {
             Ok(Some(row)) => row,
             // A subscription named like barge's without its record is not barge's.
             Ok(None) => continue,
-            Err(e) if e.sqlstate() == Some("42P01") || e.sqlstate() == Some("3F000") => continue,
+            Err(e)
+                if e.sqlstate() == Some(sqlstate::UNDEFINED_TABLE)
+                    || e.sqlstate() == Some(sqlstate::INVALID_SCHEMA_NAME) =>
+            {
+                continue;
+            }
             Err(e) => return Err(e),
         };
         let baseline: BTreeMap<String, String> = serde_json::from_str(&record.get::<_, String>(1))

@@ -14,6 +14,7 @@ use crate::{
     login::{self, Login},
     plan::DatabasePlan,
     request::Request,
+    sqlstate,
 };
 
 /// Logical replication prerequisites, as plan findings: they stop `init --sync` before it
@@ -239,8 +240,8 @@ pub(super) async fn subscription_probe(req: &Request, target: &Db, database: &st
             let replication_role = e.to_string().contains("replication role");
             let hint = match e.sqlstate() {
                 _ if replication_role => "the source user in the URL needs the REPLICATION attribute (ALTER ROLE <user> REPLICATION; RDS: GRANT rds_replication TO <user>): the subscription connects as that user".into(),
-                Some("42501") => "the target user needs superuser or (PostgreSQL 16+) membership in pg_create_subscription and CREATE on the database".into(),
-                Some("08006") | Some("08001") | None => format!(
+                Some(sqlstate::INSUFFICIENT_PRIVILEGE) => "the target user needs superuser or (PostgreSQL 16+) membership in pg_create_subscription and CREATE on the database".into(),
+                Some(sqlstate::CONNECTION_FAILURE) | Some(sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION) | None => format!(
                     "the target server itself connects to the source ({}) for replication: it must resolve and reach that host and port, and the source's pg_hba.conf must allow a replication connection from the target's address",
                     req.source.endpoint()
                 ),

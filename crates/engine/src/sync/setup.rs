@@ -19,6 +19,7 @@ use crate::{
     progress::{Event, ProgressSink, Tracker},
     replication::ReplicationConn,
     request::Request,
+    sqlstate,
 };
 
 /// Copies every database of `plan` in the snapshot of its own new slot, then subscribes the
@@ -238,7 +239,7 @@ pub(super) async fn create_subscription(
                 ident::literal(name)
             );
             target.batch(&format!("create subscription {name}"), &sql).await.map_err(|e| match e.sqlstate() {
-                Some("42501") => e.with_hint("the target user needs superuser or (PostgreSQL 16+) pg_create_subscription and CREATE on the database"),
+                Some(sqlstate::INSUFFICIENT_PRIVILEGE) => e.with_hint("the target user needs superuser or (PostgreSQL 16+) pg_create_subscription and CREATE on the database"),
                 _ => e.with_hint(&format!("the target server connects to the source ({}) itself", req.source.endpoint())),
             })
         })

@@ -11,6 +11,7 @@ use crate::{
     ident,
     login::{self},
     request::Request,
+    sqlstate,
 };
 
 /// Removes one sync's replication without cutting over; the copied data stays. The sync is
@@ -49,7 +50,7 @@ pub async fn stop(req: &Request) -> Result<StopReport> {
         if login::drop_role(&req.source, &id).await? {
             return Ok(StopReport { removed: vec![format!("login role {}", login::role_name(&id))] });
         }
-        return Err(Error::Invalid(format!(
+        return Err(Error::NotFound(format!(
             "no barge replication found on the source {} or the target {}",
             req.source.endpoint(),
             req.target.endpoint()
@@ -94,7 +95,7 @@ pub(super) async fn no_sync_here(req: &Request) -> Error {
         Err(e) => return e,
     };
     if listed.is_empty() {
-        Error::Invalid(format!(
+        Error::NotFound(format!(
             "no barge replication found on the source {} or the target {}",
             req.source.endpoint(),
             req.target.endpoint()
@@ -147,7 +148,7 @@ pub(super) async fn drop_subscription(target: &ConnInfo, c: &Objects) -> Result<
     let db = match Db::connect(target, &c.target_database).await {
         Ok(db) => db,
         // The copy failed before the target database existed.
-        Err(e) if e.sqlstate() == Some("3D000") => return Ok(false),
+        Err(e) if e.sqlstate() == Some(sqlstate::INVALID_CATALOG_NAME) => return Ok(false),
         Err(e) => return Err(e),
     };
     let exists = db
@@ -179,7 +180,9 @@ pub(super) async fn drop_subscription(target: &ConnInfo, c: &Objects) -> Result<
                 db.batch("drop barge's schema", "drop schema if exists _barge cascade").await?;
             }
         }
-        Err(e) if e.sqlstate() == Some("42P01") || e.sqlstate() == Some("3F000") => {}
+        Err(e)
+            if e.sqlstate() == Some(sqlstate::UNDEFINED_TABLE)
+                || e.sqlstate() == Some(sqlstate::INVALID_SCHEMA_NAME) => {}
         Err(e) => return Err(e),
     }
     Ok(exists)
@@ -205,8 +208,10 @@ pub(super) async fn drop_slot(source: &ConnInfo, c: &Objects) -> Result<bool> {
                 {
                     Ok(_) => return Ok(true),
                     // Taken again between the look and the drop: look again.
-                    Err(e) if e.sqlstate() == Some("55006") && started.elapsed() < Duration::from_secs(60) => {}
-                    Err(e) if e.sqlstate() == Some("42704") => return Ok(false),
+                    Err(e)
+                        if e.sqlstate() == Some(sqlstate::OBJECT_IN_USE)
+                            && started.elapsed() < Duration::from_secs(60) => {}
+                    Err(e) if e.sqlstate() == Some(sqlstate::UNDEFINED_OBJECT) => return Ok(false),
                     Err(e) => return Err(e),
                 }
             }
@@ -236,7 +241,7 @@ pub(super) async fn drop_slot(source: &ConnInfo, c: &Objects) -> Result<bool> {
 pub(super) async fn drop_publication(source: &ConnInfo, c: &Objects) -> Result<bool> {
     let db = match Db::connect(source, &c.source_database).await {
         Ok(db) => db,
-        Err(e) if e.sqlstate() == Some("3D000") => return Ok(false),
+        Err(e) if e.sqlstate() == Some(sqlstate::INVALID_CATALOG_NAME) => return Ok(false),
         Err(e) => return Err(e),
     };
     let exists = db
