@@ -98,14 +98,8 @@ pub(super) async fn find_all(req: &Request) -> Result<Vec<Found>> {
         }
         None => "barge\\_%".to_owned(),
     };
-    let rows = admin
-        .query(
-            "list barge subscriptions",
-            "select d.datname::text, s.subname::text from pg_catalog.pg_subscription s \
-             join pg_catalog.pg_database d on d.oid = s.subdbid where s.subname like $1 order by 1, 2",
-            &[&pattern],
-        )
-        .await?;
+    let rows =
+        admin.query("list barge subscriptions", include_str!("../sql/sync_subscriptions.sql"), &[&pattern]).await?;
     // The target URL's database narrows the search, unless every database is asked for
     // (the URL then names only the database to connect to): another database's sync on the
     // same server is not this one's.

@@ -151,9 +151,7 @@ pub(super) async fn database_checks(req: &Request, db: &DatabasePlan) -> Vec<Che
             None,
         ));
     }
-    let owned = "select count(*) filter (where not pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE'))::int8, \
-                 pg_catalog.has_database_privilege(current_user, pg_catalog.current_database(), 'CREATE') \
-                 from pg_catalog.pg_class c where c.oid = any($1::text[]::pg_catalog.regclass[])";
+    let owned = include_str!("../sql/publication_privileges.sql");
     let qualified: Vec<String> = published_tables(db).iter().map(|t| t.qualified()).collect();
     match source.query_one("check publication privileges", owned, &[&qualified]).await {
         Ok(row) => {
@@ -190,14 +188,7 @@ pub(super) async fn subscription_probe(req: &Request, target: &Db, database: &st
     let name = "target reaches the source";
     // A statement that would fail for want of privilege is not sent with a password in it.
     let allowed = target
-        .query_one(
-            "read the target user's privileges",
-            "select r.rolsuper or (pg_catalog.current_setting('server_version_num')::int >= 160000 \
-               and pg_catalog.pg_has_role(current_user, 'pg_create_subscription', 'member') \
-               and pg_catalog.has_database_privilege(current_user, pg_catalog.current_database(), 'CREATE')) \
-             from pg_catalog.pg_roles r where r.rolname = current_user",
-            &[],
-        )
+        .query_one("read the target user's privileges", include_str!("../sql/may_subscribe.sql"), &[])
         .await
         .map(|row| row.get::<_, bool>(0));
     match allowed {

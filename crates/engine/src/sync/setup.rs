@@ -215,10 +215,7 @@ pub(super) async fn create_subscription(
             target
                 .batch(
                     "record the sync",
-                    "create schema if not exists _barge; \
-                     create table if not exists _barge.sync (name text primary key, source_database text not null, \
-                       tables int8 not null, fingerprint jsonb not null, filter jsonb not null, \
-                       created_at timestamptz not null default now())",
+                    include_str!("../sql/sync_record.sql"),
                 )
                 .await?;
             target

@@ -73,14 +73,7 @@ pub async fn stop(req: &Request) -> Result<StopReport> {
 pub(super) async fn no_sync_here(req: &Request) -> Error {
     let slots = async {
         let (source, _) = crate::db::connect_admin(&req.source).await?;
-        source
-            .query(
-                "list barge slots",
-                "select slot_name::text, active from pg_catalog.pg_replication_slots \
-                 where slot_name like 'barge\\_%' and slot_type = 'logical' order by 1",
-                &[],
-            )
-            .await
+        source.query("list barge slots", include_str!("../sql/barge_slots.sql"), &[]).await
     }
     .await;
     let listed: Vec<String> = match slots {
@@ -152,12 +145,7 @@ pub(super) async fn drop_subscription(target: &ConnInfo, c: &Objects) -> Result<
         Err(e) => return Err(e),
     };
     let exists = db
-        .query_opt(
-            "look for the subscription",
-            "select 1 from pg_catalog.pg_subscription where subname = $1 \
-             and subdbid = (select oid from pg_catalog.pg_database where datname = pg_catalog.current_database())",
-            &[&c.name],
-        )
+        .query_opt("look for the subscription", include_str!("../sql/subscription_exists.sql"), &[&c.name])
         .await?
         .is_some();
     if exists {
