@@ -33,7 +33,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::{
-    db::Db, error::Result, init::InitReport, login::Login, plan::DatabasePlan, request::Request, verify::VerifyReport,
+    db::Db, error::Result, init::InitReport, login::Login, plan::types::DatabasePlan, request::Request,
+    verify::VerifyReport,
 };
 
 // Siblings share what each defines (they `use super::*`).
@@ -126,7 +127,7 @@ pub(super) async fn subscription_conninfo(req: &Request, database: &str, login: 
 }
 
 /// The tables whose rows replicate: copied with rows, and logged.
-pub(super) fn published_tables(db: &DatabasePlan) -> Vec<&crate::plan::TablePlan> {
+pub(super) fn published_tables(db: &DatabasePlan) -> Vec<&crate::plan::types::TablePlan> {
     db.tables.iter().filter(|t| !t.schema_only && t.kind != "unlogged table").collect()
 }
 

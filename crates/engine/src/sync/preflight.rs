@@ -12,7 +12,7 @@ use crate::{
     human::list,
     ident,
     login::{self, Login},
-    plan::DatabasePlan,
+    plan::types::DatabasePlan,
     request::Request,
     sqlstate,
 };

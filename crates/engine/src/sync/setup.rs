@@ -15,7 +15,7 @@ use crate::{
     ident,
     init::{self, InitReport},
     login::{self, Login},
-    plan::{DatabasePlan, Plan},
+    plan::types::{DatabasePlan, Plan},
     progress::{Event, ProgressSink, Tracker},
     replication::ReplicationConn,
     request::Request,

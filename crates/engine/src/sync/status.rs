@@ -14,7 +14,7 @@ use crate::{
     db::Db,
     error::{Error, Result},
     filter::CompiledFilter,
-    plan::{self, DatabasePlan},
+    plan::{self, types::DatabasePlan},
     progress::{Event, ProgressSink},
     request::Request,
 };

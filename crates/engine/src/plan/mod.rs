@@ -5,11 +5,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde::{Deserialize, Serialize};
-
 use crate::{
     catalog::{self, Contents, Relation},
-    check::{Check, CheckStatus},
+    check::Check,
     db::Db,
     error::{Error, Result},
     filter::{CompiledFilter, Seen},
@@ -23,240 +21,8 @@ const LO_BATCH: usize = 500;
 /// No table is split into more parts than this.
 const MAX_PARTS: u64 = 64;
 
-/// What a run will do.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Plan {
-    /// The source URL, redacted.
-    pub source: String,
-    /// The target URL, redacted.
-    pub target: String,
-    /// Source server version.
-    pub source_version: String,
-    /// Target server version.
-    pub target_version: String,
-    /// The pg_dump that will read the schema.
-    pub pg_dump: String,
-    /// Whether every database of the source is copied.
-    pub all_databases: bool,
-    /// One entry per database, in copy order.
-    pub databases: Vec<DatabasePlan>,
-    /// Roles that `--roles` will create on the target.
-    pub roles_to_create: Vec<String>,
-    /// What planning checked: failures stop the run before it changes anything, warnings
-    /// are for the user to know.
-    pub findings: Vec<Check>,
-}
-
-impl Plan {
-    /// Findings that stop the run.
-    pub fn problems(&self) -> impl Iterator<Item = &Check> {
-        self.findings.iter().filter(|c| c.status == CheckStatus::Fail)
-    }
-
-    /// Findings the user should know about.
-    pub fn warnings(&self) -> impl Iterator<Item = &Check> {
-        self.findings.iter().filter(|c| c.status == CheckStatus::Warn)
-    }
-}
-
-/// One database's copy.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DatabasePlan {
-    /// Source database name.
-    pub source: String,
-    /// Target database name.
-    pub target: String,
-    /// What happens to the target database.
-    pub action: TargetAction,
-    /// Tables whose rows (or only structure) are copied.
-    pub tables: Vec<TablePlan>,
-    /// Schemas the filters leave out.
-    pub excluded_schemas: Vec<String>,
-    /// Relations (schema, name) the filters leave out.
-    pub excluded_relations: Vec<(String, String)>,
-    /// Foreign keys that cannot be created because they reference a table left out.
-    pub skipped_foreign_keys: Vec<String>,
-    /// Large objects copied, in batches of OID ranges (first, last).
-    pub large_object_batches: Vec<(u32, u32)>,
-    /// Number of large objects.
-    pub large_objects: u64,
-    /// Counts of what will be created.
-    pub objects: ObjectCounts,
-    /// Estimated bytes of table data to copy.
-    pub bytes: u64,
-}
-
-/// Counts of objects a database copy creates.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ObjectCounts {
-    /// Schemas (besides public).
-    pub schemas: usize,
-    /// Ordinary tables and partitions.
-    pub tables: usize,
-    /// Partitioned tables.
-    pub partitioned_tables: usize,
-    /// Views.
-    pub views: usize,
-    /// Materialized views.
-    pub materialized_views: usize,
-    /// Sequences.
-    pub sequences: usize,
-    /// Foreign tables.
-    pub foreign_tables: usize,
-    /// Indexes on ordinary tables.
-    pub indexes: usize,
-    /// Foreign keys.
-    pub foreign_keys: usize,
-}
-
-/// What happens to a target database.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum TargetAction {
-    /// It does not exist and is created.
-    Create,
-    /// It exists and is empty: it is used as is.
-    UseEmpty,
-    /// It holds objects and `--drop-existing` was given: dropped and re-created.
-    DropAndCreate {
-        /// What it holds now.
-        contents: String,
-    },
-    /// An interrupted copy left its marks and `--resume` was given.
-    Resume,
-    /// It holds objects and nothing allows touching it.
-    Refuse {
-        /// Why, and what to do.
-        reason: String,
-    },
-}
-
-/// One table's copy.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct TablePlan {
-    /// Schema.
-    pub schema: String,
-    /// Name.
-    pub name: String,
-    /// Size on the source (heap and TOAST).
-    pub bytes: u64,
-    /// Estimated rows.
-    pub est_rows: u64,
-    /// `table`, `partition` or `unlogged table`.
-    pub kind: String,
-    /// Structure only, no rows.
-    pub schema_only: bool,
-    /// Rows travel as text COPY (reg* columns or types without a binary form).
-    pub text_copy: bool,
-    /// Columns COPY moves, in order.
-    pub columns: Vec<String>,
-    /// The parts copied in parallel.
-    pub parts: Vec<Part>,
-    /// The table sets `autovacuum_enabled` itself (barge then leaves autovacuum alone;
-    /// otherwise it pauses autovacuum on the table while copying).
-    #[serde(default)]
-    pub own_autovacuum: bool,
-}
-
-impl TablePlan {
-    /// `"schema"."name"`.
-    pub fn qualified(&self) -> String {
-        ident::qualified(&self.schema, &self.name)
-    }
-
-    /// `schema.name` for messages.
-    pub fn display(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
-    }
-}
-
-/// A slice of a table copied by one COPY stream, in one transaction.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "by", rename_all = "snake_case")]
-pub enum Part {
-    /// The whole table.
-    Whole,
-    /// Rows whose integer key is in `[from, to)`; an open end is unbounded.
-    Key {
-        /// Key column.
-        column: String,
-        /// Inclusive lower bound.
-        from: Option<i64>,
-        /// Exclusive upper bound.
-        to: Option<i64>,
-    },
-    /// Rows in heap blocks `[from, to)`; an open end is unbounded.
-    Blocks {
-        /// First block.
-        from: Option<u32>,
-        /// Block after the last.
-        to: Option<u32>,
-    },
-}
-
-impl Part {
-    /// The WHERE clause selecting this part, or None for the whole table. Bounds are integers
-    /// barge computed, never user input.
-    pub(crate) fn predicate(&self) -> Option<String> {
-        match self {
-            Part::Whole => None,
-            Part::Key { column, from, to } => {
-                let col = ident::quote(column);
-                let mut conds = Vec::new();
-                if let Some(from) = from {
-                    conds.push(format!("{col} >= {from}"));
-                }
-                if let Some(to) = to {
-                    conds.push(format!("{col} < {to}"));
-                }
-                Some(if conds.is_empty() { "true".into() } else { conds.join(" and ") })
-            }
-            Part::Blocks { from, to } => {
-                let mut conds = Vec::new();
-                if let Some(from) = from {
-                    conds.push(format!("ctid >= '({from},0)'::pg_catalog.tid"));
-                }
-                if let Some(to) = to {
-                    conds.push(format!("ctid < '({to},0)'::pg_catalog.tid"));
-                }
-                Some(if conds.is_empty() { "true".into() } else { conds.join(" and ") })
-            }
-        }
-    }
-}
-
-/// Splits `[min, max]` into `n` key ranges, the first and last open-ended.
-pub(crate) fn key_parts(column: &str, min: i64, max: i64, n: u64) -> Vec<Part> {
-    let span = (max as i128 - min as i128 + 1).max(1);
-    let n = (n as i128).min(span).max(1);
-    let step = (span + n - 1) / n;
-    (0..n)
-        .map(|i| {
-            let from = (i > 0).then(|| (min as i128 + i * step) as i64);
-            let to = (i < n - 1).then(|| (min as i128 + (i + 1) * step) as i64);
-            Part::Key { column: column.to_owned(), from, to }
-        })
-        .collect()
-}
-
-/// Splits `pages` heap blocks into `n` block ranges, the first and last open-ended (rows
-/// added past the planned size land in the last part).
-pub(crate) fn block_parts(pages: u64, n: u64) -> Vec<Part> {
-    let n = n.min(pages.max(1)).max(1);
-    let step = pages.div_ceil(n).max(1);
-    (0..n)
-        .map(|i| {
-            let from = (i > 0).then(|| (i * step) as u32);
-            let to = (i < n - 1).then(|| ((i + 1) * step) as u32);
-            Part::Blocks { from, to }
-        })
-        .collect()
-}
-
-/// Source database → target database, in copy order.
-pub(crate) struct Mapping {
-    pub pairs: Vec<(String, String)>,
-}
+pub(crate) mod types;
+pub use types::*;
 
 /// Decides the database mapping.
 pub(crate) async fn mapping(req: &Request, source_admin: &Db, filter: &CompiledFilter) -> Result<Mapping> {
@@ -297,7 +63,7 @@ pub(crate) async fn mapping(req: &Request, source_admin: &Db, filter: &CompiledF
         }
         return Ok(Mapping { pairs: vec![(source_db, target_db)] });
     }
-    let rows = source_admin.query("list databases", include_str!("sql/databases.sql"), &[]).await?;
+    let rows = source_admin.query("list databases", include_str!("../sql/databases.sql"), &[]).await?;
     let names: Vec<String> = rows.iter().map(|r| r.get::<_, String>("name")).collect();
     let unmatched = filter.unmatched_databases(&names);
     if !unmatched.is_empty() {
