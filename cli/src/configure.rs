@@ -7,7 +7,7 @@
 use crate::{
     args::ConfigureArgs,
     config::{ConfigFile, Profile},
-    watch::code,
+    exit as code,
 };
 
 /// The stack output that holds the API endpoint (the CDK app exports it).

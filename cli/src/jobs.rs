@@ -14,8 +14,7 @@ use barge_jobs::{JobId, JobSpec, JobStatus, Timestamp, api::JobView};
 use crate::{
     args::{JobsCommand, OutputFormat},
     config::{self, Endpoint},
-    render,
-    watch::{self, code},
+    exit as code, render, watch,
 };
 
 /// Retries of one call (submit, list, show, …): transient failures are retried for a few

@@ -20,6 +20,7 @@ macro_rules! err {
 mod args;
 mod config;
 mod configure;
+mod exit;
 mod jobs;
 mod render;
 mod run;

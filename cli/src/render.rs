@@ -12,7 +12,7 @@ use std::{
 };
 
 use barge_engine::{
-    CheckStatus, Event, InitReport, Phase, Plan, ValidateReport, VerifyReport,
+    CheckStatus, Error, Event, InitReport, Phase, Plan, ValidateReport, VerifyReport,
     plan::{Part, TargetAction},
     sync::{CutoverReport, ReplicationStatus},
     validate::{human_bytes, human_duration},
@@ -20,7 +20,24 @@ use barge_engine::{
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::args::OutputFormat;
+use crate::{
+    args::OutputFormat,
+    exit::{FAILED, USAGE},
+};
+
+/// Prints an engine error (already redacted at its source, redacted again for safety) and
+/// returns its exit code.
+pub(crate) fn report_error(e: &Error, format: OutputFormat) -> u8 {
+    let message = barge_engine::redact(&e.to_string());
+    match format {
+        OutputFormat::Json => json_line("error", &serde_json::json!({ "message": message })),
+        OutputFormat::Text => errln!("error: {message}"),
+    }
+    match e {
+        Error::Url { .. } | Error::Invalid(_) | Error::NotFound(_) => USAGE,
+        _ => FAILED,
+    }
+}
 
 /// Prints one JSON line.
 pub fn json_line<T: Serialize>(kind: &str, value: &T) {

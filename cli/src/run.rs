@@ -9,23 +9,9 @@ use barge_engine::{Error, Request};
 use crate::{
     args::{Cli, Command, InitArgs, OutputFormat, Placement, RemoteSpec, SyncAction, ValidateArgs, VerifyArgs},
     config::{self, Origin},
-    render,
-    watch::code::{FAILED, INTERRUPTED, OK, USAGE},
+    exit::{FAILED, INTERRUPTED, OK, USAGE},
+    render::{self, report_error},
 };
-
-/// Prints an engine error (already redacted at its source, redacted again for safety) and
-/// returns its exit code.
-pub(crate) fn report_error(e: &Error, format: OutputFormat) -> u8 {
-    let message = barge_engine::redact(&e.to_string());
-    match format {
-        OutputFormat::Json => render::json_line("error", &serde_json::json!({ "message": message })),
-        OutputFormat::Text => errln!("error: {message}"),
-    }
-    match e {
-        Error::Url { .. } | Error::Invalid(_) | Error::NotFound(_) => USAGE,
-        _ => FAILED,
-    }
-}
 
 /// Runs the command line and returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {

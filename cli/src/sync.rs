@@ -16,9 +16,9 @@ use tokio::sync::watch;
 
 use crate::{
     args::{CutoverArgs, OutputFormat, SyncStatusArgs, SyncStopArgs},
+    exit::{FAILED, INTERRUPTED, OK},
     render,
-    run::report_error,
-    watch::code::{FAILED, INTERRUPTED, OK},
+    render::report_error,
 };
 
 /// How a local sync set-up ended.

@@ -19,38 +19,10 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::{args::OutputFormat, render};
 
-/// Exit codes, documented in `--help`.
-pub mod code {
-    /// Succeeded.
-    pub const OK: u8 = 0;
-    /// Failed (the job, or the request).
-    pub const FAILED: u8 = 1;
-    /// Bad usage.
-    pub const USAGE: u8 = 2;
-    /// The job was cancelled.
-    pub const CANCELLED: u8 = 3;
-    /// The job timed out.
-    pub const TIMED_OUT: u8 = 4;
-    /// The API could not be reached.
-    pub const UNREACHABLE: u8 = 5;
-    /// Interrupted (a remote job keeps running).
-    pub const INTERRUPTED: u8 = 130;
-}
-
 /// How long the API may stay unreachable before watching gives up.
 const UNREACHABLE_BUDGET: Duration = Duration::from_secs(600);
 /// Between polls while all is well.
 const POLL_EVERY: Duration = Duration::from_secs(1);
-
-/// The exit code of a finished job's state.
-pub fn exit_code(state: State) -> u8 {
-    match state {
-        State::Succeeded => code::OK,
-        State::Cancelled => code::CANCELLED,
-        State::TimedOut => code::TIMED_OUT,
-        _ => code::FAILED,
-    }
-}
 
 /// What a failed API call means for the user, and the exit code.
 pub fn api_error(e: &ClientError, endpoint: &str) -> (String, u8) {
@@ -61,7 +33,7 @@ pub fn api_error(e: &ClientError, endpoint: &str) -> (String, u8) {
                 "{e}\n  check the endpoint (`barge configure`, --api or BARGE_API) and the network{}",
                 if aws { "" } else { "; is `barge serve` running?" }
             ),
-            code::UNREACHABLE,
+            crate::exit::UNREACHABLE,
         ),
         ClientError::Api { status: 401, message, .. } => (
             format!(
@@ -72,7 +44,7 @@ pub fn api_error(e: &ClientError, endpoint: &str) -> (String, u8) {
                     "the token does not match this barge serve: set BARGE_DATA_DIR to its data directory or BARGE_TOKEN_FILE to its token"
                 }
             ),
-            code::FAILED,
+            crate::exit::FAILED,
         ),
         ClientError::Api { status: 403, message, .. } => (
             format!(
@@ -83,22 +55,22 @@ pub fn api_error(e: &ClientError, endpoint: &str) -> (String, u8) {
                     "this token may only call the routes of its own job"
                 }
             ),
-            code::FAILED,
+            crate::exit::FAILED,
         ),
         ClientError::Api { status: 404, message, .. } => {
-            (format!("{message}\n  `barge jobs list` shows your jobs"), code::FAILED)
+            (format!("{message}\n  `barge jobs list` shows your jobs"), crate::exit::FAILED)
         }
         ClientError::Signing(_) => (
             format!(
                 "{e}\n  barge signs requests to AWS with your AWS credentials: configure them as for the AWS CLI (aws configure, aws sso login, AWS_PROFILE, or an instance role)"
             ),
-            code::FAILED,
+            crate::exit::FAILED,
         ),
-        ClientError::Api { status: 400 | 422, .. } => (e.to_string(), code::USAGE),
+        ClientError::Api { status: 400 | 422, .. } => (e.to_string(), crate::exit::USAGE),
         ClientError::Api { status, .. } if *status >= 500 => {
-            (format!("{e}\n  the barge API is failing; try again shortly"), code::UNREACHABLE)
+            (format!("{e}\n  the barge API is failing; try again shortly"), crate::exit::UNREACHABLE)
         }
-        _ => (e.to_string(), code::FAILED),
+        _ => (e.to_string(), crate::exit::FAILED),
     }
 }
 
@@ -455,7 +427,7 @@ pub async fn watch(client: &ApiClient, id: &JobId, output: OutputFormat) -> u8 {
         OutputFormat::Json => render::json_line("detached", &serde_json::json!({ "id": id })),
         OutputFormat::Text => errln!("stopped watching; the job keeps running: barge jobs watch {id}"),
     }
-    code::INTERRUPTED
+    crate::exit::INTERRUPTED
 }
 
 async fn follow(client: &ApiClient, id: &JobId, screen: &mut Screen) -> u8 {
@@ -474,7 +446,7 @@ async fn follow(client: &ApiClient, id: &JobId, screen: &mut Screen) -> u8 {
                         Mode::Json => render::json_line("end", &view),
                         _ => outln!("{}", outcome_text(&view)),
                     }
-                    return exit_code(view.status.state());
+                    return crate::exit::of_state(view.status.state());
                 }
                 tokio::time::sleep(POLL_EVERY).await;
             }
@@ -489,7 +461,7 @@ async fn follow(client: &ApiClient, id: &JobId, screen: &mut Screen) -> u8 {
                 screen.clear();
                 let output = if let Mode::Json = screen.mode { OutputFormat::Json } else { OutputFormat::Text };
                 let code = report_api_error(&e, client.endpoint(), output);
-                if code == code::UNREACHABLE {
+                if code == crate::exit::UNREACHABLE {
                     errln!("the job may still be running: barge jobs watch {id}");
                 }
                 return code;
@@ -504,10 +476,10 @@ mod tests {
 
     #[test]
     fn each_ending_has_its_exit_code() {
-        assert_eq!(exit_code(State::Succeeded), 0);
-        assert_eq!(exit_code(State::Failed), 1);
-        assert_eq!(exit_code(State::Cancelled), 3);
-        assert_eq!(exit_code(State::TimedOut), 4);
+        assert_eq!(crate::exit::of_state(State::Succeeded), 0);
+        assert_eq!(crate::exit::of_state(State::Failed), 1);
+        assert_eq!(crate::exit::of_state(State::Cancelled), 3);
+        assert_eq!(crate::exit::of_state(State::TimedOut), 4);
     }
 
     #[test]
