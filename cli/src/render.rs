@@ -255,9 +255,10 @@ impl Progress {
     }
 }
 
-/// The event with control characters escaped in every string: table and database names come
-/// from the source, and the bars print them past the macros of `main.rs`.
-fn terminal_safe(event: &Event) -> Event {
+/// `value` (an engine event, a job's view) with control characters escaped in every string:
+/// table and database names come from the source, and the bars print them past the macros of
+/// `main.rs`.
+pub(crate) fn terminal_safe<T: Serialize + serde::de::DeserializeOwned + Clone>(event: &T) -> T {
     fn walk(value: &mut serde_json::Value) {
         match value {
             serde_json::Value::String(text) => {

@@ -268,6 +268,9 @@ impl Screen {
             }
             return;
         }
+        // Names and messages in the view come from the source database: escaped for the
+        // terminal (JSON escapes them itself).
+        let view = &crate::render::terminal_safe(view);
         if self.reconnecting {
             self.reconnecting = false;
             self.line("reconnected");

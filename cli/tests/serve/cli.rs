@@ -220,6 +220,28 @@ async fn the_progress_display_renders_on_a_terminal_and_ends_cleanly() {
 }
 
 #[tokio::test]
+async fn a_remote_jobs_bars_show_hostile_table_names_escaped() {
+    // GIVEN a remote copy whose slow table is named with a terminal title sequence
+    let (src, dst) = (src18(), dst18());
+    let serve = Serve::start();
+    let src_db = slow_source(&src, "tty_evil").await;
+    src.run_sql(&src_db, "alter table items rename to \"evil\u{1b}]0;pwned\u{7}\"").await;
+    let job =
+        serve.submit(JobCommand::Init, &src.url(&src_db), &dst.url(&unique("tty_evil_copy")), copy_options()).await;
+    // WHEN it is watched on a pseudo-terminal
+    let barge = env!("CARGO_BIN_EXE_barge");
+    let mut script = Command::new("script");
+    serve.user_env(&mut script);
+    script.env("TERM", "xterm-256color").env("COLUMNS", "120");
+    let (code, out, err) =
+        run(script.args(["--quiet", "--return", "--command", &format!("{barge} jobs watch {}", job.id), "/dev/null"]));
+    // THEN the name was shown, escaped, and the sequence never reached the terminal
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("evil\\u{1b}]0;pwned"), "{out:?}");
+    assert!(!out.contains("\u{1b}]0;pwned"), "{out:?}");
+}
+
+#[tokio::test]
 async fn usage_credential_and_reachability_errors_have_their_exit_codes() {
     let (src, dst) = (src18(), dst18());
     let serve = Serve::start();
