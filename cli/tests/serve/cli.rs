@@ -198,6 +198,15 @@ async fn watching_rides_out_an_api_outage_and_follows_the_next_attempt() {
     drop(serve);
 }
 
+/// `barge jobs watch` on a pseudo-terminal (util-linux script): exit code, output, errors.
+fn watch_on_a_terminal(serve: &Serve, job: &barge_jobs::JobId) -> (i32, String, String) {
+    let barge = env!("CARGO_BIN_EXE_barge");
+    let mut script = Command::new("script");
+    serve.user_env(&mut script);
+    script.env("TERM", "xterm-256color").env("COLUMNS", "120");
+    run(script.args(["--quiet", "--return", "--command", &format!("{barge} jobs watch {job}"), "/dev/null"]))
+}
+
 #[tokio::test]
 async fn the_progress_display_renders_on_a_terminal_and_ends_cleanly() {
     let (src, dst) = (src18(), dst18());
@@ -205,12 +214,7 @@ async fn the_progress_display_renders_on_a_terminal_and_ends_cleanly() {
     let src_db = slow_source(&src, "tty").await;
     let job = serve.submit(JobCommand::Init, &src.url(&src_db), &dst.url(&unique("tty_copy")), copy_options()).await;
     // WHEN the job is watched on a pseudo-terminal (util-linux script)
-    let barge = env!("CARGO_BIN_EXE_barge");
-    let mut script = Command::new("script");
-    serve.user_env(&mut script);
-    script.env("TERM", "xterm-256color").env("COLUMNS", "120");
-    let (code, out, err) =
-        run(script.args(["--quiet", "--return", "--command", &format!("{barge} jobs watch {}", job.id), "/dev/null"]));
+    let (code, out, err) = watch_on_a_terminal(&serve, &job.id);
     // THEN bars were drawn (cursor movement, the byte counter), and it ended with the outcome
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("\u{1b}["), "no terminal control sequences:\n{out:?}");
@@ -229,12 +233,7 @@ async fn a_remote_jobs_bars_show_hostile_table_names_escaped() {
     let job =
         serve.submit(JobCommand::Init, &src.url(&src_db), &dst.url(&unique("tty_evil_copy")), copy_options()).await;
     // WHEN it is watched on a pseudo-terminal
-    let barge = env!("CARGO_BIN_EXE_barge");
-    let mut script = Command::new("script");
-    serve.user_env(&mut script);
-    script.env("TERM", "xterm-256color").env("COLUMNS", "120");
-    let (code, out, err) =
-        run(script.args(["--quiet", "--return", "--command", &format!("{barge} jobs watch {}", job.id), "/dev/null"]));
+    let (code, out, err) = watch_on_a_terminal(&serve, &job.id);
     // THEN the name was shown, escaped, and the sequence never reached the terminal
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("evil\\u{1b}]0;pwned"), "{out:?}");
