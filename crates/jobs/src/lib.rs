@@ -11,7 +11,10 @@ pub mod lifecycle;
 pub mod ports;
 pub mod progress;
 pub mod reaper;
-pub mod spec;
+/// What a user asks for: defined in barge-vocab, where the CLI and the engine read it too.
+pub mod spec {
+    pub use barge_vocab::spec::*;
+}
 
 pub use job::{Deadlines, Event, Job, JobId, JobStatus, Outcome, Phase, Rejection, Replication, State, Timestamp};
 pub use ports::{

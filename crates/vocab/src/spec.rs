@@ -5,13 +5,13 @@
 
 use std::fmt;
 
-pub use barge_vocab::reach::Reach;
-pub use barge_vocab::{
+pub use crate::reach::Reach;
+pub use crate::{
     ConnUrl, Filter,
     conn::MAX_URL_BYTES,
     filter::{MAX_PATTERN_BYTES, MAX_PATTERNS},
 };
-use barge_vocab::{
+use crate::{
     Params,
     filter::split_pattern,
     reach::{check_remote, remote_host},
@@ -68,7 +68,7 @@ struct Endpoint {
 }
 
 /// Parses a job's URL: a host (a job runs on another machine, so no Unix socket) and the
-/// parameters a worker honours ([`barge_vocab::conn`]).
+/// parameters a worker honours ([`crate::conn`]).
 fn endpoint(url: &ConnUrl, field: &str) -> Result<(Endpoint, Params), SpecError> {
     let params = url.parse().map_err(|e| SpecError::new(field, e.0))?;
     let host = remote_host(&params).map_err(|e| SpecError::new(field, e.0))?.to_ascii_lowercase();
@@ -398,7 +398,7 @@ impl JobSpec {
         Ok(())
     }
 
-    /// Checks that a worker with `reach` may use both URLs (see [`barge_vocab::reach`]).
+    /// Checks that a worker with `reach` may use both URLs (see [`crate::reach`]).
     pub fn check_reach(&self, reach: Reach) -> Result<(), SpecError> {
         if reach == Reach::Remote {
             for (field, url) in [("source_url", &self.source_url), ("target_url", &self.target_url)] {
