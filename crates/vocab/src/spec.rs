@@ -26,6 +26,8 @@ pub const MAX_JOBS: u32 = 256;
 pub const MAX_DURATION_RANGE: (u64, u64) = (60, 14 * 24 * 3600);
 /// `max_duration` when the spec gives none: one day.
 pub const DEFAULT_MAX_DURATION: u64 = 24 * 3600;
+/// Tables larger than this are split into parts by default (256 MiB).
+pub const DEFAULT_SPLIT_BYTES: u64 = 256 << 20;
 
 /// What the job does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -146,28 +148,35 @@ impl Options {
         self.max_duration.unwrap_or(DEFAULT_MAX_DURATION)
     }
 
-    /// Names of the options set to something other than their default.
-    fn set(&self) -> Vec<&'static str> {
-        let flags = [
-            ("all_databases", self.all_databases),
-            ("drop_existing", self.drop_existing),
-            ("resume", self.resume),
-            ("sync", self.sync),
-            ("replica_identity_full", self.replica_identity_full),
-            ("jobs", self.jobs.is_some()),
-            ("index_jobs", self.index_jobs.is_some()),
-            ("split_tables_larger_than", self.split_tables_larger_than.is_some()),
-            ("roles", self.roles),
-            ("no_owner", self.no_owner),
-            ("no_acl", self.no_acl),
-            ("no_tablespaces", self.no_tablespaces),
-            ("skip_large_objects", self.skip_large_objects),
-            ("maintenance_work_mem", self.maintenance_work_mem.is_some()),
-            ("max_duration", self.max_duration.is_some()),
-            ("instance_type", self.instance_type.is_some()),
-        ];
-        flags.into_iter().filter(|(_, set)| *set).map(|(name, _)| name).collect()
+    /// Names of the options set to something other than their default: the fields the JSON
+    /// form carries (each skips its default), so a new option needs no entry here.
+    fn set(&self) -> Vec<String> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(fields)) => fields.into_iter().map(|(name, _)| name).collect(),
+            _ => Vec::new(),
+        }
     }
+
+    /// Parallel COPY streams (and verify workers): `jobs`, else the CPUs of the machine that
+    /// runs the engine.
+    pub fn jobs_or_cpus(&self) -> usize {
+        self.jobs.map_or_else(cpus, |n| n.max(1) as usize)
+    }
+
+    /// Parallel index builds and constraint validations: `index_jobs`, else the CPUs of the
+    /// machine that runs the engine.
+    pub fn index_jobs_or_cpus(&self) -> usize {
+        self.index_jobs.map_or_else(cpus, |n| n.max(1) as usize)
+    }
+
+    /// Tables larger than this many bytes are split into parts copied in parallel (0: never).
+    pub fn split_bytes(&self) -> u64 {
+        self.split_tables_larger_than.unwrap_or(DEFAULT_SPLIT_BYTES)
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
 /// Options `verify` uses; it refuses the others rather than ignore them (docs/pitfalls.md 1).
@@ -303,7 +312,8 @@ impl JobSpec {
         Ok(spec)
     }
 
-    /// Checks everything that can be checked without connecting.
+    /// Checks everything that can be checked without connecting: what a job needs of its
+    /// URLs, then [`JobSpec::validate_options`].
     pub fn validate(&self) -> Result<(), SpecError> {
         let (source, _) = endpoint(&self.source_url, "source_url")?;
         let (target, _) = endpoint(&self.target_url, "target_url")?;
@@ -326,6 +336,12 @@ impl JobSpec {
                 ));
             }
         }
+        self.validate_options()
+    }
+
+    /// Checks the filter, the options and how they combine with the command: everything but
+    /// the URLs, which a run on the user's own machine may point at a Unix socket.
+    pub fn validate_options(&self) -> Result<(), SpecError> {
         if let Err(e) = self.filter.compile() {
             let field = match e.index {
                 Some(i) => format!("filter.{}[{i}]", e.list),
@@ -385,7 +401,7 @@ impl JobSpec {
             ));
         }
         if self.command == Command::Verify
-            && let Some(unused) = options.set().into_iter().find(|name| !VERIFY_OPTIONS.contains(name))
+            && let Some(unused) = options.set().into_iter().find(|name| !VERIFY_OPTIONS.contains(&name.as_str()))
         {
             return Err(SpecError::new(
                 format!("options.{unused}"),
