@@ -1,10 +1,11 @@
-//! Command-line arguments: clap structs whose doc comments are `--help`, turned into the
-//! engine's [`Request`] by `TryFrom`, so every check lives in the engine.
+//! Command-line arguments: clap structs whose doc comments are `--help`, lowered once into a
+//! job spec plus what only this machine honours ([`Lowered`]); a run here and a remote job
+//! both turn that spec into the engine's [`Request`] by [`Request::from_spec`].
 
 use std::path::PathBuf;
 
-use barge_engine::{ConnInfo, Filter, Options, Request, Side};
-use barge_jobs::JobSpec;
+use barge_engine::{Error, Filter, Local, Request};
+use barge_jobs::{Command as JobCommand, JobSpec, Reach};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 macro_rules! exit_codes {
@@ -304,6 +305,7 @@ pub struct Selection {
 }
 
 impl Selection {
+    /// The filter these flags select.
     fn filter(&self) -> Filter {
         Filter {
             include_databases: self.include_databases.clone(),
@@ -541,14 +543,13 @@ pub struct CutoverArgs {
 impl SyncTarget {
     /// The request status, cutover and stop work from.
     pub fn request(&self, jobs: Option<usize>) -> barge_engine::Result<Request> {
-        let defaults = Options::default();
-        let sync_id = self.sync_id.clone();
-        if let Some(id) = &sync_id {
-            barge_engine::sync::check_id(id)?;
-        }
-        let options = Options { jobs: self::jobs(jobs, defaults.jobs)?, sync: true, sync_id, ..defaults };
+        let options =
+            barge_jobs::Options { jobs: job_count(jobs, "--jobs").map_err(Error::Invalid)?, ..Default::default() };
         let endpoints = Endpoints { source: self.source.clone(), target: self.target.clone() };
-        request(&endpoints, &Selection::default(), options)
+        let local = Local { sync_id: self.sync_id.clone(), ..Local::default() };
+        lower(JobCommand::Sync, &endpoints, &Selection::default(), &Placement::default(), options, local, false)
+            .map_err(Error::Invalid)?
+            .request()
     }
 }
 
@@ -600,120 +601,93 @@ pub struct VerifyArgs {
     pub output: OutputFormat,
 }
 
-fn request(endpoints: &Endpoints, selection: &Selection, options: Options) -> barge_engine::Result<Request> {
-    let request = Request {
-        source: ConnInfo::parse(Side::Source, &endpoints.source)?,
-        target: ConnInfo::parse(Side::Target, &endpoints.target)?,
-        all_databases: selection.all_databases,
+/// What a command's flags ask for: the job spec a remote job would run (checked as the API
+/// checks it, but for the URLs), and the part only this machine can honour.
+#[derive(Debug)]
+pub struct Lowered {
+    /// Command, URLs, filter and options.
+    pub spec: JobSpec,
+    /// `--pg-bin`, `--sync-id`.
+    pub local: Local,
+    /// `--dry-run`: plan from here, change nothing.
+    pub dry_run: bool,
+}
+
+impl Lowered {
+    /// The engine request of a run on this machine.
+    pub fn request(self) -> barge_engine::Result<Request> {
+        Request::from_spec(&self.spec, self.local, Reach::Anywhere)
+    }
+
+    /// The spec of the same command run remotely, checked as the API will check it. Flags that
+    /// only make sense here are refused rather than ignored; the error names the flag.
+    pub fn remote(self) -> Result<JobSpec, String> {
+        if self.dry_run {
+            return Err("--dry-run shows the plan from this machine: run it with --local".into());
+        }
+        if self.local.pg_bin.is_some() && std::env::var_os("BARGE_PG_BIN").is_none() {
+            return Err(
+                "--pg-bin applies to runs on this machine; a remote worker uses the client tools of its image".into()
+            );
+        }
+        if self.local.sync_id.is_some() {
+            return Err(
+                "--sync-id applies to runs on this machine; a job's replication objects are named after its id".into(),
+            );
+        }
+        self.spec.validate().map_err(|e| format!("{}: {}", flag_of(&e.field), e.message))?;
+        Ok(self.spec)
+    }
+}
+
+/// A command whose flags lower into a [`Lowered`]: the one path from flags to the engine,
+/// whether the command runs here or as a job (the worker calls the same
+/// [`Request::from_spec`]).
+pub trait Lower {
+    /// The flags as a spec and a local part; the error names the flag.
+    fn lower(&self) -> Result<Lowered, String>;
+
+    /// The engine request of a run on this machine.
+    fn local_request(&self) -> barge_engine::Result<Request> {
+        self.lower().map_err(Error::Invalid)?.request()
+    }
+
+    /// The job spec of a remote run.
+    fn remote_spec(&self) -> Result<JobSpec, String> {
+        self.lower()?.remote()
+    }
+}
+
+fn lower(
+    command: JobCommand,
+    endpoints: &Endpoints,
+    selection: &Selection,
+    placement: &Placement,
+    options: barge_jobs::Options,
+    local: Local,
+    dry_run: bool,
+) -> Result<Lowered, String> {
+    let spec = JobSpec {
+        command,
+        source_url: barge_jobs::ConnUrl::new(endpoints.source.clone()),
+        target_url: barge_jobs::ConnUrl::new(endpoints.target.clone()),
         filter: selection.filter(),
-        options,
+        options: barge_jobs::Options {
+            all_databases: selection.all_databases,
+            max_duration: placement.max_duration,
+            instance_type: placement.instance_type.clone(),
+            ..options
+        },
     };
-    request.filter.compile()?;
-    Ok(request)
-}
-
-fn jobs(value: Option<usize>, default: usize) -> barge_engine::Result<usize> {
-    match value {
-        Some(0) => Err(barge_engine::Error::Invalid("--jobs must be at least 1".into())),
-        Some(n) => Ok(n),
-        None => Ok(default),
+    let syncs = spec.syncs() || spec.options.sync;
+    let sync_only =
+        [(spec.options.replica_identity_full, "--replica-identity-full"), (local.sync_id.is_some(), "--sync-id")];
+    if let (false, Some((_, flag))) = (syncs, sync_only.iter().find(|(set, _)| *set)) {
+        let or = if command == JobCommand::Init { " (or run `barge sync`)" } else { "" };
+        return Err(format!("{flag} applies to a sync: add --sync{or}"));
     }
-}
-
-impl TryFrom<&InitArgs> for Request {
-    type Error = barge_engine::Error;
-
-    fn try_from(args: &InitArgs) -> Result<Request, Self::Error> {
-        init_request(args, args.sync)
-    }
-}
-
-/// The request of `barge sync`: `init` flags with `--sync`.
-pub fn sync_request(args: &InitArgs) -> barge_engine::Result<Request> {
-    init_request(args, true)
-}
-
-fn init_request(args: &InitArgs, sync: bool) -> barge_engine::Result<Request> {
-    {
-        let defaults = Options::default();
-        let options = Options {
-            jobs: jobs(args.jobs, defaults.jobs)?,
-            index_jobs: jobs(args.index_jobs, defaults.index_jobs)?,
-            split_tables_larger_than: args.split_tables_larger_than,
-            drop_existing: args.policy.drop_existing,
-            resume: args.policy.resume,
-            roles: args.ownership.roles,
-            no_owner: args.ownership.no_owner,
-            no_acl: args.no_acl,
-            no_tablespaces: args.no_tablespaces,
-            skip_large_objects: args.skip_large_objects,
-            maintenance_work_mem: args.maintenance_work_mem,
-            pg_bin: args.tools.pg_bin.clone(),
-            sync,
-            replica_identity_full: args.replica_identity_full,
-            sync_id: args.sync_id.clone(),
-        };
-        if !sync && (args.replica_identity_full || args.sync_id.is_some()) {
-            let flag = if args.replica_identity_full { "--replica-identity-full" } else { "--sync-id" };
-            return Err(barge_engine::Error::Invalid(format!(
-                "{flag} applies to a sync: add --sync (or run `barge sync`)"
-            )));
-        }
-        if let Some(id) = &args.sync_id {
-            barge_engine::sync::check_id(id)?;
-        }
-        request(&args.endpoints, &args.selection, options)
-    }
-}
-
-impl TryFrom<&ValidateArgs> for Request {
-    type Error = barge_engine::Error;
-
-    fn try_from(args: &ValidateArgs) -> Result<Request, Self::Error> {
-        let defaults = Options::default();
-        let options = Options {
-            jobs: jobs(args.jobs, defaults.jobs)?,
-            drop_existing: args.policy.drop_existing,
-            resume: args.policy.resume,
-            roles: args.ownership.roles,
-            no_owner: args.ownership.no_owner,
-            pg_bin: args.tools.pg_bin.clone(),
-            sync: args.sync,
-            replica_identity_full: args.replica_identity_full,
-            ..defaults
-        };
-        request(&args.endpoints, &args.selection, options)
-    }
-}
-
-impl TryFrom<&VerifyArgs> for Request {
-    type Error = barge_engine::Error;
-
-    fn try_from(args: &VerifyArgs) -> Result<Request, Self::Error> {
-        let defaults = Options::default();
-        let options = Options { jobs: jobs(args.jobs, defaults.jobs)?, ..defaults };
-        request(&args.endpoints, &args.selection, options)
-    }
-}
-
-/// The job spec that runs the same command remotely, from exactly the same flags (the worker
-/// turns it into the same engine request: see the tests). Flags that only make sense here
-/// (`--pg-bin`, `--dry-run`) are refused rather than ignored.
-pub trait RemoteSpec {
-    /// The spec, checked as the API would check it; the error names the flag.
-    fn spec(&self) -> Result<JobSpec, String>;
-}
-
-fn job_filter(selection: &Selection) -> barge_jobs::Filter {
-    barge_jobs::Filter {
-        include_databases: selection.include_databases.clone(),
-        exclude_databases: selection.exclude_databases.clone(),
-        include_schemas: selection.include_schemas.clone(),
-        exclude_schemas: selection.exclude_schemas.clone(),
-        include_tables: selection.include_tables.clone(),
-        exclude_tables: selection.exclude_tables.clone(),
-        schema_only_tables: selection.schema_only_tables.clone(),
-    }
+    spec.validate_options().map_err(|e| format!("{}: {}", flag_of(&e.field), e.message))?;
+    Ok(Lowered { spec, local, dry_run })
 }
 
 fn job_count(value: Option<usize>, flag: &str) -> Result<Option<u32>, String> {
@@ -744,52 +718,11 @@ fn flag_of(field: &str) -> String {
     format!("--{}", name.replace('_', "-"))
 }
 
-fn job_spec(
-    command: barge_jobs::Command,
-    endpoints: &Endpoints,
-    selection: &Selection,
-    placement: &Placement,
-    options: barge_jobs::Options,
-) -> Result<JobSpec, String> {
-    let spec = JobSpec {
-        command,
-        source_url: barge_jobs::ConnUrl::new(endpoints.source.clone()),
-        target_url: barge_jobs::ConnUrl::new(endpoints.target.clone()),
-        filter: job_filter(selection),
-        options: barge_jobs::Options {
-            all_databases: selection.all_databases,
-            max_duration: placement.max_duration,
-            instance_type: placement.instance_type.clone(),
-            ..options
-        },
-    };
-    // The API's own check, so a bad flag is refused here, naming the flag.
-    spec.validate().map_err(|e| format!("{}: {}", flag_of(&e.field), e.message))?;
-    Ok(spec)
-}
-
-fn local_only(tools: &Tools) -> Result<(), String> {
-    if tools.pg_bin.is_some() && std::env::var_os("BARGE_PG_BIN").is_none() {
-        return Err(
-            "--pg-bin applies to runs on this machine; a remote worker uses the client tools of its image".into()
-        );
-    }
-    Ok(())
-}
-
-impl RemoteSpec for InitArgs {
-    fn spec(&self) -> Result<JobSpec, String> {
-        if self.dry_run {
-            return Err("--dry-run shows the plan from this machine: run it with --local".into());
-        }
-        local_only(&self.tools)?;
-        if self.sync_id.is_some() {
-            return Err(
-                "--sync-id applies to runs on this machine; a job's replication objects are named after its id".into(),
-            );
-        }
+impl InitArgs {
+    /// `barge init` (`JobCommand::Init`) or `barge sync start` (`JobCommand::Sync`).
+    fn lower_as(&self, command: JobCommand) -> Result<Lowered, String> {
         let options = barge_jobs::Options {
-            sync: self.sync,
+            sync: command == JobCommand::Init && self.sync,
             replica_identity_full: self.replica_identity_full,
             jobs: job_count(self.jobs, "--jobs")?,
             index_jobs: job_count(self.index_jobs, "--index-jobs")?,
@@ -802,15 +735,27 @@ impl RemoteSpec for InitArgs {
             no_tablespaces: self.no_tablespaces,
             skip_large_objects: self.skip_large_objects,
             maintenance_work_mem: self.maintenance_work_mem,
-            ..barge_jobs::Options::default()
+            ..Default::default()
         };
-        job_spec(barge_jobs::Command::Init, &self.endpoints, &self.selection, &self.placement, options)
+        let local = Local { pg_bin: self.tools.pg_bin.clone(), sync_id: self.sync_id.clone() };
+        lower(command, &self.endpoints, &self.selection, &self.placement, options, local, self.dry_run)
     }
 }
 
-impl RemoteSpec for ValidateArgs {
-    fn spec(&self) -> Result<JobSpec, String> {
-        local_only(&self.tools)?;
+impl Lower for InitArgs {
+    fn lower(&self) -> Result<Lowered, String> {
+        self.lower_as(JobCommand::Init)
+    }
+}
+
+impl Lower for SyncArgs {
+    fn lower(&self) -> Result<Lowered, String> {
+        self.init.lower_as(JobCommand::Sync)
+    }
+}
+
+impl Lower for ValidateArgs {
+    fn lower(&self) -> Result<Lowered, String> {
         let options = barge_jobs::Options {
             jobs: job_count(self.jobs, "--jobs")?,
             drop_existing: self.policy.drop_existing,
@@ -819,26 +764,17 @@ impl RemoteSpec for ValidateArgs {
             no_owner: self.ownership.no_owner,
             sync: self.sync,
             replica_identity_full: self.replica_identity_full,
-            ..barge_jobs::Options::default()
+            ..Default::default()
         };
-        job_spec(barge_jobs::Command::Validate, &self.endpoints, &self.selection, &self.placement, options)
+        let local = Local { pg_bin: self.tools.pg_bin.clone(), ..Local::default() };
+        lower(JobCommand::Validate, &self.endpoints, &self.selection, &self.placement, options, local, false)
     }
 }
 
-impl RemoteSpec for SyncArgs {
-    fn spec(&self) -> Result<JobSpec, String> {
-        let mut spec = self.init.spec()?;
-        spec.command = barge_jobs::Command::Sync;
-        spec.options.sync = false;
-        spec.validate().map_err(|e| format!("{}: {}", flag_of(&e.field), e.message))?;
-        Ok(spec)
-    }
-}
-
-impl RemoteSpec for VerifyArgs {
-    fn spec(&self) -> Result<JobSpec, String> {
-        let options = barge_jobs::Options { jobs: job_count(self.jobs, "--jobs")?, ..barge_jobs::Options::default() };
-        job_spec(barge_jobs::Command::Verify, &self.endpoints, &self.selection, &self.placement, options)
+impl Lower for VerifyArgs {
+    fn lower(&self) -> Result<Lowered, String> {
+        let options = barge_jobs::Options { jobs: job_count(self.jobs, "--jobs")?, ..Default::default() };
+        lower(JobCommand::Verify, &self.endpoints, &self.selection, &self.placement, options, Local::default(), false)
     }
 }
 
@@ -897,8 +833,8 @@ mod tests {
         let tools = ["--pg-bin", "/opt/pg"];
         let cli = Cli::parse_from(head.iter().chain(&EVERY_SELECTION_FLAG).chain(&EVERY_INIT_FLAG).chain(&tools));
         let Command::Init(args) = &cli.command else { panic!("not init") };
-        let req = Request::try_from(args).unwrap();
-        assert!(req.all_databases);
+        let req = args.local_request().unwrap();
+        assert!(req.options.all_databases);
         assert_eq!(req.filter.include_databases, ["a*"]);
         assert_eq!(req.filter.exclude_databases, ["x"]);
         assert_eq!(req.filter.include_schemas, ["s"]);
@@ -907,16 +843,16 @@ mod tests {
         assert_eq!(req.filter.exclude_tables, ["s.logs"]);
         assert_eq!(req.filter.schema_only_tables, ["s.big"]);
         let o = &req.options;
-        assert_eq!((o.jobs, o.index_jobs, o.split_tables_larger_than), (3, 5, 1 << 30));
+        assert_eq!((o.jobs, o.index_jobs, o.split_tables_larger_than), (Some(3), Some(5), Some(1 << 30)));
         assert!(o.drop_existing && o.roles && o.no_owner && o.no_acl && o.no_tablespaces && o.skip_large_objects);
         assert_eq!(o.maintenance_work_mem, Some(512 << 20));
-        assert_eq!(o.pg_bin.as_deref(), Some(std::path::Path::new("/opt/pg")));
+        assert_eq!(req.local.pg_bin.as_deref(), Some(std::path::Path::new("/opt/pg")));
     }
 
     /// Every flag of `args`, run remotely: the spec the CLI submits becomes, on the worker,
     /// the same engine request the local run builds (the client tools aside: the worker's own).
-    fn same_request_remotely<A: RemoteSpec>(args: &A, local: Request) {
-        let spec = args.spec().unwrap();
+    fn same_request_remotely<A: Lower>(args: &A, local: Request) {
+        let spec = args.remote_spec().unwrap();
         // Through the API's JSON, as the worker receives it.
         let spec: JobSpec = JobSpec::from_json(
             &serde_json::to_vec(&serde_json::json!({
@@ -930,7 +866,7 @@ mod tests {
         )
         .unwrap();
         let mut remote = barge_worker::execute::request(&spec, 1, barge_jobs::Reach::Anywhere).unwrap();
-        remote.options.pg_bin = local.options.pg_bin.clone();
+        remote.local.pg_bin = local.local.pg_bin.clone();
         assert_eq!(format!("{remote:?}"), format!("{local:?}"));
     }
 
@@ -982,26 +918,26 @@ mod tests {
                 .chain(&init),
         );
         let Command::Init(args) = &cli.command else { panic!("not init") };
-        same_request_remotely(args, Request::try_from(args).unwrap());
-        let spec = args.spec().unwrap();
+        same_request_remotely(args, args.local_request().unwrap());
+        let spec = args.remote_spec().unwrap();
         assert_eq!(spec.options.max_duration, Some(6 * 3600));
         assert_eq!(spec.options.instance_type.as_deref(), Some("m7i.2xlarge"));
         // resume instead of drop
         let cli = Cli::parse_from(["barge", "init", "--resume"].iter().chain(&endpoints));
         let Command::Init(args) = &cli.command else { panic!("not init") };
-        same_request_remotely(args, Request::try_from(args).unwrap());
+        same_request_remotely(args, args.local_request().unwrap());
 
         let validate = ["--sync", "--resume", "--roles", "--no-owner", "-j", "7", "--remote"];
         let cli = Cli::parse_from(
             ["barge", "validate"].iter().chain(&endpoints).chain(&EVERY_SELECTION_FLAG).chain(&validate),
         );
         let Command::Validate(args) = &cli.command else { panic!("not validate") };
-        same_request_remotely(args, Request::try_from(args).unwrap());
+        same_request_remotely(args, args.local_request().unwrap());
 
         let selection = &EVERY_SELECTION_FLAG[..EVERY_SELECTION_FLAG.len() - 2];
         let cli = Cli::parse_from(["barge", "verify", "-j", "9"].iter().chain(&endpoints).chain(selection));
         let Command::Verify(args) = &cli.command else { panic!("not verify") };
-        same_request_remotely(args, Request::try_from(args).unwrap());
+        same_request_remotely(args, args.local_request().unwrap());
     }
 
     #[test]
@@ -1011,20 +947,20 @@ mod tests {
             ["barge", "init", "--sync", "--replica-identity-full", "--remote"].iter().chain(&endpoints),
         );
         let Command::Init(args) = &cli.command else { panic!("not init") };
-        let local = Request::try_from(args).unwrap();
+        let local = args.local_request().unwrap();
         assert!(local.options.sync && local.options.replica_identity_full);
         same_request_remotely(args, local);
-        assert!(args.spec().unwrap().syncs());
+        assert!(args.remote_spec().unwrap().syncs());
         // `barge sync` is `init --sync`, submitted as a sync job.
         let cli = Cli::parse_from(["barge", "sync", "start", "-j", "2", "--remote"].iter().chain(&endpoints));
         let Command::Sync(SyncAction::Start(args)) = &cli.command else { panic!("not sync start") };
-        same_request_remotely(args.as_ref(), sync_request(&args.init).unwrap());
-        assert_eq!(args.spec().unwrap().command, barge_jobs::Command::Sync);
+        same_request_remotely(args.as_ref(), args.local_request().unwrap());
+        assert_eq!(args.remote_spec().unwrap().command, barge_jobs::Command::Sync);
         // Its actions take only the endpoints.
         let cli = Cli::parse_from(["barge", "sync", "status", "--watch", "--sync-id", "abc1"].iter().chain(&endpoints));
         let Command::Sync(SyncAction::Status(status)) = &cli.command else { panic!("not sync status") };
         assert!(status.watch);
-        assert_eq!(status.sync.request(None).unwrap().options.sync_id.as_deref(), Some("abc1"));
+        assert_eq!(status.sync.request(None).unwrap().local.sync_id.as_deref(), Some("abc1"));
         let cli =
             Cli::parse_from(["barge", "cutover", "--timeout", "90s", "--sync-id", "Bad!"].iter().chain(&endpoints));
         let Command::Cutover(cutover) = &cli.command else { panic!("not cutover") };
@@ -1033,14 +969,18 @@ mod tests {
         // Sync-only flags without a sync are refused, naming the flag.
         let cli = Cli::parse_from(["barge", "init", "--replica-identity-full"].iter().chain(&endpoints));
         let Command::Init(args) = &cli.command else { panic!("not init") };
-        assert!(Request::try_from(args).unwrap_err().to_string().contains("--sync"));
-        assert!(args.spec().unwrap_err().contains("--replica-identity-full"), "{}", args.spec().unwrap_err());
+        assert!(args.local_request().unwrap_err().to_string().contains("--sync"));
+        assert!(
+            args.remote_spec().unwrap_err().contains("--replica-identity-full"),
+            "{}",
+            args.remote_spec().unwrap_err()
+        );
         let cli = Cli::parse_from(["barge", "init", "--sync", "--sync-id", "x1", "--remote"].iter().chain(&endpoints));
         let Command::Init(args) = &cli.command else { panic!("not init") };
-        assert!(args.spec().unwrap_err().contains("--sync-id"));
+        assert!(args.remote_spec().unwrap_err().contains("--sync-id"));
         let cli = Cli::parse_from(["barge", "init", "--sync", "--resume", "--remote"].iter().chain(&endpoints));
         let Command::Init(args) = &cli.command else { panic!("not init") };
-        assert!(args.spec().unwrap_err().starts_with("--resume"));
+        assert!(args.remote_spec().unwrap_err().starts_with("--resume"));
     }
 
     #[test]
@@ -1053,7 +993,7 @@ mod tests {
         let spec_error = |extra: &[&str]| {
             let cli = parse(extra);
             let Command::Init(args) = &cli.command else { panic!("not init") };
-            args.spec().unwrap_err()
+            args.remote_spec().unwrap_err()
         };
         assert!(spec_error(&["--dry-run"]).contains("--dry-run"));
         assert!(spec_error(&["--jobs", "100000"]).starts_with("--jobs"));
@@ -1062,7 +1002,7 @@ mod tests {
         assert!(spec_error(&["--include-table", "a.b.c.d"]).starts_with("--include-table"));
         let cli = Cli::parse_from(["barge", "verify", "--source", "postgres://u@s/a", "--target", "postgres://u@s/a"]);
         let Command::Verify(args) = &cli.command else { panic!("not verify") };
-        assert!(args.spec().unwrap_err().starts_with("--target"));
+        assert!(args.remote_spec().unwrap_err().starts_with("--target"));
     }
 
     #[test]
@@ -1088,10 +1028,10 @@ mod tests {
             "0",
         ]);
         let Command::Init(args) = &cli.command else { panic!("not init") };
-        assert!(Request::try_from(args).unwrap_err().to_string().contains("--jobs"));
+        assert!(args.local_request().unwrap_err().to_string().contains("--jobs"));
         let cli = Cli::parse_from(["barge", "verify", "--source", "mysql://u:pw@s/a", "--target", "postgres://u@t/b"]);
         let Command::Verify(args) = &cli.command else { panic!("not verify") };
-        let err = Request::try_from(args).unwrap_err().to_string();
+        let err = args.local_request().unwrap_err().to_string();
         assert!(err.contains("source URL") && !err.contains("pw@"), "{err}");
         assert!(
             Cli::try_parse_from(["barge", "init", "--source", "x", "--target", "y", "--drop-existing", "--resume"])

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use barge_engine::{Error, Request};
 
 use crate::{
-    args::{Cli, Command, InitArgs, OutputFormat, Placement, RemoteSpec, SyncAction, ValidateArgs, VerifyArgs},
+    args::{Cli, Command, InitArgs, Lower, OutputFormat, Placement, SyncAction, ValidateArgs, VerifyArgs},
     config::{self, Origin},
     exit::{FAILED, INTERRUPTED, OK, USAGE},
     render::{self, report_error},
@@ -22,7 +22,7 @@ pub async fn run(cli: Cli) -> u8 {
                 Some(code) => code,
                 None => crate::jobs::submit(&spec, &endpoint, args.placement.detach, args.output).await,
             },
-            Ok(None) => match Request::try_from(args) {
+            Ok(None) => match args.local_request() {
                 Ok(request) => init(args, request).await,
                 Err(e) => report_error(&e, args.output),
             },
@@ -60,7 +60,7 @@ pub async fn run(cli: Cli) -> u8 {
                             crate::jobs::submit(&spec, &endpoint, args.init.placement.detach, args.init.output).await
                         }
                     },
-                    Ok(None) => match crate::args::sync_request(&args.init) {
+                    Ok(None) => match args.local_request() {
                         Ok(request) => init(&args.init, request).await,
                         Err(e) => report_error(&e, args.init.output),
                     },
@@ -96,7 +96,7 @@ fn remote(
     placement: &Placement,
     dry_run: bool,
     output: OutputFormat,
-    args: &impl RemoteSpec,
+    args: &impl Lower,
 ) -> Result<Option<(barge_jobs::JobSpec, config::Endpoint)>, u8> {
     let usage = |message: String| {
         match output {
@@ -127,7 +127,7 @@ fn remote(
     let endpoint = endpoint.ok_or_else(|| {
         usage(config::require_endpoint(api, profile).err().unwrap_or_else(|| "no barge API is configured".into()))
     })?;
-    let spec = args.spec().map_err(|message| usage(barge_engine::redact(&message)))?;
+    let spec = args.remote_spec().map_err(|message| usage(barge_engine::redact(&message)))?;
     Ok(Some((spec, endpoint)))
 }
 
@@ -240,7 +240,7 @@ fn ask_before_dropping(question: &str, declined: &str) -> Option<u8> {
 }
 
 async fn validate(args: &ValidateArgs) -> u8 {
-    let request = match Request::try_from(args) {
+    let request = match args.local_request() {
         Ok(r) => r,
         Err(e) => return report_error(&e, args.output),
     };
@@ -259,7 +259,7 @@ async fn validate(args: &ValidateArgs) -> u8 {
 }
 
 async fn verify(args: &VerifyArgs) -> u8 {
-    let request = match Request::try_from(args) {
+    let request = match args.local_request() {
         Ok(r) => r,
         Err(e) => return report_error(&e, args.output),
     };

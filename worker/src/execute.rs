@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use barge_engine::{ConnInfo, Error, Request, Side, sync};
+use barge_engine::{Error, Request, sync};
 use barge_jobs::{Command, JobSpec, Outcome, Phase, Progress, Reach};
 use tokio::time::Instant;
 
@@ -56,38 +56,15 @@ pub struct Attempt {
 /// or its deadline before the worker stops waiting.
 const SYNC_STOP_GRACE: Duration = Duration::from_secs(120);
 
-/// The engine request for a job spec: the same request the CLI builds from its flags.
+/// The engine request for a job spec: [`Request::from_spec`], as the CLI calls it, with this
+/// machine's client tools; a later attempt of a copy continues what earlier ones committed
+/// (their marks say what). A sync cannot: its copy reads in a slot's snapshot, gone with the
+/// attempt.
 pub fn request(spec: &JobSpec, attempt: u32, reach: Reach) -> Result<Request, Error> {
-    let defaults = barge_engine::Options::default();
-    let options = &spec.options;
-    let jobs = |n: Option<u32>, default: usize| n.map_or(default, |n| n.max(1) as usize);
-    let request = Request {
-        source: ConnInfo::parse_for(Side::Source, spec.source_url.expose(), reach)?,
-        target: ConnInfo::parse_for(Side::Target, spec.target_url.expose(), reach)?,
-        all_databases: options.all_databases,
-        filter: spec.filter.clone(),
-        options: barge_engine::Options {
-            jobs: jobs(options.jobs, defaults.jobs),
-            index_jobs: jobs(options.index_jobs, defaults.index_jobs),
-            split_tables_larger_than: options.split_tables_larger_than.unwrap_or(defaults.split_tables_larger_than),
-            drop_existing: options.drop_existing,
-            // A later attempt continues what an earlier one committed (its marks say what);
-            // a sync cannot (its copy reads in a slot's snapshot, gone with the attempt).
-            resume: options.resume || (attempt > 1 && spec.command == Command::Init && !spec.syncs()),
-            roles: options.roles,
-            no_owner: options.no_owner,
-            no_acl: options.no_acl,
-            no_tablespaces: options.no_tablespaces,
-            skip_large_objects: options.skip_large_objects,
-            maintenance_work_mem: options.maintenance_work_mem,
-            // Where the machine's image (or barge serve's environment) put the client tools.
-            pg_bin: std::env::var_os("BARGE_PG_BIN").filter(|dir| !dir.is_empty()).map(std::path::PathBuf::from),
-            sync: options.sync || spec.command == Command::Sync,
-            replica_identity_full: options.replica_identity_full,
-            sync_id: None,
-        },
-    };
-    request.filter.compile()?;
+    // Where the machine's image (or barge serve's environment) put the client tools.
+    let pg_bin = std::env::var_os("BARGE_PG_BIN").filter(|dir| !dir.is_empty()).map(std::path::PathBuf::from);
+    let mut request = Request::from_spec(spec, barge_engine::Local { pg_bin, sync_id: None }, reach)?;
+    request.options.resume |= attempt > 1 && spec.command == Command::Init && !spec.syncs();
     Ok(request)
 }
 
@@ -131,7 +108,7 @@ pub async fn engine(run: &Attempt, fold: Arc<Mutex<Fold>>, control: sync::Contro
     let mut request = request(spec, attempt, run.reach)?;
     lock_phase(&fold, Phase::Validating);
     if spec.syncs() {
-        request.options.sync_id = Some(run.sync_id.clone().unwrap_or_else(sync::new_id));
+        request.local.sync_id = Some(run.sync_id.clone().unwrap_or_else(sync::new_id));
         return sync_job(&request, attempt, fold, control).await;
     }
     match spec.command {
@@ -376,7 +353,7 @@ async fn finish_sync(attempt: &Attempt, outcome: &Outcome, fold: &Mutex<Fold>) {
 /// grace.
 pub async fn remove_replication(spec: &JobSpec, attempt: u32, reach: Reach, id: &str) -> Result<Vec<String>, String> {
     let mut request = request(spec, attempt, reach).map_err(|e| barge_engine::redact(&e.to_string()))?;
-    request.options.sync_id = Some(id.to_owned());
+    request.local.sync_id = Some(id.to_owned());
     match tokio::time::timeout(SYNC_STOP_GRACE, sync::stop(&request)).await {
         Ok(Ok(report)) => {
             if !report.removed.is_empty() {

@@ -104,7 +104,7 @@ pub(crate) fn refuse_problems(plan: &Plan) -> Result<()> {
 /// version, and the roles `--roles` asks for.
 pub(crate) async fn prepare(req: &Request, sink: &Arc<dyn ProgressSink>) -> Result<(PgTools, Option<RolesReport>)> {
     let (source_admin, _) = crate::db::connect_admin(&req.source).await?;
-    let tools = PgTools::locate(req.options.pg_bin.as_deref(), (source_admin.version_num() / 10000) as u32).await?;
+    let tools = PgTools::locate(req.local.pg_bin.as_deref(), (source_admin.version_num() / 10000) as u32).await?;
     let mut report = None;
     if req.options.roles {
         let (target_admin, _) = crate::db::connect_admin(&req.target).await?;
@@ -187,7 +187,7 @@ async fn maintenance_work_mem(req: &Request, target: &Db) -> Result<u64> {
     if let Some(bytes) = req.options.maintenance_work_mem {
         return Ok(bytes.max(1 << 20));
     }
-    let jobs = req.options.index_jobs.max(1) as u64;
+    let jobs = req.options.index_jobs_or_cpus() as u64;
     let local = req.target.is_socket() || {
         let endpoint = req.target.endpoint();
         endpoint.starts_with("127.") || endpoint.starts_with("localhost:") || endpoint.starts_with("[::1]")
@@ -284,7 +284,7 @@ async fn validate_late(
 ) -> Result<()> {
     let queue: Mutex<VecDeque<&Step>> = Mutex::new(validations.iter().filter(|v| !marks.is_done(&v.step)).collect());
     tracker.add_constraints_total(validations.len() as u64);
-    let workers = (0..req.options.index_jobs.max(1).min(validations.len().max(1))).map(|_| async {
+    let workers = (0..req.options.index_jobs_or_cpus().min(validations.len().max(1))).map(|_| async {
         let target = Db::connect(&req.target, &plan.target).await?;
         loop {
             let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();

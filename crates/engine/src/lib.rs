@@ -42,7 +42,7 @@ pub use error::{Error, Result};
 pub use init::{DatabaseReport, InitReport, init};
 pub use plan::{Plan, plan};
 pub use progress::{Event, Phase, Progress, ProgressSink};
-pub use request::{Options, Request};
+pub use request::{Local, Options, Request};
 pub use roles::RolesReport;
 pub use validate::{ValidateReport, validate};
 pub use verify::{VerifyReport, verify};

@@ -307,12 +307,12 @@ impl Pipeline<'_> {
         self.tracker.already_done(parts_done, tables_done, builds_done, bytes_done);
         let running = Running { p: self, sched: Mutex::new(sched), notify: Notify::new() };
         let copiers = async {
-            try_join_all((0..self.req.options.jobs.max(1)).map(|_| copy_worker(&running))).await?;
+            try_join_all((0..self.req.options.jobs_or_cpus()).map(|_| copy_worker(&running))).await?;
             running.sched().data_done_at = Some(Instant::now());
             self.tracker.phase(Phase::Indexing);
             Ok::<(), Error>(())
         };
-        let builders = try_join_all((0..self.req.options.index_jobs.max(1)).map(|_| index_worker(&running)));
+        let builders = try_join_all((0..self.req.options.index_jobs_or_cpus()).map(|_| index_worker(&running)));
         tokio::try_join!(copiers, builders)?;
         let sched = running.sched.into_inner().unwrap_or_else(|e| e.into_inner());
         Ok(Outcome {

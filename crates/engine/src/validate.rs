@@ -52,8 +52,8 @@ pub async fn validate(req: &Request) -> ValidateReport {
     };
     for db in &plan.databases {
         let tables = db.tables.iter().filter(|t| !t.schema_only).count();
-        let seconds =
-            db.bytes as f64 / ESTIMATE_BYTES_PER_SECOND * (2.0 / req.options.jobs.clamp(1, 8) as f64).max(0.5);
+        let seconds = db.bytes as f64 / ESTIMATE_BYTES_PER_SECOND
+            * (2.0 / req.options.jobs_or_cpus().clamp(1, 8) as f64).max(0.5);
         checks.push(Check::pass(
             format!("size of \"{}\"", db.source),
             format!(

@@ -294,7 +294,7 @@ async fn verify_database(
     }
     let queue = Mutex::new(queue);
     let outcomes: Mutex<Vec<TableVerify>> = Mutex::new(jobs.iter().map(|(i, _)| tables[*i].clone()).collect());
-    let workers = (0..req.options.jobs.max(1)).map(|_| async {
+    let workers = (0..req.options.jobs_or_cpus()).map(|_| async {
         let src = Db::connect(&req.source, source_db).await?;
         enter_snapshot(&src, &source_snapshot).await?;
         let dst = Db::connect(&req.target, target_db).await?;

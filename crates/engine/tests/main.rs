@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use barge_engine::{
-    CheckStatus, ConnInfo, Filter, InitReport, Options, Plan, Request, Side,
+    CheckStatus, ConnInfo, Filter, InitReport, Local, Options, Plan, Request, Side,
     conninfo::Reach,
     plan::{Part, TargetAction},
     progress::{self, Event},
@@ -24,9 +24,9 @@ fn request_urls(source: &str, target: &str) -> Request {
     Request {
         source: ConnInfo::parse(Side::Source, source).unwrap(),
         target: ConnInfo::parse(Side::Target, target).unwrap(),
-        all_databases: false,
         filter: Filter::default(),
-        options: Options { jobs: 2, index_jobs: 2, pg_bin: Some(src18().bin()), ..Options::default() },
+        options: Options { jobs: Some(2), index_jobs: Some(2), ..Options::default() },
+        local: Local { pg_bin: Some(src18().bin()), sync_id: None },
     }
 }
 
@@ -216,8 +216,8 @@ async fn big_tables_are_split_by_key_and_by_blocks() {
     .await;
     let dst_db = unique("split_copy");
     let mut req = request(&src, &src_db, &dst, &dst_db);
-    req.options.split_tables_larger_than = 512 << 10;
-    req.options.jobs = 3;
+    req.options.split_tables_larger_than = Some(512 << 10);
+    req.options.jobs = Some(3);
     let plan = plan_ok(&req).await;
     let table = |name: &str| plan.databases[0].tables.iter().find(|t| t.name == name).unwrap().clone();
     let keyed = table("keyed");
@@ -391,7 +391,7 @@ async fn an_old_pg_dump_is_refused_with_both_versions() {
     let (src, dst) = (src18(), dst18());
     let src_db = src.create_db("olddump").await;
     let mut req = request(&src, &src_db, &dst, &unique("olddump_copy"));
-    req.options.pg_bin = Some(src15().bin());
+    req.local.pg_bin = Some(src15().bin());
     let plan = barge_engine::plan(&req).await.unwrap();
     let problem = plan.problems().find(|c| c.name == "pg_dump").expect("a pg_dump problem");
     assert!(problem.detail.contains("pg_dump 18 or newer") && problem.detail.contains("15."), "{}", problem.detail);
@@ -432,7 +432,7 @@ async fn all_databases_map_to_same_names_postgres_included() {
     .await;
     dst.run_sql("postgres", "drop table if exists in_postgres").await;
     let mut req = request(&src, "postgres", &dst, "postgres");
-    req.all_databases = true;
+    req.options.all_databases = true;
     req.filter.exclude_databases = vec!["skip_*".into()];
     let plan = plan_ok(&req).await;
     let pairs: Vec<(String, String)> = plan.databases.iter().map(|d| (d.source.clone(), d.target.clone())).collect();

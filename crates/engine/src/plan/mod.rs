@@ -26,7 +26,7 @@ pub use types::*;
 
 /// Decides the database mapping.
 pub(crate) async fn mapping(req: &Request, source_admin: &Db, filter: &CompiledFilter) -> Result<Mapping> {
-    let all = req.all_databases;
+    let all = req.options.all_databases;
     match (req.source.dbname(), req.target.dbname(), all) {
         (None, Some(target), false) => {
             return Err(Error::Invalid(format!(
@@ -154,7 +154,7 @@ pub async fn plan(req: &Request) -> Result<Plan> {
             Some("barge copies from PostgreSQL 12 or newer".into()),
         ));
     }
-    let pg_dump = match PgTools::locate(req.options.pg_bin.as_deref(), source_major).await {
+    let pg_dump = match PgTools::locate(req.local.pg_bin.as_deref(), source_major).await {
         Ok(tools) => {
             findings.push(Check::pass(
                 "pg_dump",
@@ -174,7 +174,7 @@ pub async fn plan(req: &Request) -> Result<Plan> {
         source_version: version_text(source_admin.version_num()),
         target_version: version_text(target_admin.version_num()),
         pg_dump,
-        all_databases: req.all_databases,
+        all_databases: req.options.all_databases,
         databases: Vec::new(),
         roles_to_create: Vec::new(),
         findings,
@@ -403,7 +403,7 @@ async fn plan_database(
         let parts = if schema_only {
             Vec::new()
         } else {
-            split(source, r, req.options.split_tables_larger_than, req.options.jobs, block_size as u64).await?
+            split(source, r, req.options.split_bytes(), req.options.jobs_or_cpus(), block_size as u64).await?
         };
         tables.push(TablePlan {
             schema: r.schema.clone(),

@@ -81,7 +81,7 @@ pub async fn cutover(req: &Request, options: &CutoverOptions, sink: Arc<dyn Prog
     report.verify = VerifyReport { ok: true, databases: Vec::new() };
     for f in &found {
         let mut one = req.clone();
-        one.all_databases = false;
+        one.options.all_databases = false;
         one.source = req.source.with_dbname(&f.objects.source_database);
         one.target = req.target.with_dbname(&f.objects.target_database);
         one.filter =

@@ -66,7 +66,7 @@ pub(super) async fn find(req: &Request) -> Result<Vec<Found>> {
         return Err(Error::NotFound(format!(
             "no barge replication on the target {}{}: start one with `barge init --sync`",
             req.target.endpoint(),
-            if req.options.sync_id.is_some() { " with that sync id" } else { "" }
+            if req.local.sync_id.is_some() { " with that sync id" } else { "" }
         )));
     }
     one_sync(&found)?;
@@ -91,7 +91,7 @@ pub(super) fn one_sync(found: &[Found]) -> Result<()> {
 pub(super) async fn find_all(req: &Request) -> Result<Vec<Found>> {
     let (admin, _) = crate::db::connect_admin(&req.target).await?;
     let only_db = req.target.dbname().map(str::to_owned);
-    let pattern = match &req.options.sync_id {
+    let pattern = match &req.local.sync_id {
         Some(id) => {
             check_id(id)?;
             format!("{}%", prefix(id).replace('_', "\\_"))
@@ -103,7 +103,7 @@ pub(super) async fn find_all(req: &Request) -> Result<Vec<Found>> {
     // The target URL's database narrows the search, unless every database is asked for
     // (the URL then names only the database to connect to): another database's sync on the
     // same server is not this one's.
-    let only_db = only_db.filter(|_| !req.all_databases);
+    let only_db = only_db.filter(|_| !req.options.all_databases);
     let mut found = Vec::new();
     for row in rows {
         let (database, name): (String, String) = (row.get(0), row.get(1));

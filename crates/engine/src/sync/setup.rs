@@ -27,7 +27,7 @@ use crate::{
 /// `Detach` it removes what it created on both sides first.
 pub async fn start(req: &Request, plan: &Plan, sink: Arc<dyn ProgressSink>, control: Control) -> Result<SyncReport> {
     init::refuse_problems(plan)?;
-    let id = match &req.options.sync_id {
+    let id = match &req.local.sync_id {
         Some(id) => {
             check_id(id)?;
             id.clone()

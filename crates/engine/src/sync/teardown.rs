@@ -22,7 +22,7 @@ use crate::{
 pub async fn stop(req: &Request) -> Result<StopReport> {
     let found = find_all(req).await?;
     one_sync(&found)?;
-    let id = match (&req.options.sync_id, found.first().and_then(|f| id_of(&f.objects.name))) {
+    let id = match (&req.local.sync_id, found.first().and_then(|f| id_of(&f.objects.name))) {
         (Some(id), _) => id.clone(),
         (None, Some(id)) => id.to_owned(),
         (None, None) => return Err(no_sync_here(req).await),
@@ -40,8 +40,11 @@ pub async fn stop(req: &Request) -> Result<StopReport> {
     for row in slots {
         let (name, database): (String, String) = (row.get(0), row.get(1));
         if !created.iter().any(|c| c.name == name) {
-            let target_database =
-                req.target.dbname().filter(|_| !req.all_databases).map_or_else(|| database.clone(), str::to_owned);
+            let target_database = req
+                .target
+                .dbname()
+                .filter(|_| !req.options.all_databases)
+                .map_or_else(|| database.clone(), str::to_owned);
             created.push(Objects { name, source_database: database, target_database });
         }
     }

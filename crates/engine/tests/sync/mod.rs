@@ -223,7 +223,7 @@ async fn cancel_while_streaming_removes_everything_and_keeps_the_data() {
     let src_db = source_db(&src).await;
     let dst_db = unique("sync_stream");
     let mut req = sync_request(&src, &src_db, &dst_db);
-    req.options.sync_id = Some(format!("t{}", std::process::id()));
+    req.local.sync_id = Some(format!("t{}", std::process::id()));
     let plan = plan_ok(&req).await;
     sync::start(&req, &plan, progress::discard(), sync::no_control()).await.unwrap();
     let (_cut, asked) = watch::channel(Signal::Cutover);
@@ -354,7 +354,7 @@ async fn stop_removes_one_sync_and_never_another_targets() {
     for (db, id) in [(&first_db, "one"), (&second_db, "two")] {
         let mut req = request(&src, &src_db, &dst18(), db);
         req.options.sync = true;
-        req.options.sync_id = Some(format!("{id}{}", std::process::id()));
+        req.local.sync_id = Some(format!("{id}{}", std::process::id()));
         let plan = plan_ok(&req).await;
         sync::start(&req, &plan, progress::discard(), sync::no_control()).await.unwrap();
         requests.push(req);
@@ -370,7 +370,7 @@ async fn stop_removes_one_sync_and_never_another_targets() {
     assert_eq!(slots(src.clone(), src_db.clone()).await, 2);
     // WHEN the first target's sync is stopped without naming its id
     let mut first = requests[0].clone();
-    first.options.sync_id = None;
+    first.local.sync_id = None;
     let report = sync::stop(&first).await.unwrap();
     // THEN its subscription, slot and publication are gone, and the other sync is untouched
     assert_eq!(barge_objects(&src, &src_db, &first_db).await.2, 0, "{report:?}");
@@ -439,7 +439,7 @@ async fn the_source_password_reaches_no_server_log_and_not_the_targets_catalog()
     let dst_db = unique("sync_secret_copy");
     let mut req = request(&src, &src_db, &dst, &dst_db);
     req.options.sync = true;
-    req.options.sync_id = Some(format!("secret{}", std::process::id()));
+    req.local.sync_id = Some(format!("secret{}", std::process::id()));
     req.source =
         barge_engine::ConnInfo::parse(barge_engine::Side::Source, &src.url_as(&loud, &secret, &src_db)).unwrap();
     req.target =
@@ -520,7 +520,7 @@ async fn a_source_user_that_may_not_create_roles_is_told_where_its_password_goes
     let dst_db = unique("sync_plain_copy");
     let mut req = request(&src, &src_db, &dst, &dst_db);
     req.options.sync = true;
-    req.options.sync_id = Some(format!("plain{}", std::process::id()));
+    req.local.sync_id = Some(format!("plain{}", std::process::id()));
     req.options.no_owner = true;
     req.options.no_acl = true;
     req.source =
