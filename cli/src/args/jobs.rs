@@ -1,0 +1,93 @@
+//! `barge jobs …`: list, show, watch, cut over, cancel remote jobs, read their logs.
+
+use clap::Subcommand;
+
+use super::OutputFormat;
+
+pub(super) const JOBS_HELP: &str = concat!(
+    "Examples:\n",
+    "  barge jobs list --status running\n",
+    "  barge jobs watch                      # the last job submitted from this machine\n",
+    "  barge jobs logs 7f9c… -f\n",
+    "  barge jobs cancel 7f9c… --yes\n\n",
+    "The endpoint comes from --api/BARGE_API, the profile (`barge configure`), or a barge serve on this machine.\n\n",
+    exit_codes!()
+);
+
+const JOB_ID_HELP: &str = "The job id [default: the last job submitted from this machine].";
+
+/// `barge jobs …`.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// The most recent jobs: id, command, status, phase, progress, age.
+    #[command(
+        after_help = "Examples:\n  barge jobs list\n  barge jobs list --status running\n  barge jobs list --all --output json"
+    )]
+    List {
+        /// Every job, not only the 20 most recent.
+        #[arg(long)]
+        all: bool,
+        /// Only jobs in this state (queued, launching, running, succeeded, failed, cancelled, timed_out).
+        #[arg(long, value_name = "STATE")]
+        status: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// A job's details: spec (URLs redacted), status, error with next steps, attempts, worker.
+    #[command(after_help = "Example:\n  barge jobs show 7f9c… --output json")]
+    Show {
+        #[arg(help = JOB_ID_HELP)]
+        id: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Follow a job's progress until it ends (Ctrl-C stops watching, not the job).
+    #[command(after_help = concat!("Example:\n  barge jobs watch --output json | jq -c .progress\n\n", exit_codes!()))]
+    Watch {
+        #[arg(help = JOB_ID_HELP)]
+        id: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Ask a sync job to cut over: its worker waits for zero lag, copies sequences, removes
+    /// the replication, verifies and ends the job `succeeded`; this terminal watches it.
+    #[command(after_help = "Example:\n  barge jobs cutover 7f9c… --yes")]
+    Cutover {
+        /// The job id.
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Return right after asking.
+        #[arg(long)]
+        detach: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Ask a job to stop; its worker stops cleanly (what committed is kept) and the job ends
+    /// `cancelled`.
+    #[command(after_help = "Example:\n  barge jobs cancel 7f9c… --yes")]
+    Cancel {
+        /// The job id.
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// A job's log (every attempt), from CloudWatch Logs or `barge serve`'s log file.
+    #[command(after_help = "Examples:\n  barge jobs logs -f\n  barge jobs logs 7f9c… --raw | jq .fields.message")]
+    Logs {
+        #[arg(help = JOB_ID_HELP)]
+        id: Option<String>,
+        /// Keep printing new lines until the job ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Print the worker's JSON lines as they are.
+        #[arg(long)]
+        raw: bool,
+    },
+}
