@@ -20,7 +20,6 @@ macro_rules! err {
 mod args;
 mod config;
 mod configure;
-mod exit;
 mod jobs;
 mod render;
 mod run;
@@ -30,6 +29,7 @@ mod watch;
 
 use std::process::ExitCode;
 
+use barge_jobs::exit;
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -43,7 +43,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             err!("{}", barge_engine::redact(&e.render().to_string()));
-            return ExitCode::from(2);
+            return ExitCode::from(exit::USAGE);
         }
     };
     let level = match cli.verbose {

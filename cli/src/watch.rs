@@ -478,14 +478,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_ending_has_its_exit_code() {
-        assert_eq!(crate::exit::of_state(State::Succeeded), 0);
-        assert_eq!(crate::exit::of_state(State::Failed), 1);
-        assert_eq!(crate::exit::of_state(State::Cancelled), 3);
-        assert_eq!(crate::exit::of_state(State::TimedOut), 4);
-    }
-
-    #[test]
     fn api_errors_say_what_to_do() {
         let api = |status: u16| ClientError::Api { status, code: "x".into(), message: "refused".into() };
         let aws = "https://abc.execute-api.eu-west-1.amazonaws.com/";

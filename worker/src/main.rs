@@ -7,7 +7,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use barge_client::{ApiClient, Auth, Backoff, SigV4, retry};
-use barge_jobs::{JobId, JobSpec, Outcome, Reach, Timestamp};
+use barge_jobs::{JobId, JobSpec, Outcome, Reach, Timestamp, exit};
 use barge_worker::{
     execute::{self, Attempt, Ending, Timing},
     imds::NotLaunched,
@@ -88,25 +88,13 @@ enum Mode {
     },
 }
 
-const USAGE: u8 = 2;
-const UNREACHABLE: u8 = 5;
-
-fn exit_code(outcome: &Outcome) -> u8 {
-    match outcome {
-        Outcome::Succeeded => 0,
-        Outcome::Failed { .. } => 1,
-        Outcome::Cancelled => 3,
-        Outcome::TimedOut => 4,
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("barge-worker: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILED);
         }
     };
     let code = runtime.block_on(async {
@@ -156,7 +144,7 @@ async fn run_spec(path: &PathBuf, attempt: u32) -> u8 {
         Ok(spec) => spec,
         Err(e) => {
             eprintln!("barge-worker: {}", redactor.redact(&e));
-            return USAGE;
+            return exit::USAGE;
         }
     };
     redactor.add_urls([spec.source_url.expose(), spec.target_url.expose()]);
@@ -171,7 +159,7 @@ async fn run_spec(path: &PathBuf, attempt: u32) -> u8 {
     let code = match ending {
         Ending::Outcome(outcome) => {
             let _ = StdoutReporter.finish(&outcome).await;
-            exit_code(&outcome)
+            exit::of_outcome(&outcome)
         }
         Ending::Abandoned(_) => 1,
     };
@@ -182,17 +170,17 @@ async fn run_spec(path: &PathBuf, attempt: u32) -> u8 {
 async fn local_job(endpoint: &str, job: &str, log_file: &std::path::Path, heartbeat_seconds: u64) -> u8 {
     let Some(job) = JobId::parse(job) else {
         eprintln!("barge-worker: {job:?} is not a job id");
-        return USAGE;
+        return exit::USAGE;
     };
     let mut token = String::new();
     if let Err(e) = std::io::stdin().read_line(&mut token) {
         eprintln!("barge-worker: cannot read the job token from standard input: {e}");
-        return USAGE;
+        return exit::USAGE;
     }
     let token = token.trim().to_string();
     if token.is_empty() {
         eprintln!("barge-worker: no job token on standard input (barge serve passes it there)");
-        return USAGE;
+        return exit::USAGE;
     }
     let redactor = Redactor::default();
     redactor.add(&token);
@@ -200,7 +188,7 @@ async fn local_job(endpoint: &str, job: &str, log_file: &std::path::Path, heartb
         Ok(sink) => sink,
         Err(e) => {
             eprintln!("barge-worker: cannot open the log file {}: {e}", log_file.display());
-            return USAGE;
+            return exit::USAGE;
         }
     };
     let logs = Logs::start(sink, redactor.clone());
@@ -210,7 +198,7 @@ async fn local_job(endpoint: &str, job: &str, log_file: &std::path::Path, heartb
         Err(e) => {
             tracing::error!(error = %e, "bad endpoint");
             logs.flush(Duration::from_secs(5)).await;
-            return USAGE;
+            return exit::USAGE;
         }
     };
     let timing = Timing { heartbeat_every: Duration::from_secs(heartbeat_seconds), ..Timing::default() };
@@ -265,7 +253,7 @@ async fn limits(dropin_dir: &std::path::Path, imds_endpoint: Option<&str>) -> u8
         }
         Err(e) => {
             eprintln!("barge-worker: {e}");
-            UNREACHABLE
+            exit::UNREACHABLE
         }
     }
 }
@@ -275,14 +263,14 @@ async fn ec2(imds_endpoint: Option<&str>, reach: Reach) -> u8 {
         Ok(imds) => imds,
         Err(e) => {
             eprintln!("barge-worker: {e}");
-            return USAGE;
+            return exit::USAGE;
         }
     };
     let launch = match retry_imds(|| barge_worker::imds::launch(&imds)).await {
         Ok(launch) => launch,
         Err(e) => {
             eprintln!("barge-worker: {e}");
-            return USAGE;
+            return exit::USAGE;
         }
     };
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -292,7 +280,7 @@ async fn ec2(imds_endpoint: Option<&str>, reach: Reach) -> u8 {
             Ok(region) => region,
             Err(e) => {
                 eprintln!("barge-worker: {e}");
-                return UNREACHABLE;
+                return exit::UNREACHABLE;
             }
         },
     };
@@ -310,7 +298,7 @@ async fn ec2(imds_endpoint: Option<&str>, reach: Reach) -> u8 {
     let Some(credentials) = config.credentials_provider() else {
         tracing::error!("no AWS credentials provider: the instance needs its instance profile");
         logs.flush(Duration::from_secs(10)).await;
-        return UNREACHABLE;
+        return exit::UNREACHABLE;
     };
     let signer = SigV4::new(credentials, SigV4::region_of(&launch.endpoint).unwrap_or(region));
     let client = match ApiClient::new(&launch.endpoint, Auth::SigV4(signer)) {
@@ -318,7 +306,7 @@ async fn ec2(imds_endpoint: Option<&str>, reach: Reach) -> u8 {
         Err(e) => {
             tracing::error!(error = %e, "bad endpoint in user data");
             logs.flush(Duration::from_secs(10)).await;
-            return USAGE;
+            return exit::USAGE;
         }
     };
     let code = claim_and_run(client, launch.job_id, &redactor, Timing::default(), reach).await;
@@ -350,11 +338,11 @@ async fn clean_up(client: &ApiClient, job: &JobId, spec: &JobSpec, attempt: u32,
         Ok(_) => Outcome::Succeeded,
         Err(reason) => Outcome::Failed { reason, retryable: true },
     };
-    let code = exit_code(&outcome);
+    let code = exit::of_outcome(&outcome);
     let backoff = Backoff { budget: Duration::from_secs(600), ..Backoff::default() };
     if let Err(e) = retry("finish", backoff, || client.finish(job, &outcome)).await {
         tracing::error!(job = %job, error = %e, "cannot report the cleanup; the reaper launches another");
-        return UNREACHABLE;
+        return exit::UNREACHABLE;
     }
     code
 }
@@ -366,7 +354,7 @@ async fn claim_and_run(client: ApiClient, job: JobId, redactor: &Redactor, timin
         Ok(claim) => claim,
         Err(e) => {
             tracing::error!(job = %job, error = %e, "cannot claim the job");
-            return UNREACHABLE;
+            return exit::UNREACHABLE;
         }
     };
     redactor.add_urls([claim.spec.source_url.expose(), claim.spec.target_url.expose()]);
@@ -383,10 +371,10 @@ async fn claim_and_run(client: ApiClient, job: JobId, redactor: &Redactor, timin
     let run = Attempt { spec: claim.spec, attempt, deadline, sync_id: Some(job.as_str().to_owned()), reach };
     match execute::supervise(&run, &reporter, timing, terminated()).await {
         Ending::Outcome(outcome) => {
-            let code = exit_code(&outcome);
+            let code = exit::of_outcome(&outcome);
             if let Err(e) = reporter.finish(&outcome).await {
                 tracing::error!(job = %job, error = %e, ?outcome, "cannot report the outcome; the reaper will end the job");
-                return UNREACHABLE;
+                return exit::UNREACHABLE;
             }
             code
         }

@@ -6,6 +6,7 @@
 //! coordinator, the worker and every adapter share these types, so they cannot drift.
 
 pub mod api;
+pub mod exit;
 pub mod job;
 pub mod lifecycle;
 pub mod ports;
