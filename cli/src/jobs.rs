@@ -8,7 +8,7 @@ use std::{
 };
 
 use barge_client::{ApiClient, Backoff, ClientError, retry};
-use barge_engine::validate::human_duration;
+use barge_engine::human::human_duration;
 use barge_jobs::{JobId, JobSpec, JobStatus, Timestamp, api::JobView};
 
 use crate::{
@@ -183,7 +183,7 @@ async fn list(client: &ApiClient, all: bool, status: Option<&str>, output: Outpu
         .iter()
         .map(|j| {
             let phase = match j.status {
-                JobStatus::Running { phase } => watch::phase_text(phase).to_string(),
+                JobStatus::Running { phase } => crate::display::phase_text(phase).to_string(),
                 _ => "-".into(),
             };
             [
@@ -261,7 +261,7 @@ async fn show(client: &ApiClient, id: &JobId, output: OutputFormat) -> Result<()
         outln!("ran for   {}", human_duration((end.millis() - start.millis()).max(0) as f64 / 1000.0));
     }
     if let Some(p) = &view.progress {
-        let line = watch::progress_line(p);
+        let line = crate::display::progress_line(p);
         if !line.is_empty() {
             outln!("progress  {line}");
         }
@@ -324,7 +324,7 @@ async fn cutover(
             .progress
             .as_ref()
             .and_then(|p| p.cdc_lag_bytes)
-            .map_or(String::new(), |b| format!(", lag {}", barge_engine::validate::human_bytes(b)));
+            .map_or(String::new(), |b| format!(", lag {}", barge_engine::human::human_bytes(b)));
         let question = format!(
             "Cut job {id} over ({}{lag})? Stop writes to the source first: writes after the cutover begins are not copied.",
             watch::status_text(&view.status)

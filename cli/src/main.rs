@@ -20,6 +20,7 @@ macro_rules! err {
 mod args;
 mod config;
 mod configure;
+mod display;
 mod jobs;
 mod render;
 mod run;

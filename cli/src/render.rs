@@ -1,27 +1,23 @@
-//! What the user sees: the plan, live progress (bars on a terminal, plain lines otherwise,
-//! JSON lines with `--output json`), and reports. Everything printed goes through the
+//! What the user sees: the plan, a run's live progress (through [`Display`], or JSON lines
+//! with `--output json`), and reports. Everything printed goes through the
 //! engine's types, whose URLs are already redacted.
 
 #![allow(clippy::print_stdout)]
 
-use std::{
-    collections::HashMap,
-    io::IsTerminal,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::sync::Mutex;
 
 use barge_engine::{
-    CheckStatus, Error, Event, InitReport, Phase, Plan, ValidateReport, VerifyReport,
+    CheckStatus, Error, Event, InitReport, Plan, ValidateReport, VerifyReport,
+    human::{human_bytes, human_duration},
     plan::{Part, TargetAction},
     sync::{CutoverReport, ReplicationStatus},
-    validate::{human_bytes, human_duration},
 };
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use barge_worker::progress::{Fold, job_phase};
 use serde::Serialize;
 
 use crate::{
     args::OutputFormat,
+    display::{Display, phase_text},
     exit::{FAILED, USAGE},
 };
 
@@ -171,86 +167,68 @@ pub fn plan(plan: &Plan, details: bool) {
     outln!();
 }
 
-/// Renders progress events as the output format and terminal allow.
+/// Renders a run's engine events: as they are with `--output json`, else folded into the
+/// job-level snapshot a worker reports and drawn by the one [`Display`], with a line for each
+/// phase, finished table and warning.
 pub struct Progress {
-    mode: Mode,
+    text: Option<Mutex<Text>>,
 }
 
-enum Mode {
-    Json,
-    Plain(Mutex<PlainState>),
-    Bars(Mutex<BarState>),
-}
-
-struct PlainState {
-    last: Instant,
-}
-
-struct BarState {
-    multi: MultiProgress,
-    overall: ProgressBar,
-    indexes: ProgressBar,
-    parts: HashMap<(String, usize), ProgressBar>,
+struct Text {
+    fold: Fold,
+    display: Display,
 }
 
 impl Progress {
-    /// Bars when stderr is a terminal and the format is text.
-    pub fn new(format: OutputFormat) -> Progress {
-        let mode = match format {
-            OutputFormat::Json => Mode::Json,
-            OutputFormat::Text if std::io::stderr().is_terminal() => {
-                let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
-                let overall = multi.add(ProgressBar::new(0));
-                overall.set_style(
-                    ProgressStyle::with_template(
-                        "{prefix:>10.bold} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} ETA {msg}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-                overall.set_prefix("copying");
-                let indexes = multi.add(ProgressBar::new(0));
-                indexes.set_style(
-                    ProgressStyle::with_template("{prefix:>10.bold} {pos}/{len} {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                );
-                indexes.set_prefix("indexes");
-                Mode::Bars(Mutex::new(BarState { multi, overall, indexes, parts: HashMap::new() }))
+    /// For a run over `databases` databases.
+    pub fn new(format: OutputFormat, databases: usize) -> Progress {
+        let text = match format {
+            OutputFormat::Json => None,
+            OutputFormat::Text => {
+                Some(Mutex::new(Text { fold: Fold::new(1, databases as u64), display: Display::new() }))
             }
-            OutputFormat::Text => Mode::Plain(Mutex::new(PlainState { last: Instant::now() })),
         };
-        Progress { mode }
+        Progress { text }
     }
 
     /// Handles one engine event.
     pub fn event(&self, event: Event) {
-        match &self.mode {
+        let Some(text) = &self.text else {
             // Engine events carry their own "event" tag: phase, table_started, progress, …
-            Mode::Json => {
-                if let Ok(line) = serde_json::to_string(&event) {
-                    outln!("{line}");
-                }
+            if let Ok(line) = serde_json::to_string(&event) {
+                outln!("{line}");
             }
-            Mode::Plain(state) => {
-                let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-                plain_event(&mut state, &terminal_safe(&event));
+            return;
+        };
+        let mut text = text.lock().unwrap_or_else(|e| e.into_inner());
+        let event = terminal_safe(&event);
+        text.fold.apply(&event);
+        match &event {
+            Event::Phase { database, phase } => {
+                let phase = job_phase(*phase).map_or("done", phase_text);
+                text.display.line(&format!("[{database}] {phase}"));
             }
-            Mode::Bars(state) => {
-                let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-                bar_event(&mut state, &terminal_safe(&event));
+            Event::TableFinished { database, table, part, parts, rows, bytes, seconds } => {
+                let part = if *parts > 1 { format!(" part {part}/{parts}") } else { String::new() };
+                text.display.line(&format!(
+                    "[{database}] copied {table}{part}: {} rows, {} in {:.1}s",
+                    thousands(*rows),
+                    human_bytes(*bytes),
+                    seconds
+                ));
             }
+            Event::Warning { message } => text.display.line(&format!("warning: {message}")),
+            _ => {}
         }
+        let snapshot = text.fold.snapshot();
+        let label = snapshot.phase.map_or("starting", phase_text);
+        text.display.show(label, &snapshot);
     }
 
     /// Clears the bars.
     pub fn finish(&self) {
-        if let Mode::Bars(state) = &self.mode {
-            let state = state.lock().unwrap_or_else(|e| e.into_inner());
-            for bar in state.parts.values() {
-                bar.finish_and_clear();
-            }
-            state.overall.finish_and_clear();
-            state.indexes.finish_and_clear();
+        if let Some(text) = &self.text {
+            text.lock().unwrap_or_else(|e| e.into_inner()).display.clear();
         }
     }
 }
@@ -277,126 +255,6 @@ pub(crate) fn terminal_safe<T: Serialize + serde::de::DeserializeOwned + Clone>(
     };
     walk(&mut value);
     serde_json::from_value(value).unwrap_or_else(|_| event.clone())
-}
-
-fn phase_text(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Schema => "creating the schema",
-        Phase::Copying => "copying rows (indexes build as tables finish)",
-        Phase::Indexing => "rows are in; finishing indexes, foreign keys and ANALYZE",
-        Phase::Constraints => "rest of post-data: triggers, rules, policies, materialized views",
-        Phase::Done => "done",
-    }
-}
-
-fn progress_line(p: &barge_engine::Progress) -> String {
-    let pct = if p.bytes_estimated > 0 { 100.0 * p.bytes_copied as f64 / p.bytes_estimated as f64 } else { 100.0 };
-    let eta = p.eta_seconds.map(|s| format!(", ETA {}", human_duration(s))).unwrap_or_default();
-    format!(
-        "[{}] {} / {} ({pct:.0}%), {}/s{eta}; tables {}/{}, indexes {}/{}, post-data {}/{}",
-        p.database,
-        human_bytes(p.bytes_copied),
-        human_bytes(p.bytes_estimated),
-        human_bytes(p.bytes_per_second as u64),
-        p.tables_done,
-        p.tables_total,
-        p.indexes_done,
-        p.indexes_total,
-        p.constraints_done,
-        p.constraints_total
-    )
-}
-
-fn plain_event(state: &mut PlainState, event: &Event) {
-    match event {
-        Event::Phase { database, phase } => errln!("[{database}] {}", phase_text(*phase)),
-        Event::TableFinished { database, table, part, parts, rows, bytes, seconds } => {
-            let part = if *parts > 1 { format!(" part {part}/{parts}") } else { String::new() };
-            errln!(
-                "[{database}] copied {table}{part}: {} rows, {} in {:.1}s",
-                thousands(*rows),
-                human_bytes(*bytes),
-                seconds
-            );
-        }
-        Event::Progress(p) => {
-            if state.last.elapsed() >= Duration::from_secs(10) {
-                state.last = Instant::now();
-                errln!("{}", progress_line(p));
-            }
-        }
-        Event::Warning { message } => errln!("warning: {message}"),
-        Event::Replication(status) => {
-            if state.last.elapsed() >= Duration::from_secs(2) {
-                state.last = Instant::now();
-                errln!("{}", status.summary());
-            }
-        }
-        Event::DatabaseFinished { .. } | Event::TableStarted { .. } | Event::IndexFinished { .. } => {}
-    }
-}
-
-fn bar_event(state: &mut BarState, event: &Event) {
-    match event {
-        Event::Phase { database, phase } => {
-            let _ = state.multi.println(format!("[{database}] {}", phase_text(*phase)));
-            state.overall.set_prefix(match phase {
-                Phase::Schema => "schema",
-                Phase::Copying => "copying",
-                Phase::Indexing => "indexing",
-                Phase::Constraints => "post-data",
-                Phase::Done => "done",
-            });
-            if *phase == Phase::Indexing || *phase == Phase::Constraints {
-                state.overall.set_message("-");
-            }
-        }
-        Event::TableStarted { table, part, parts, .. } => {
-            let bar = state.multi.add(ProgressBar::new_spinner());
-            bar.set_style(
-                ProgressStyle::with_template("  {spinner} {msg} {bytes}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            bar.set_message(if *parts > 1 { format!("{table} ({part}/{parts})") } else { table.clone() });
-            bar.enable_steady_tick(Duration::from_millis(200));
-            state.parts.insert((table.clone(), *part), bar);
-        }
-        Event::TableFinished { database, table, part, parts, rows, bytes, seconds } => {
-            if let Some(bar) = state.parts.remove(&(table.clone(), *part)) {
-                bar.finish_and_clear();
-                state.multi.remove(&bar);
-            }
-            let part = if *parts > 1 { format!(" part {part}/{parts}") } else { String::new() };
-            let _ = state.multi.println(format!(
-                "[{database}] copied {table}{part}: {} rows, {} in {:.1}s",
-                thousands(*rows),
-                human_bytes(*bytes),
-                seconds
-            ));
-        }
-        Event::IndexFinished { .. } => state.indexes.inc(1),
-        Event::Progress(p) => {
-            state.overall.set_length(p.bytes_estimated);
-            state.overall.set_position(p.bytes_copied);
-            state.overall.set_message(p.eta_seconds.map(human_duration).unwrap_or_else(|| "-".into()));
-            state.indexes.set_length(p.indexes_total);
-            state.indexes.set_position(p.indexes_done);
-            state.indexes.set_message(format!(
-                "· tables {}/{} · post-data {}/{}",
-                p.tables_done, p.tables_total, p.constraints_done, p.constraints_total
-            ));
-            for running in &p.running {
-                if let Some(bar) = state.parts.get(&(running.table.clone(), running.part)) {
-                    bar.set_position(running.bytes);
-                }
-            }
-        }
-        Event::Warning { message } => {
-            let _ = state.multi.println(format!("warning: {message}"));
-        }
-        Event::Replication(status) => state.overall.set_message(status.summary()),
-        Event::DatabaseFinished { .. } => {}
-    }
 }
 
 /// Prints what a copy did and where its time went.

@@ -153,7 +153,7 @@ async fn init(args: &InitArgs, request: Request) -> u8 {
     if let Some(code) = confirm_drops(args, &plan) {
         return code;
     }
-    let progress = Arc::new(render::Progress::new(args.output));
+    let progress = Arc::new(render::Progress::new(args.output, plan.databases.len()));
     let sink = progress.clone();
     let sink: Arc<dyn barge_engine::ProgressSink> = Arc::new(move |event| sink.event(event));
     if request.options.sync {

@@ -6,18 +6,17 @@
 
 #![allow(clippy::print_stdout)]
 
-use std::{
-    collections::HashMap,
-    io::IsTerminal,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use barge_client::{ApiClient, Backoff, ClientError};
-use barge_engine::validate::{human_bytes, human_duration};
-use barge_jobs::{JobId, JobStatus, Phase, Progress, State, api::JobView};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use barge_engine::human::human_duration;
+use barge_jobs::{JobId, JobStatus, Phase, State, api::JobView};
 
-use crate::{args::OutputFormat, render};
+use crate::{
+    args::OutputFormat,
+    display::{Display, phase_text},
+    render,
+};
 
 /// How long the API may stay unreachable before watching gives up.
 const UNREACHABLE_BUDGET: Duration = Duration::from_secs(600);
@@ -84,67 +83,11 @@ pub fn report_api_error(e: &ClientError, endpoint: &str, output: OutputFormat) -
     code
 }
 
-/// Human text of a phase.
-pub fn phase_text(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Validating => "checking",
-        Phase::Schema => "creating the schema",
-        Phase::Copying => "copying rows",
-        Phase::Indexing => "indexes, foreign keys and ANALYZE",
-        Phase::PostData => "rest of post-data",
-        Phase::Verifying => "verifying",
-        Phase::Streaming => "streaming changes",
-        Phase::CuttingOver => "cutting over",
-    }
-}
-
 /// `running (copying rows)`, `failed`, …
 pub fn status_text(status: &JobStatus) -> String {
     match status {
         JobStatus::Running { phase } => format!("running ({})", phase_text(*phase)),
         other => other.state().to_string(),
-    }
-}
-
-/// One line of a progress snapshot.
-pub fn progress_line(p: &Progress) -> String {
-    let mut parts = Vec::new();
-    if p.bytes_estimated > 0 || p.bytes_copied > 0 {
-        let pct = if p.bytes_estimated > 0 { 100.0 * p.bytes_copied as f64 / p.bytes_estimated as f64 } else { 100.0 };
-        parts.push(format!(
-            "{} / {} ({:.0}%)",
-            human_bytes(p.bytes_copied),
-            human_bytes(p.bytes_estimated),
-            pct.min(100.0)
-        ));
-    }
-    if p.bytes_per_second > 0.0 {
-        parts.push(format!("{}/s", human_bytes(p.bytes_per_second as u64)));
-    }
-    if let Some(eta) = p.eta_seconds {
-        parts.push(format!("ETA {}", human_duration(eta)));
-    }
-    if p.tables_total > 0 {
-        parts.push(format!("tables {}/{}", p.tables_done, p.tables_total));
-    }
-    if p.indexes_total > 0 {
-        parts.push(format!("indexes {}/{}", p.indexes_done, p.indexes_total));
-    }
-    if let Some(lag) = lag_text(p) {
-        parts.push(lag);
-    }
-    parts.join(", ")
-}
-
-fn lag_text(p: &Progress) -> Option<String> {
-    match (p.cdc_lag_bytes, p.cdc_lag_seconds) {
-        (None, None) => None,
-        (bytes, seconds) => Some(format!(
-            "lag {}{}{}",
-            bytes.map(human_bytes).unwrap_or_default(),
-            seconds.map(|s| format!(" / {s:.1}s")).unwrap_or_default(),
-            p.cdc_apply_rows_per_second.map(|r| format!(", applying {r:.0} rows/s")).unwrap_or_default()
-        )),
     }
 }
 
@@ -200,61 +143,32 @@ pub fn outcome_text(view: &JobView) -> String {
 
 /// Renders a job's views as the output format and terminal allow.
 struct Screen {
-    mode: Mode,
+    /// `None` with `--output json`.
+    display: Option<Display>,
     /// (state, phase, attempt) last shown.
     shown: Option<(State, Option<Phase>, u32)>,
     message: Option<String>,
-    last_line: Instant,
     last_json: Option<serde_json::Value>,
     reconnecting: bool,
 }
 
-enum Mode {
-    Json,
-    Plain,
-    Bars(Bars),
-}
-
-struct Bars {
-    multi: MultiProgress,
-    /// Bytes copied of the estimate, once there is an estimate.
-    overall: Option<ProgressBar>,
-    status: ProgressBar,
-    tables: HashMap<String, ProgressBar>,
-}
-
-fn style(template: &str) -> ProgressStyle {
-    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
-}
-
 impl Screen {
     fn new(output: OutputFormat) -> Screen {
-        let mode = match output {
-            OutputFormat::Json => Mode::Json,
-            OutputFormat::Text if std::io::stderr().is_terminal() => {
-                let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
-                let status = multi.add(ProgressBar::new_spinner());
-                status.set_style(style("{spinner} {prefix:.bold} {msg}"));
-                status.enable_steady_tick(Duration::from_millis(200));
-                Mode::Bars(Bars { multi, overall: None, status, tables: HashMap::new() })
-            }
-            OutputFormat::Text => Mode::Plain,
+        let display = match output {
+            OutputFormat::Json => None,
+            OutputFormat::Text => Some(Display::new()),
         };
-        Screen { mode, shown: None, message: None, last_line: Instant::now(), last_json: None, reconnecting: false }
+        Screen { display, shown: None, message: None, last_json: None, reconnecting: false }
     }
 
     fn line(&self, text: &str) {
-        match &self.mode {
-            Mode::Bars(bars) => {
-                let _ = bars.multi.println(text);
-            }
-            Mode::Plain => errln!("{text}"),
-            Mode::Json => {}
+        if let Some(display) = &self.display {
+            display.line(text);
         }
     }
 
     fn show(&mut self, view: &JobView) {
-        if let Mode::Json = self.mode {
+        if self.display.is_none() {
             let value = serde_json::to_value(view).unwrap_or_default();
             // `updated_at` moves with every heartbeat; print only what changed otherwise.
             let mut key = value.clone();
@@ -317,100 +231,32 @@ impl Screen {
                 self.line(message);
             }
         }
-        match &mut self.mode {
-            Mode::Bars(bars) => bars.update(view, progress),
-            Mode::Plain => {
-                if self.last_line.elapsed() >= Duration::from_secs(10) && view.status.state() == State::Running {
-                    self.last_line = Instant::now();
-                    let line = progress_line(progress);
-                    if !line.is_empty() {
-                        errln!("{line}");
-                    }
-                }
-            }
-            Mode::Json => {}
+        let label = match view.status {
+            JobStatus::Running { phase } => phase_text(phase).to_string(),
+            _ => view.status.state().to_string(),
+        };
+        if let Some(display) = &mut self.display {
+            display.show(&label, progress);
         }
     }
 
     fn reconnecting(&mut self, e: &ClientError, wait: Duration) {
-        match &self.mode {
-            Mode::Json => render::json_line(
+        match &self.display {
+            None => render::json_line(
                 "reconnecting",
                 &serde_json::json!({ "error": e.to_string(), "retry_in_seconds": wait.as_secs_f64() }),
             ),
-            Mode::Bars(bars) => bars.status.set_message(format!("reconnecting… ({e})")),
-            Mode::Plain => errln!("reconnecting… ({e}); next try in {:.0}s", wait.as_secs_f64().ceil()),
+            Some(display) => {
+                display.status(&format!("reconnecting… ({e}); next try in {:.0}s", wait.as_secs_f64().ceil()))
+            }
         }
         self.reconnecting = true;
     }
 
     fn clear(&self) {
-        if let Mode::Bars(bars) = &self.mode {
-            for bar in bars.tables.values() {
-                bar.finish_and_clear();
-            }
-            if let Some(bar) = &bars.overall {
-                bar.finish_and_clear();
-            }
-            bars.status.finish_and_clear();
+        if let Some(display) = &self.display {
+            display.clear();
         }
-    }
-}
-
-impl Bars {
-    fn update(&mut self, view: &JobView, p: &Progress) {
-        let phase = match view.status {
-            JobStatus::Running { phase } => phase_text(phase).to_string(),
-            _ => view.status.state().to_string(),
-        };
-        self.status.set_prefix(phase);
-        let mut status = Vec::new();
-        if p.tables_total > 0 {
-            status.push(format!("tables {}/{}", p.tables_done, p.tables_total));
-        }
-        if p.indexes_total > 0 {
-            status.push(format!("indexes {}/{}", p.indexes_done, p.indexes_total));
-        }
-        if let Some(lag) = lag_text(p) {
-            status.push(lag);
-        }
-        self.status.set_message(status.join(" · "));
-        if p.bytes_estimated > 0 {
-            let overall = self.overall.get_or_insert_with(|| {
-                let bar = self.multi.insert_after(&self.status, ProgressBar::new(p.bytes_estimated));
-                bar.set_style(style("  [{bar:30.cyan/blue}] {bytes}/{total_bytes} {msg}").progress_chars("=> "));
-                bar
-            });
-            overall.set_length(p.bytes_estimated.max(p.bytes_copied));
-            overall.set_position(p.bytes_copied);
-            let eta = p.eta_seconds.map(|s| format!(", ETA {}", human_duration(s))).unwrap_or_default();
-            overall.set_message(format!("{}/s{eta}", human_bytes(p.bytes_per_second as u64)));
-        }
-        let mut seen = Vec::new();
-        for table in &p.running {
-            let key = format!("{}/{}#{}", table.database, table.table, table.part);
-            let bar = self.tables.entry(key.clone()).or_insert_with(|| {
-                let bar = self.multi.add(ProgressBar::new(table.bytes_estimated.max(1)));
-                bar.set_style(style("    {msg:40} [{bar:20}] {bytes}/{total_bytes}").progress_chars("=> "));
-                bar.set_message(if table.parts > 1 {
-                    format!("{} ({}/{})", table.table, table.part, table.parts)
-                } else {
-                    table.table.clone()
-                });
-                bar
-            });
-            bar.set_length(table.bytes_estimated.max(table.bytes));
-            bar.set_position(table.bytes);
-            seen.push(key);
-        }
-        self.tables.retain(|key, bar| {
-            let keep = seen.contains(key);
-            if !keep {
-                bar.finish_and_clear();
-                self.multi.remove(bar);
-            }
-            keep
-        });
     }
 }
 
@@ -445,9 +291,9 @@ async fn follow(client: &ApiClient, id: &JobId, screen: &mut Screen) -> u8 {
                 screen.show(&view);
                 if view.status.state().is_terminal() {
                     screen.clear();
-                    match screen.mode {
-                        Mode::Json => render::json_line("end", &view),
-                        _ => outln!("{}", outcome_text(&view)),
+                    match screen.display {
+                        None => render::json_line("end", &view),
+                        Some(_) => outln!("{}", outcome_text(&view)),
                     }
                     return crate::exit::of_state(view.status.state());
                 }
@@ -462,7 +308,7 @@ async fn follow(client: &ApiClient, id: &JobId, screen: &mut Screen) -> u8 {
             }
             Err(e) => {
                 screen.clear();
-                let output = if let Mode::Json = screen.mode { OutputFormat::Json } else { OutputFormat::Text };
+                let output = if screen.display.is_none() { OutputFormat::Json } else { OutputFormat::Text };
                 let code = report_api_error(&e, client.endpoint(), output);
                 if code == crate::exit::UNREACHABLE {
                     errln!("the job may still be running: barge jobs watch {id}");
@@ -494,24 +340,5 @@ mod tests {
         let (text, code) = api_error(&unreachable, aws);
         assert_eq!(code, 5);
         assert!(text.contains("barge configure"), "{text}");
-    }
-
-    #[test]
-    fn progress_reads_as_one_line() {
-        let p = Progress {
-            bytes_copied: 512 << 20,
-            bytes_estimated: 1 << 30,
-            bytes_per_second: 64.0 * 1048576.0,
-            eta_seconds: Some(8.0),
-            tables_total: 20,
-            tables_done: 7,
-            cdc_lag_bytes: Some(4096),
-            cdc_lag_seconds: Some(0.5),
-            ..Progress::default()
-        };
-        let line = progress_line(&p);
-        for part in ["(50%)", "/s", "ETA", "tables 7/20", "lag", "0.5s"] {
-            assert!(line.contains(part), "{part} missing: {line}");
-        }
     }
 }

@@ -131,8 +131,8 @@ pub async fn engine(run: &Attempt, fold: Arc<Mutex<Fold>>, control: sync::Contro
                 summary: format!(
                     "copied {} database(s), {tables} table(s), {rows} rows, {} in {}",
                     report.databases.len(),
-                    barge_engine::validate::human_bytes(bytes),
-                    barge_engine::validate::human_duration(report.seconds)
+                    barge_engine::human::human_bytes(bytes),
+                    barge_engine::human::human_duration(report.seconds)
                 ),
                 report: json(&report),
             })
@@ -307,7 +307,7 @@ async fn sync_job(
     Ok(Done {
         summary: format!(
             "cut over: caught up in {}, {} sequence(s) set, replication removed, {tables} table(s) verified equal",
-            barge_engine::validate::human_duration(report.catch_up_seconds),
+            barge_engine::human::human_duration(report.catch_up_seconds),
             report.sequences
         ),
         report: json(&report),

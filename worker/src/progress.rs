@@ -28,7 +28,7 @@ pub struct Fold {
 }
 
 /// The job phase an engine phase belongs to (`Done` leaves the job phase as it was).
-fn job_phase(phase: EnginePhase) -> Option<Phase> {
+pub fn job_phase(phase: EnginePhase) -> Option<Phase> {
     match phase {
         EnginePhase::Schema => Some(Phase::Schema),
         EnginePhase::Copying => Some(Phase::Copying),
