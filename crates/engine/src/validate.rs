@@ -5,12 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::check::{Check, CheckStatus};
-pub use crate::human::{human_bytes, human_duration};
+use crate::check::{Check, CheckStatus};
 use crate::{
     db::{Db, connect_admin},
     error::Error,
-    human::list,
+    human::{human_bytes, human_duration, list},
     plan::{self, Plan},
     request::Request,
 };
