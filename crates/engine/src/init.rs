@@ -366,7 +366,7 @@ pub(crate) async fn copy_database(
     let holder = Db::connect(&req.source, &db.source).await?;
     let snapshot: String = match snapshot {
         Some(id) => {
-            crate::copy::enter_snapshot(&holder, id).await?;
+            crate::rows::enter_snapshot(&holder, id).await?;
             id.to_owned()
         }
         None => {

@@ -9,7 +9,6 @@
 mod catalog;
 pub mod check;
 pub mod conninfo;
-mod copy;
 mod database;
 mod db;
 pub mod error;
@@ -26,6 +25,7 @@ pub mod progress;
 mod replication;
 pub mod request;
 mod roles;
+mod rows;
 mod schema;
 pub mod sqlstate;
 pub mod sync;

@@ -21,7 +21,6 @@ use futures_util::future::try_join_all;
 use tokio::sync::Notify;
 
 use crate::{
-    copy,
     db::Db,
     error::{Error, Result},
     marks::{self, Marks},
@@ -29,6 +28,7 @@ use crate::{
     postdata::{ForeignKey, TableWork},
     progress::{Phase, Tracker},
     request::Request,
+    rows,
 };
 
 /// Something an index worker can do.
@@ -328,7 +328,7 @@ impl Pipeline<'_> {
 async fn copy_worker(r: &Running<'_>) -> Result<()> {
     let (p, plan) = (r.p, r.p.plan);
     let source = Db::connect(&p.req.source, &plan.source).await?;
-    copy::enter_snapshot(&source, p.snapshot).await?;
+    rows::enter_snapshot(&source, p.snapshot).await?;
     let target = Db::connect(&p.req.target, &plan.target).await?;
     target.batch("tune the copy session", "set synchronous_commit = off").await?;
     loop {
@@ -340,7 +340,7 @@ async fn copy_worker(r: &Running<'_>) -> Result<()> {
                 let display = t.display();
                 let started = Instant::now();
                 let counter = p.tracker.part_started(&display, part + 1, t.parts.len(), t.bytes / t.parts.len() as u64);
-                let result = copy::copy_part(&source, &target, t, &t.parts[part], &part_step(t, part), &counter).await;
+                let result = rows::copy_part(&source, &target, t, &t.parts[part], &part_step(t, part), &counter).await;
                 let rows = result.as_ref().ok().copied();
                 p.tracker.part_finished(&display, part + 1, t.parts.len(), rows, started.elapsed().as_secs_f64());
                 result?;
@@ -359,7 +359,7 @@ async fn copy_worker(r: &Running<'_>) -> Result<()> {
                 let counter = p.tracker.part_started(&label, 1, 1, 0);
                 let step = format!("lo:{first}-{last}");
                 let result =
-                    copy::copy_large_objects(&source, &target, (first, last), &p.req.options, &step, &counter).await;
+                    rows::copy_large_objects(&source, &target, (first, last), &p.req.options, &step, &counter).await;
                 let objects = result.as_ref().ok().map(|c| c.objects);
                 p.tracker.batch_finished(&label, objects, started.elapsed().as_secs_f64());
                 result?;

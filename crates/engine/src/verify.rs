@@ -14,12 +14,12 @@ use tokio_postgres::types::ToSql;
 
 use crate::{
     catalog,
-    copy::enter_snapshot,
     db::Db,
     error::{Error, Result},
     ident,
     plan::{self, Part, key_parts},
     request::Request,
+    rows::enter_snapshot,
 };
 
 /// Rows per chunk, roughly.
