@@ -84,7 +84,10 @@ enum DataTask {
     LargeObjects { first: u32, last: u32 },
 }
 
-struct Sched {
+/// What the COPY streams and index workers of one database take from, and what they did:
+/// the table parts and large-object batches to copy, the index work ready (a heap, heaviest
+/// first), each table's state, and the foreign keys waiting for a referenced table.
+struct WorkQueues {
     data: VecDeque<DataTask>,
     heap: BinaryHeap<Queued>,
     tables: Vec<TableState>,
@@ -109,7 +112,7 @@ fn weight(plan: &DatabasePlan, work: Work, fks: &[ForeignKey]) -> u64 {
     }
 }
 
-impl Sched {
+impl WorkQueues {
     fn push(&mut self, plan: &DatabasePlan, fks: &[ForeignKey], work: Work) {
         self.seq += 1;
         self.heap.push(Queued { weight: weight(plan, work, fks), seq: self.seq, work });
@@ -218,13 +221,13 @@ fn part_step(table: &TablePlan, part: usize) -> String {
 
 struct Running<'a> {
     p: &'a Pipeline<'a>,
-    sched: Mutex<Sched>,
+    queues: Mutex<WorkQueues>,
     notify: Notify,
 }
 
 impl Running<'_> {
-    fn sched(&self) -> MutexGuard<'_, Sched> {
-        self.sched.lock().unwrap_or_else(|e| e.into_inner())
+    fn queues(&self) -> MutexGuard<'_, WorkQueues> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -280,7 +283,7 @@ impl Pipeline<'_> {
         let fk_count: usize = tables.iter().map(|t| t.fks.len()).sum();
         let pending =
             tables.iter().map(|t| t.builds_left + usize::from(!t.attach.is_empty()) + 1).sum::<usize>() + fk_count;
-        let mut sched = Sched {
+        let mut queues = WorkQueues {
             data: queue,
             heap: BinaryHeap::new(),
             waiting_on: vec![Vec::new(); tables.len()],
@@ -293,8 +296,8 @@ impl Pipeline<'_> {
             analyze_seconds: 0.0,
         };
         for t in 0..plan.tables.len() {
-            if sched.tables[t].parts_left == 0 {
-                sched.release(plan, fks, t);
+            if queues.tables[t].parts_left == 0 {
+                queues.release(plan, fks, t);
             }
         }
         self.tracker.set_totals(
@@ -305,21 +308,21 @@ impl Pipeline<'_> {
         );
         self.tracker.add_constraints_total((plan.tables.len() + fk_count) as u64);
         self.tracker.already_done(parts_done, tables_done, builds_done, bytes_done);
-        let running = Running { p: self, sched: Mutex::new(sched), notify: Notify::new() };
+        let running = Running { p: self, queues: Mutex::new(queues), notify: Notify::new() };
         let copiers = async {
             try_join_all((0..self.req.options.jobs_or_cpus()).map(|_| copy_worker(&running))).await?;
-            running.sched().data_done_at = Some(Instant::now());
+            running.queues().data_done_at = Some(Instant::now());
             self.tracker.phase(Phase::Indexing);
             Ok::<(), Error>(())
         };
         let builders = try_join_all((0..self.req.options.index_jobs_or_cpus()).map(|_| index_worker(&running)));
         tokio::try_join!(copiers, builders)?;
-        let sched = running.sched.into_inner().unwrap_or_else(|e| e.into_inner());
+        let queues = running.queues.into_inner().unwrap_or_else(|e| e.into_inner());
         Ok(Outcome {
-            data_done_at: sched.data_done_at.unwrap_or_else(Instant::now),
-            build_seconds: sched.build_seconds,
-            fk_seconds: sched.fk_seconds,
-            analyze_seconds: sched.analyze_seconds,
+            data_done_at: queues.data_done_at.unwrap_or_else(Instant::now),
+            build_seconds: queues.build_seconds,
+            fk_seconds: queues.fk_seconds,
+            analyze_seconds: queues.analyze_seconds,
             resumed: (tables_done, builds_done, bytes_done),
         })
     }
@@ -332,7 +335,7 @@ async fn copy_worker(r: &Running<'_>) -> Result<()> {
     let target = Db::connect(&p.req.target, &plan.target).await?;
     target.batch("tune the copy session", "set synchronous_commit = off").await?;
     loop {
-        let task = r.sched().data.pop_front();
+        let task = r.queues().data.pop_front();
         let Some(task) = task else { break };
         match task {
             DataTask::Part { table, part } => {
@@ -344,12 +347,12 @@ async fn copy_worker(r: &Running<'_>) -> Result<()> {
                 let rows = result.as_ref().ok().copied();
                 p.tracker.part_finished(&display, part + 1, t.parts.len(), rows, started.elapsed().as_secs_f64());
                 result?;
-                let mut sched = r.sched();
-                sched.tables[table].parts_left -= 1;
-                if sched.tables[table].parts_left == 0 {
+                let mut queues = r.queues();
+                queues.tables[table].parts_left -= 1;
+                if queues.tables[table].parts_left == 0 {
                     p.tracker.table_done();
-                    sched.release(plan, p.fks, table);
-                    drop(sched);
+                    queues.release(plan, p.fks, table);
+                    drop(queues);
                     r.notify.notify_waiters();
                 }
             }
@@ -390,10 +393,10 @@ async fn index_worker(r: &Running<'_>) -> Result<()> {
         tokio::pin!(notified);
         notified.as_mut().enable();
         let next = {
-            let mut sched = r.sched();
-            match sched.heap.pop() {
+            let mut queues = r.queues();
+            match queues.heap.pop() {
                 Some(q) => Some(q.work),
-                None if sched.pending == 0 => return Ok(()),
+                None if queues.pending == 0 => return Ok(()),
                 None => None,
             }
         };
@@ -410,29 +413,29 @@ async fn index_worker(r: &Running<'_>) -> Result<()> {
                     .await?;
                 let seconds = started.elapsed().as_secs_f64();
                 p.tracker.index_done(&t.display(), &step.name, seconds);
-                let mut sched = r.sched();
-                sched.build_seconds += seconds;
-                sched.build_done(plan, fks, table);
+                let mut queues = r.queues();
+                queues.build_seconds += seconds;
+                queues.build_done(plan, fks, table);
             }
             Work::Attach { table } => {
-                let attach = std::mem::take(&mut r.sched().tables[table].attach);
+                let attach = std::mem::take(&mut r.queues().tables[table].attach);
                 let t = &plan.tables[table];
                 for a in attach {
                     let step = &p.work[table].attach[a];
                     let what = format!("add constraint {} on {}", step.name, t.display());
                     marks::run_step(&target, &step.step, &what, &step.sql).await?;
                 }
-                let mut sched = r.sched();
-                sched.pending -= 1;
-                sched.indexed(plan, fks, table);
+                let mut queues = r.queues();
+                queues.pending -= 1;
+                queues.indexed(plan, fks, table);
             }
             Work::Analyze { table } => {
                 let t = &plan.tables[table];
                 target.batch(&format!("analyze {}", t.display()), &format!("analyze {}", t.qualified())).await?;
                 p.tracker.constraint_done();
-                let mut sched = r.sched();
-                sched.analyze_seconds += started.elapsed().as_secs_f64();
-                sched.analyzed(plan, fks, table);
+                let mut queues = r.queues();
+                queues.analyze_seconds += started.elapsed().as_secs_f64();
+                queues.analyzed(plan, fks, table);
             }
             Work::ForeignKey { fk } => {
                 let key = &fks[fk];
@@ -444,9 +447,9 @@ async fn index_worker(r: &Running<'_>) -> Result<()> {
                 let what = format!("validate foreign key {} on {child}", key.validate.name);
                 marks::run_step(&target, &key.validate.step, &what, &key.validate.sql).await?;
                 p.tracker.constraint_done();
-                let mut sched = r.sched();
-                sched.fk_seconds += started.elapsed().as_secs_f64();
-                sched.fk_done(plan, fks, key.child);
+                let mut queues = r.queues();
+                queues.fk_seconds += started.elapsed().as_secs_f64();
+                queues.fk_done(plan, fks, key.child);
             }
         }
         r.notify.notify_waiters();
@@ -507,7 +510,7 @@ mod tests {
                 ..TableState::default()
             })
             .collect();
-        let mut sched = Sched {
+        let mut queues = WorkQueues {
             data: VecDeque::new(),
             heap: BinaryHeap::new(),
             waiting_on: vec![Vec::new(); 3],
@@ -523,11 +526,11 @@ mod tests {
         let mut order = Vec::new();
         let mut arrivals = VecDeque::from([1, 2, 0]);
         loop {
-            let Some(q) = sched.heap.pop() else {
+            let Some(q) = queues.heap.pop() else {
                 match arrivals.pop_front() {
                     Some(t) => {
-                        sched.tables[t].parts_left = 0;
-                        sched.release(&plan, &fks, t);
+                        queues.tables[t].parts_left = 0;
+                        queues.release(&plan, &fks, t);
                         continue;
                     }
                     None => break,
@@ -535,30 +538,30 @@ mod tests {
             };
             // THEN at most one key per child is ever queued or running
             let queued_keys =
-                sched.heap.iter().filter(|q| matches!(q.work, Work::ForeignKey { fk } if fks[fk].child == 1)).count();
+                queues.heap.iter().filter(|q| matches!(q.work, Work::ForeignKey { fk } if fks[fk].child == 1)).count();
             assert!(queued_keys <= 1);
             match q.work {
                 Work::Build { table, .. } => {
                     order.push(format!("build t{table}"));
-                    sched.build_done(&plan, &fks, table);
+                    queues.build_done(&plan, &fks, table);
                 }
                 Work::Attach { table } => {
-                    sched.pending -= 1;
-                    sched.indexed(&plan, &fks, table);
+                    queues.pending -= 1;
+                    queues.indexed(&plan, &fks, table);
                 }
                 Work::Analyze { table } => {
                     order.push(format!("analyze t{table}"));
-                    sched.analyzed(&plan, &fks, table);
+                    queues.analyzed(&plan, &fks, table);
                 }
                 Work::ForeignKey { fk } => {
                     // AND a key runs only once its table is analyzed and the referenced one indexed
-                    assert!(sched.tables[fks[fk].child].analyzed && sched.tables[fks[fk].parent].indexed);
+                    assert!(queues.tables[fks[fk].child].analyzed && queues.tables[fks[fk].parent].indexed);
                     order.push(format!("fk {}", fks[fk].add.name));
-                    sched.fk_done(&plan, &fks, fks[fk].child);
+                    queues.fk_done(&plan, &fks, fks[fk].child);
                 }
             }
         }
-        assert_eq!(sched.pending, 0, "{order:?}");
+        assert_eq!(queues.pending, 0, "{order:?}");
         for key in ["fk a", "fk b", "fk c"] {
             assert!(order.contains(&key.to_owned()), "{order:?}");
         }
