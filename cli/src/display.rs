@@ -1,7 +1,7 @@
 //! The one progress display of the CLI. What it draws is the job-level [`Progress`] snapshot:
 //! the one a worker reports and `barge jobs watch` polls, and the one a run on this machine
-//! folds from the engine's events with the worker's own fold
-//! (`barge_worker::progress::Fold`). So a copy looks the same here and remotely: one phase
+//! folds from the engine's events with the worker's own
+//! (`barge_worker::progress::JobProgress`). So a copy looks the same here and remotely: one phase
 //! vocabulary, one progress line, one bar layout. Bars on a terminal (stderr), plain lines
 //! otherwise; JSON output does not come here (it prints the events or views themselves).
 

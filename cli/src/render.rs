@@ -12,7 +12,7 @@ use barge_engine::{
     plan::{Part, TargetAction},
     sync::{CutoverReport, ReplicationStatus},
 };
-use barge_worker::progress::{Fold, job_phase};
+use barge_worker::progress::{JobProgress, job_phase};
 use serde::Serialize;
 
 use crate::{
@@ -175,7 +175,7 @@ pub struct Progress {
 }
 
 struct Text {
-    fold: Fold,
+    fold: JobProgress,
     display: Display,
 }
 
@@ -185,7 +185,7 @@ impl Progress {
         let text = match format {
             OutputFormat::Json => None,
             OutputFormat::Text => {
-                Some(Mutex::new(Text { fold: Fold::new(1, databases as u64), display: Display::new() }))
+                Some(Mutex::new(Text { fold: JobProgress::new(1, databases as u64), display: Display::new() }))
             }
         };
         Progress { text }

@@ -16,7 +16,7 @@ use barge_jobs::{Command, JobSpec, Outcome, Phase, Progress, Reach};
 use tokio::time::Instant;
 
 use crate::{
-    progress::Fold,
+    progress::JobProgress,
     report::{Answer, Reporter},
 };
 
@@ -103,7 +103,7 @@ fn json(value: &impl serde::Serialize) -> serde_json::Value {
 
 /// Runs the engine command of `run`, folding its progress into `fold`; a sync job also
 /// follows `control`.
-pub async fn engine(run: &Attempt, fold: Arc<Mutex<Fold>>, control: sync::Control) -> Result<Done, Failure> {
+pub async fn engine(run: &Attempt, fold: Arc<Mutex<JobProgress>>, control: sync::Control) -> Result<Done, Failure> {
     let (spec, attempt) = (&run.spec, run.attempt);
     let mut request = request(spec, attempt, run.reach)?;
     lock_phase(&fold, Phase::Validating);
@@ -117,7 +117,7 @@ pub async fn engine(run: &Attempt, fold: Arc<Mutex<Fold>>, control: sync::Contro
             tracing::info!(databases = plan.databases.len(), plan = %json(&plan), "plan");
             {
                 let mut fold = fold.lock().unwrap_or_else(PoisonError::into_inner);
-                *fold = Fold::new(attempt, plan.databases.len() as u64);
+                *fold = JobProgress::new(attempt, plan.databases.len() as u64);
                 fold.set_phase(Phase::Schema);
             }
             let sink_fold = fold.clone();
@@ -195,7 +195,7 @@ pub async fn engine(run: &Attempt, fold: Arc<Mutex<Fold>>, control: sync::Contro
     }
 }
 
-fn sink_for(fold: &Arc<Mutex<Fold>>) -> Arc<dyn barge_engine::ProgressSink> {
+fn sink_for(fold: &Arc<Mutex<JobProgress>>) -> Arc<dyn barge_engine::ProgressSink> {
     let fold = fold.clone();
     Arc::new(move |event: barge_engine::Event| {
         fold.lock().unwrap_or_else(PoisonError::into_inner).apply(&event);
@@ -208,7 +208,7 @@ fn sink_for(fold: &Arc<Mutex<Fold>>) -> Arc<dyn barge_engine::ProgressSink> {
 async fn sync_job(
     request: &Request,
     attempt: u32,
-    fold: Arc<Mutex<Fold>>,
+    fold: Arc<Mutex<JobProgress>>,
     control: sync::Control,
 ) -> Result<Done, Failure> {
     let sink = sink_for(&fold);
@@ -230,7 +230,7 @@ async fn sync_job(
         tracing::info!(databases = plan.databases.len(), plan = %json(&plan), "plan");
         {
             let mut fold = fold.lock().unwrap_or_else(PoisonError::into_inner);
-            *fold = Fold::new(attempt, plan.databases.len() as u64);
+            *fold = JobProgress::new(attempt, plan.databases.len() as u64);
             fold.set_phase(Phase::Schema);
         }
         let report = sync::start(request, &plan, sink.clone(), control.clone())
@@ -327,14 +327,14 @@ fn restart_failure(e: barge_engine::Error, attempt: u32) -> Failure {
     failure
 }
 
-fn lock_phase(fold: &Mutex<Fold>, phase: Phase) {
+fn lock_phase(fold: &Mutex<JobProgress>, phase: Phase) {
     fold.lock().unwrap_or_else(PoisonError::into_inner).set_phase(phase);
 }
 
 /// Before a sync job's outcome goes out: its replication objects are removed on every path
 /// but a retryable failure (the next attempt watches or removes them), and the final
 /// progress says whether they are gone, so the job needs no cleanup worker.
-async fn finish_sync(attempt: &Attempt, outcome: &Outcome, fold: &Mutex<Fold>) {
+async fn finish_sync(attempt: &Attempt, outcome: &Outcome, fold: &Mutex<JobProgress>) {
     let removed = match outcome {
         // The cutover removed them.
         Outcome::Succeeded => true,
@@ -394,7 +394,7 @@ pub async fn supervise<R: Reporter>(
     timing: Timing,
     interrupt: impl Future<Output = Outcome>,
 ) -> Ending {
-    let fold = Arc::new(Mutex::new(Fold::new(attempt.attempt, 0)));
+    let fold = Arc::new(Mutex::new(JobProgress::new(attempt.attempt, 0)));
     let (control, signals) = tokio::sync::watch::channel(sync::Signal::Run);
     // A sync removes its replication objects when it stops, so it is told to stop and given
     // time for that; other commands are simply dropped.
@@ -412,7 +412,7 @@ pub async fn supervise<R: Reporter>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sent: Option<Progress> = None;
     let mut last_contact = Instant::now();
-    let snapshot = |fold: &Mutex<Fold>| fold.lock().unwrap_or_else(PoisonError::into_inner).snapshot();
+    let snapshot = |fold: &Mutex<JobProgress>| fold.lock().unwrap_or_else(PoisonError::into_inner).snapshot();
     let ending = loop {
         let grace = async {
             match stopping {

@@ -1,4 +1,4 @@
-//! [`Fold`]: the engine's progress events (per database) folded into the one job-level
+//! [`JobProgress`]: the engine's progress events (per database) folded into the one job-level
 //! [`Progress`] snapshot that the worker sends to the coordinator and users see.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,7 +14,7 @@ use barge_jobs::{
 
 /// The job's progress so far.
 #[derive(Debug, Default)]
-pub struct Fold {
+pub struct JobProgress {
     attempt: u32,
     databases_total: u64,
     databases: BTreeMap<String, DatabaseProgress>,
@@ -49,10 +49,10 @@ fn bounded(text: &str) -> String {
     format!("{}...", &text[..end])
 }
 
-impl Fold {
-    /// A fold for attempt `attempt` of a job whose plan holds `databases` databases.
-    pub fn new(attempt: u32, databases: u64) -> Fold {
-        Fold { attempt, databases_total: databases, ..Fold::default() }
+impl JobProgress {
+    /// The progress of attempt `attempt` of a job whose plan holds `databases` databases.
+    pub fn new(attempt: u32, databases: u64) -> JobProgress {
+        JobProgress { attempt, databases_total: databases, ..JobProgress::default() }
     }
 
     /// Takes one engine event in.
@@ -192,7 +192,7 @@ mod tests {
 
     #[test]
     fn databases_sum_into_one_job_snapshot() {
-        let mut fold = Fold::new(2, 3);
+        let mut fold = JobProgress::new(2, 3);
         fold.set_phase(Phase::Validating);
         assert_eq!(fold.snapshot().phase, Some(Phase::Validating));
         fold.apply(&Event::Phase { database: "shop".into(), phase: EnginePhase::Schema });
@@ -235,7 +235,7 @@ mod tests {
 
     #[test]
     fn replication_status_becomes_lag_and_rate() {
-        let mut fold = Fold::new(1, 1);
+        let mut fold = JobProgress::new(1, 1);
         fold.apply(&snapshot("shop", 1000, vec![]));
         assert_eq!(fold.snapshot().cdc_lag_bytes, None);
         let status = ReplicationStatus {
@@ -261,7 +261,7 @@ mod tests {
 
     #[test]
     fn many_running_parts_are_capped() {
-        let mut fold = Fold::new(1, 1);
+        let mut fold = JobProgress::new(1, 1);
         let parts = (0..200).map(|i| RunningPart { table: format!("s.t{i}"), part: 1, parts: 1, bytes: i }).collect();
         fold.apply(&snapshot("db", 0, parts));
         let progress = fold.snapshot();
