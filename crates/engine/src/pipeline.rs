@@ -477,7 +477,7 @@ mod tests {
                     name: format!("t{i}"),
                     bytes: 1000 * (i as u64 + 1),
                     est_rows: 0,
-                    kind: "table".into(),
+                    kind: crate::plan::TableKind::Table,
                     schema_only: false,
                     text_copy: false,
                     columns: Vec::new(),

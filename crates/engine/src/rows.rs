@@ -201,7 +201,7 @@ mod tests {
             name: "Odd \"t\"".into(),
             bytes: 0,
             est_rows: 0,
-            kind: "table".into(),
+            kind: crate::plan::TableKind::Table,
             schema_only: false,
             text_copy,
             columns: vec!["id".into(), "Value".into()],

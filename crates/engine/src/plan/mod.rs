@@ -411,11 +411,11 @@ async fn plan_database(
             bytes: r.bytes,
             est_rows: r.est_rows,
             kind: if r.parent.is_some() {
-                "partition".into()
+                TableKind::Partition
             } else if r.persistence == 'u' {
-                "unlogged table".into()
+                TableKind::Unlogged
             } else {
-                "table".into()
+                TableKind::Table
             },
             schema_only,
             text_copy: text_copy.contains(&r.oid),

@@ -117,6 +117,38 @@ pub enum TargetAction {
     },
 }
 
+/// What kind of table a [`TablePlan`] copies; in JSON and text `table`, `partition` or
+/// `unlogged table`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum TableKind {
+    /// A plain table.
+    #[serde(rename = "table")]
+    Table,
+    /// A partition of a partitioned table.
+    #[serde(rename = "partition")]
+    Partition,
+    /// An unlogged table: its changes are not in the WAL, so replication cannot follow it.
+    #[serde(rename = "unlogged table")]
+    Unlogged,
+}
+
+impl TableKind {
+    /// Its name as the plan shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableKind::Table => "table",
+            TableKind::Partition => "partition",
+            TableKind::Unlogged => "unlogged table",
+        }
+    }
+}
+
+impl std::fmt::Display for TableKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One table's copy.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TablePlan {
@@ -128,8 +160,8 @@ pub struct TablePlan {
     pub bytes: u64,
     /// Estimated rows.
     pub est_rows: u64,
-    /// `table`, `partition` or `unlogged table`.
-    pub kind: String,
+    /// Table, partition or unlogged table.
+    pub kind: TableKind,
     /// Structure only, no rows.
     pub schema_only: bool,
     /// Rows travel as text COPY (reg* columns or types without a binary form).
@@ -242,4 +274,20 @@ pub(crate) fn block_parts(pages: u64, n: u64) -> Vec<Part> {
 /// Source database → target database, in copy order.
 pub(crate) struct Mapping {
     pub pairs: Vec<(String, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TableKind;
+
+    #[test]
+    fn table_kinds_read_as_the_plan_always_showed_them() {
+        for (kind, text) in
+            [(TableKind::Table, "table"), (TableKind::Partition, "partition"), (TableKind::Unlogged, "unlogged table")]
+        {
+            assert_eq!(serde_json::to_value(kind).ok(), Some(serde_json::Value::from(text)));
+            assert_eq!(serde_json::from_value::<TableKind>(text.into()).ok(), Some(kind));
+            assert_eq!(format!("{kind:<16}|"), format!("{text:<16}|"), "padded like text");
+        }
+    }
 }

@@ -33,7 +33,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::{
-    db::Db, error::Result, init::InitReport, login::Login, plan::types::DatabasePlan, request::Request,
+    db::Db,
+    error::Result,
+    init::InitReport,
+    login::Login,
+    plan::types::{DatabasePlan, TableKind},
+    request::Request,
     verify::VerifyReport,
 };
 
@@ -128,7 +133,7 @@ pub(super) async fn subscription_conninfo(req: &Request, database: &str, login: 
 
 /// The tables whose rows replicate: copied with rows, and logged.
 pub(super) fn published_tables(db: &DatabasePlan) -> Vec<&crate::plan::types::TablePlan> {
-    db.tables.iter().filter(|t| !t.schema_only && t.kind != "unlogged table").collect()
+    db.tables.iter().filter(|t| !t.schema_only && t.kind != TableKind::Unlogged).collect()
 }
 
 #[cfg(test)]

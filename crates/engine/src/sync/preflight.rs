@@ -133,7 +133,8 @@ pub(super) async fn database_checks(req: &Request, db: &DatabasePlan) -> Vec<Che
         }
         Err(e) => checks.push(Check::fail(format!("replica identity in \"{}\"", db.source), e.to_string(), None)),
     }
-    let unlogged: Vec<String> = db.tables.iter().filter(|t| t.kind == "unlogged table").map(|t| t.display()).collect();
+    let unlogged: Vec<String> =
+        db.tables.iter().filter(|t| t.kind == TableKind::Unlogged).map(|t| t.display()).collect();
     if !unlogged.is_empty() {
         checks.push(Check::warn(
             format!("unlogged tables in \"{}\"", db.source),
