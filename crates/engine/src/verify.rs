@@ -477,7 +477,7 @@ async fn compare_sequences(
     target: &Db,
     _db: &str,
     relations: &[catalog::Relation],
-    selection: &plan::Selection,
+    selection: &plan::RelationSet,
     result: &mut DatabaseVerify,
 ) -> Result<()> {
     let selected: BTreeSet<(String, String)> = relations
@@ -516,7 +516,7 @@ async fn compare_objects(
     target: &Db,
     db: &str,
     filter: &crate::filter::CompiledFilter,
-    selection: &plan::Selection,
+    selection: &plan::RelationSet,
     relations: &[catalog::Relation],
     result: &mut DatabaseVerify,
 ) -> Result<()> {

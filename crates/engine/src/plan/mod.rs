@@ -85,13 +85,13 @@ pub(crate) async fn mapping(req: &Request, source_admin: &Db, filter: &CompiledF
 
 /// The relations a database copy covers, after schema and table filters, with partitions
 /// following their parents and owned sequences following their tables.
-pub(crate) struct Selection {
+pub(crate) struct RelationSet {
     pub selected: HashSet<u32>,
     pub excluded_schemas: Vec<String>,
     pub excluded_relations: Vec<(String, String)>,
 }
 
-pub(crate) fn select(db: &str, relations: &[Relation], schemas: &[String], filter: &CompiledFilter) -> Selection {
+pub(crate) fn select(db: &str, relations: &[Relation], schemas: &[String], filter: &CompiledFilter) -> RelationSet {
     let schema_ok: HashSet<&str> = schemas.iter().filter(|s| filter.schema(db, s)).map(String::as_str).collect();
     let excluded_schemas: Vec<String> = schemas.iter().filter(|s| !schema_ok.contains(s.as_str())).cloned().collect();
     let by_oid: HashMap<u32, &Relation> = relations.iter().map(|r| (r.oid, r)).collect();
@@ -136,7 +136,7 @@ pub(crate) fn select(db: &str, relations: &[Relation], schemas: &[String], filte
         .filter(|r| schema_ok.contains(r.schema.as_str()) && !selected.contains(&r.oid))
         .map(|r| (r.schema.clone(), r.name.clone()))
         .collect();
-    Selection { selected, excluded_schemas, excluded_relations }
+    RelationSet { selected, excluded_schemas, excluded_relations }
 }
 
 /// Builds the plan, reading both servers; nothing is changed. What would stop a copy is
@@ -282,7 +282,7 @@ pub async fn plan(req: &Request) -> Result<Plan> {
 }
 
 /// Views or materialized views selected while a relation they read is left out.
-async fn view_problems(db: &str, source: &Db, relations: &[Relation], selection: &Selection) -> Result<Vec<Check>> {
+async fn view_problems(db: &str, source: &Db, relations: &[Relation], selection: &RelationSet) -> Result<Vec<Check>> {
     let by_oid: HashMap<u32, &Relation> = relations.iter().map(|r| (r.oid, r)).collect();
     let mut problems = Vec::new();
     for (view, dep) in catalog::view_deps(source).await? {
@@ -309,7 +309,7 @@ async fn privilege_problems(
     db: &str,
     source: &Db,
     relations: &[Relation],
-    selection: &Selection,
+    selection: &RelationSet,
 ) -> Result<Vec<Check>> {
     let oids: Vec<i64> = relations
         .iter()
