@@ -3,7 +3,7 @@
  * staging, prod, another account or region), validated once, before any construct is built.
  * Nothing here names an account, a region or a physical resource: those come from the
  * CDK environment (`CDK_DEFAULT_ACCOUNT`/`CDK_DEFAULT_REGION`, i.e. the AWS profile used to
- * deploy) and from CloudFormation's generated names (docs/pitfalls.md 24).
+ * deploy) and from CloudFormation's generated names (docs/design-notes.md 24).
  */
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';

@@ -50,7 +50,7 @@ describe('ami/components', () => {
     }
   });
 
-  it('test the worker and pg_dump in the image (docs/pitfalls.md 20)', () => {
+  it('test the worker and pg_dump in the image (docs/design-notes.md 20)', () => {
     const tests = documents
       .map((file) => YAML.parse(file.data) as ComponentDocument)
       .flatMap((doc) => doc.phases.filter((p) => p.name === 'test'))

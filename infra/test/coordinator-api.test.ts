@@ -67,7 +67,7 @@ describe('CoordinatorApi', () => {
     }
   });
 
-  it('gives the Lambdas every variable their mains read (docs/pitfalls.md 24)', () => {
+  it('gives the Lambdas every variable their mains read (docs/design-notes.md 24)', () => {
     const rustVars = (file: string, pattern: RegExp) =>
       [...fs.readFileSync(path.join(REPO, file), 'utf8').matchAll(pattern)].map((m) => m[1]);
     const launcher = rustVars('crates/aws/src/ec2.rs', /required\("([A-Z_]+)"\)/g);

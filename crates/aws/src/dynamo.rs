@@ -3,10 +3,10 @@
 //!
 //! - `owner` + `created_at`: the `by_owner` GSI, an owner's jobs newest first;
 //! - `active_pk` (present only while active) + `created_at`: the sparse `active` GSI the
-//!   reaper queries instead of scanning (docs/pitfalls.md 4);
+//!   reaper queries instead of scanning (docs/design-notes.md 4);
 //! - `state` + `revision`: the condition of every replace;
 //! - `expires_at` (epoch seconds, set on a terminal state): the TTL attribute; reads filter
-//!   on it because TTL deletes "within a few days" (docs/pitfalls.md 7).
+//!   on it because TTL deletes "within a few days" (docs/design-notes.md 7).
 //!
 //! The active-job limit is an atomic counter item (`id = "#active"`), incremented in the
 //! same transaction as a create and decremented in the same transaction as a terminal

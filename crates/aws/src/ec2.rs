@@ -2,14 +2,14 @@
 //!
 //! - `ClientToken` = job id + attempt (+ the market, the instance type's index and, with
 //!   subnets configured, the subnet's index), so a retried request never starts a second
-//!   worker (docs/pitfalls.md 5);
+//!   worker (docs/design-notes.md 5);
 //! - optionally spot first for resumable jobs, on-demand when spot has no capacity;
 //! - tags `JobId`, `Attempt`, `ManagedBy=barge` on the instance and its volume; the reaper
 //!   finds orphans among the instances launched from **this stage's** launch template (EC2's
 //!   own `aws:ec2launchtemplate:id` tag, which no caller can set or change), so stages that
 //!   share an account and region never see, nor terminate, each other's workers;
 //! - user data holds only the job id, the attempt and the coordinator endpoint, never a
-//!   credential (docs/pitfalls.md 8); IMDSv2 is required;
+//!   credential (docs/design-notes.md 8); IMDSv2 is required;
 //! - `InsufficientInstanceCapacity` (and kin) moves on to the next subnet (another AZ often
 //!   has capacity), then to the next instance type of the list; when every pair is out of
 //!   capacity the failure is retryable (the reaper tries again).

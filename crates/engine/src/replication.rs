@@ -1,5 +1,5 @@
 //! A replication-protocol connection to the source, for one statement: creating a logical
-//! replication slot whose exported snapshot the copy then reads in (docs/pitfalls.md 12), so the
+//! replication slot whose exported snapshot the copy then reads in (docs/design-notes.md 12), so the
 //! copy and the changes the slot streams meet without a gap and without an overlap.
 //!
 //! Why a small connection of barge's own: tokio-postgres cannot open a connection in

@@ -1,7 +1,7 @@
 //! `--roles`: create the source's roles that the target lacks, with their attributes and
 //! memberships but never their passwords. Roles of managed services (`rds*`, `azure_*`,
 //! `cloudsql*`) and predefined `pg_*` roles are never copied; SUPERUSER, REPLICATION and
-//! BYPASSRLS are copied only when the target user may grant them (docs/pitfalls.md 17).
+//! BYPASSRLS are copied only when the target user may grant them (docs/design-notes.md 17).
 
 use std::collections::HashSet;
 

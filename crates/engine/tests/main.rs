@@ -97,7 +97,7 @@ async fn fidelity(src: Cluster) {
     let b = read(dst.connect(&dst_db).await.query(lo, &[]).await.unwrap());
     assert_eq!(a, b, "large objects differ");
     assert!(a[0].2.contains("barge_lo_reader=r"), "the fixture's ACL is in place: {a:?}");
-    // reg* columns name the same objects (docs/pitfalls.md 25), not the same OIDs.
+    // reg* columns name the same objects (docs/design-notes.md 25), not the same OIDs.
     let reg = "select rel::text, typ::text, fn::text, rels::text from public.registry order by id";
     let read = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, String, String, Option<String>)> {
         rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()

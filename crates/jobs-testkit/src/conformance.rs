@@ -190,7 +190,7 @@ pub async fn concurrent_creates_with_shared_keys<S: JobStore>(store: S) {
 }
 
 /// The active-job limit is exact, replays still answer at the limit, and every terminal
-/// transition gives capacity back (docs/pitfalls.md 3, 4).
+/// transition gives capacity back (docs/design-notes.md 3, 4).
 pub async fn active_limit_is_exact_and_released<S: JobStore>(store: S) {
     let store = Arc::new(store);
     let now = Timestamp::now();
@@ -288,7 +288,7 @@ pub async fn list_pages_newest_first<S: JobStore>(store: S) {
 }
 
 /// Jobs past their retention are hidden from every read, though the store's TTL may not
-/// have deleted them yet (docs/pitfalls.md 7).
+/// have deleted them yet (docs/design-notes.md 7).
 pub async fn expired_jobs_are_hidden<S: JobStore>(store: S) {
     let long_ago = Timestamp::now().plus_seconds(-40 * 24 * 3600);
     let old = job("alice", Some("old"), long_ago);

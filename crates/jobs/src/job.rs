@@ -257,7 +257,7 @@ pub enum Outcome {
     TimedOut,
 }
 
-/// Limits that give every non-terminal state a deadline (docs/pitfalls.md 3).
+/// Limits that give every non-terminal state a deadline (docs/design-notes.md 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Deadlines {
     /// A queued job must be launched within this many seconds.

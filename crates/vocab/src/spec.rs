@@ -1,6 +1,6 @@
 //! What a user asks for: [`JobSpec`]. The CLI builds it from flags, the API parses it from
 //! JSON, the worker turns it into an engine request; one type, so the three cannot drift
-//! (docs/pitfalls.md 1). Validation lives here, once, with messages a user can act on. The
+//! (docs/design-notes.md 1). Validation lives here, once, with messages a user can act on. The
 //! predecessor system's spec (`"version": "1.0"`) is accepted as is.
 
 use std::fmt;
@@ -179,7 +179,7 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
-/// Options `verify` uses; it refuses the others rather than ignore them (docs/pitfalls.md 1).
+/// Options `verify` uses; it refuses the others rather than ignore them (docs/design-notes.md 1).
 const VERIFY_OPTIONS: &[&str] = &["all_databases", "jobs", "max_duration", "instance_type"];
 
 /// A job request.

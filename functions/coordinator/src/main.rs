@@ -2,7 +2,7 @@
 //! authorization on every route) → this router, with jobs in DynamoDB, credentials sealed
 //! by KMS, workers launched on EC2, callers identified by IAM and job logs read from the
 //! workers' CloudWatch Logs group. Configuration comes from
-//! the environment the CDK app sets (docs/pitfalls.md 24: nothing hard-coded).
+//! the environment the CDK app sets (docs/design-notes.md 24: nothing hard-coded).
 
 use barge_aws::{CloudWatchLogs, DynamoJobStore, Ec2Launcher, Ec2LauncherConfig, KmsSealer};
 use barge_coordinator::{App, Config, Ports, iam::IamAuthenticator, router};

@@ -2,7 +2,7 @@
  * `AmiPipeline`: the EC2 Image Builder pipeline that bakes the worker AMI (L1 `Cfn*`
  * resources: the L2 is experimental). Components come from `ami/components/*.yml`; the
  * recipe installs them on Ubuntu Server 24.04 LTS; the test phase boots the image and runs
- * `barge-worker --version` and `pg_dump --version` (docs/pitfalls.md 20); distribution writes the
+ * `barge-worker --version` and `pg_dump --version` (docs/design-notes.md 20); distribution writes the
  * AMI id to the SSM parameter the worker launch template resolves. `make ami` uploads the
  * worker and its units to the artifact bucket, then starts this pipeline.
  *

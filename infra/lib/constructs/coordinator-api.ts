@@ -1,7 +1,7 @@
 /**
  * `CoordinatorApi`: the job API. An API Gateway HTTP API whose every route requires IAM
  * (SigV4) authorization — the caller's ARN is the job's owner, a worker is recognised by
- * its role's assumed-role session (docs/pitfalls.md 11) — in front of the coordinator Lambda
+ * its role's assumed-role session (docs/design-notes.md 11) — in front of the coordinator Lambda
  * (`functions/coordinator`). Access logs and throttling on the `$default` stage.
  */
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';

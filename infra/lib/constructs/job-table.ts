@@ -2,7 +2,7 @@
  * `JobTable`: the jobs of every user, one item per job, as `barge-aws`'s `DynamoJobStore`
  * reads and writes them (crates/aws/src/dynamo.rs): partition key `id`, the `by_owner` and
  * the sparse `active` GSIs (both sorted by `created_at`), TTL on `expires_at`. The store
- * never scans (docs/pitfalls.md 4) and filters expired items itself (docs/pitfalls.md 7).
+ * never scans (docs/design-notes.md 4) and filters expired items itself (docs/design-notes.md 7).
  */
 import { RemovalPolicy } from 'aws-cdk-lib';
 import { AttributeType, BillingMode, ProjectionType, Table, TableEncryption } from 'aws-cdk-lib/aws-dynamodb';

@@ -1,7 +1,7 @@
 /**
  * `Reaper`: the `functions/reaper` Lambda every minute (EventBridge): relaunches queued and
  * lost jobs, times out stuck ones, terminates instances whose job ended or went silent
- * (docs/pitfalls.md 3). One sweep at a time (reserved concurrency 1).
+ * (docs/design-notes.md 3). One sweep at a time (reserved concurrency 1).
  */
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';

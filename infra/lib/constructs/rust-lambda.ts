@@ -1,7 +1,7 @@
 /**
  * `RustLambda`: one of barge's Rust binaries as an arm64 Lambda (cargo-lambda-cdk's
  * `RustFunction`, built from the workspace by `cargo lambda build`), with its own role and
- * a log group created before it (docs/pitfalls.md 21: a function that logs before its group exists
+ * a log group created before it (docs/design-notes.md 21: a function that logs before its group exists
  * gets a group with no retention, outside the stack).
  */
 import * as path from 'node:path';

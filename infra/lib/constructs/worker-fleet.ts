@@ -3,7 +3,7 @@
  *
  * - the worker role (via its instance profile) may call the worker routes of the API and
  *   write its job's log streams — no DynamoDB, no KMS, no EC2: a worker learns its job's
- *   spec and credentials only by claiming them from the coordinator (docs/pitfalls.md 8);
+ *   spec and credentials only by claiming them from the coordinator (docs/design-notes.md 8);
  * - the launch template: image resolved at launch from the SSM parameter the image pipeline
  *   writes, IMDSv2 required, shutdown behaviour `terminate` (the worker powers off when
  *   done), encrypted gp3 root;

@@ -1,4 +1,4 @@
-//! Continuous replication after the copy (docs/pitfalls.md 12–13).
+//! Continuous replication after the copy (docs/design-notes.md 12–13).
 //!
 //! Per database: a publication on the source for exactly the copied tables, then a logical
 //! slot created over a replication connection with an exported snapshot, and the copy reads

@@ -1,4 +1,4 @@
-//! The checks a sync needs before it changes anything (docs/pitfalls.md 13): the source's
+//! The checks a sync needs before it changes anything (docs/design-notes.md 13): the source's
 //! settings and privileges, what logical replication cannot follow, whether the target may
 //! subscribe and reach the source, and what happens to passwords.
 
@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// Logical replication prerequisites, as plan findings: they stop `init --sync` before it
-/// changes anything, and `validate --sync` lists them. docs/pitfalls.md 13: `wal_level` is the
+/// changes anything, and `validate --sync` lists them. docs/design-notes.md 13: `wal_level` is the
 /// source's.
 pub(crate) async fn preflight(req: &Request, databases: &[DatabasePlan], source: &Db, target: &Db) -> Vec<Check> {
     let mut checks = Vec::new();
