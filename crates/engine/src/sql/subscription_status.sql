@@ -1,5 +1,5 @@
 -- A barge subscription in the current target database: enabled, per-table states
--- (docs/pitfalls.md 13: the state is per table, in pg_subscription_rel) and the rows applied so far.
+-- (docs/design-notes.md 13: the state is per table, in pg_subscription_rel) and the rows applied so far.
 select s.subenabled as enabled,
        (select count(*) from pg_catalog.pg_subscription_rel r where r.srsubid = s.oid)::int8 as tables,
        coalesce((select pg_catalog.array_agg(r.srrelid::pg_catalog.regclass::text || ' (' || r.srsubstate::text || ')' order by 1)
