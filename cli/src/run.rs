@@ -7,7 +7,7 @@ use std::sync::Arc;
 use barge_engine::{Error, Request};
 
 use crate::{
-    args::{Cli, Command, InitArgs, Lower, OutputFormat, Placement, SyncAction, ValidateArgs, VerifyArgs},
+    args::{Cli, Command, InitArgs, Lower, OutputFormat, Run, SyncAction, ValidateArgs, VerifyArgs},
     config::{self, Origin},
     exit::{FAILED, INTERRUPTED, OK, USAGE},
     render::{self, report_error},
@@ -16,57 +16,23 @@ use crate::{
 /// Runs the command line and returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
     let api = cli.api.as_deref();
+    let profile = cli.profile.as_str();
     match &cli.command {
-        Command::Init(args) => match remote(api, &cli.profile, &args.placement, args.dry_run, args.output, args) {
-            Ok(Some((spec, endpoint))) => match confirm_remote_drops(args) {
-                Some(code) => code,
-                None => crate::jobs::submit(&spec, &endpoint, args.placement.detach, args.output).await,
-            },
-            Ok(None) => match args.local_request() {
-                Ok(request) => init(args, request).await,
-                Err(e) => report_error(&e, args.output),
-            },
-            Err(code) => code,
-        },
-        Command::Validate(args) => match remote(api, &cli.profile, &args.placement, false, args.output, args) {
-            Ok(Some((spec, endpoint))) => {
-                crate::jobs::submit(&spec, &endpoint, args.placement.detach, args.output).await
-            }
+        Command::Init(args) => copy(api, profile, args, args).await,
+        Command::Validate(args) => match remote(api, profile, &args.run, false, args) {
+            Ok(Some((spec, endpoint))) => submit(&spec, &endpoint, &args.run).await,
             Ok(None) => validate(args).await,
             Err(code) => code,
         },
-        Command::Verify(args) => match remote(api, &cli.profile, &args.placement, false, args.output, args) {
-            Ok(Some((spec, endpoint))) => {
-                crate::jobs::submit(&spec, &endpoint, args.placement.detach, args.output).await
-            }
+        Command::Verify(args) => match remote(api, profile, &args.run, false, args) {
+            Ok(Some((spec, endpoint))) => submit(&spec, &endpoint, &args.run).await,
             Ok(None) => verify(args).await,
             Err(code) => code,
         },
         Command::Sync(action) => match action {
             SyncAction::Status(status) => crate::sync::status(status).await,
             SyncAction::Stop(stop) => crate::sync::stop(stop).await,
-            SyncAction::Start(args) => {
-                match remote(
-                    api,
-                    &cli.profile,
-                    &args.init.placement,
-                    args.init.dry_run,
-                    args.init.output,
-                    args.as_ref(),
-                ) {
-                    Ok(Some((spec, endpoint))) => match confirm_remote_drops(&args.init) {
-                        Some(code) => code,
-                        None => {
-                            crate::jobs::submit(&spec, &endpoint, args.init.placement.detach, args.init.output).await
-                        }
-                    },
-                    Ok(None) => match args.local_request() {
-                        Ok(request) => init(&args.init, request).await,
-                        Err(e) => report_error(&e, args.init.output),
-                    },
-                    Err(code) => code,
-                }
-            }
+            SyncAction::Start(args) => copy(api, profile, &args.init, args.as_ref()).await,
         },
         Command::Cutover(args) => crate::sync::cutover(args).await,
         Command::Serve(args) => crate::serve::serve(args).await,
@@ -86,6 +52,27 @@ pub async fn run(cli: Cli) -> u8 {
     }
 }
 
+/// `barge init` and `barge sync start` (`args`, with the init flags `init`): submitted as a
+/// job (after asking before it drops databases), or run here.
+async fn copy(api: Option<&str>, profile: &str, init: &InitArgs, args: &impl Lower) -> u8 {
+    match remote(api, profile, &init.run, init.dry_run, args) {
+        Ok(Some((spec, endpoint))) => match confirm_remote_drops(init) {
+            Some(code) => code,
+            None => submit(&spec, &endpoint, &init.run).await,
+        },
+        Ok(None) => match args.local_request() {
+            Ok(request) => self::init(init, request).await,
+            Err(e) => report_error(&e, init.run.output),
+        },
+        Err(code) => code,
+    }
+}
+
+/// Submits `spec` and watches it, unless `--detach`.
+async fn submit(spec: &barge_jobs::JobSpec, endpoint: &config::Endpoint, run: &Run) -> u8 {
+    crate::jobs::submit(spec, endpoint, run.placement.detach, run.output).await
+}
+
 /// Decides where a command runs: `Some` (the spec and the endpoint) to submit it as a job,
 /// `None` to run it here, or the exit code of a usage error. Remote when asked (`--remote`),
 /// or by default when an endpoint is configured (`--api`, `BARGE_API`, the profile) unless
@@ -93,11 +80,11 @@ pub async fn run(cli: Cli) -> u8 {
 fn remote(
     api: Option<&str>,
     profile: &str,
-    placement: &Placement,
+    run: &Run,
     dry_run: bool,
-    output: OutputFormat,
     args: &impl Lower,
 ) -> Result<Option<(barge_jobs::JobSpec, config::Endpoint)>, u8> {
+    let (placement, output) = (&run.placement, run.output);
     let usage = |message: String| {
         match output {
             OutputFormat::Json => render::json_line("error", &serde_json::json!({ "message": message })),
@@ -134,15 +121,15 @@ fn remote(
 async fn init(args: &InitArgs, request: Request) -> u8 {
     let plan = match barge_engine::plan(&request).await {
         Ok(p) => p,
-        Err(e) => return report_error(&e, args.output),
+        Err(e) => return report_error(&e, args.run.output),
     };
-    match args.output {
+    match args.run.output {
         OutputFormat::Json => render::json_line("plan", &plan),
         OutputFormat::Text => render::plan(&plan, args.dry_run),
     }
     if args.dry_run {
         let problems = plan.problems().count();
-        if args.output == OutputFormat::Text {
+        if args.run.output == OutputFormat::Text {
             outln!(
                 "dry run: nothing was changed{}",
                 if problems > 0 { "; a copy would stop on the problems above" } else { "" }
@@ -153,13 +140,13 @@ async fn init(args: &InitArgs, request: Request) -> u8 {
     if let Some(code) = confirm_drops(args, &plan) {
         return code;
     }
-    let progress = Arc::new(render::Progress::new(args.output, plan.databases.len()));
+    let progress = Arc::new(render::Progress::new(args.run.output, plan.databases.len()));
     let sink = progress.clone();
     let sink: Arc<dyn barge_engine::ProgressSink> = Arc::new(move |event| sink.event(event));
     if request.options.sync {
         let started = crate::sync::start(&request, &plan, sink).await;
         progress.finish();
-        return crate::sync::report_start(started, args.output);
+        return crate::sync::report_start(started, args.run.output);
     }
     let outcome = tokio::select! {
         result = barge_engine::init(&request, &plan, sink) => Some(result),
@@ -168,15 +155,15 @@ async fn init(args: &InitArgs, request: Request) -> u8 {
     progress.finish();
     match outcome {
         Some(Ok(report)) => {
-            match args.output {
+            match args.run.output {
                 OutputFormat::Json => render::json_line("report", &report),
                 OutputFormat::Text => render::init_report(&report),
             }
             OK
         }
         Some(Err(e)) => {
-            let code = report_error(&e, args.output);
-            if args.output == OutputFormat::Text
+            let code = report_error(&e, args.run.output);
+            if args.run.output == OutputFormat::Text
                 && !matches!(e, Error::TargetNotEmpty(_) | Error::Invalid(_) | Error::NotFound(_) | Error::Url { .. })
             {
                 errln!("What committed is kept: fix the cause and run the same command with --resume to continue.");
@@ -196,7 +183,7 @@ fn confirm_remote_drops(args: &InitArgs) -> Option<u8> {
     if !args.policy.drop_existing || args.yes || args.dry_run {
         return None;
     }
-    let which = match barge_engine::ConnInfo::parse(barge_engine::Side::Target, &args.endpoints.target) {
+    let which = match barge_engine::ConnInfo::parse(barge_engine::Side::Target, &args.scope.endpoints.target) {
         Ok(info) => match info.dbname() {
             Some(db) => format!("target database \"{db}\" on {}", info.endpoint()),
             None => format!("every target database on {} that the source also has", info.endpoint()),
@@ -242,10 +229,10 @@ fn ask_before_dropping(question: &str, declined: &str) -> Option<u8> {
 async fn validate(args: &ValidateArgs) -> u8 {
     let request = match args.local_request() {
         Ok(r) => r,
-        Err(e) => return report_error(&e, args.output),
+        Err(e) => return report_error(&e, args.run.output),
     };
     let report = barge_engine::validate(&request).await;
-    match args.output {
+    match args.run.output {
         OutputFormat::Json => render::json_line("validate", &report),
         OutputFormat::Text => render::validate_report(&report),
     }
@@ -261,7 +248,7 @@ async fn validate(args: &ValidateArgs) -> u8 {
 async fn verify(args: &VerifyArgs) -> u8 {
     let request = match args.local_request() {
         Ok(r) => r,
-        Err(e) => return report_error(&e, args.output),
+        Err(e) => return report_error(&e, args.run.output),
     };
     let outcome = tokio::select! {
         result = barge_engine::verify(&request) => Some(result),
@@ -269,13 +256,13 @@ async fn verify(args: &VerifyArgs) -> u8 {
     };
     match outcome {
         Some(Ok(report)) => {
-            match args.output {
+            match args.run.output {
                 OutputFormat::Json => render::json_line("verify", &report),
                 OutputFormat::Text => render::verify_report(&report),
             }
             if report.ok { OK } else { FAILED }
         }
-        Some(Err(e)) => report_error(&e, args.output),
+        Some(Err(e)) => report_error(&e, args.run.output),
         None => {
             errln!("interrupted");
             INTERRUPTED

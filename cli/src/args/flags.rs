@@ -6,7 +6,16 @@ use std::path::PathBuf;
 use barge_engine::Filter;
 use clap::Args;
 
-use super::parse_duration;
+use super::{OutputFormat, parse_duration};
+
+/// What a command works on: the endpoints and the selection within them.
+#[derive(Debug, Args)]
+pub struct Scope {
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+    #[command(flatten)]
+    pub selection: Selection,
+}
 
 /// Where to copy from and to.
 #[derive(Debug, Args)]
@@ -100,6 +109,16 @@ pub struct Tools {
     /// then well-known install directories].
     #[arg(long, env = "BARGE_PG_BIN", value_name = "DIR")]
     pub pg_bin: Option<PathBuf>,
+}
+
+/// The flags of a command that may run as a job: where it runs, and how it prints.
+#[derive(Debug, Args, Default)]
+pub struct Run {
+    #[command(flatten)]
+    pub placement: Placement,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
 }
 
 /// Where a command runs: on this machine, or as a job through the barge API.

@@ -5,8 +5,7 @@ use barge_jobs::Command as JobCommand;
 use clap::Args;
 
 use super::{
-    OutputFormat,
-    flags::{Endpoints, Ownership, Placement, Selection, TargetPolicy, Tools},
+    flags::{Ownership, Run, Scope, TargetPolicy, Tools},
     lower::{Lower, Lowered, job_count, lower},
     parse_size,
 };
@@ -26,9 +25,7 @@ pub(super) const INIT_HELP: &str = concat!(
 #[derive(Debug, Args)]
 pub struct InitArgs {
     #[command(flatten)]
-    pub endpoints: Endpoints,
-    #[command(flatten)]
-    pub selection: Selection,
+    pub scope: Scope,
     /// Parallel COPY streams [default: number of CPUs].
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
@@ -78,10 +75,7 @@ pub struct InitArgs {
     #[command(flatten)]
     pub tools: Tools,
     #[command(flatten)]
-    pub placement: Placement,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    pub output: OutputFormat,
+    pub run: Run,
 }
 
 impl InitArgs {
@@ -104,7 +98,7 @@ impl InitArgs {
             ..Default::default()
         };
         let local = Local { pg_bin: self.tools.pg_bin.clone(), sync_id: self.sync_id.clone() };
-        lower(command, &self.endpoints, &self.selection, &self.placement, options, local, self.dry_run)
+        lower(command, &self.scope, &self.run.placement, options, local, self.dry_run)
     }
 }
 

@@ -5,7 +5,7 @@
 use barge_engine::{Error, Local, Request};
 use barge_jobs::{Command as JobCommand, JobSpec, Reach};
 
-use super::flags::{Endpoints, Placement, Selection};
+use super::flags::{Placement, Scope};
 
 /// What a command's flags ask for: the job spec a remote job would run (checked as the API
 /// checks it, but for the URLs), and the part only this machine can honour.
@@ -68,8 +68,7 @@ pub trait Lower {
 /// the flags ask for as the API checks a spec, but for the URLs (a run here may use a socket).
 pub(super) fn lower(
     command: JobCommand,
-    endpoints: &Endpoints,
-    selection: &Selection,
+    scope: &Scope,
     placement: &Placement,
     options: barge_jobs::Options,
     local: Local,
@@ -77,11 +76,11 @@ pub(super) fn lower(
 ) -> Result<Lowered, String> {
     let spec = JobSpec {
         command,
-        source_url: barge_jobs::ConnUrl::new(endpoints.source.clone()),
-        target_url: barge_jobs::ConnUrl::new(endpoints.target.clone()),
-        filter: selection.filter(),
+        source_url: barge_jobs::ConnUrl::new(scope.endpoints.source.clone()),
+        target_url: barge_jobs::ConnUrl::new(scope.endpoints.target.clone()),
+        filter: scope.selection.filter(),
         options: barge_jobs::Options {
-            all_databases: selection.all_databases,
+            all_databases: scope.selection.all_databases,
             max_duration: placement.max_duration,
             instance_type: placement.instance_type.clone(),
             ..options

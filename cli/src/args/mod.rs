@@ -26,7 +26,7 @@ mod validate;
 mod verify;
 
 pub use configure::ConfigureArgs;
-pub use flags::Placement;
+pub use flags::Run;
 pub use init::InitArgs;
 pub use jobs::JobsCommand;
 pub use lower::Lower;

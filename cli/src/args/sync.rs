@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 
 use super::{
     OutputFormat,
-    flags::{Endpoints, Placement, Selection},
+    flags::{Endpoints, Placement, Scope, Selection},
     init::InitArgs,
     lower::{Lower, Lowered, job_count, lower},
     parse_duration,
@@ -112,10 +112,9 @@ impl SyncTarget {
         let options =
             barge_jobs::Options { jobs: job_count(jobs, "--jobs").map_err(Error::Invalid)?, ..Default::default() };
         let endpoints = Endpoints { source: self.source.clone(), target: self.target.clone() };
+        let scope = Scope { endpoints, selection: Selection::default() };
         let local = Local { sync_id: self.sync_id.clone(), ..Local::default() };
-        lower(JobCommand::Sync, &endpoints, &Selection::default(), &Placement::default(), options, local, false)
-            .map_err(Error::Invalid)?
-            .request()
+        lower(JobCommand::Sync, &scope, &Placement::default(), options, local, false).map_err(Error::Invalid)?.request()
     }
 }
 

@@ -5,8 +5,7 @@ use barge_jobs::Command as JobCommand;
 use clap::Args;
 
 use super::{
-    OutputFormat,
-    flags::{Endpoints, Ownership, Placement, Selection, TargetPolicy, Tools},
+    flags::{Ownership, Run, Scope, TargetPolicy, Tools},
     lower::{Lower, Lowered, job_count, lower},
 };
 
@@ -23,9 +22,7 @@ pub(super) const VALIDATE_HELP: &str = concat!(
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
     #[command(flatten)]
-    pub endpoints: Endpoints,
-    #[command(flatten)]
-    pub selection: Selection,
+    pub scope: Scope,
     /// Also check logical replication prerequisites: the source's wal_level, REPLICATION,
     /// free slots and WAL senders, tables replication cannot follow, publication privileges,
     /// and that the target may subscribe and reach the source.
@@ -44,10 +41,7 @@ pub struct ValidateArgs {
     #[command(flatten)]
     pub tools: Tools,
     #[command(flatten)]
-    pub placement: Placement,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    pub output: OutputFormat,
+    pub run: Run,
 }
 
 impl Lower for ValidateArgs {
@@ -63,6 +57,6 @@ impl Lower for ValidateArgs {
             ..Default::default()
         };
         let local = Local { pg_bin: self.tools.pg_bin.clone(), ..Local::default() };
-        lower(JobCommand::Validate, &self.endpoints, &self.selection, &self.placement, options, local, false)
+        lower(JobCommand::Validate, &self.scope, &self.run.placement, options, local, false)
     }
 }

@@ -5,8 +5,7 @@ use barge_jobs::Command as JobCommand;
 use clap::Args;
 
 use super::{
-    OutputFormat,
-    flags::{Endpoints, Placement, Selection},
+    flags::{Run, Scope},
     lower::{Lower, Lowered, job_count, lower},
 };
 
@@ -23,22 +22,17 @@ pub(super) const VERIFY_HELP: &str = concat!(
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
-    pub endpoints: Endpoints,
-    #[command(flatten)]
-    pub selection: Selection,
+    pub scope: Scope,
     /// Parallel chunk comparisons [default: number of CPUs].
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
     #[command(flatten)]
-    pub placement: Placement,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    pub output: OutputFormat,
+    pub run: Run,
 }
 
 impl Lower for VerifyArgs {
     fn lower(&self) -> Result<Lowered, String> {
         let options = barge_jobs::Options { jobs: job_count(self.jobs, "--jobs")?, ..Default::default() };
-        lower(JobCommand::Verify, &self.endpoints, &self.selection, &self.placement, options, Local::default(), false)
+        lower(JobCommand::Verify, &self.scope, &self.run.placement, options, Local::default(), false)
     }
 }
