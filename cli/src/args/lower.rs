@@ -93,6 +93,9 @@ pub(super) fn lower(
         let or = if command == JobCommand::Init { " (or run `barge sync`)" } else { "" };
         return Err(format!("{flag} applies to a sync: add --sync{or}"));
     }
+    if let Some(id) = &local.sync_id {
+        barge_engine::sync::check_id(id).map_err(|e| e.to_string())?;
+    }
     spec.validate_options().map_err(|e| format!("{}: {}", flag_of(&e.field), e.message))?;
     Ok(Lowered { spec, local, dry_run })
 }

@@ -21,7 +21,8 @@ pub struct Local {
     /// Directory holding pg_dump; found on PATH or in well-known places when unset.
     pub pg_bin: Option<PathBuf>,
     /// With a sync: the id in the names of the slot, publication and subscription
-    /// (`barge_<id>_<n>`); random when unset. Status, cutover and stop find a sync by it.
+    /// (`barge_<id>_<n>`); random when unset. Status, cutover and stop find a sync by it; the
+    /// sync checks it before it names anything (`sync::check_id`).
     pub sync_id: Option<String>,
 }
 
@@ -46,9 +47,6 @@ impl Request {
     /// their own field names), so no caller can hand the engine a spec that was never checked.
     pub fn from_spec(spec: &JobSpec, local: Local, reach: Reach) -> Result<Request> {
         spec.validate_options().map_err(|e| Error::Invalid(e.to_string()))?;
-        if let Some(id) = &local.sync_id {
-            crate::sync::check_id(id)?;
-        }
         let mut options = spec.options.clone();
         options.sync |= spec.command == Command::Sync;
         Ok(Request {
