@@ -1,5 +1,5 @@
 -- Benchmark dataset "big": one large table with a primary key and two secondary indexes,
--- plus five small tables, like the reference measurement in TOOLCHAIN.md. psql -v scale=1
+-- plus five small tables: the shape of a typical large-table database. psql -v scale=1
 -- gives about 1.1 GiB of heap.
 \set ON_ERROR_STOP on
 create table big (

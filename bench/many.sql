@@ -1,5 +1,5 @@
 -- Benchmark dataset "many": 20 tables of varied sizes with primary keys, secondary indexes
--- and foreign keys, shaped like the reference measurement in TOOLCHAIN.md: psql -v scale=1
+-- and foreign keys, the shape of a typical OLTP database: psql -v scale=1
 -- gives about 1.1 GiB of heap and 0.6 GiB of indexes.
 \set ON_ERROR_STOP on
 select set_config('bench.scale', :'scale', false);
