@@ -1,5 +1,5 @@
 //! `barge init`: copy databases. Per database: one exported snapshot; pg_dump reads the schema
-//! in it; pre-data goes in one transaction; then the [pipeline](crate::pipeline) moves rows
+//! in it; pre-data goes in transactions that fit the target's lock table; then the [pipeline](crate::pipeline) moves rows
 //! and builds indexes, key constraints, foreign keys and statistics table by table; then the
 //! rest of post-data in pg_dump's order; sequences last. Every step commits with its progress
 //! mark, so `--resume` continues where a run died.
@@ -30,7 +30,7 @@ use crate::{
     roles::{self, RolesReport},
     schema::{self, SchemaDump, TargetSettings},
     sqlstate,
-    toc::Kind,
+    toc::{Kind, TocEntry},
 };
 
 /// What a copy did.
@@ -213,8 +213,15 @@ fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Runs the rest of post-data in pg_dump's order, in transactions of up to 50 entries
-/// (materialized view refreshes and late foreign keys alone), each with its mark.
+fn rest_weight(item: &Rest<'_>) -> usize {
+    match item {
+        Rest::Entry(e) => schema::lock_weight(e),
+        Rest::Step(_) => 1,
+    }
+}
+
+/// Runs the rest of post-data in pg_dump's order, in transactions within the target's lock
+/// budget (materialized view refreshes and late foreign keys alone), each with its mark.
 async fn run_post_data(
     target: &Db,
     dump: &SchemaDump,
@@ -223,6 +230,8 @@ async fn run_post_data(
     marks: &Marks,
     tracker: &Tracker,
 ) -> Result<()> {
+    // Materialized view refreshes and late foreign keys go alone; the rest in runs that stay
+    // within the target's lock budget.
     let mut batches: Vec<&[Rest<'_>]> = Vec::new();
     let mut start = 0;
     for (i, item) in rest.iter().enumerate() {
@@ -230,20 +239,13 @@ async fn run_post_data(
             Rest::Step(_) => true,
             Rest::Entry(e) => e.kind == Kind::MatviewData,
         };
-        if alone || i - start == 50 {
-            if i > start {
-                batches.push(&rest[start..i]);
-            }
-            start = i;
-        }
         if alone {
+            batches.extend(schema::lock_batches(&rest[start..i], rest_weight, settings.lock_budget));
             batches.push(&rest[i..=i]);
             start = i + 1;
         }
     }
-    if start < rest.len() {
-        batches.push(&rest[start..]);
-    }
+    batches.extend(schema::lock_batches(&rest[start..], rest_weight, settings.lock_budget));
     tracker.add_constraints_total(batches.len() as u64);
     for batch in batches {
         let (step, sql, what) = match batch {
@@ -301,24 +303,72 @@ async fn validate_late(
 /// CPU and doing again what barge does at the end; it is paused on the copied tables (unless
 /// a table sets autovacuum_enabled itself) and restored when the copy is complete. A copy
 /// that dies leaves it paused until `--resume` completes it.
-async fn set_autovacuum(target: &Db, plan: &DatabasePlan, paused: bool) -> Result<()> {
-    let sql: String = plan
-        .tables
-        .iter()
-        .filter(|t| !t.own_autovacuum)
-        .map(|t| {
-            if paused {
-                format!("alter table only {} set (autovacuum_enabled = false);\n", t.qualified())
-            } else {
-                format!("alter table only {} reset (autovacuum_enabled);\n", t.qualified())
-            }
-        })
-        .collect();
-    if sql.is_empty() {
-        return Ok(());
-    }
+async fn set_autovacuum(target: &Db, plan: &DatabasePlan, paused: bool, lock_budget: usize) -> Result<()> {
+    let tables: Vec<&crate::plan::TablePlan> = plan.tables.iter().filter(|t| !t.own_autovacuum).collect();
     let what = if paused { "pause autovacuum on the copied tables" } else { "restore autovacuum on the copied tables" };
-    target.batch(what, &sql).await
+    // One statement string runs as one transaction: batches keep it within the lock table.
+    for batch in schema::lock_batches(&tables, |_| 2, lock_budget) {
+        let sql: String = batch
+            .iter()
+            .map(|t| {
+                if paused {
+                    format!("alter table only {} set (autovacuum_enabled = false);\n", t.qualified())
+                } else {
+                    format!("alter table only {} reset (autovacuum_enabled);\n", t.qualified())
+                }
+            })
+            .collect();
+        target.batch(what, &sql).await?;
+    }
+    Ok(())
+}
+
+/// Applies pre-data in pg_dump's order, in transactions that stay within the target's lock
+/// budget, each with its mark (named after the objects it creates, so a `--resume` that
+/// dumps the same schema again skips exactly the batches that committed). The database's
+/// owner, comment and grants go with the first; the last also marks `pre-data` done.
+async fn apply_pre_data(
+    target: &Db,
+    dump: &SchemaDump,
+    settings: &TargetSettings,
+    database_sql: &DatabaseSql,
+    marks: &Marks,
+) -> Result<()> {
+    let mut batches = schema::lock_batches(&dump.pre, schema::lock_weight, settings.lock_budget);
+    if batches.is_empty() {
+        batches.push(&[]);
+    }
+    let count = batches.len();
+    for (i, batch) in batches.into_iter().enumerate() {
+        let names: String = batch.iter().map(|e| format!("{} {} {}\n", e.class, e.oid, e.label)).collect();
+        let step = format!("pre-data:{}", marks::fingerprint(&names));
+        if marks.is_done(&step) {
+            continue;
+        }
+        let entries: Vec<&TocEntry> = batch.iter().collect();
+        let script = if entries.is_empty() { String::new() } else { dump.pre_data(&entries, settings).await? };
+        let what = if count == 1 {
+            "apply the pre-data schema".to_owned()
+        } else {
+            format!("apply the pre-data schema, part {} of {count}", i + 1)
+        };
+        target
+            .in_transaction(&what, async || {
+                if i == 0 {
+                    for sql in &database_sql.properties {
+                        target.batch("apply the database's owner, comment, grants and labels", sql).await?;
+                    }
+                }
+                schema::run_script(target, &what, &script).await?;
+                marks::record(target, &step, 0, 0).await?;
+                if i + 1 == count {
+                    marks::record(target, "pre-data", 0, 0).await?;
+                }
+                Ok(())
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 /// Sets every target sequence to its source position: `setval(value, is_called)`, so the
@@ -396,18 +446,9 @@ pub(crate) async fn copy_database(
     let db = &stored;
     let settings = TargetSettings::read(&target).await?;
     if !marks.is_done("pre-data") {
-        let script = dump.pre_data(&settings).await?;
-        target
-            .in_transaction("apply pre-data", async || {
-                for sql in &database_sql.properties {
-                    target.batch("apply the database's owner, comment, grants and labels", sql).await?;
-                }
-                schema::run_script(&target, "apply the pre-data schema", &script).await?;
-                marks::record(&target, "pre-data", 0, 0).await
-            })
-            .await?;
+        apply_pre_data(&target, &dump, &settings, &database_sql, &marks).await?;
     }
-    set_autovacuum(&target, db, true).await?;
+    set_autovacuum(&target, db, true, settings.lock_budget).await?;
     timings.schema = started.elapsed().as_secs_f64();
 
     // Which tables are schema-only materialized views is a filter question.
@@ -464,7 +505,7 @@ pub(crate) async fn copy_database(
     let sequences_started = Instant::now();
     report.sequences = copy_sequences(&holder, &target).await?;
     timings.sequences = sequences_started.elapsed().as_secs_f64();
-    set_autovacuum(&target, db, false).await?;
+    set_autovacuum(&target, db, false, settings.lock_budget).await?;
     if !database_sql.finish.is_empty() && !marks.is_done("database-settings") {
         target
             .in_transaction("apply the database's settings", async || {

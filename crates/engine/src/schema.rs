@@ -17,7 +17,9 @@ use crate::{
 /// Both schema sections of one database, read in one snapshot, in a private directory.
 pub(crate) struct SchemaDump {
     dir: tempfile::TempDir,
-    /// The post-data archive's entries (pre-data is applied whole).
+    /// The pre-data archive's entries, in pg_dump's order.
+    pub pre: Vec<TocEntry>,
+    /// The post-data archive's entries.
     pub post: Vec<TocEntry>,
     tools: PgTools,
     leave_out: LeaveOut,
@@ -61,9 +63,13 @@ pub(crate) async fn dump(
         pgtools::run_capture(command(Section::PreData, &pre_path), &what),
         pgtools::run_capture(command(Section::PostData, &post_path), &what),
     )?;
-    let listing = pgtools::run_capture(tools.list_archive(&post_path), "pg_restore --list").await?;
-    let post = toc::parse_list(&String::from_utf8_lossy(&listing))?;
-    Ok(SchemaDump { dir, post, tools: tools.clone(), leave_out: options.leave_out, key: random_key()? })
+    let (pre, post) = tokio::try_join!(
+        pgtools::run_capture(tools.list_archive(&pre_path), "pg_restore --list"),
+        pgtools::run_capture(tools.list_archive(&post_path), "pg_restore --list"),
+    )?;
+    let pre = toc::parse_list(&String::from_utf8_lossy(&pre))?;
+    let post = toc::parse_list(&String::from_utf8_lossy(&post))?;
+    Ok(SchemaDump { dir, pre, post, tools: tools.clone(), leave_out: options.leave_out, key: random_key()? })
 }
 
 /// 32 random hexadecimal digits.
@@ -77,9 +83,9 @@ fn random_key() -> Result<String> {
 }
 
 impl SchemaDump {
-    /// Every pre-data entry, as one script for the target.
-    pub(crate) async fn pre_data(&self, target: &TargetSettings) -> Result<String> {
-        self.render("pre-data", None, target).await
+    /// The given pre-data entries, in that order, as one script for the target.
+    pub(crate) async fn pre_data(&self, entries: &[&TocEntry], target: &TargetSettings) -> Result<String> {
+        self.render("pre-data", Some(entries), target).await
     }
 
     /// The given post-data entries, in that order, as one script for the target.
@@ -106,16 +112,66 @@ impl SchemaDump {
     }
 }
 
-/// The parameters a target server knows, for [`toc::for_target`].
+/// What barge needs to know of the target server to apply a schema: the parameters it knows
+/// (for [`toc::for_target`]) and how many locks one of barge's transactions may take.
 pub(crate) struct TargetSettings {
     known: HashSet<String>,
+    /// Locks one transaction may take: a quarter of the server's lock table, which holds
+    /// `max_locks_per_transaction × (max_connections + max_prepared_transactions)` locked
+    /// objects for all sessions together. A transaction that creates or alters more relations
+    /// than the table has room for fails with "out of shared memory"; barge applies schema in
+    /// transactions that stay within this budget instead of asking for a restart.
+    pub lock_budget: usize,
 }
 
 impl TargetSettings {
     pub(crate) async fn read(db: &Db) -> Result<TargetSettings> {
         let rows = db.query("list server parameters", "select name from pg_catalog.pg_settings", &[]).await?;
-        Ok(TargetSettings { known: rows.iter().map(|r| r.get(0)).collect() })
+        let slots: i64 = db
+            .query_one(
+                "read the size of the lock table",
+                "select pg_catalog.current_setting('max_locks_per_transaction')::int8 \
+                   * (pg_catalog.current_setting('max_connections')::int8 \
+                      + pg_catalog.current_setting('max_prepared_transactions')::int8)",
+                &[],
+            )
+            .await?
+            .get(0);
+        Ok(TargetSettings {
+            known: rows.iter().map(|r| r.get(0)).collect(),
+            lock_budget: usize::try_from(slots / 4).unwrap_or(0).max(MIN_LOCK_BUDGET),
+        })
     }
+}
+
+/// The smallest lock budget barge works with, whatever the server's settings say.
+const MIN_LOCK_BUDGET: usize = 64;
+
+/// Locks applying `entry` may take: a relation that is created (`pg_class`: a table with
+/// its TOAST table and index and an identity sequence, a view, a sequence) counts four; an
+/// entry that changes one existing object (a comment, grants, a default, a trigger) one.
+pub(crate) fn lock_weight(entry: &TocEntry) -> usize {
+    const PG_CLASS: u32 = 1259;
+    if entry.class == PG_CLASS { 4 } else { 1 }
+}
+
+/// `items` in their order, cut into runs whose summed [`lock_weight`]s stay within `budget`
+/// (a run holds at least one item, however heavy).
+pub(crate) fn lock_batches<T>(items: &[T], weight: impl Fn(&T) -> usize, budget: usize) -> Vec<&[T]> {
+    let mut batches = Vec::new();
+    let (mut start, mut sum) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let w = weight(item);
+        if i > start && sum + w > budget {
+            batches.push(&items[start..i]);
+            (start, sum) = (i, 0);
+        }
+        sum += w;
+    }
+    if start < items.len() {
+        batches.push(&items[start..]);
+    }
+    batches
 }
 
 /// Runs a rendered script, saying what to check when it fails.
@@ -137,9 +193,24 @@ fn script_error(db: &Db, what: &str, e: &tokio_postgres::Error) -> Error {
             "it depends on an object that is missing on the target; check the filters (--exclude-*, --include-*)"
         }
         Some(sqlstate::OUT_OF_MEMORY) => {
-            "the target ran out of lock slots applying the schema in one transaction: raise max_locks_per_transaction on the target"
+            "the target ran out of lock slots: other sessions hold many locks; run again when they are done (--resume), or raise max_locks_per_transaction on the target"
         }
         _ => return err,
     };
     err.with_hint(hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lock_batches;
+
+    #[test]
+    fn batches_stay_within_the_lock_budget_in_order() {
+        let weights = [4, 4, 1, 1, 4, 1, 9, 1];
+        let batches = lock_batches(&weights, |w| *w, 8);
+        assert_eq!(batches, [&[4, 4][..], &[1, 1, 4, 1][..], &[9][..], &[1][..]]);
+        assert_eq!(batches.concat(), weights, "every item once, in order");
+        assert!(lock_batches(&[] as &[usize], |w| *w, 8).is_empty());
+        assert_eq!(lock_batches(&[1; 10], |w| *w, 100).len(), 1);
+    }
 }

@@ -233,6 +233,38 @@ async fn big_tables_are_split_by_key_and_by_blocks() {
 }
 
 #[tokio::test]
+async fn a_schema_larger_than_the_targets_lock_table_is_applied_in_batches() {
+    // GIVEN a source with 500 tables, each with an identity key, a serial column, a check, a
+    // comment, a trigger and two rows, and a target whose lock table holds 400 locked objects
+    // for all sessions (with PostgreSQL's slack, about 1,500): creating them in one
+    // transaction locks 2,500 (table, two sequences, TOAST table and index)
+    let src = src18();
+    let src_db = src.create_db("locks").await;
+    src.run_sql(
+        &src_db,
+        "create function touch() returns trigger language plpgsql as $$ begin return new; end $$;
+         do $$ begin
+           for i in 1..500 loop
+             execute format('create table t%s (id int generated always as identity primary key, n serial, v text check (v <> ''''))', i);
+             execute format('comment on table t%s is ''table %s''', i, i);
+             execute format('create trigger touch before update on t%s for each row execute function touch()', i);
+             execute format('insert into t%s (v) values (''a''), (''b'')', i);
+           end loop;
+         end $$;",
+    )
+    .await;
+    let dst = barge_testkit::small_lock_table();
+    let dst_db = unique("locks_copy");
+    let req = request(&src, &src_db, &dst, &dst_db);
+    // WHEN it is copied
+    let report = copy(&req).await;
+    // THEN everything arrived: the schema went in transactions that fit the lock table
+    assert_eq!(report.databases[0].rows, 1000);
+    assert_same_data(&src, &src_db, &dst, &dst_db).await;
+    assert_verify_ok(&req).await;
+}
+
+#[tokio::test]
 async fn a_non_empty_target_is_refused_until_drop_existing() {
     let (src, dst) = (src18(), dst18());
     let src_db = src.create_db("nonempty").await;

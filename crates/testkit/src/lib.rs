@@ -51,16 +51,23 @@ fn scripts_pg() -> PathBuf {
 
 /// Starts (or finds running) the cluster `name` of PostgreSQL `version` (18 or 15).
 pub fn cluster(name: &str, version: u32) -> Cluster {
-    start(name, version, false)
+    start(name, version, false, &[])
 }
 
 /// A PostgreSQL 18 cluster serving TLS with a certificate for `localhost` only, signed by a
 /// CA of its own ([`Cluster::tls_ca`]).
 pub fn tls_cluster(name: &str) -> Cluster {
-    start(name, 18, true)
+    start(name, 18, true, &[])
 }
 
-fn start(name: &str, version: u32, tls: bool) -> Cluster {
+/// A PostgreSQL 18 target with a small lock table: `max_locks_per_transaction=10` and
+/// `max_connections=40`, room for 400 locked objects across all sessions (PostgreSQL's
+/// defaults give 6,400), so a test can copy a schema larger than the lock table quickly.
+pub fn small_lock_table() -> Cluster {
+    start("dst18locks", 18, false, &["-c", "max_locks_per_transaction=10", "-c", "max_connections=40"])
+}
+
+fn start(name: &str, version: u32, tls: bool, settings: &[&str]) -> Cluster {
     static STARTED: OnceLock<Mutex<Vec<Cluster>>> = OnceLock::new();
     let started = STARTED.get_or_init(|| Mutex::new(Vec::new()));
     let mut started = started.lock().unwrap_or_else(|e| e.into_inner());
@@ -68,7 +75,7 @@ fn start(name: &str, version: u32, tls: bool) -> Cluster {
         return c.clone();
     }
     let mut command = Command::new(scripts_pg());
-    command.args(["start", name, &version.to_string()]);
+    command.args(["start", name, &version.to_string()]).args(settings);
     if tls {
         command.env("BARGE_PG_TLS", "1");
     }
