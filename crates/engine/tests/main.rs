@@ -265,6 +265,44 @@ async fn a_schema_larger_than_the_targets_lock_table_is_applied_in_batches() {
 }
 
 #[tokio::test]
+async fn a_source_whose_lock_table_cannot_hold_pg_dumps_locks_is_named_with_the_setting() {
+    // GIVEN a source whose lock table holds 400 locked objects, with 250 tables
+    let src = barge_testkit::small_lock_table();
+    let src_db = src.create_db("few_locks").await;
+    src.run_sql(
+        &src_db,
+        "do $$ begin
+           for i in 1..250 loop
+             execute format('create table t%s (id int primary key)', i);
+             commit;
+           end loop;
+         end $$",
+    )
+    .await;
+    let dst = dst18();
+    let req = request(&src, &src_db, &dst, &unique("few_locks_copy"));
+    // WHEN barge validates a copy
+    let report = barge_engine::validate(&req).await;
+    // THEN it fails, saying what pg_dump needs and which setting gives it (a restart)
+    let check = report.checks.iter().find(|c| c.name.starts_with("source lock table")).expect("a lock table check");
+    assert_eq!(check.status, CheckStatus::Fail, "{check:?}");
+    assert!(check.detail.contains("250 tables") && check.detail.contains("400"), "{check:?}");
+    let hint = check.hint.as_deref().unwrap_or_default();
+    assert!(hint.contains("max_locks_per_transaction to at least 12"), "{hint}");
+    // AND a copy refuses before changing anything
+    let plan = barge_engine::plan(&req).await.unwrap();
+    assert!(barge_engine::init(&req, &plan, progress::discard()).await.is_err());
+    let exists = dst
+        .connect("postgres")
+        .await
+        .query_one("select count(*) from pg_database where datname = $1", &[&plan.databases[0].target])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(exists, 0, "nothing was created on the target");
+}
+
+#[tokio::test]
 async fn a_non_empty_target_is_refused_until_drop_existing() {
     let (src, dst) = (src18(), dst18());
     let src_db = src.create_db("nonempty").await;

@@ -281,6 +281,58 @@ pub async fn plan(req: &Request) -> Result<Plan> {
     Ok(plan)
 }
 
+/// Whether pg_dump locks a relation of this kind for the whole dump (tables, partitioned
+/// tables, materialized views, foreign tables).
+fn pg_dump_locks(kind: char) -> bool {
+    matches!(kind, 'r' | 'p' | 'm' | 'f')
+}
+
+/// Whether the source's lock table holds pg_dump's locks: pg_dump locks every table it reads
+/// in one transaction, and the server's lock table holds `max_locks_per_transaction ×
+/// (max_connections + max_prepared_transactions)` locked objects for all sessions together.
+/// Changing that needs a restart, so a source too small for the selection is a problem the
+/// plan names with the setting it needs; one that leaves little room for other sessions, a
+/// warning. (barge's own copy sessions release their locks as they go; the target gets its
+/// schema in transactions that fit its own lock table.)
+async fn source_lock_table(db: &str, source: &Db, locked: usize) -> Result<Option<Check>> {
+    let row = source
+        .query_one(
+            "read the size of the lock table",
+            "select pg_catalog.current_setting('max_locks_per_transaction')::int8, \
+                    pg_catalog.current_setting('max_connections')::int8 \
+                    + pg_catalog.current_setting('max_prepared_transactions')::int8",
+            &[],
+        )
+        .await?;
+    let (per_transaction, sessions): (i64, i64) = (row.get(0), row.get(1));
+    let slots = (per_transaction * sessions).max(0) as usize;
+    let name = format!("source lock table ({db})");
+    // Room for the sessions that run meanwhile: a tenth of the table, at least 200 locks.
+    let headroom = (slots / 10).max(200);
+    if locked + headroom > slots {
+        let needed = (locked + headroom).div_ceil(sessions.max(1) as usize);
+        return Ok(Some(Check::fail(
+            name,
+            format!(
+                "pg_dump locks the {locked} tables it reads in one transaction, and the source's lock table holds {slots} locks for all sessions (max_locks_per_transaction {per_transaction} × {sessions} connections)"
+            ),
+            Some(format!(
+                "set max_locks_per_transaction to at least {needed} on the source (it takes a restart), or copy fewer tables at a time (--include-schema, --exclude-schema)"
+            )),
+        )));
+    }
+    if locked > slots / 2 {
+        return Ok(Some(Check::warn(
+            name,
+            format!(
+                "pg_dump will hold {locked} of the source's {slots} lock slots while it reads the schema; sessions that lock many tables meanwhile may fail with \"out of shared memory\""
+            ),
+            None,
+        )));
+    }
+    Ok(None)
+}
+
 /// Views or materialized views selected while a relation they read is left out.
 async fn view_problems(db: &str, source: &Db, relations: &[Relation], selection: &RelationSet) -> Result<Vec<Check>> {
     let by_oid: HashMap<u32, &Relation> = relations.iter().map(|r| (r.oid, r)).collect();
@@ -378,6 +430,8 @@ async fn plan_database(
     let selection = select(source_db, &relations, &schemas, filter);
     let mut findings = view_problems(source_db, source, &relations, &selection).await?;
     findings.extend(privilege_problems(source_db, source, &relations, &selection).await?);
+    let locked = relations.iter().filter(|r| selection.selected.contains(&r.oid) && pg_dump_locks(r.kind)).count();
+    findings.extend(source_lock_table(source_db, source, locked).await?);
     let text_copy = catalog::text_copy_tables(source).await?;
     let block_size: i64 =
         source.query_one("read block_size", "select current_setting('block_size')::int8", &[]).await?.get(0);
