@@ -1,6 +1,6 @@
 //! Catalog reads, one query per file under `sql/`, into plain structs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::{db::Db, error::Result};
 
@@ -15,9 +15,14 @@ pub(crate) struct Relation {
     /// pg_class.relpersistence: p, u.
     pub persistence: char,
     pub parent: Option<u32>,
+    /// Heap and TOAST main forks: about what COPY moves.
     pub bytes: u64,
     pub heap_bytes: u64,
     pub est_rows: u64,
+    /// Whether `est_rows` comes from a VACUUM or ANALYZE (else it is 0 for want of one).
+    pub counted: bool,
+    /// A row's size on disk estimated from its column types.
+    pub row_width: u64,
     pub columns: Vec<String>,
     pub int_key: Option<String>,
     pub owned_by: Option<u32>,
@@ -138,12 +143,31 @@ pub(crate) async fn relations(db: &Db) -> Result<Vec<Relation>> {
             bytes: r.get::<_, i64>("bytes").max(0) as u64,
             heap_bytes: r.get::<_, i64>("heap_bytes").max(0) as u64,
             est_rows: r.get::<_, f64>("est_rows") as u64,
+            counted: r.get("counted"),
+            row_width: r.get::<_, i64>("row_width").max(1) as u64,
             columns: r.get("columns"),
             int_key: r.get("int_key"),
             owned_by: r.get::<_, Option<i64>>("owned_by").map(oid),
             own_autovacuum: r.get("own_autovacuum"),
         })
         .collect())
+}
+
+/// Counts the rows of `tables` (OID and quoted name), a few hundred tables per query. A
+/// query that fails (a table the user may not read) leaves its tables out of the answer.
+pub(crate) async fn count_rows(db: &Db, tables: &[(u32, String)]) -> HashMap<u32, u64> {
+    let mut counts = HashMap::new();
+    for chunk in tables.chunks(200) {
+        let sql = chunk
+            .iter()
+            .map(|(oid, name)| format!("select {oid}::int8, count(*) from only {name}"))
+            .collect::<Vec<_>>()
+            .join(" union all ");
+        if let Ok(rows) = db.query("count the rows of tables never analyzed", &sql, &[]).await {
+            counts.extend(rows.iter().map(|r| (oid(r.get(0)), r.get::<_, i64>(1).max(0) as u64)));
+        }
+    }
+    counts
 }
 
 pub(crate) async fn schemas(db: &Db) -> Result<Vec<String>> {

@@ -303,6 +303,40 @@ async fn a_source_whose_lock_table_cannot_hold_pg_dumps_locks_is_named_with_the_
 }
 
 #[tokio::test]
+async fn estimates_follow_what_copy_moves_and_count_tables_never_analyzed() {
+    // GIVEN 20 small vacuumed tables (their free-space and visibility maps outweigh their
+    // rows on disk) and a 4,000-row table no VACUUM or ANALYZE has seen
+    let (src, dst) = (src18(), dst18());
+    let src_db = src.create_db("estimates").await;
+    src.run_sql(
+        &src_db,
+        "do $$ begin
+           for i in 1..20 loop
+             execute format('create table small%s (id int primary key, note text)', i);
+             execute format('insert into small%s select g, md5(g::text) from generate_series(1, 100) g', i);
+           end loop;
+         end $$;
+         create table fresh (id int, note text) with (autovacuum_enabled = false);
+         insert into fresh select g, md5(g::text) from generate_series(1, 4000) g;",
+    )
+    .await;
+    for i in 1..=20 {
+        src.run_sql(&src_db, &format!("vacuum small{i}")).await;
+    }
+    let dst_db = unique("estimates_copy");
+    let req = request(&src, &src_db, &dst, &dst_db);
+    // WHEN barge plans and copies
+    let plan = plan_ok(&req).await;
+    let fresh = plan.databases[0].tables.iter().find(|t| t.name == "fresh").unwrap();
+    // THEN the never-analyzed table's rows are counted, not shown as 0
+    assert_eq!(fresh.est_rows, 4000);
+    // AND the bytes estimated are near the bytes COPY moved (not the files' size)
+    let report = barge_engine::init(&req, &plan, progress::discard()).await.unwrap();
+    let (estimated, copied) = (plan.databases[0].bytes as f64, report.databases[0].bytes as f64);
+    assert!(estimated <= copied * 2.0 && estimated >= copied / 2.0, "estimated {estimated} B, copied {copied} B");
+}
+
+#[tokio::test]
 async fn a_non_empty_target_is_refused_until_drop_existing() {
     let (src, dst) = (src18(), dst18());
     let src_db = src.create_db("nonempty").await;

@@ -281,6 +281,11 @@ pub async fn plan(req: &Request) -> Result<Plan> {
     Ok(plan)
 }
 
+/// Tables never vacuumed or analyzed up to this size have their rows counted for the plan.
+const COUNT_ROWS_UP_TO: u64 = 8 << 20;
+/// At most this much of them is read.
+const COUNT_ROWS_IN_ALL: u64 = 256 << 20;
+
 /// Whether pg_dump locks a relation of this kind for the whole dump (tables, partitioned
 /// tables, materialized views, foreign tables).
 fn pg_dump_locks(kind: char) -> bool {
@@ -433,6 +438,19 @@ async fn plan_database(
     let locked = relations.iter().filter(|r| selection.selected.contains(&r.oid) && pg_dump_locks(r.kind)).count();
     findings.extend(source_lock_table(source_db, source, locked).await?);
     let text_copy = catalog::text_copy_tables(source).await?;
+    // Tables no VACUUM or ANALYZE has seen have no row estimate: count the small ones (a
+    // few pages each), estimate the others from their size and column types.
+    let uncounted: Vec<(u32, String)> = relations
+        .iter()
+        .filter(|r| {
+            r.kind == 'r' && !r.counted && r.heap_bytes <= COUNT_ROWS_UP_TO && selection.selected.contains(&r.oid)
+        })
+        .scan(0u64, |total, r| {
+            *total += r.heap_bytes;
+            (*total <= COUNT_ROWS_IN_ALL).then(|| (r.oid, ident::qualified(&r.schema, &r.name)))
+        })
+        .collect();
+    let row_counts = catalog::count_rows(source, &uncounted).await;
     let block_size: i64 =
         source.query_one("read block_size", "select current_setting('block_size')::int8", &[]).await?.get(0);
     let mut tables = Vec::new();
@@ -463,7 +481,11 @@ async fn plan_database(
             schema: r.schema.clone(),
             name: r.name.clone(),
             bytes: r.bytes,
-            est_rows: r.est_rows,
+            est_rows: if r.counted {
+                r.est_rows
+            } else {
+                row_counts.get(&r.oid).copied().unwrap_or(r.heap_bytes / r.row_width)
+            },
             kind: if r.parent.is_some() {
                 TableKind::Partition
             } else if r.persistence == 'u' {

@@ -1,4 +1,5 @@
--- Every user relation of the current database with what planning needs: its kind, size,
+-- Every user relation of the current database with what planning needs: its kind, size
+-- (what COPY moves, not what the files take), estimated rows,
 -- the columns COPY moves (generated columns are recomputed by the target), a single-column
 -- integer primary key to split on, the partition parent, the table owning a sequence, and
 -- whether the table sets its own autovacuum_enabled.
@@ -10,9 +11,21 @@ select c.oid::int8 as oid,
        (select i.inhparent::int8
           from pg_catalog.pg_inherits i
          where i.inhrelid = c.oid and c.relispartition) as parent,
-       case when c.relkind in ('r', 'm') then pg_catalog.pg_table_size(c.oid) else 0 end as bytes,
+       -- What COPY moves follows the heap and its TOAST data: their main forks, without the
+       -- free-space and visibility maps that are most of a small table's size on disk.
+       case when c.relkind in ('r', 'm')
+            then pg_catalog.pg_relation_size(c.oid)
+                 + case when c.reltoastrelid <> 0 then pg_catalog.pg_relation_size(c.reltoastrelid) else 0 end
+            else 0 end as bytes,
        case when c.relkind in ('r', 'm') then pg_catalog.pg_relation_size(c.oid) else 0 end as heap_bytes,
        greatest(c.reltuples, 0)::float8 as est_rows,
+       -- reltuples is -1 until a VACUUM or ANALYZE has seen the table.
+       c.reltuples >= 0 as counted,
+       -- A row's size on disk from its column types, for tables never counted.
+       (select coalesce(sum(case when t.typlen > 0 then t.typlen else 32 end), 0)::int8 + 28
+          from pg_catalog.pg_attribute a
+          join pg_catalog.pg_type t on t.oid = a.atttypid
+         where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped) as row_width,
        array(select a.attname::text
                from pg_catalog.pg_attribute a
               where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped and a.attgenerated = ''
