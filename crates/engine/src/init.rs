@@ -372,11 +372,13 @@ async fn apply_pre_data(
 }
 
 /// Sets every target sequence to its source position: `setval(value, is_called)`, so the
-/// next `nextval` on the target returns what it would have returned on the source.
+/// next `nextval` on the target returns what it would have returned on the source. One
+/// statement sets a batch of sequences (one round trip, not one per sequence); a batch stays
+/// within the target's lock budget, since each `setval` locks its sequence until the end.
 pub(crate) async fn copy_sequences(source: &Db, target: &Db) -> Result<u64> {
     let on_target: HashSet<(String, String)> =
         catalog::sequence_positions(target).await?.into_iter().map(|s| (s.schema, s.name)).collect();
-    let mut count = 0;
+    let mut positions = Vec::new();
     for sequence in catalog::sequence_positions(source).await? {
         let (schema, name) = (&sequence.schema, &sequence.name);
         if !on_target.contains(&(schema.clone(), name.clone())) {
@@ -387,17 +389,24 @@ pub(crate) async fn copy_sequences(source: &Db, target: &Db) -> Result<u64> {
                 "the source user cannot read sequence {schema}.{name}: grant it SELECT on the sequence, or its position would be lost"
             )));
         };
-        let qualified = ident::qualified(schema, name);
+        positions.push((ident::qualified(schema, name), value, called));
+    }
+    let budget = TargetSettings::read(target).await?.lock_budget;
+    for batch in schema::lock_batches(&positions, |_| 1, budget) {
+        let names: Vec<&str> = batch.iter().map(|(name, _, _)| name.as_str()).collect();
+        let values: Vec<i64> = batch.iter().map(|(_, value, _)| *value).collect();
+        let called: Vec<bool> = batch.iter().map(|(_, _, called)| *called).collect();
         target
-            .query_one(
-                &format!("set sequence {schema}.{name}"),
-                "select pg_catalog.setval($1::text::pg_catalog.regclass, $2, $3)",
-                &[&qualified, &value, &called],
+            .execute(
+                &format!("set {} sequence position(s)", batch.len()),
+                "select pg_catalog.setval(s::pg_catalog.regclass, v, c) \
+                   from rows from (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::int8[]), \
+                                   pg_catalog.unnest($3::bool[])) as u(s, v, c)",
+                &[&names, &values, &called],
             )
             .await?;
-        count += 1;
     }
-    Ok(count)
+    Ok(positions.len() as u64)
 }
 
 /// Copies one database. `snapshot` is an exported snapshot to read in (a replication
