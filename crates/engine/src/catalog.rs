@@ -279,7 +279,10 @@ pub(crate) async fn sequences(db: &Db) -> Result<Vec<(String, String, bool)>> {
 
 /// Every sequence's `last_value` and `is_called`, read from the sequences themselves (in
 /// queries of up to 500 sequences each).
-pub(crate) async fn sequence_positions(db: &Db) -> Result<Vec<SequencePosition>> {
+/// Every sequence's position, read 500 per query. With `snapshot`, each query runs in its
+/// own transaction of that exported snapshot: reading a sequence locks it until the
+/// transaction ends, and one transaction must not hold thousands.
+pub(crate) async fn sequence_positions(db: &Db, snapshot: Option<&str>) -> Result<Vec<SequencePosition>> {
     let mut out = Vec::new();
     let mut readable = Vec::new();
     for (schema, name, may_read) in sequences(db).await? {
@@ -299,9 +302,15 @@ pub(crate) async fn sequence_positions(db: &Db) -> Result<Vec<SequencePosition>>
             })
             .collect::<Vec<_>>()
             .join(" union all ");
+        if let Some(id) = snapshot {
+            db.enter_snapshot(id).await?;
+        }
         for row in db.query("read sequence positions", &sql, &[]).await? {
             let i = row.get::<_, i64>(0) as usize;
             out[i].position = Some((row.get(1), row.get(2)));
+        }
+        if snapshot.is_some() {
+            db.batch("leave the snapshot", "commit").await?;
         }
     }
     Ok(out)

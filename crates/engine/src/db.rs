@@ -31,7 +31,32 @@ const SESSION: &str = "set statement_timeout = 0; set lock_timeout = 0; \
     set extra_float_digits = 3; set bytea_output = 'hex'; set xmloption = content; \
     set row_security = off";
 
+/// Tables a session reads in one transaction of an exported snapshot before it leaves and
+/// re-enters it: every table read keeps its lock until the transaction ends, and thousands
+/// of them would fill the server's lock table (the snapshot stays valid while the exporting
+/// transaction is open).
+pub(crate) const RELEASE_LOCKS_EVERY: usize = 100;
+
 impl Db {
+    /// Opens a transaction in the exported snapshot `snapshot`.
+    pub(crate) async fn enter_snapshot(&self, snapshot: &str) -> Result<()> {
+        // The id comes from pg_export_snapshot(); check its shape before it goes into SQL.
+        if snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(Error::Internal(format!("unexpected snapshot id {snapshot:?}")));
+        }
+        self.batch(
+            "enter the copy snapshot",
+            &format!("begin isolation level repeatable read read only; set transaction snapshot '{snapshot}'"),
+        )
+        .await
+    }
+
+    /// Ends the snapshot's transaction and opens a new one in it, releasing the locks taken.
+    pub(crate) async fn reenter_snapshot(&self, snapshot: &str) -> Result<()> {
+        self.batch("leave the snapshot", "commit").await?;
+        self.enter_snapshot(snapshot).await
+    }
+
     /// Connects to `dbname` on the server `info` names.
     pub(crate) async fn connect(info: &ConnInfo, dbname: &str) -> Result<Db> {
         let info = &info.pinned().await?;

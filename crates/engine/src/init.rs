@@ -377,9 +377,9 @@ async fn apply_pre_data(
 /// within the target's lock budget, since each `setval` locks its sequence until the end.
 pub(crate) async fn copy_sequences(source: &Db, target: &Db) -> Result<u64> {
     let on_target: HashSet<(String, String)> =
-        catalog::sequence_positions(target).await?.into_iter().map(|s| (s.schema, s.name)).collect();
+        catalog::sequence_positions(target, None).await?.into_iter().map(|s| (s.schema, s.name)).collect();
     let mut positions = Vec::new();
-    for sequence in catalog::sequence_positions(source).await? {
+    for sequence in catalog::sequence_positions(source, None).await? {
         let (schema, name) = (&sequence.schema, &sequence.name);
         if !on_target.contains(&(schema.clone(), name.clone())) {
             continue;
@@ -425,7 +425,7 @@ pub(crate) async fn copy_database(
     let holder = Db::connect(&req.source, &db.source).await?;
     let snapshot: String = match snapshot {
         Some(id) => {
-            crate::rows::enter_snapshot(&holder, id).await?;
+            holder.enter_snapshot(id).await?;
             id.to_owned()
         }
         None => {

@@ -328,25 +328,19 @@ impl Pipeline<'_> {
     }
 }
 
-/// Table parts a COPY stream copies in one source transaction.
-const RELEASE_LOCKS_EVERY: usize = 100;
-
 async fn copy_worker(r: &Running<'_>) -> Result<()> {
     let (p, plan) = (r.p, r.p.plan);
     let source = Db::connect(&p.req.source, &plan.source).await?;
-    rows::enter_snapshot(&source, p.snapshot).await?;
+    source.enter_snapshot(p.snapshot).await?;
     let target = Db::connect(&p.req.target, &plan.target).await?;
     target.batch("tune the copy session", "set synchronous_commit = off").await?;
     let mut in_snapshot = 0;
     loop {
         let task = r.queues().data.pop_front();
         let Some(task) = task else { break };
-        // Each COPY keeps its table's lock until the transaction ends: leave and re-enter
-        // the snapshot now and then, so thousands of tables never hold the source's lock
-        // table (the snapshot stays valid while the holder's transaction is open).
-        if in_snapshot == RELEASE_LOCKS_EVERY {
-            source.batch("leave the copy snapshot", "commit").await?;
-            rows::enter_snapshot(&source, p.snapshot).await?;
+        // Each COPY keeps its table's lock until the transaction ends.
+        if in_snapshot == crate::db::RELEASE_LOCKS_EVERY {
+            source.reenter_snapshot(p.snapshot).await?;
             in_snapshot = 0;
         }
         in_snapshot += 1;

@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt, pin_mut};
 
 use crate::{
     db::Db,
-    error::{Error, Result},
+    error::Result,
     ident, marks,
     plan::{Part, TablePlan},
     progress::PartCounter,
@@ -17,20 +17,6 @@ use crate::{
 
 /// Size of the messages the relay writes to the target. Memory per stream stays near this.
 const RELAY_CHUNK: usize = 64 << 10;
-
-/// Opens a source connection's transaction in the copy's exported snapshot.
-pub(crate) async fn enter_snapshot(source: &Db, snapshot: &str) -> Result<()> {
-    // The id comes from pg_export_snapshot(); check its shape before it goes into SQL.
-    if snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-        return Err(Error::Internal(format!("unexpected snapshot id {snapshot:?}")));
-    }
-    source
-        .batch(
-            "enter the copy snapshot",
-            &format!("begin isolation level repeatable read read only; set transaction snapshot '{snapshot}'"),
-        )
-        .await
-}
 
 /// The two COPY statements for a part. A table copied whole is truncated and loaded with
 /// `FREEZE` in one transaction: its rows arrive frozen and its pages all-visible, so index

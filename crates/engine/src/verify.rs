@@ -19,7 +19,6 @@ use crate::{
     ident,
     plan::{self, Part, key_parts},
     request::Request,
-    rows::enter_snapshot,
 };
 
 /// Rows per chunk, roughly.
@@ -296,14 +295,21 @@ async fn verify_database(
     let outcomes: Mutex<Vec<TableVerify>> = Mutex::new(jobs.iter().map(|(i, _)| tables[*i].clone()).collect());
     let workers = (0..req.options.jobs_or_cpus()).map(|_| async {
         let src = Db::connect(&req.source, source_db).await?;
-        enter_snapshot(&src, &source_snapshot).await?;
+        src.enter_snapshot(&source_snapshot).await?;
         let dst = Db::connect(&req.target, target_db).await?;
-        enter_snapshot(&dst, &target_snapshot).await?;
+        dst.enter_snapshot(&target_snapshot).await?;
+        let mut in_snapshot = 0;
         loop {
             let task = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
             let Some(task) = task else {
                 return Ok::<(), Error>(());
             };
+            if in_snapshot == crate::db::RELEASE_LOCKS_EVERY {
+                src.reenter_snapshot(&source_snapshot).await?;
+                dst.reenter_snapshot(&target_snapshot).await?;
+                in_snapshot = 0;
+            }
+            in_snapshot += 1;
             let (j, outcome) = run_task(&src, &dst, &jobs, task).await?;
             let mut all = outcomes.lock().unwrap_or_else(|e| e.into_inner());
             let t = &mut all[j];
@@ -328,7 +334,12 @@ async fn verify_database(
         tables[*i] = outcome;
     }
     result.tables = tables;
-    compare_sequences(&source, &target, source_db, &relations, &selection, &mut result).await?;
+    // Sequences are read in the snapshots too, by sessions of their own: a batch per transaction.
+    let sequences = (
+        (Db::connect(&req.source, source_db).await?, source_snapshot.as_str()),
+        (Db::connect(&req.target, target_db).await?, target_snapshot.as_str()),
+    );
+    compare_sequences(sequences, &relations, &selection, &mut result).await?;
     compare_objects(&source, &target, source_db, filter, &selection, &relations, &mut result).await?;
     let count = "select count(*) from pg_catalog.pg_largeobject_metadata";
     result.large_objects = (
@@ -473,9 +484,7 @@ async fn diff_rows(
 }
 
 async fn compare_sequences(
-    source: &Db,
-    target: &Db,
-    _db: &str,
+    ((source, source_snapshot), (target, target_snapshot)): ((Db, &str), (Db, &str)),
     relations: &[catalog::Relation],
     selection: &plan::RelationSet,
     result: &mut DatabaseVerify,
@@ -488,8 +497,8 @@ async fn compare_sequences(
     let read = |positions: Vec<catalog::SequencePosition>| -> BTreeMap<(String, String), Option<(i64, bool)>> {
         positions.into_iter().map(|s| ((s.schema, s.name), s.position)).collect()
     };
-    let s = read(catalog::sequence_positions(source).await?);
-    let t = read(catalog::sequence_positions(target).await?);
+    let s = read(catalog::sequence_positions(&source, Some(source_snapshot)).await?);
+    let t = read(catalog::sequence_positions(&target, Some(target_snapshot)).await?);
     for ((schema, name), position) in &s {
         if !selected.contains(&(schema.clone(), name.clone())) {
             continue;

@@ -160,7 +160,7 @@ pub(super) async fn fingerprint_in_snapshot(
     snapshot: &str,
 ) -> Result<BTreeMap<String, String>> {
     let source = Db::connect(&req.source, &db.source).await?;
-    crate::rows::enter_snapshot(&source, snapshot).await?;
+    source.enter_snapshot(snapshot).await?;
     let digests = fingerprint(&source, &db.source, filter).await;
     let _ = source.batch("close the snapshot", "commit").await;
     digests
