@@ -145,6 +145,22 @@ impl WorkQueues {
         }
     }
 
+    /// A small table copied, indexed and analyzed in one transaction: only foreign keys are
+    /// left, its own and those waiting for it.
+    fn finished_whole(&mut self, plan: &DatabasePlan, fks: &[ForeignKey], table: usize) {
+        let state = &mut self.tables[table];
+        self.pending -= state.builds_left + usize::from(!state.attach.is_empty()) + 1;
+        state.builds.clear();
+        state.builds_left = 0;
+        state.attach.clear();
+        state.indexed = true;
+        state.analyzed = true;
+        for fk in std::mem::take(&mut self.waiting_on[table]) {
+            self.try_fk(plan, fks, fks[fk].child);
+        }
+        self.try_fk(plan, fks, table);
+    }
+
     fn indexed(&mut self, plan: &DatabasePlan, fks: &[ForeignKey], table: usize) {
         self.tables[table].indexed = true;
         self.push(plan, fks, Work::Analyze { table });
@@ -328,6 +344,24 @@ impl Pipeline<'_> {
     }
 }
 
+/// Tables up to this size (copied whole) are indexed and analyzed by the COPY stream that
+/// copies them, in the same transaction.
+const SMALL_TABLE: u64 = 1 << 20;
+
+/// The builds and key constraints of small table `table` not done yet, and its `ANALYZE`.
+fn small_table_steps<'a>(r: &Running<'a>, table: usize) -> rows::Then<'a> {
+    let (work, display) = (&r.p.work[table], r.p.plan.tables[table].display());
+    let queues = r.queues();
+    let state = &queues.tables[table];
+    let builds = state.builds.iter().map(|&b| (format!("build {} on {display}", work.builds[b].name), &work.builds[b]));
+    let attach =
+        state.attach.iter().map(|&a| (format!("add constraint {} on {display}", work.attach[a].name), &work.attach[a]));
+    rows::Then {
+        steps: builds.chain(attach).map(|(what, step)| (what, step.step.as_str(), step.sql.as_str())).collect(),
+        analyze: true,
+    }
+}
+
 async fn copy_worker(r: &Running<'_>) -> Result<()> {
     let (p, plan) = (r.p, r.p.plan);
     let source = Db::connect(&p.req.source, &plan.source).await?;
@@ -350,7 +384,13 @@ async fn copy_worker(r: &Running<'_>) -> Result<()> {
                 let display = t.display();
                 let started = Instant::now();
                 let counter = p.tracker.part_started(&display, part + 1, t.parts.len(), t.bytes / t.parts.len() as u64);
-                let result = rows::copy_part(&source, &target, t, &t.parts[part], &part_step(t, part), &counter).await;
+                // A small table copied whole gets its indexes, keys and statistics in the
+                // same transaction: for it, separate steps cost more in round trips and
+                // commits than the work itself.
+                let whole = t.parts.len() == 1 && t.bytes <= SMALL_TABLE;
+                let then = if whole { small_table_steps(r, table) } else { rows::Then::default() };
+                let result =
+                    rows::copy_part(&source, &target, t, &t.parts[part], &part_step(t, part), &counter, &then).await;
                 let rows = result.as_ref().ok().copied();
                 p.tracker.part_finished(&display, part + 1, t.parts.len(), rows, started.elapsed().as_secs_f64());
                 result?;
@@ -358,7 +398,16 @@ async fn copy_worker(r: &Running<'_>) -> Result<()> {
                 queues.tables[table].parts_left -= 1;
                 if queues.tables[table].parts_left == 0 {
                     p.tracker.table_done();
-                    queues.release(plan, p.fks, table);
+                    if whole {
+                        let builds = std::mem::take(&mut queues.tables[table].builds);
+                        for &build in &builds {
+                            p.tracker.index_done(&display, &p.work[table].builds[build].name, 0.0);
+                        }
+                        p.tracker.constraint_done();
+                        queues.finished_whole(plan, p.fks, table);
+                    } else {
+                        queues.release(plan, p.fks, table);
+                    }
                     drop(queues);
                     r.notify.notify_waiters();
                 }
@@ -500,6 +549,48 @@ mod tests {
             objects: ObjectCounts::default(),
             bytes: 0,
         }
+    }
+
+    #[test]
+    fn a_small_table_finished_whole_leaves_only_foreign_keys() {
+        // GIVEN t1 and t2 referencing t0; t0 and t1 copied whole with their index work, t2 not
+        let plan = plan(3);
+        let fk = |child, parent, name: &str| ForeignKey { child, parent, add: step(name), validate: step(name) };
+        let fks = vec![fk(1, 0, "a"), fk(2, 0, "b")];
+        let tables = (0..3)
+            .map(|t| TableState {
+                parts_left: 0,
+                builds: vec![0, 1],
+                builds_left: 2,
+                attach: vec![0],
+                fks: (0..fks.len()).filter(|&f| fks[f].child == t).collect(),
+                ..TableState::default()
+            })
+            .collect();
+        let mut queues = WorkQueues {
+            data: VecDeque::new(),
+            heap: BinaryHeap::new(),
+            waiting_on: vec![Vec::new(); 3],
+            tables,
+            // per table: two builds, one attach, one ANALYZE; and two keys
+            pending: 3 * 4 + 2,
+            seq: 0,
+            data_done_at: None,
+            build_seconds: 0.0,
+            fk_seconds: 0.0,
+            analyze_seconds: 0.0,
+        };
+        // WHEN the child t1 finishes whole first: its key waits for t0
+        queues.finished_whole(&plan, &fks, 1);
+        assert!(queues.heap.is_empty() && queues.waiting_on[0] == [0]);
+        // AND t0 finishes whole: t1's key is queued, nothing else
+        queues.finished_whole(&plan, &fks, 0);
+        let queued: Vec<Work> = queues.heap.iter().map(|q| q.work).collect();
+        assert!(matches!(queued.as_slice(), [Work::ForeignKey { fk: 0 }]), "{}", queued.len());
+        assert_eq!(queues.pending, 4 + 2, "t2's index work and both keys are left");
+        // THEN t2, released the usual way, still goes through builds, attach and ANALYZE
+        queues.release(&plan, &fks, 2);
+        assert_eq!(queues.heap.iter().filter(|q| matches!(q.work, Work::Build { table: 2, .. })).count(), 2);
     }
 
     #[test]

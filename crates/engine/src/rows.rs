@@ -56,7 +56,17 @@ fn freezes(table: &TablePlan) -> bool {
     table.parts.len() == 1
 }
 
-/// Copies one part and commits it with its mark `step`. Returns the rows copied.
+/// What runs after a part's rows, in its transaction: for a small table copied whole, its
+/// index builds and key constraints (each with its mark) and its `ANALYZE`.
+#[derive(Default)]
+pub(crate) struct Then<'a> {
+    /// (what, mark, SQL) of each statement.
+    pub steps: Vec<(String, &'a str, &'a str)>,
+    pub analyze: bool,
+}
+
+/// Copies one part, runs `then`, and commits it all with the part's mark `step`. Returns the
+/// rows copied.
 pub(crate) async fn copy_part(
     source: &Db,
     target: &Db,
@@ -64,6 +74,7 @@ pub(crate) async fn copy_part(
     part: &Part,
     step: &str,
     counter: &PartCounter<'_>,
+    then: &Then<'_>,
 ) -> Result<u64> {
     let (out_sql, in_sql) = copy_statements(table, part);
     let what = format!("copy {}", table.display());
@@ -96,6 +107,15 @@ pub(crate) async fn copy_part(
             }
             let rows = sink.as_mut().finish().await.map_err(|e| target.err(&what, &e))?;
             marks::record(target, step, rows as i64, bytes as i64).await?;
+            for (what, mark, sql) in &then.steps {
+                target.batch(what, sql).await?;
+                marks::record(target, mark, 0, 0).await?;
+            }
+            if then.analyze {
+                target
+                    .batch(&format!("analyze {}", table.display()), &format!("analyze {}", table.qualified()))
+                    .await?;
+            }
             Ok(rows)
         })
         .await
