@@ -316,7 +316,7 @@ async fn estimates_follow_what_copy_moves_and_count_tables_never_analyzed() {
              execute format('insert into small%s select g, md5(g::text) from generate_series(1, 100) g', i);
            end loop;
          end $$;
-         create table fresh (id int, note text) with (autovacuum_enabled = false);
+         create table fresh (id int primary key, note text) with (autovacuum_enabled = false);
          insert into fresh select g, md5(g::text) from generate_series(1, 4000) g;",
     )
     .await;

@@ -18,9 +18,14 @@ select c.oid::int8 as oid,
                  + case when c.reltoastrelid <> 0 then pg_catalog.pg_relation_size(c.reltoastrelid) else 0 end
             else 0 end as bytes,
        case when c.relkind in ('r', 'm') then pg_catalog.pg_relation_size(c.oid) else 0 end as heap_bytes,
-       greatest(c.reltuples, 0)::float8 as est_rows,
-       -- reltuples is -1 until a VACUUM or ANALYZE has seen the table.
-       c.reltuples >= 0 as counted,
+       -- As the planner does: the density last measured times the pages there are now.
+       case when c.reltuples > 0 and c.relpages > 0
+            then c.reltuples / c.relpages
+                 * (pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::int8)
+            else greatest(c.reltuples, 0) end::float8 as est_rows,
+       -- Whether that measure means anything: reltuples is -1 until a VACUUM or ANALYZE (0 on
+       -- servers before 14), while the table may hold rows by now.
+       (c.reltuples > 0 and c.relpages > 0) or pg_catalog.pg_relation_size(c.oid) = 0 as counted,
        -- A row's size on disk from its column types, for tables never counted.
        (select coalesce(sum(case when t.typlen > 0 then t.typlen else 32 end), 0)::int8 + 28
           from pg_catalog.pg_attribute a
