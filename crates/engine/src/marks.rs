@@ -76,6 +76,18 @@ pub(crate) async fn record(target: &Db, step: &str, rows: i64, bytes: i64) -> Re
         .map(|_| ())
 }
 
+/// Records several steps inside the caller's open transaction, in one statement.
+pub(crate) async fn record_all(target: &Db, steps: &[&str]) -> Result<()> {
+    target
+        .execute(
+            "record progress",
+            "insert into _barge.done (step, rows, bytes) select s, 0, 0 from pg_catalog.unnest($1::text[]) as s",
+            &[&steps],
+        )
+        .await
+        .map(|_| ())
+}
+
 /// Runs `sql` and records `step` in one transaction.
 pub(crate) async fn run_step(target: &Db, step: &str, context: &str, sql: &str) -> Result<()> {
     target

@@ -51,9 +51,15 @@ pub(crate) fn copy_statements(table: &TablePlan, part: &Part) -> (String, String
     (out, into)
 }
 
-/// Whether a table's rows load with `COPY … FREEZE` (only when one transaction loads it all).
+/// Tables up to this size, copied whole, are loaded, indexed and analyzed in one transaction
+/// by the COPY stream that copies them: for them, the round trips and commits of separate
+/// steps cost more than the work.
+pub(crate) const SMALL_TABLE: u64 = 1 << 20;
+
+/// Whether a table's rows load with `COPY … FREEZE`: only when one transaction loads it all,
+/// and not for a small table, whose few pages are not worth the `TRUNCATE` it needs.
 fn freezes(table: &TablePlan) -> bool {
-    table.parts.len() == 1
+    table.parts.len() == 1 && table.bytes > SMALL_TABLE
 }
 
 /// What runs after a part's rows, in its transaction: for a small table copied whole, its
@@ -107,14 +113,21 @@ pub(crate) async fn copy_part(
             }
             let rows = sink.as_mut().finish().await.map_err(|e| target.err(&what, &e))?;
             marks::record(target, step, rows as i64, bytes as i64).await?;
-            for (what, mark, sql) in &then.steps {
-                target.batch(what, sql).await?;
-                marks::record(target, mark, 0, 0).await?;
-            }
+            // The index builds, key constraints and ANALYZE in one round trip, their marks in
+            // another.
+            let mut sql: String =
+                then.steps.iter().map(|(_, _, sql)| format!("{};\n", sql.trim_end_matches(';'))).collect();
             if then.analyze {
+                sql.push_str(&format!("analyze {};\n", table.qualified()));
+            }
+            if !sql.is_empty() {
                 target
-                    .batch(&format!("analyze {}", table.display()), &format!("analyze {}", table.qualified()))
+                    .batch(&format!("build the indexes and keys of {} and analyze it", table.display()), &sql)
                     .await?;
+            }
+            let steps: Vec<&str> = then.steps.iter().map(|(_, mark, _)| *mark).collect();
+            if !steps.is_empty() {
+                marks::record_all(target, &steps).await?;
             }
             Ok(rows)
         })
@@ -218,9 +231,14 @@ mod tests {
 
     #[test]
     fn copy_statements_quote_and_choose_the_format() {
-        let (out, into) = copy_statements(&table(false), &Part::Whole);
+        let mut large = table(false);
+        large.bytes = SMALL_TABLE + 1;
+        let (out, into) = copy_statements(&large, &Part::Whole);
         assert_eq!(out, "copy \"s\".\"Odd \"\"t\"\"\" (\"id\", \"Value\") to stdout (format binary)");
         assert_eq!(into, "copy \"s\".\"Odd \"\"t\"\"\" (\"id\", \"Value\") from stdin (format binary, freeze)");
+        // A small table is not frozen: its few pages are not worth the TRUNCATE FREEZE needs.
+        let (_, into) = copy_statements(&table(false), &Part::Whole);
+        assert_eq!(into, "copy \"s\".\"Odd \"\"t\"\"\" (\"id\", \"Value\") from stdin (format binary)");
         let part = Part::Key { column: "id".into(), from: Some(10), to: None };
         let mut split = table(true);
         split.parts = vec![Part::Whole, part.clone()];
