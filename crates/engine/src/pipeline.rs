@@ -344,10 +344,6 @@ impl Pipeline<'_> {
     }
 }
 
-/// Tables up to this size (copied whole) are indexed and analyzed by the COPY stream that
-/// copies them, in the same transaction.
-const SMALL_TABLE: u64 = 1 << 20;
-
 /// The builds and key constraints of small table `table` not done yet, and its `ANALYZE`.
 fn small_table_steps<'a>(r: &Running<'a>, table: usize) -> rows::Then<'a> {
     let (work, display) = (&r.p.work[table], r.p.plan.tables[table].display());
@@ -387,7 +383,7 @@ async fn copy_worker(r: &Running<'_>) -> Result<()> {
                 // A small table copied whole gets its indexes, keys and statistics in the
                 // same transaction: for it, separate steps cost more in round trips and
                 // commits than the work itself.
-                let whole = t.parts.len() == 1 && t.bytes <= SMALL_TABLE;
+                let whole = t.parts.len() == 1 && t.bytes <= rows::SMALL_TABLE;
                 let then = if whole { small_table_steps(r, table) } else { rows::Then::default() };
                 let result =
                     rows::copy_part(&source, &target, t, &t.parts[part], &part_step(t, part), &counter, &then).await;
@@ -496,12 +492,18 @@ async fn index_worker(r: &Running<'_>) -> Result<()> {
             Work::ForeignKey { fk } => {
                 let key = &fks[fk];
                 let child = plan.tables[key.child].display();
-                if !p.marks.is_done(&key.add.step) {
+                if plan.tables[key.child].bytes <= rows::SMALL_TABLE && !p.marks.is_done(&key.add.step) {
+                    // A small table's key is checked as it is added: one step, not two.
                     let what = format!("add foreign key {} on {child}", key.add.name);
-                    marks::run_step(&target, &key.add.step, &what, &key.add.sql).await?;
+                    marks::run_step(&target, &key.validate.step, &what, &key.add_valid).await?;
+                } else {
+                    if !p.marks.is_done(&key.add.step) {
+                        let what = format!("add foreign key {} on {child}", key.add.name);
+                        marks::run_step(&target, &key.add.step, &what, &key.add.sql).await?;
+                    }
+                    let what = format!("validate foreign key {} on {child}", key.validate.name);
+                    marks::run_step(&target, &key.validate.step, &what, &key.validate.sql).await?;
                 }
-                let what = format!("validate foreign key {} on {child}", key.validate.name);
-                marks::run_step(&target, &key.validate.step, &what, &key.validate.sql).await?;
                 p.tracker.constraint_done();
                 let mut queues = r.queues();
                 queues.fk_seconds += started.elapsed().as_secs_f64();
@@ -555,7 +557,13 @@ mod tests {
     fn a_small_table_finished_whole_leaves_only_foreign_keys() {
         // GIVEN t1 and t2 referencing t0; t0 and t1 copied whole with their index work, t2 not
         let plan = plan(3);
-        let fk = |child, parent, name: &str| ForeignKey { child, parent, add: step(name), validate: step(name) };
+        let fk = |child, parent, name: &str| ForeignKey {
+            child,
+            parent,
+            add: step(name),
+            validate: step(name),
+            add_valid: String::new(),
+        };
         let fks = vec![fk(1, 0, "a"), fk(2, 0, "b")];
         let tables = (0..3)
             .map(|t| TableState {
@@ -597,7 +605,13 @@ mod tests {
     fn foreign_keys_wait_for_both_tables_and_run_one_at_a_time_per_table() {
         // GIVEN t0 referenced by two keys of t1 and one of t2; each table has one index build
         let plan = plan(3);
-        let fk = |child, parent, name: &str| ForeignKey { child, parent, add: step(name), validate: step(name) };
+        let fk = |child, parent, name: &str| ForeignKey {
+            child,
+            parent,
+            add: step(name),
+            validate: step(name),
+            add_valid: String::new(),
+        };
         let fks = vec![fk(1, 0, "a"), fk(1, 0, "b"), fk(2, 0, "c")];
         let tables = (0..3)
             .map(|t| TableState {
