@@ -302,10 +302,12 @@ pub fn init_report(report: &InitReport) {
             t.total
         );
         outln!(
-            "    busy time (overlapping): index builds {:.1}s · foreign keys {:.1}s · ANALYZE {:.1}s",
+            "    busy time (overlapping): index builds {:.1}s · foreign keys {:.1}s · statistics {:.1}s ({} table(s) carried from the source, {} analyzed)",
             t.index_builds,
             t.foreign_keys,
-            t.analyze
+            t.analyze,
+            db.statistics_carried,
+            db.analyzed
         );
     }
 }

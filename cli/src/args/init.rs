@@ -69,6 +69,10 @@ pub struct InitArgs {
     /// Do not copy large objects.
     #[arg(long)]
     pub skip_large_objects: bool,
+    /// Run ANALYZE on every copied table instead of carrying the source's planner
+    /// statistics (done where the target runs PostgreSQL 18 or newer; ANALYZE otherwise).
+    #[arg(long)]
+    pub analyze: bool,
     /// maintenance_work_mem for index builds [default: sized from available memory].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub maintenance_work_mem: Option<u64>,
@@ -94,6 +98,7 @@ impl InitArgs {
             no_acl: self.no_acl,
             no_tablespaces: self.no_tablespaces,
             skip_large_objects: self.skip_large_objects,
+            analyze: self.analyze,
             maintenance_work_mem: self.maintenance_work_mem,
             ..Default::default()
         };

@@ -35,7 +35,9 @@ fn every_init_flag_reaches_the_request() {
     assert_eq!(req.filter.schema_only_tables, ["s.big"]);
     let o = &req.options;
     assert_eq!((o.jobs, o.index_jobs, o.split_tables_larger_than), (Some(3), Some(5), Some(1 << 30)));
-    assert!(o.drop_existing && o.roles && o.no_owner && o.no_acl && o.no_tablespaces && o.skip_large_objects);
+    assert!(
+        o.drop_existing && o.roles && o.no_owner && o.no_acl && o.no_tablespaces && o.skip_large_objects && o.analyze
+    );
     assert_eq!(o.maintenance_work_mem, Some(512 << 20));
     assert_eq!(req.local.pg_bin.as_deref(), Some(std::path::Path::new("/opt/pg")));
 }
@@ -61,7 +63,7 @@ fn same_request_remotely<A: Lower>(args: &A, local: Request) {
     assert_eq!(format!("{remote:?}"), format!("{local:?}"));
 }
 
-const EVERY_INIT_FLAG: [&str; 14] = [
+const EVERY_INIT_FLAG: [&str; 15] = [
     "-j",
     "3",
     "--index-jobs",
@@ -74,6 +76,7 @@ const EVERY_INIT_FLAG: [&str; 14] = [
     "--no-acl",
     "--no-tablespaces",
     "--skip-large-objects",
+    "--analyze",
     "--maintenance-work-mem",
     "512MB",
 ];

@@ -27,6 +27,8 @@ pub(crate) struct Relation {
     pub int_key: Option<String>,
     pub owned_by: Option<u32>,
     pub own_autovacuum: bool,
+    /// Whether the table has extended statistics (`CREATE STATISTICS`).
+    pub extended_statistics: bool,
 }
 
 /// An index barge builds itself, with its constraint if it backs one.
@@ -149,6 +151,7 @@ pub(crate) async fn relations(db: &Db) -> Result<Vec<Relation>> {
             int_key: r.get("int_key"),
             owned_by: r.get::<_, Option<i64>>("owned_by").map(oid),
             own_autovacuum: r.get("own_autovacuum"),
+            extended_statistics: r.get("extended_statistics"),
         })
         .collect())
 }

@@ -30,6 +30,7 @@ use crate::{
     roles::{self, RolesReport},
     schema::{self, SchemaDump, TargetSettings},
     sqlstate,
+    stats::{self, Statistics},
     toc::{Kind, TocEntry},
 };
 
@@ -65,6 +66,13 @@ pub struct DatabaseReport {
     pub sequences: u64,
     /// Steps an earlier, interrupted run had committed (skipped now).
     pub resumed_steps: u64,
+    /// Tables whose planner statistics were carried from the source (a PostgreSQL 18+
+    /// target).
+    #[serde(default)]
+    pub statistics_carried: u64,
+    /// Tables analyzed.
+    #[serde(default)]
+    pub analyzed: u64,
     /// Where the time went.
     pub timings: Timings,
 }
@@ -478,6 +486,7 @@ pub(crate) async fn copy_database(
         work: &post.tables,
         fks: &post.foreign_keys,
         maintenance_work_mem: maintenance_work_mem(req, &target).await?,
+        statistics: Statistics::choose(&holder, &target, req.options.analyze),
     };
     tracker.phase(Phase::Copying);
     let data_started = Instant::now();
@@ -494,6 +503,8 @@ pub(crate) async fn copy_database(
         source: db.source.clone(),
         target: db.target.clone(),
         resumed_steps: marks.count() as u64,
+        statistics_carried: outcome.statistics_carried,
+        analyzed: outcome.analyzed,
         ..DatabaseReport::default()
     };
     let progress = tracker.snapshot();
@@ -510,6 +521,7 @@ pub(crate) async fn copy_database(
     let post_started = Instant::now();
     run_post_data(&target, &dump, &settings, &post.rest, &marks, &tracker).await?;
     validate_late(req, db, &post.late_validations, &marks, &tracker).await?;
+    report.analyzed += stats::analyze_extended(&target, &db.tables).await?;
     timings.post_data = post_started.elapsed().as_secs_f64();
     let sequences_started = Instant::now();
     report.sequences = copy_sequences(&holder, &target).await?;

@@ -28,6 +28,7 @@ mod roles;
 mod rows;
 mod schema;
 pub mod sqlstate;
+mod stats;
 pub mod sync;
 mod tls;
 mod toc;

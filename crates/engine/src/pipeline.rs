@@ -29,6 +29,7 @@ use crate::{
     progress::{Phase, Tracker},
     request::Request,
     rows,
+    stats::{self, Statistics, StatsDone, TableStats},
 };
 
 /// Something an index worker can do.
@@ -77,6 +78,12 @@ struct TableState {
     /// Foreign keys of this table not started yet.
     fks: Vec<usize>,
     fk_running: bool,
+    /// Rows copied in this run, and whether that is all of them (no part was copied before).
+    rows: u64,
+    rows_known: bool,
+    /// The source's statistics of a table copied in parts, read when its last part is in,
+    /// waiting for its `ANALYZE` step.
+    carried: Option<TableStats>,
 }
 
 enum DataTask {
@@ -100,6 +107,8 @@ struct WorkQueues {
     build_seconds: f64,
     fk_seconds: f64,
     analyze_seconds: f64,
+    statistics_carried: u64,
+    analyzed: u64,
 }
 
 /// Weights: attachments unblock the most and take no time; then long work first.
@@ -215,6 +224,9 @@ pub(crate) struct Outcome {
     pub build_seconds: f64,
     pub fk_seconds: f64,
     pub analyze_seconds: f64,
+    /// Tables whose statistics came from the source, and tables analyzed.
+    pub statistics_carried: u64,
+    pub analyzed: u64,
     /// Tables, index builds and bytes an earlier run had finished.
     pub resumed: (u64, u64, u64),
 }
@@ -229,6 +241,7 @@ pub(crate) struct Pipeline<'a> {
     pub work: &'a [TableWork],
     pub fks: &'a [ForeignKey],
     pub maintenance_work_mem: u64,
+    pub statistics: Statistics,
 }
 
 fn part_step(table: &TablePlan, part: usize) -> String {
@@ -284,6 +297,7 @@ impl Pipeline<'_> {
                 builds,
                 attach,
                 fks,
+                rows_known: parts_left == table.parts.len(),
                 ..TableState::default()
             });
         }
@@ -310,6 +324,8 @@ impl Pipeline<'_> {
             build_seconds: 0.0,
             fk_seconds: 0.0,
             analyze_seconds: 0.0,
+            statistics_carried: 0,
+            analyzed: 0,
         };
         for t in 0..plan.tables.len() {
             if queues.tables[t].parts_left == 0 {
@@ -339,12 +355,14 @@ impl Pipeline<'_> {
             build_seconds: queues.build_seconds,
             fk_seconds: queues.fk_seconds,
             analyze_seconds: queues.analyze_seconds,
+            statistics_carried: queues.statistics_carried,
+            analyzed: queues.analyzed,
             resumed: (tables_done, builds_done, bytes_done),
         })
     }
 }
 
-/// The builds and key constraints of small table `table` not done yet, and its `ANALYZE`.
+/// The builds and key constraints of small table `table` not done yet, and its statistics.
 fn small_table_steps<'a>(r: &Running<'a>, table: usize) -> rows::Then<'a> {
     let (work, display) = (&r.p.work[table], r.p.plan.tables[table].display());
     let queues = r.queues();
@@ -354,7 +372,7 @@ fn small_table_steps<'a>(r: &Running<'a>, table: usize) -> rows::Then<'a> {
         state.attach.iter().map(|&a| (format!("add constraint {} on {display}", work.attach[a].name), &work.attach[a]));
     rows::Then {
         steps: builds.chain(attach).map(|(what, step)| (what, step.step.as_str(), step.sql.as_str())).collect(),
-        analyze: true,
+        statistics: r.p.statistics.for_table(&r.p.plan.tables[table]),
     }
 }
 
@@ -387,26 +405,41 @@ async fn copy_worker(r: &Running<'_>) -> Result<()> {
                 let then = if whole { small_table_steps(r, table) } else { rows::Then::default() };
                 let result =
                     rows::copy_part(&source, &target, t, &t.parts[part], &part_step(t, part), &counter, &then).await;
-                let rows = result.as_ref().ok().copied();
+                let rows = result.as_ref().ok().map(|c| c.rows);
                 p.tracker.part_finished(&display, part + 1, t.parts.len(), rows, started.elapsed().as_secs_f64());
-                result?;
-                let mut queues = r.queues();
-                queues.tables[table].parts_left -= 1;
-                if queues.tables[table].parts_left == 0 {
-                    p.tracker.table_done();
-                    if whole {
-                        let builds = std::mem::take(&mut queues.tables[table].builds);
-                        for &build in &builds {
-                            p.tracker.index_done(&display, &p.work[table].builds[build].name, 0.0);
-                        }
-                        p.tracker.constraint_done();
-                        queues.finished_whole(plan, p.fks, table);
-                    } else {
-                        queues.release(plan, p.fks, table);
+                let copied = result?;
+                let last = {
+                    let mut queues = r.queues();
+                    let state = &mut queues.tables[table];
+                    state.parts_left -= 1;
+                    state.rows += copied.rows;
+                    let last = state.parts_left == 0;
+                    let read_stats = last && !whole && state.rows_known && p.statistics.carries(t);
+                    match copied.statistics {
+                        Some(StatsDone::Carried) => queues.statistics_carried += 1,
+                        Some(StatsDone::Analyzed) => queues.analyzed += 1,
+                        None => {}
                     }
-                    drop(queues);
-                    r.notify.notify_waiters();
+                    last.then_some(read_stats)
+                };
+                let Some(read_stats) = last else { continue };
+                p.tracker.table_done();
+                // Read now, in the copy's snapshot, for the table's statistics step.
+                let carried = if read_stats { Some(stats::read(&source, t).await?) } else { None };
+                let mut queues = r.queues();
+                queues.tables[table].carried = carried;
+                if whole {
+                    let builds = std::mem::take(&mut queues.tables[table].builds);
+                    for &build in &builds {
+                        p.tracker.index_done(&display, &p.work[table].builds[build].name, 0.0);
+                    }
+                    p.tracker.constraint_done();
+                    queues.finished_whole(plan, p.fks, table);
+                } else {
+                    queues.release(plan, p.fks, table);
                 }
+                drop(queues);
+                r.notify.notify_waiters();
             }
             DataTask::LargeObjects { first, last } => {
                 let label = format!("large objects {first}..{last}");
@@ -483,10 +516,36 @@ async fn index_worker(r: &Running<'_>) -> Result<()> {
             }
             Work::Analyze { table } => {
                 let t = &plan.tables[table];
-                target.batch(&format!("analyze {}", t.display()), &format!("analyze {}", t.qualified())).await?;
+                let (carried, rows) = {
+                    let mut queues = r.queues();
+                    (queues.tables[table].carried.take(), queues.tables[table].rows)
+                };
+                let done = match (p.statistics.for_table(t), carried) {
+                    (None, _) => None,
+                    (Some(Statistics::FromSource { version }), Some(carried)) if !carried.is_empty() => {
+                        match stats::restore(&target, t, &carried, version, rows).await {
+                            Ok(true) => Some(StatsDone::Carried),
+                            Ok(false) => None,
+                            Err(e) => {
+                                tracing::warn!(table = %t.display(), error = %e, "setting the source's statistics failed; analyzing");
+                                None
+                            }
+                        }
+                        .or(Some(StatsDone::Analyzed))
+                    }
+                    (Some(_), _) => Some(StatsDone::Analyzed),
+                };
+                if done == Some(StatsDone::Analyzed) {
+                    target.batch(&format!("analyze {}", t.display()), &stats::analyze_sql(t)).await?;
+                }
                 p.tracker.constraint_done();
                 let mut queues = r.queues();
                 queues.analyze_seconds += started.elapsed().as_secs_f64();
+                match done {
+                    Some(StatsDone::Carried) => queues.statistics_carried += 1,
+                    Some(StatsDone::Analyzed) => queues.analyzed += 1,
+                    None => {}
+                }
                 queues.analyzed(plan, fks, table);
             }
             Work::ForeignKey { fk } => {
@@ -541,6 +600,7 @@ mod tests {
                     columns: Vec::new(),
                     parts: vec![Part::Whole],
                     own_autovacuum: false,
+                    extended_statistics: false,
                 })
                 .collect(),
             excluded_schemas: Vec::new(),
@@ -587,6 +647,8 @@ mod tests {
             build_seconds: 0.0,
             fk_seconds: 0.0,
             analyze_seconds: 0.0,
+            statistics_carried: 0,
+            analyzed: 0,
         };
         // WHEN the child t1 finishes whole first: its key waits for t0
         queues.finished_whole(&plan, &fks, 1);
@@ -633,6 +695,8 @@ mod tests {
             build_seconds: 0.0,
             fk_seconds: 0.0,
             analyze_seconds: 0.0,
+            statistics_carried: 0,
+            analyzed: 0,
         };
         // WHEN the children's rows land first and the referenced table's last
         let mut order = Vec::new();

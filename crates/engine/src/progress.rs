@@ -168,7 +168,8 @@ pub struct Timings {
     pub index_builds: f64,
     /// Busy time of adding and validating foreign keys, summed.
     pub foreign_keys: f64,
-    /// Busy time of ANALYZE, summed.
+    /// Busy time of setting planner statistics (carried from the source, or ANALYZE) of
+    /// tables copied in parts, summed; a small table's are in its COPY's transaction.
     pub analyze: f64,
     /// The rest of post-data in pg_dump's order (triggers, rules, policies, refreshes, …)
     /// and foreign keys to partitioned tables.

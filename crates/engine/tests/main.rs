@@ -14,6 +14,7 @@ use barge_testkit::{Cluster, dst18, src15, src18, unique};
 use std::sync::{Arc, Mutex};
 
 mod hostile;
+mod statistics;
 mod sync;
 
 fn request(src: &Cluster, src_db: &str, dst: &Cluster, dst_db: &str) -> Request {

@@ -122,6 +122,10 @@ pub struct Options {
     /// Do not copy large objects.
     #[serde(skip_serializing_if = "is_false")]
     pub skip_large_objects: bool,
+    /// `ANALYZE` every copied table instead of carrying the source's planner statistics
+    /// (which a PostgreSQL 18+ target takes).
+    #[serde(skip_serializing_if = "is_false")]
+    pub analyze: bool,
     /// `maintenance_work_mem` for index builds, in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance_work_mem: Option<u64>,

@@ -498,6 +498,7 @@ async fn plan_database(
             columns: r.columns.clone(),
             parts,
             own_autovacuum: r.own_autovacuum,
+            extended_statistics: r.extended_statistics,
         });
     }
     tables.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.display().cmp(&b.display())));

@@ -174,6 +174,10 @@ pub struct TablePlan {
     /// otherwise it pauses autovacuum on the table while copying).
     #[serde(default)]
     pub own_autovacuum: bool,
+    /// The table has extended statistics (`CREATE STATISTICS`): only `ANALYZE` computes
+    /// them, so its statistics are not carried from the source ([`crate::stats`]).
+    #[serde(default)]
+    pub extended_statistics: bool,
 }
 
 impl TablePlan {

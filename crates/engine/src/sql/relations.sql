@@ -2,7 +2,7 @@
 -- (what COPY moves, not what the files take), estimated rows,
 -- the columns COPY moves (generated columns are recomputed by the target), a single-column
 -- integer primary key to split on, the partition parent, the table owning a sequence, and
--- whether the table sets its own autovacuum_enabled.
+-- whether the table sets its own autovacuum_enabled, and whether it has extended statistics.
 select c.oid::int8 as oid,
        n.nspname as schema,
        c.relname as name,
@@ -48,7 +48,8 @@ select c.oid::int8 as oid,
            and d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass and d.objid = c.oid
            and d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass and d.deptype in ('a', 'i')
          limit 1) as owned_by,
-       coalesce(array_to_string(c.reloptions, ','), '') ~ 'autovacuum_enabled' as own_autovacuum
+       coalesce(array_to_string(c.reloptions, ','), '') ~ 'autovacuum_enabled' as own_autovacuum,
+       exists (select from pg_catalog.pg_statistic_ext x where x.stxrelid = c.oid) as extended_statistics
 from pg_catalog.pg_class c
 join pg_catalog.pg_namespace n on n.oid = c.relnamespace
 where c.relkind in ('r', 'p', 'm', 'v', 'f', 'S')
