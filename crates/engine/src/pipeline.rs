@@ -372,7 +372,7 @@ fn small_table_steps<'a>(r: &Running<'a>, table: usize) -> rows::Then<'a> {
         state.attach.iter().map(|&a| (format!("add constraint {} on {display}", work.attach[a].name), &work.attach[a]));
     rows::Then {
         steps: builds.chain(attach).map(|(what, step)| (what, step.step.as_str(), step.sql.as_str())).collect(),
-        statistics: r.p.statistics.for_table(&r.p.plan.tables[table]),
+        analyze: r.p.statistics.for_table(&r.p.plan.tables[table]).is_some(),
     }
 }
 
@@ -403,22 +403,21 @@ async fn copy_worker(r: &Running<'_>) -> Result<()> {
                 // commits than the work itself.
                 let whole = t.parts.len() == 1 && t.bytes <= rows::SMALL_TABLE;
                 let then = if whole { small_table_steps(r, table) } else { rows::Then::default() };
+                let then_analyzed = then.analyze;
                 let result =
                     rows::copy_part(&source, &target, t, &t.parts[part], &part_step(t, part), &counter, &then).await;
-                let rows = result.as_ref().ok().map(|c| c.rows);
+                let rows = result.as_ref().ok().copied();
                 p.tracker.part_finished(&display, part + 1, t.parts.len(), rows, started.elapsed().as_secs_f64());
                 let copied = result?;
                 let last = {
                     let mut queues = r.queues();
                     let state = &mut queues.tables[table];
                     state.parts_left -= 1;
-                    state.rows += copied.rows;
+                    state.rows += copied;
                     let last = state.parts_left == 0;
                     let read_stats = last && !whole && state.rows_known && p.statistics.carries(t);
-                    match copied.statistics {
-                        Some(StatsDone::Carried) => queues.statistics_carried += 1,
-                        Some(StatsDone::Analyzed) => queues.analyzed += 1,
-                        None => {}
+                    if whole && then_analyzed {
+                        queues.analyzed += 1;
                     }
                     last.then_some(read_stats)
                 };
@@ -520,24 +519,10 @@ async fn index_worker(r: &Running<'_>) -> Result<()> {
                     let mut queues = r.queues();
                     (queues.tables[table].carried.take(), queues.tables[table].rows)
                 };
-                let done = match (p.statistics.for_table(t), carried) {
-                    (None, _) => None,
-                    (Some(Statistics::FromSource { version }), Some(carried)) if !carried.is_empty() => {
-                        match stats::restore(&target, t, &carried, version, rows).await {
-                            Ok(true) => Some(StatsDone::Carried),
-                            Ok(false) => None,
-                            Err(e) => {
-                                tracing::warn!(table = %t.display(), error = %e, "setting the source's statistics failed; analyzing");
-                                None
-                            }
-                        }
-                        .or(Some(StatsDone::Analyzed))
-                    }
-                    (Some(_), _) => Some(StatsDone::Analyzed),
+                let done = match p.statistics.for_table(t) {
+                    Some(how) => Some(stats::set(&target, t, how, carried.as_ref(), rows).await?),
+                    None => None,
                 };
-                if done == Some(StatsDone::Analyzed) {
-                    target.batch(&format!("analyze {}", t.display()), &stats::analyze_sql(t)).await?;
-                }
                 p.tracker.constraint_done();
                 let mut queues = r.queues();
                 queues.analyze_seconds += started.elapsed().as_secs_f64();

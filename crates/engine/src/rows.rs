@@ -13,7 +13,7 @@ use crate::{
     plan::{Part, TablePlan},
     progress::PartCounter,
     request::Options,
-    stats::{self, Statistics, StatsDone, TableStats},
+    stats,
 };
 
 /// Size of the messages the relay writes to the target. Memory per stream stays near this.
@@ -64,23 +64,17 @@ pub(crate) fn freezes(table: &TablePlan) -> bool {
 }
 
 /// What runs after a part's rows, in its transaction: for a small table copied whole, its
-/// index builds and key constraints (each with its mark) and its planner statistics.
+/// index builds and key constraints (each with its mark) and its `ANALYZE` (for a table this
+/// small, cheaper than carrying the source's statistics: `crate::stats`).
 #[derive(Default)]
 pub(crate) struct Then<'a> {
     /// (what, mark, SQL) of each statement.
     pub steps: Vec<(String, &'a str, &'a str)>,
-    /// How the table gets its statistics, if it does in this transaction.
-    pub statistics: Option<Statistics>,
+    pub analyze: bool,
 }
 
-/// What [`copy_part`] did.
-pub(crate) struct Copied {
-    pub rows: u64,
-    /// How the table got its statistics in the part's transaction, if it did.
-    pub statistics: Option<StatsDone>,
-}
-
-/// Copies one part, runs `then`, and commits it all with the part's mark `step`.
+/// Copies one part, runs `then`, and commits it all with the part's mark `step`. Returns the
+/// rows copied.
 pub(crate) async fn copy_part(
     source: &Db,
     target: &Db,
@@ -89,7 +83,7 @@ pub(crate) async fn copy_part(
     step: &str,
     counter: &PartCounter<'_>,
     then: &Then<'_>,
-) -> Result<Copied> {
+) -> Result<u64> {
     let (out_sql, in_sql) = copy_statements(table, part);
     let what = format!("copy {}", table.display());
     target
@@ -121,72 +115,25 @@ pub(crate) async fn copy_part(
             }
             let rows = sink.as_mut().finish().await.map_err(|e| target.err(&what, &e))?;
             marks::record(target, step, rows as i64, bytes as i64).await?;
-            // The index builds, key constraints and ANALYZE in one round trip (while the
-            // source's statistics are read, when they are carried), their marks in another.
+            // The index builds, key constraints and ANALYZE in one round trip, their marks in
+            // another.
             let mut sql: String =
                 then.steps.iter().map(|(_, _, sql)| format!("{};\n", sql.trim_end_matches(';'))).collect();
-            match then.statistics {
-                Some(Statistics::Analyze) => sql.push_str(&format!("{};\n", stats::analyze_sql(table))),
-                // Setting statistics is not expected to fail; if it does, ANALYZE instead.
-                Some(Statistics::FromSource { .. }) => sql.push_str(&format!("savepoint {STATS_SAVEPOINT};\n")),
-                None => {}
+            if then.analyze {
+                sql.push_str(&format!("{};\n", stats::analyze_sql(table)));
             }
-            let build = async {
-                match sql.is_empty() {
-                    true => Ok(()),
-                    false => target.batch(&format!("build the indexes and keys of {}", table.display()), &sql).await,
-                }
-            };
-            let read = async {
-                match then.statistics {
-                    Some(Statistics::FromSource { .. }) => stats::read(source, table).await.map(Some),
-                    _ => Ok(None),
-                }
-            };
-            let (built, read) = tokio::join!(build, read);
-            built?;
-            let statistics = match (then.statistics, read?) {
-                (Some(Statistics::FromSource { version }), Some(carried)) => {
-                    Some(restore_or_analyze(target, table, &carried, version, rows).await?)
-                }
-                (Some(_), _) => Some(StatsDone::Analyzed),
-                (None, _) => None,
-            };
+            if !sql.is_empty() {
+                target
+                    .batch(&format!("build the indexes and keys of {} and analyze it", table.display()), &sql)
+                    .await?;
+            }
             let steps: Vec<&str> = then.steps.iter().map(|(_, mark, _)| *mark).collect();
             if !steps.is_empty() {
                 marks::record_all(target, &steps).await?;
             }
-            Ok(Copied { rows, statistics })
+            Ok(rows)
         })
         .await
-}
-
-pub(crate) const STATS_SAVEPOINT: &str = "barge_statistics";
-
-/// In the part's transaction, after `savepoint barge_statistics`: the source's statistics
-/// when they are there and the target takes them all, else `ANALYZE`.
-pub(crate) async fn restore_or_analyze(
-    target: &Db,
-    table: &TablePlan,
-    carried: &TableStats,
-    version: i32,
-    rows: u64,
-) -> Result<StatsDone> {
-    if !carried.is_empty() {
-        match stats::restore(target, table, carried, version, rows).await {
-            // The savepoint stays until the commit: releasing it would cost a round trip.
-            Ok(true) => return Ok(StatsDone::Carried),
-            Ok(false) => {
-                tracing::info!(table = %table.display(), "the source's statistics did not all apply; analyzing")
-            }
-            Err(e) => {
-                tracing::warn!(table = %table.display(), error = %e, "setting the source's statistics failed; analyzing")
-            }
-        }
-    }
-    let sql = format!("rollback to savepoint {STATS_SAVEPOINT}; {}", stats::analyze_sql(table));
-    target.batch(&format!("analyze {}", table.display()), &sql).await?;
-    Ok(StatsDone::Analyzed)
 }
 
 /// Large objects are read and written in pieces of this size.
