@@ -268,6 +268,9 @@ async fn show(client: &ApiClient, id: &JobId, output: OutputFormat) -> Result<()
         if let Some(message) = &p.message {
             outln!("message   {message}");
         }
+        if let Some(sizing) = &p.sizing {
+            outln!("sizing    {sizing}");
+        }
     }
     if view.status.state().is_terminal() {
         outln!();

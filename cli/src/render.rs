@@ -87,6 +87,9 @@ pub fn plan(plan: &Plan, details: bool) {
             human_bytes(db.bytes),
             if db.large_objects > 0 { format!(", {} large object(s)", db.large_objects) } else { String::new() }
         );
+        if !db.streams_reason.is_empty() {
+            outln!("    {}", db.streams_reason);
+        }
     }
     if details {
         for db in &plan.databases {

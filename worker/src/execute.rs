@@ -101,6 +101,12 @@ fn json(value: &impl serde::Serialize) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or_default()
 }
 
+/// The plan's sizing, one database after another.
+fn sizing_text(plan: &barge_engine::Plan) -> String {
+    let lines: Vec<String> = plan.databases.iter().map(|d| format!("{}: {}", d.target, d.streams_reason)).collect();
+    lines.join("; ")
+}
+
 /// Runs the engine command of `run`, folding its progress into `fold`; a sync job also
 /// follows `control`.
 pub async fn engine(run: &Attempt, fold: Arc<Mutex<JobProgress>>, control: sync::Control) -> Result<Done, Failure> {
@@ -118,6 +124,7 @@ pub async fn engine(run: &Attempt, fold: Arc<Mutex<JobProgress>>, control: sync:
             {
                 let mut fold = fold.lock().unwrap_or_else(PoisonError::into_inner);
                 *fold = JobProgress::new(attempt, plan.databases.len() as u64);
+                fold.set_sizing(&sizing_text(&plan));
                 fold.set_phase(Phase::Schema);
             }
             let sink_fold = fold.clone();
@@ -231,6 +238,7 @@ async fn sync_job(
         {
             let mut fold = fold.lock().unwrap_or_else(PoisonError::into_inner);
             *fold = JobProgress::new(attempt, plan.databases.len() as u64);
+            fold.set_sizing(&sizing_text(&plan));
             fold.set_phase(Phase::Schema);
         }
         let report = sync::start(request, &plan, sink.clone(), control.clone())

@@ -23,6 +23,7 @@ pub struct JobProgress {
     tables_failed: u64,
     phase: Option<Phase>,
     message: Option<String>,
+    sizing: Option<String>,
     replication: Option<ReplicationStatus>,
     replication_removed: bool,
 }
@@ -102,6 +103,11 @@ impl JobProgress {
         self.message = Some(bounded(message));
     }
 
+    /// Sets how the job is sized (bounded).
+    pub fn set_sizing(&mut self, sizing: &str) {
+        self.sizing = Some(bounded(sizing));
+    }
+
     /// Says that a sync's replication objects are gone (nothing is left for a cleanup).
     pub fn set_replication_removed(&mut self) {
         self.replication_removed = true;
@@ -121,6 +127,7 @@ impl JobProgress {
             databases_done: self.finished.len() as u64,
             tables_failed: self.tables_failed,
             message: self.message.clone(),
+            sizing: self.sizing.clone(),
             replication_removed: self.replication_removed,
             ..Progress::default()
         };

@@ -26,7 +26,9 @@ pub(super) const INIT_HELP: &str = concat!(
 pub struct InitArgs {
     #[command(flatten)]
     pub scope: Scope,
-    /// Parallel COPY streams [default: number of CPUs].
+    /// Parallel COPY streams [default: chosen from the data (bytes and table parts), the CPUs
+    /// here, whether both servers run on this machine and their free connections; the plan
+    /// shows the choice and why].
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
     /// Parallel index builds and constraint validations [default: number of CPUs].

@@ -342,7 +342,7 @@ impl Pipeline<'_> {
         self.tracker.already_done(parts_done, tables_done, builds_done, bytes_done);
         let running = Running { p: self, queues: Mutex::new(queues), notify: Notify::new() };
         let copiers = async {
-            try_join_all((0..self.req.options.jobs_or_cpus()).map(|_| copy_worker(&running))).await?;
+            try_join_all((0..plan.copy_streams(&self.req.options)).map(|_| copy_worker(&running))).await?;
             running.queues().data_done_at = Some(Instant::now());
             self.tracker.phase(Phase::Indexing);
             Ok::<(), Error>(())
@@ -595,6 +595,8 @@ mod tests {
             large_objects: 0,
             objects: ObjectCounts::default(),
             bytes: 0,
+            streams: 0,
+            streams_reason: String::new(),
         }
     }
 

@@ -72,6 +72,9 @@ pub struct Progress {
     pub running: Vec<TableProgress>,
     /// The latest thing a user should know.
     pub message: Option<String>,
+    /// How the job is sized: the COPY streams the plan chose and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sizing: Option<String>,
     /// The attempt that reported this.
     pub attempt: u32,
     /// A sync job's worker removed its replication objects (or found none): nothing is left
@@ -109,7 +112,8 @@ impl Progress {
             .running
             .iter()
             .flat_map(|t| [("running[].database", &t.database), ("running[].table", &t.table)])
-            .chain(self.message.iter().map(|m| ("message", m)));
+            .chain(self.message.iter().map(|m| ("message", m)))
+            .chain(self.sizing.iter().map(|m| ("sizing", m)));
         for (field, text) in texts {
             if text.len() > MAX_TEXT_BYTES {
                 return Err(format!("{field}: longer than {MAX_TEXT_BYTES} bytes"));

@@ -98,7 +98,8 @@ pub struct Options {
     /// instead of refusing them.
     #[serde(skip_serializing_if = "is_false")]
     pub replica_identity_full: bool,
-    /// Parallel COPY streams (and verify workers) [default: the worker's CPU count].
+    /// Parallel COPY streams (and verify workers) [default: a copy chooses from its plan
+    /// (crates/engine/src/plan/sizing.rs); verify uses the worker's CPU count].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jobs: Option<u32>,
     /// Parallel index builds [default: the worker's CPU count].

@@ -21,6 +21,7 @@ const LO_BATCH: usize = 500;
 /// No table is split into more parts than this.
 const MAX_PARTS: u64 = 64;
 
+pub(crate) mod sizing;
 pub(crate) mod types;
 pub use types::*;
 
@@ -196,9 +197,15 @@ pub async fn plan(req: &Request) -> Result<Plan> {
     let target_extensions = catalog::available_extensions(&target_admin).await?;
     let mut missing_owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut seen = Seen::default();
+    // barge's sessions besides the COPY streams: index builders, the snapshot's holder, the
+    // schema dumps and an administrative session.
+    let others = req.options.index_jobs_or_cpus() + 4;
+    let room = sizing::connection_room(&source_admin, others)
+        .await?
+        .min(sizing::connection_room(&target_admin, others).await?);
     for (source_db, target_db) in &map.pairs {
         let source = Db::connect(&req.source, source_db).await?;
-        let planned = plan_database(req, &filter, &source, &target_admin, source_db, target_db).await?;
+        let planned = plan_database(req, &filter, &source, &target_admin, (source_db, target_db), room).await?;
         plan.findings.extend(planned.findings);
         seen.schemas.extend(planned.seen.schemas);
         seen.relations.extend(planned.seen.relations);
@@ -427,8 +434,8 @@ async fn plan_database(
     filter: &CompiledFilter,
     source: &Db,
     target_admin: &Db,
-    source_db: &str,
-    target_db: &str,
+    (source_db, target_db): (&str, &str),
+    connection_room: usize,
 ) -> Result<PlannedDatabase> {
     let relations = catalog::relations(source).await?;
     let schemas = catalog::schemas(source).await?;
@@ -453,6 +460,21 @@ async fn plan_database(
     let row_counts = catalog::count_rows(source, &uncounted).await;
     let block_size: i64 =
         source.query_one("read block_size", "select current_setting('block_size')::int8", &[]).await?.get(0);
+    let copied = || {
+        relations.iter().filter(|r| {
+            r.kind == 'r' && selection.selected.contains(&r.oid) && !filter.schema_only(source_db, &r.schema, &r.name)
+        })
+    };
+    let (streams, streams_reason) = match req.options.jobs {
+        Some(jobs) => (jobs.max(1) as usize, format!("{jobs} COPY stream(s): set by --jobs")),
+        None => sizing::streams(&sizing::Inputs {
+            bytes: copied().map(|r| r.bytes).sum(),
+            parts: copied().map(|r| part_count(r.bytes, req.options.split_bytes(), 1) as usize).sum(),
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            servers_here: sizing::is_here(req.source.host()) && sizing::is_here(req.target.host()),
+            connection_room: Some(connection_room),
+        }),
+    };
     let mut tables = Vec::new();
     let mut objects = ObjectCounts {
         schemas: schemas.iter().filter(|s| filter.schema(source_db, s) && *s != "public").count(),
@@ -475,7 +497,7 @@ async fn plan_database(
         let parts = if schema_only {
             Vec::new()
         } else {
-            split(source, r, req.options.split_bytes(), req.options.jobs_or_cpus(), block_size as u64).await?
+            split(source, r, req.options.split_bytes(), streams, block_size as u64).await?
         };
         tables.push(TablePlan {
             schema: r.schema.clone(),
@@ -538,6 +560,8 @@ async fn plan_database(
         large_object_batches,
         objects,
         bytes,
+        streams,
+        streams_reason,
     };
     let seen = Seen {
         schemas: schemas.iter().map(|s| (source_db.to_owned(), s.clone())).collect(),

@@ -70,6 +70,23 @@ pub struct DatabasePlan {
     pub objects: ObjectCounts,
     /// Estimated bytes of table data to copy.
     pub bytes: u64,
+    /// COPY streams the copy runs (`--jobs`, else chosen from the data and the machines:
+    /// `plan/sizing.rs`); 0 in a plan stored by an earlier version.
+    #[serde(default)]
+    pub streams: usize,
+    /// Why that many.
+    #[serde(default)]
+    pub streams_reason: String,
+}
+
+impl DatabasePlan {
+    /// The COPY streams to run: `--jobs` when given, else the plan's choice.
+    pub fn copy_streams(&self, options: &crate::request::Options) -> usize {
+        match (options.jobs, self.streams) {
+            (None, n) if n > 0 => n,
+            _ => options.jobs_or_cpus(),
+        }
+    }
 }
 
 /// Counts of objects a database copy creates.
