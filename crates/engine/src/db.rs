@@ -1,9 +1,9 @@
 //! Connections: connect with TLS and actionable errors, set the session up the same way on
 //! both sides, and wrap every statement's error with the side, database and what barge was doing.
 
-use std::io::ErrorKind;
+use std::{collections::HashMap, io::ErrorKind, sync::Mutex};
 
-use tokio_postgres::{Client, NoTls, Row, types::ToSql};
+use tokio_postgres::{Client, NoTls, Row, Statement, types::ToSql};
 
 use crate::{
     conninfo::{ConnInfo, Side},
@@ -18,6 +18,8 @@ pub(crate) struct Db {
     database: String,
     version_num: i32,
     tls: bool,
+    /// Statements prepared on this connection ([`Db::prepared`]).
+    prepared: Mutex<HashMap<&'static str, Statement>>,
 }
 
 /// Settings every session gets: no timeouts that would kill a long COPY or an idle snapshot
@@ -102,7 +104,14 @@ impl Db {
             let (detail, hint) = connect_hint(info, &e);
             fail(detail, &hint, e.code().map(|c| c.code().to_owned()))
         })?;
-        let mut db = Db { client, side: info.side(), database: dbname.to_owned(), version_num: 0, tls: false };
+        let mut db = Db {
+            client,
+            side: info.side(),
+            database: dbname.to_owned(),
+            version_num: 0,
+            tls: false,
+            prepared: Mutex::new(HashMap::new()),
+        };
         let row = db
             .query_one(
                 "read the server version",
@@ -143,6 +152,29 @@ impl Db {
     /// Wraps a driver error with this connection's context.
     pub(crate) fn err(&self, context: &str, e: &tokio_postgres::Error) -> Error {
         Error::query(self.side, &self.database, context, e)
+    }
+
+    /// `sql` prepared on this connection, once. Executing a prepared statement sends it at
+    /// once, so statements run concurrently (pipelined) keep the order they were started in;
+    /// a statement given as text is prepared first, a round trip that lets later ones ahead.
+    pub(crate) async fn prepared(&self, context: &str, sql: &'static str) -> Result<Statement> {
+        let known = self.prepared.lock().unwrap_or_else(|e| e.into_inner()).get(sql).cloned();
+        if let Some(statement) = known {
+            return Ok(statement);
+        }
+        let statement = self.client.prepare(sql).await.map_err(|e| self.err(context, &e))?;
+        self.prepared.lock().unwrap_or_else(|e| e.into_inner()).insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    /// Executes a statement from [`Db::prepared`].
+    pub(crate) async fn execute_prepared(
+        &self,
+        context: &str,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64> {
+        self.client.execute(statement, params).await.map_err(|e| self.err(context, &e))
     }
 
     pub(crate) async fn query(&self, context: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {

@@ -66,15 +66,11 @@ impl Marks {
 
 /// Records a step inside the caller's open transaction.
 pub(crate) async fn record(target: &Db, step: &str, rows: i64, bytes: i64) -> Result<()> {
-    target
-        .execute(
-            "record progress",
-            "insert into _barge.done (step, rows, bytes) values ($1, $2, $3)",
-            &[&step, &rows, &bytes],
-        )
-        .await
-        .map(|_| ())
+    let insert = target.prepared("record progress", RECORD).await?;
+    target.execute_prepared("record progress", &insert, &[&step, &rows, &bytes]).await.map(|_| ())
 }
+
+const RECORD: &str = "insert into _barge.done (step, rows, bytes) values ($1, $2, $3)";
 
 /// Records several steps inside the caller's open transaction, in one statement.
 pub(crate) async fn record_all(target: &Db, steps: &[&str]) -> Result<()> {
@@ -88,14 +84,26 @@ pub(crate) async fn record_all(target: &Db, steps: &[&str]) -> Result<()> {
         .map(|_| ())
 }
 
-/// Runs `sql` and records `step` in one transaction.
+/// Runs `sql` and records `step` in one transaction, in one round trip: the statements, the
+/// mark and the commit are sent together (the client pipelines them). When a statement
+/// fails the transaction is aborted, so the mark fails too and the commit rolls back; the
+/// statement's error is the one returned.
 pub(crate) async fn run_step(target: &Db, step: &str, context: &str, sql: &str) -> Result<()> {
-    target
-        .in_transaction(context, async || {
-            target.batch(context, sql).await?;
-            record(target, step, 0, 0).await
-        })
-        .await
+    // Prepared first: executing it then keeps its place between the statements and the commit.
+    let insert = target.prepared("record progress", RECORD).await?;
+    let statements = format!("begin;\n{sql}");
+    let zero = 0i64;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&step, &zero, &zero];
+    let (ran, marked, ended) = tokio::join!(
+        target.batch(context, &statements),
+        target.execute_prepared("record progress", &insert, &params),
+        target.batch(context, "commit"),
+    );
+    // After a failure the commit, a query of its own, ends the aborted transaction (as a
+    // rollback).
+    ran?;
+    marked?;
+    ended
 }
 
 /// Drops the marks once the copy is complete.
@@ -111,4 +119,50 @@ pub(crate) fn fingerprint(text: &str) -> String {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    // Test code: a failed unwrap is the failed test, with its reason.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::conninfo::{ConnInfo, Side};
+
+    #[tokio::test]
+    async fn a_step_and_its_mark_commit_together_or_not_at_all() {
+        let dst = barge_testkit::dst18();
+        let db = dst.create_db("marks").await;
+        let target = Db::connect(&ConnInfo::parse(Side::Target, &dst.url(&db)).unwrap(), &db).await.unwrap();
+        target.batch("create the marks", CREATE).await.unwrap();
+        let state = async || {
+            let marks: Vec<String> = target
+                .query("read", "select step from _barge.done order by step", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let tables: Vec<String> = target
+                .query("read", "select relname::text from pg_class where relname like 't_' order by 1", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            (marks, tables)
+        };
+        // GIVEN a step that works: its change and its mark are in
+        run_step(&target, "one", "first", "create table public.t1 (i int)").await.unwrap();
+        assert_eq!(state().await, (vec!["one".into()], vec!["t1".into()]));
+        // WHEN a step's statements fail half-way, or its mark cannot be written
+        let err = run_step(&target, "two", "second", "create table public.t2 (i int); select 1 / 0").await.unwrap_err();
+        assert!(err.to_string().contains("division by zero"), "{err}");
+        let err = run_step(&target, "one", "again", "create table public.t3 (i int)").await.unwrap_err();
+        assert!(err.to_string().contains("duplicate key"), "{err}");
+        // THEN neither left anything, and the session goes on
+        assert_eq!(state().await, (vec!["one".into()], vec!["t1".into()]));
+        run_step(&target, "four", "fourth", "create table public.t4 (i int)").await.unwrap();
+        assert_eq!(state().await, (vec!["four".into(), "one".into()], vec!["t1".into(), "t4".into()]));
+    }
 }

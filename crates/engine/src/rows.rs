@@ -114,23 +114,24 @@ pub(crate) async fn copy_part(
                 sink.feed(buffer.freeze()).await.map_err(|e| target.err(&what, &e))?;
             }
             let rows = sink.as_mut().finish().await.map_err(|e| target.err(&what, &e))?;
-            marks::record(target, step, rows as i64, bytes as i64).await?;
-            // The index builds, key constraints and ANALYZE in one round trip, their marks in
-            // another.
+            // The part's mark, the index builds, key constraints and ANALYZE, and their marks
+            // go out together (the client pipelines them): one round trip. A failure aborts
+            // the transaction, so what follows it fails too; the first error is returned.
             let mut sql: String =
                 then.steps.iter().map(|(_, _, sql)| format!("{};\n", sql.trim_end_matches(';'))).collect();
             if then.analyze {
                 sql.push_str(&format!("{};\n", stats::analyze_sql(table)));
             }
-            if !sql.is_empty() {
-                target
-                    .batch(&format!("build the indexes and keys of {} and analyze it", table.display()), &sql)
-                    .await?;
-            }
             let steps: Vec<&str> = then.steps.iter().map(|(_, mark, _)| *mark).collect();
-            if !steps.is_empty() {
-                marks::record_all(target, &steps).await?;
-            }
+            let what = format!("build the indexes and keys of {} and analyze it", table.display());
+            let (marked, built, recorded) = tokio::join!(
+                marks::record(target, step, rows as i64, bytes as i64),
+                async { if sql.is_empty() { Ok(()) } else { target.batch(&what, &sql).await } },
+                async { if steps.is_empty() { Ok(()) } else { marks::record_all(target, &steps).await } },
+            );
+            marked?;
+            built?;
+            recorded?;
             Ok(rows)
         })
         .await
