@@ -139,8 +139,9 @@ pub struct Placement {
     /// at most 14d].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_duration: Option<u64>,
-    /// EC2 instance type of the worker, e.g. m7i.2xlarge (remote only) [default: chosen from
-    /// the estimated size].
+    /// EC2 instance type of the worker, e.g. m7i.2xlarge (remote only), among the stage's
+    /// allowed types [default: the stage's first worker type with capacity; the COPY streams
+    /// are then chosen from the data, see the plan or `barge jobs show`].
     #[arg(long, value_name = "TYPE")]
     pub instance_type: Option<String>,
 }

@@ -133,7 +133,8 @@ pub struct Options {
     /// Longest the job may run, in seconds [default one day]; then it is `timed_out`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_duration: Option<u64>,
-    /// EC2 instance type of the worker [default: chosen from the estimated size].
+    /// EC2 instance type of the worker, among the stage's allowed types [default: the
+    /// stage's first worker type with capacity].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
 }
