@@ -597,6 +597,8 @@ mod tests {
             bytes: 0,
             streams: 0,
             streams_reason: String::new(),
+            worker_cpus: 0,
+            worker_cpus_reason: String::new(),
         }
     }
 

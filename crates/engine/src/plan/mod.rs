@@ -465,8 +465,8 @@ async fn plan_database(
             r.kind == 'r' && selection.selected.contains(&r.oid) && !filter.schema_only(source_db, &r.schema, &r.name)
         })
     };
-    let (streams, streams_reason) = match req.options.jobs {
-        Some(jobs) => (jobs.max(1) as usize, format!("{jobs} COPY stream(s): set by --jobs")),
+    let (streams, streams_reason, streams_wanted) = match req.options.jobs {
+        Some(jobs) => (jobs.max(1) as usize, format!("{jobs} COPY stream(s): set by --jobs"), jobs.max(1) as usize),
         None => sizing::streams(&sizing::Inputs {
             bytes: copied().map(|r| r.bytes).sum(),
             parts: copied().map(|r| part_count(r.bytes, req.options.split_bytes(), 1) as usize).sum(),
@@ -548,6 +548,7 @@ async fn plan_database(
     let large_object_batches = lo_oids.chunks(LO_BATCH).map(|c| (c[0], c[c.len() - 1])).collect::<Vec<_>>();
     let action = target_action(req, target_admin, target_db).await?;
     let bytes = tables.iter().filter(|t| !t.schema_only).map(|t| t.bytes).sum();
+    let (worker_cpus, worker_cpus_reason) = sizing::worker_cpus(streams_wanted, bytes);
     let plan = DatabasePlan {
         source: source_db.to_owned(),
         target: target_db.to_owned(),
@@ -562,6 +563,8 @@ async fn plan_database(
         bytes,
         streams,
         streams_reason,
+        worker_cpus,
+        worker_cpus_reason,
     };
     let seen = Seen {
         schemas: schemas.iter().map(|s| (source_db.to_owned(), s.clone())).collect(),

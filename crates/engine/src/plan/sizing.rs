@@ -15,6 +15,12 @@ pub(crate) const MAX_STREAMS: usize = 16;
 /// Streams the relay carries per CPU of the machine running barge: a stream costs about
 /// 15 % of a core (`make bench` reports barge's CPU time), so six leave room for the rest.
 const STREAMS_PER_CPU: usize = 6;
+/// Bytes a remote worker relays per vCPU in an hour at EC2's baseline network bandwidth:
+/// general-purpose and compute types get about 0.47 Gbit/s per vCPU in each direction once
+/// their burst allowance is spent (m7g.large: 0.937 Gbit/s), about 200 GiB an hour, and EC2
+/// prices vCPUs linearly, so a copy that would outlast an hour on a small worker costs about
+/// the same on a larger one and ends sooner (docs/deploy.md, "Worker size").
+const RELAY_BYTES_PER_CPU_HOUR: u64 = 200 << 30;
 
 /// What the choice depends on.
 #[derive(Clone, Debug)]
@@ -32,8 +38,9 @@ pub(crate) struct Inputs {
     pub connection_room: Option<usize>,
 }
 
-/// The chosen stream count and why.
-pub(crate) fn streams(i: &Inputs) -> (usize, String) {
+/// The chosen stream count and why, and the streams the data and the servers would take
+/// from a relay with CPUs enough (what a remote worker is sized for).
+pub(crate) fn streams(i: &Inputs) -> (usize, String, usize) {
     // Bytes, or the per-table round trips of many small tables, make work for a stream.
     let by_data = (i.bytes.div_ceil(BYTES_PER_STREAM) as usize).max(i.parts.div_ceil(PARTS_PER_STREAM));
     let mut limits: Vec<(usize, String)> = vec![
@@ -46,18 +53,35 @@ pub(crate) fn streams(i: &Inputs) -> (usize, String) {
                 human_bytes(BYTES_PER_STREAM)
             ),
         ),
-        (i.cpus * STREAMS_PER_CPU, format!("the relay's share of {} CPU(s) here", i.cpus)),
         (MAX_STREAMS, "barge's ceiling without --jobs".into()),
     ];
-    if i.servers_here {
-        limits.push((i.cpus.max(1), format!("both servers run on this machine, which has {} CPU(s)", i.cpus)));
-    }
     if let Some(room) = i.connection_room {
         limits.push((room.max(1), "half the connections the servers have free".into()));
     }
+    // The data, the servers' connections and the ceiling; then what relays them.
+    let wanted = limits.iter().map(|(n, _)| *n).min().unwrap_or(1);
+    limits.insert(1, (i.cpus * STREAMS_PER_CPU, format!("the relay's share of {} CPU(s) here", i.cpus)));
+    if i.servers_here {
+        limits.push((i.cpus.max(1), format!("both servers run on this machine, which has {} CPU(s)", i.cpus)));
+    }
     let (n, why) = limits.iter().min_by_key(|(n, _)| *n).cloned().unwrap_or((1, String::new()));
     let others: Vec<String> = limits.iter().filter(|(_, w)| *w != why).map(|(m, w)| format!("{m} for {w}")).collect();
-    (n, format!("{n} COPY stream(s): {why} (other limits: {})", others.join("; ")))
+    (n, format!("{n} COPY stream(s): {why} (other limits: {})", others.join("; ")), wanted)
+}
+
+/// The vCPUs a remote worker relaying `streams` COPY streams and `bytes` of rows should
+/// have, and why: the relay's share of a CPU per stream, and the baseline network bandwidth
+/// that relays the rows within an hour. The coordinator picks the instance type from it.
+pub fn worker_cpus(streams: usize, bytes: u64) -> (usize, String) {
+    let for_streams = streams.max(1).div_ceil(STREAMS_PER_CPU);
+    let for_bytes = (bytes.div_ceil(RELAY_BYTES_PER_CPU_HOUR) as usize).max(1);
+    let n = for_streams.max(for_bytes);
+    let why = format!(
+        "{n} vCPU(s): {streams} COPY stream(s) at {STREAMS_PER_CPU} per vCPU need {for_streams}; {} relayed within an hour at EC2's baseline of {} per vCPU need {for_bytes}",
+        human_bytes(bytes),
+        human_bytes(RELAY_BYTES_PER_CPU_HOUR)
+    );
+    (n, why)
 }
 
 /// Connections barge may use for streams on `db`'s server: half of those free (the
@@ -96,12 +120,12 @@ mod tests {
     #[test]
     fn streams_follow_the_data_and_the_tightest_limit_is_named() {
         // GIVEN 10 GiB in 200 parts, relayed by 2 CPUs to remote servers with room
-        let (n, why) = streams(&inputs());
+        let (n, why, _) = streams(&inputs());
         // THEN the relay's share of the CPUs decides
         assert_eq!(n, 12, "{why}");
         assert!(why.starts_with("12 COPY stream(s): the relay's share of 2 CPU(s) here"), "{why}");
         // A small database needs few streams, however large the worker
-        let (n, why) = streams(&Inputs { bytes: 100 << 20, parts: 10, cpus: 16, ..inputs() });
+        let (n, why, _) = streams(&Inputs { bytes: 100 << 20, parts: 10, cpus: 16, ..inputs() });
         assert_eq!(n, 2, "{why}");
         assert!(why.contains("100.0 MiB of rows in 10 table part(s), a stream per 64.0 MiB or per 25 parts"), "{why}");
         // unless it has many tables: their round trips make the work
@@ -112,11 +136,31 @@ mod tests {
         assert_eq!(streams(&Inputs { cpus: 16, connection_room: Some(5), ..inputs() }).0, 5);
         assert_eq!(streams(&Inputs { connection_room: Some(0), ..inputs() }).0, 1);
         // Servers on this machine share its CPUs with the relay
-        let (n, why) = streams(&Inputs { servers_here: true, ..inputs() });
+        let (n, why, _) = streams(&Inputs { servers_here: true, ..inputs() });
         assert_eq!(n, 2, "{why}");
         assert!(why.contains("both servers run on this machine"), "{why}");
         // One table in one part: one stream
         assert_eq!(streams(&Inputs { parts: 1, ..inputs() }).0, 1);
+    }
+
+    #[test]
+    fn a_remote_worker_is_sized_for_the_streams_and_the_bytes() {
+        // GIVEN 10 GiB in 200 parts on remote servers with room: 16 streams wanted, whatever
+        // the CPUs of the machine planning it
+        for cpus in [1, 2, 64] {
+            assert_eq!(streams(&Inputs { cpus, ..inputs() }).2, MAX_STREAMS, "{cpus} CPU(s)");
+        }
+        // but no more than the servers' free connections allow, or the data needs
+        assert_eq!(streams(&Inputs { connection_room: Some(5), ..inputs() }).2, 5);
+        assert_eq!(streams(&Inputs { bytes: 100 << 20, parts: 10, ..inputs() }).2, 2);
+        // THEN 16 streams want 3 vCPUs, and 10 GiB is relayed within the hour by any of them
+        let (n, why) = worker_cpus(16, 10 << 30);
+        assert_eq!(n, 3, "{why}");
+        assert!(why.starts_with("3 vCPU(s): 16 COPY stream(s) at 6 per vCPU need 3; 10.0 GiB relayed"), "{why}");
+        // A terabyte wants the bandwidth of 6 vCPUs; a small copy one
+        assert_eq!(worker_cpus(16, 1 << 40).0, 6);
+        assert_eq!(worker_cpus(2, 100 << 20).0, 1);
+        assert_eq!(worker_cpus(0, 0).0, 1);
     }
 
     #[test]

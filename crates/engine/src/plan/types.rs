@@ -77,6 +77,14 @@ pub struct DatabasePlan {
     /// Why that many.
     #[serde(default)]
     pub streams_reason: String,
+    /// vCPUs a remote worker relaying this copy should have (`plan/sizing.rs`): a remote
+    /// job's coordinator picks the instance type from it; 0 in a plan stored by an earlier
+    /// version.
+    #[serde(default)]
+    pub worker_cpus: usize,
+    /// Why that many.
+    #[serde(default)]
+    pub worker_cpus_reason: String,
 }
 
 impl DatabasePlan {
