@@ -242,6 +242,16 @@ impl ApiClient {
         self.call(http::Method::POST, &format!("jobs/{id}/progress"), Self::json(progress)?, &[]).await
     }
 
+    /// `POST /jobs/{id}/size`: what the worker's plan wants; the answer may say the job was
+    /// relaunched on a larger type.
+    pub async fn size(
+        &self,
+        id: &JobId,
+        request: &barge_jobs::sizing::SizeRequest,
+    ) -> Result<barge_jobs::sizing::SizeAnswer, ClientError> {
+        self.call(http::Method::POST, &format!("jobs/{id}/size"), Self::json(request)?, &[]).await
+    }
+
     /// `POST /jobs/{id}/finish`.
     pub async fn finish(&self, id: &JobId, outcome: &Outcome) -> Result<JobView, ClientError> {
         self.call(http::Method::POST, &format!("jobs/{id}/finish"), Self::json(outcome)?, &[]).await

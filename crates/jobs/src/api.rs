@@ -72,6 +72,9 @@ pub struct JobView {
     /// What barge could not remove, and how to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leftover: Option<String>,
+    /// The worker's size, once decided from its plan, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizing: Option<crate::sizing::InstanceSizing>,
 }
 
 impl From<&Job> for JobView {
@@ -100,6 +103,7 @@ impl From<&Job> for JobView {
             last_failure: job.last_failure.clone(),
             cleaning_up: job.state().is_terminal() && job.replication.is_some(),
             leftover: job.leftover.clone(),
+            sizing: job.sizing.clone(),
         }
     }
 }

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 pub use crate::progress::Phase;
 use crate::{
     progress::Progress,
+    sizing::InstanceSizing,
     spec::{Command, Filter, JobSpec, Options},
 };
 
@@ -343,6 +344,9 @@ pub enum Event {
     },
     /// The reaper found the job past its deadline.
     DeadlinePassed,
+    /// The coordinator decided the worker's size from its plan (`sizing.rs`); with a type,
+    /// the job goes back to `queued` for a worker of that type, without using up an attempt.
+    Sized(InstanceSizing),
     /// The reaper gave up waiting for the worker to stop after a cancel request (it
     /// terminates the worker).
     CancelUnanswered,
@@ -363,6 +367,7 @@ impl Event {
             Event::Finished(_) => "finished",
             Event::WorkerLost { .. } => "worker_lost",
             Event::DeadlinePassed => "deadline_passed",
+            Event::Sized(_) => "sized",
             Event::CancelUnanswered => "cancel_unanswered",
             Event::CleanupLaunched { .. } => "cleanup_launched",
             Event::CleanupFinished(_) => "cleanup_finished",
@@ -458,6 +463,9 @@ pub struct Job {
     /// Set when barge gave up removing them: what may be left, and how to remove it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leftover: Option<String>,
+    /// The worker's size, decided once from the first worker's plan (`sizing.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizing: Option<InstanceSizing>,
     /// Bumped by every write; writes are conditional on it.
     pub revision: u64,
 }
@@ -503,6 +511,7 @@ impl Job {
             reported: false,
             replication: None,
             leftover: None,
+            sizing: None,
             revision: 0,
         }
     }
@@ -570,6 +579,22 @@ impl Job {
                 next.status = S::Running { phase: *phase };
                 next.heartbeat_at = Some(now);
                 next.reported = true;
+            }
+            // Decided once, before the worker changes anything (it asks right after planning).
+            (S::Running { phase: Phase::Validating }, Event::Sized(sizing)) => {
+                if self.sizing.is_some() {
+                    return conflict("size it again: its worker's size was decided");
+                }
+                next.sizing = Some(sizing.clone());
+                if sizing.instance_type.is_some() {
+                    // A larger worker takes over: another attempt, but not one used up.
+                    next.requeue(String::new(), deadlines, now);
+                    next.max_attempts = self.max_attempts + 1;
+                    next.last_failure = self.last_failure.clone();
+                } else {
+                    next.heartbeat_at = Some(now);
+                    next.reported = true;
+                }
             }
             (S::Running { .. }, Event::Heartbeat) => {
                 next.heartbeat_at = Some(now);
@@ -799,6 +824,7 @@ mod tests {
             Event::CancelUnanswered,
             Event::Finished(Outcome::Failed { reason: "connection lost".into(), retryable: true }),
             Event::CutoverRequested,
+            Event::Sized(InstanceSizing { instance_type: Some("c7g.xlarge".into()), reason: "r".into() }),
         ]
     }
 
@@ -818,7 +844,7 @@ mod tests {
     fn expected(state: State, event: usize) -> To {
         use To::{CancelFlag, Conflict, Forbidden, Requeued, Same};
         let to = To::State;
-        let row: [To; 18] = match state {
+        let row: [To; 19] = match state {
             State::Queued => [
                 to(State::Launching),
                 Same,
@@ -835,6 +861,7 @@ mod tests {
                 Conflict,
                 Conflict,
                 to(State::TimedOut),
+                Conflict,
                 Conflict,
                 Conflict,
                 Conflict,
@@ -858,6 +885,7 @@ mod tests {
                 Conflict,
                 Conflict,
                 Conflict,
+                Conflict,
             ],
             State::Running => [
                 Conflict,
@@ -877,6 +905,7 @@ mod tests {
                 to(State::TimedOut),
                 Conflict,
                 Requeued,
+                Conflict,
                 Conflict,
             ],
             State::Succeeded | State::Failed | State::Cancelled | State::TimedOut => std::array::from_fn(|_| Conflict),
@@ -902,6 +931,34 @@ mod tests {
         cancelling.command = Command::Sync;
         assert!(matches!(
             cancelling.apply(&Event::CutoverRequested, Deadlines::default(), NOW),
+            Err(Rejection::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn a_job_is_sized_once_while_its_worker_validates_and_a_relaunch_uses_no_attempt() {
+        let relaunch = InstanceSizing { instance_type: Some("c7g.xlarge".into()), reason: "more CPUs".into() };
+        let keep = InstanceSizing { instance_type: None, reason: "enough".into() };
+        let mut job = job_in(JobStatus::Running { phase: Phase::Validating }, false);
+        job.deadline = Some(NOW.plus_seconds(3600));
+        job.last_failure = Some("the worker was lost: gone".into());
+        // Relaunched: queued again for a worker of that type, an attempt more allowed
+        let next = job.apply(&Event::Sized(relaunch.clone()), Deadlines::default(), NOW).unwrap();
+        assert_eq!((next.state(), next.attempt, next.max_attempts), (State::Queued, 2, 4));
+        assert_eq!((next.instance_id.as_deref(), next.sizing.as_ref()), (None, Some(&relaunch)));
+        assert_eq!(next.last_failure, job.last_failure, "a relaunch is not a failure");
+        assert_eq!(next.deadline, Some(NOW.plus_seconds(Deadlines::default().queued)));
+        // Kept: recorded, still running
+        let kept = job.apply(&Event::Sized(keep.clone()), Deadlines::default(), NOW).unwrap();
+        assert_eq!((kept.state(), kept.attempt, kept.sizing.as_ref()), (State::Running, 1, Some(&keep)));
+        // Once only, and only before the copy starts
+        assert!(matches!(
+            kept.apply(&Event::Sized(relaunch.clone()), Deadlines::default(), NOW),
+            Err(Rejection::Conflict(_))
+        ));
+        let copying = job_in(JobStatus::Running { phase: Phase::Copying }, false);
+        assert!(matches!(
+            copying.apply(&Event::Sized(relaunch), Deadlines::default(), NOW),
             Err(Rejection::Conflict(_))
         ));
     }

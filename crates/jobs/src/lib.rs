@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod ports;
 pub mod progress;
 pub mod reaper;
+pub mod sizing;
 /// What a user asks for: defined in barge-vocab, where the CLI and the engine read it too.
 pub mod spec {
     pub use barge_vocab::spec::*;

@@ -6,7 +6,8 @@
 //! - users: `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`, `POST /jobs/{id}/cancel`,
 //!   `POST /jobs/{id}/cutover`,
 //!   `GET /jobs/{id}/logs?after=&limit=`;
-//! - the job's own worker: `POST /jobs/{id}/claim`, `/heartbeat`, `/progress`, `/finish`.
+//! - the job's own worker: `POST /jobs/{id}/claim`, `/heartbeat`, `/progress`, `/size`,
+//!   `/finish`.
 
 mod error;
 #[cfg(feature = "lambda")]

@@ -16,6 +16,7 @@ use barge_jobs::{
     Timestamp,
     api::{self, Claim, Heartbeat, JobList, JobView, LogLineView, LogsView},
     lifecycle::{self, ApplyError},
+    sizing::{self, Decision, SizeAnswer, SizeRequest},
 };
 use serde::Deserialize;
 
@@ -32,6 +33,7 @@ pub fn router<P: Ports>(app: Arc<App<P>>) -> Router {
         .route("/jobs/{id}/claim", post(claim::<P>))
         .route("/jobs/{id}/heartbeat", post(heartbeat::<P>))
         .route("/jobs/{id}/progress", post(progress::<P>))
+        .route("/jobs/{id}/size", post(size::<P>))
         .route("/jobs/{id}/finish", post(finish::<P>))
         .fallback(|| async { ApiError::NotFound("no such route; see the API reference in docs/".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this route".into()) })
@@ -380,6 +382,38 @@ async fn progress<P: Ports>(
     progress.check().map_err(ApiError::Invalid)?;
     let job = worker_event(&app, &instance, &id, &Event::Progress(Box::new(progress))).await?;
     Ok(heartbeat_answer(&job))
+}
+
+/// `POST /jobs/{id}/size`: the worker's plan says how many vCPUs its copy wants; the
+/// coordinator decides the worker's size once (`barge_jobs::sizing`) and, for a larger
+/// allowed type, queues the job again and launches it there at once. The answer tells the
+/// worker whether to stop (without reporting: the job is no longer its own).
+async fn size<P: Ports>(
+    State(app): State<Arc<App<P>>>,
+    Worker(instance): Worker,
+    Path(id): Path<String>,
+    request: Result<Bytes, BytesRejection>,
+) -> Result<Json<SizeAnswer>, ApiError> {
+    let asked: SizeRequest = json(&body(request)?)?;
+    asked.check().map_err(ApiError::Invalid)?;
+    let job_id = job_id(&id)?;
+    let current = app.store.get(&job_id).await?.ok_or_else(ApiError::no_job)?;
+    if current.instance_id.as_deref() != Some(instance.as_str()) {
+        return Err(ApiError::Forbidden("this job was not launched on your instance".into()));
+    }
+    let sizing = match sizing::decide(&current, &app.config.instance_types, &asked) {
+        Decision::Decided(sizing) => {
+            let reason = format!("decided earlier: {}", sizing.reason);
+            return Ok(Json(SizeAnswer { relaunched_on: None, reason }));
+        }
+        Decision::Record(sizing) => sizing,
+    };
+    let job = worker_event(&app, &instance, &id, &Event::Sized(sizing.clone())).await?;
+    tracing::info!(job = %job.id, instance = %instance, relaunch = ?sizing.instance_type, reason = %sizing.reason, "sized");
+    if job.state() == JobState::Queued {
+        launch(&app, job).await?;
+    }
+    Ok(Json(SizeAnswer { relaunched_on: sizing.instance_type, reason: sizing.reason }))
 }
 
 /// Longest failure reason kept.

@@ -815,3 +815,62 @@ async fn a_cleanup_worker_claims_an_ended_sync_and_reports_what_is_left() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_worker_is_sized_once_from_its_plan_and_relaunched_on_a_larger_allowed_type() {
+    let allowed = ["m7g.large", "c7g.xlarge", "m7g.2xlarge"].map(String::from).to_vec();
+    let h = Harness::with(Config { instance_types: allowed, ..Config::default() });
+    let job = h.create(&h.alice).await;
+    let first = job.instance_id.clone().unwrap();
+    let worker = h.worker(&first);
+    let path = format!("/jobs/{}/size", job.id);
+    let asks = |cpus: u32, vcpus: u32| json!({"cpus": cpus, "vcpus": vcpus, "reason": format!("{vcpus} vCPU(s): 16 COPY stream(s)")});
+    // Only the job's claimed worker may ask, with a body a worker sends
+    let (status, _) = h.call("POST", &path, Some(&h.alice), Some(asks(2, 6))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = h.call("POST", &format!("/jobs/{}/claim", job.id), Some(&worker), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = h.call("POST", &path, Some(&h.worker("i-other")), Some(asks(2, 6))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for bad in [asks(0, 6), asks(2, 0), json!({"cpus": 2, "vcpus": 6, "reason": "a\nb"}), json!({"cpus": 2})] {
+        let (status, body) = h.call("POST", &path, Some(&worker), Some(bad.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+    }
+    // WHEN the plan wants 6 vCPUs on a 2-CPU worker
+    let launched = h.app.launcher.launched();
+    let (status, body) = h.call("POST", &path, Some(&worker), Some(asks(2, 6))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // THEN the job is relaunched at once on the smallest allowed type that has them
+    assert_eq!(body["relaunched_on"], json!("m7g.2xlarge"), "{body}");
+    assert_eq!(h.app.launcher.launched(), launched + 1);
+    let (_, shown) = h.call("GET", &format!("/jobs/{}", job.id), Some(&h.alice), None).await;
+    let shown: JobView = serde_json::from_value(shown).unwrap();
+    assert_eq!((shown.attempt, shown.max_attempts, shown.status.state()), (2, 4, barge_jobs::State::Launching));
+    assert_ne!(shown.instance_id.as_deref(), Some(first.as_str()));
+    let sizing = shown.sizing.unwrap();
+    assert_eq!(sizing.instance_type.as_deref(), Some("m7g.2xlarge"));
+    assert!(sizing.reason.starts_with("relaunched on m7g.2xlarge, 8 vCPU(s) instead of 2"), "{}", sizing.reason);
+    assert_eq!(shown.last_failure, None, "a relaunch is not a failure");
+    // The old worker's later reports are refused; the new one is told what was decided
+    let (status, _) = h.call("POST", &format!("/jobs/{}/heartbeat", job.id), Some(&worker), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let second = h.worker(shown.instance_id.as_deref().unwrap());
+    let (status, _) = h.call("POST", &format!("/jobs/{}/claim", job.id), Some(&second), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = h.call("POST", &path, Some(&second), Some(asks(8, 6))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["relaunched_on"], Value::Null);
+    assert!(body["reason"].as_str().unwrap().starts_with("decided earlier: relaunched on m7g.2xlarge"), "{body}");
+    assert_eq!(h.app.launcher.launched(), launched + 1, "no second relaunch");
+
+    // A plan that the worker's CPUs carry keeps it, and says so
+    let job = h.create(&h.alice).await;
+    let worker = h.worker(job.instance_id.as_deref().unwrap());
+    h.call("POST", &format!("/jobs/{}/claim", job.id), Some(&worker), None).await;
+    let (status, body) = h.call("POST", &format!("/jobs/{}/size", job.id), Some(&worker), Some(asks(2, 1))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["relaunched_on"], Value::Null);
+    let (_, shown) = h.call("GET", &format!("/jobs/{}", job.id), Some(&h.alice), None).await;
+    assert_eq!(shown["attempt"], json!(1));
+    assert!(shown["sizing"]["reason"].as_str().unwrap().starts_with("kept this worker's 2 CPU(s), enough"), "{shown}");
+}
