@@ -12,7 +12,10 @@ use std::{
 };
 
 use barge_engine::{Error, Request, sync};
-use barge_jobs::{Command, JobSpec, Outcome, Phase, Progress, Reach};
+use barge_jobs::{
+    Command, JobSpec, Outcome, Phase, Progress, Reach,
+    sizing::{SizeAnswer, SizeRequest},
+};
 use tokio::time::Instant;
 
 use crate::{
@@ -50,6 +53,9 @@ pub struct Attempt {
     /// How far the job's URLs may reach: `Remote` on EC2 (no metadata addresses, no local
     /// files, nothing from this machine's environment), `Anywhere` under `barge serve`.
     pub reach: Reach,
+    /// Ask the coordinator to size the worker once the copy is planned: the job names no
+    /// instance type and its size was not decided yet.
+    pub sizable: bool,
 }
 
 /// How long a sync job gets to remove its replication objects after a cancel, an interrupt
@@ -88,12 +94,21 @@ pub struct Failure {
     pub report: Option<serde_json::Value>,
     /// A sync that stopped because it was told to (cancel, deadline, interrupt): not a failure.
     pub stopped: bool,
+    /// Not a failure either: the coordinator relaunched the job on this larger type after
+    /// the plan (`size_worker`); this worker stops without reporting.
+    pub relaunched: Option<String>,
 }
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         let stopped = matches!(e, Error::Stopped(_));
-        Failure { reason: barge_engine::redact(&e.to_string()), retryable: e.retryable(), report: None, stopped }
+        Failure {
+            reason: barge_engine::redact(&e.to_string()),
+            retryable: e.retryable(),
+            report: None,
+            stopped,
+            relaunched: None,
+        }
     }
 }
 
@@ -109,18 +124,24 @@ fn sizing_text(plan: &barge_engine::Plan) -> String {
 
 /// Runs the engine command of `run`, folding its progress into `fold`; a sync job also
 /// follows `control`.
-pub async fn engine(run: &Attempt, fold: Arc<Mutex<JobProgress>>, control: sync::Control) -> Result<Done, Failure> {
+pub async fn engine<R: Reporter>(
+    run: &Attempt,
+    reporter: &R,
+    fold: Arc<Mutex<JobProgress>>,
+    control: sync::Control,
+) -> Result<Done, Failure> {
     let (spec, attempt) = (&run.spec, run.attempt);
     let mut request = request(spec, attempt, run.reach)?;
     lock_phase(&fold, Phase::Validating);
     if spec.syncs() {
         request.local.sync_id = Some(run.sync_id.clone().unwrap_or_else(sync::new_id));
-        return sync_job(&request, attempt, fold, control).await;
+        return sync_job(run, reporter, &request, fold, control).await;
     }
     match spec.command {
         Command::Init | Command::Sync => {
             let plan = barge_engine::plan(&request).await?;
             tracing::info!(databases = plan.databases.len(), plan = %json(&plan), "plan");
+            size_worker(run, reporter, &plan).await?;
             {
                 let mut fold = fold.lock().unwrap_or_else(PoisonError::into_inner);
                 *fold = JobProgress::new(attempt, plan.databases.len() as u64);
@@ -160,6 +181,7 @@ pub async fn engine(run: &Attempt, fold: Arc<Mutex<JobProgress>>, control: sync:
             } else {
                 Err(Failure {
                     stopped: false,
+                    relaunched: None,
                     reason: barge_engine::redact(&format!(
                         "{} of {} checks failed: {}",
                         failed.len(),
@@ -188,6 +210,7 @@ pub async fn engine(run: &Attempt, fold: Arc<Mutex<JobProgress>>, control: sync:
             } else {
                 Err(Failure {
                     stopped: false,
+                    relaunched: None,
                     reason: format!(
                         "source and target differ: {} of {} table(s) ({}) or sequences/objects; see the job's log for samples",
                         differing.len(),
@@ -212,12 +235,14 @@ fn sink_for(fold: &Arc<Mutex<JobProgress>>) -> Arc<dyn barge_engine::ProgressSin
 /// A sync job: the copy in a slot's snapshot and the subscription (or, on a later attempt,
 /// the replication an earlier one left streaming), then status rounds until a cutover or a
 /// cancel. Whatever fails removes the replication objects on both sides.
-async fn sync_job(
+async fn sync_job<R: Reporter>(
+    run: &Attempt,
+    reporter: &R,
     request: &Request,
-    attempt: u32,
     fold: Arc<Mutex<JobProgress>>,
     control: sync::Control,
 ) -> Result<Done, Failure> {
+    let attempt = run.attempt;
     let sink = sink_for(&fold);
     let streaming = attempt > 1 && sync::status(request).await.is_ok_and(|s| !s.databases.is_empty());
     if streaming {
@@ -235,6 +260,7 @@ async fn sync_job(
         }
         let plan = barge_engine::plan(request).await.map_err(|e| restart_failure(e, attempt))?;
         tracing::info!(databases = plan.databases.len(), plan = %json(&plan), "plan");
+        size_worker(run, reporter, &plan).await?;
         {
             let mut fold = fold.lock().unwrap_or_else(PoisonError::into_inner);
             *fold = JobProgress::new(attempt, plan.databases.len() as u64);
@@ -251,6 +277,7 @@ async fn sync_job(
         sync::StreamEnd::Detached => {
             return Err(Failure {
                 stopped: false,
+                relaunched: None,
                 reason:
                     "the worker stopped while the target streamed; replication goes on and the next attempt watches it"
                         .into(),
@@ -303,6 +330,7 @@ async fn sync_job(
             .collect();
         return Err(Failure {
             stopped: false,
+            relaunched: None,
             reason: format!(
                 "cut over (replication removed), but source and target differ: {} table(s) ({}) or sequences/objects; writes to the source after the cutover began are not on the target",
                 differing.len(),
@@ -320,6 +348,44 @@ async fn sync_job(
         ),
         report: json(&report),
     })
+}
+
+/// What the plan wants of the machine relaying it: the largest database's wish (databases
+/// are copied one after another), for `POST /jobs/{id}/size`.
+pub fn size_request(plan: &barge_engine::Plan) -> Option<SizeRequest> {
+    let wish = plan.databases.iter().filter(|d| d.worker_cpus > 0).max_by_key(|d| d.worker_cpus)?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).clamp(1, barge_jobs::sizing::MAX_VCPUS);
+    let mut reason = wish.worker_cpus_reason.clone();
+    if plan.databases.len() > 1 {
+        reason = format!("{reason} (for database {})", wish.target);
+    }
+    reason.retain(|c| !c.is_control());
+    let reason: String = reason.chars().take(barge_jobs::sizing::MAX_REASON_BYTES / 4).collect();
+    Some(SizeRequest { cpus: clamp(cpus), vcpus: clamp(wish.worker_cpus), reason })
+}
+
+/// Asks the coordinator to size this worker from `plan`, before anything changes on the
+/// servers. `Err` (with `relaunched`) when the job was relaunched on a larger type: this
+/// worker stops. An answer that does not come is no reason to stop: the copy goes on here.
+async fn size_worker<R: Reporter>(run: &Attempt, reporter: &R, plan: &barge_engine::Plan) -> Result<(), Failure> {
+    let Some(request) = size_request(plan).filter(|_| run.sizable) else {
+        return Ok(());
+    };
+    match reporter.size(&request).await {
+        Ok(SizeAnswer { relaunched_on: Some(kind), reason }) => {
+            tracing::info!(instance_type = %kind, %reason, "relaunched on a larger worker: stopping here");
+            Err(Failure { reason, retryable: false, report: None, stopped: false, relaunched: Some(kind) })
+        }
+        Ok(SizeAnswer { relaunched_on: None, reason }) => {
+            tracing::info!(%reason, "worker size");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not ask for the worker's size; the copy runs here");
+            Ok(())
+        }
+    }
 }
 
 /// A failure to set a sync up; on a later attempt, says why starting over needs the user.
@@ -391,6 +457,9 @@ pub enum Ending {
     /// The job is no longer this worker's (finished or handed to another attempt by the
     /// reaper): stop without reporting anything.
     Abandoned(String),
+    /// The coordinator relaunched the job on a larger instance type, before this worker
+    /// changed anything: stop without reporting anything.
+    Relaunched(String),
 }
 
 /// Runs `attempt` under `reporter`: the engine, progress, heartbeats, cancel and deadline;
@@ -412,7 +481,7 @@ pub async fn supervise<R: Reporter>(
     // reported (the job's outcome is already decided).
     let mut abandoned: Option<String> = None;
     // Boxed, so that dropping it below ends the engine before the last report goes out.
-    let mut engine_run = Box::pin(engine(attempt, fold.clone(), signals));
+    let mut engine_run = Box::pin(engine(attempt, reporter, fold.clone(), signals));
     let deadline = attempt.deadline.map_or_else(|| tokio::time::sleep(Duration::MAX / 4), tokio::time::sleep_until);
     tokio::pin!(deadline);
     tokio::pin!(interrupt);
@@ -437,6 +506,7 @@ pub async fn supervise<R: Reporter>(
                     break Ending::Outcome(outcome.clone());
                 }
                 break match result {
+                    Err(Failure { relaunched: Some(kind), .. }) => Ending::Relaunched(kind),
                     Ok(done) => {
                         tracing::info!(summary = %done.summary, report = %done.report, "succeeded");
                         fold.lock().unwrap_or_else(PoisonError::into_inner).set_message(&done.summary);

@@ -150,7 +150,8 @@ async fn run_spec(path: &PathBuf, attempt: u32) -> u8 {
     redactor.add_urls([spec.source_url.expose(), spec.target_url.expose()]);
     let deadline = Some(Instant::now() + Duration::from_secs(spec.options.max_duration_seconds()));
     // A spec run by hand on the operator's machine reaches what that machine reaches.
-    let job = Attempt { spec, attempt: attempt.max(1), deadline, sync_id: None, reach: Reach::Anywhere };
+    let job =
+        Attempt { spec, attempt: attempt.max(1), deadline, sync_id: None, reach: Reach::Anywhere, sizable: false };
     let interrupted = async {
         let _ = tokio::signal::ctrl_c().await;
         Outcome::Cancelled
@@ -161,7 +162,7 @@ async fn run_spec(path: &PathBuf, attempt: u32) -> u8 {
             let _ = StdoutReporter.finish(&outcome).await;
             exit::of_outcome(&outcome)
         }
-        Ending::Abandoned(_) => 1,
+        Ending::Abandoned(_) | Ending::Relaunched(_) => 1,
     };
     logs.flush(Duration::from_secs(5)).await;
     code
@@ -368,7 +369,9 @@ async fn claim_and_run(client: ApiClient, job: JobId, redactor: &Redactor, timin
         Instant::now() + Duration::from_millis(u64::try_from(left).unwrap_or(0))
     });
     let reporter = ApiReporter::new(client, job.clone());
-    let run = Attempt { spec: claim.spec, attempt, deadline, sync_id: Some(job.as_str().to_owned()), reach };
+    // Sized once per job, by its first worker's plan, unless the user named the type.
+    let sizable = claim.job.sizing.is_none() && claim.spec.options.instance_type.is_none();
+    let run = Attempt { spec: claim.spec, attempt, deadline, sync_id: Some(job.as_str().to_owned()), reach, sizable };
     match execute::supervise(&run, &reporter, timing, terminated()).await {
         Ending::Outcome(outcome) => {
             let code = exit::of_outcome(&outcome);
@@ -381,6 +384,11 @@ async fn claim_and_run(client: ApiClient, job: JobId, redactor: &Redactor, timin
         Ending::Abandoned(why) => {
             tracing::warn!(job = %job, %why, "stopped without reporting");
             1
+        }
+        // The job's next worker, on the larger type, reports it.
+        Ending::Relaunched(kind) => {
+            tracing::info!(job = %job, instance_type = %kind, "handed the job to a larger worker");
+            0
         }
     }
 }

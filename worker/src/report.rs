@@ -4,7 +4,11 @@
 use std::{future::Future, time::Duration};
 
 use barge_client::{ApiClient, Backoff, ClientError, retry};
-use barge_jobs::{JobId, JobStatus, Outcome, Progress, api::Heartbeat};
+use barge_jobs::{
+    JobId, JobStatus, Outcome, Progress,
+    api::Heartbeat,
+    sizing::{SizeAnswer, SizeRequest},
+};
 
 /// What a report's answer means for the run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +35,12 @@ pub trait Reporter: Send + Sync {
     fn heartbeat(&self) -> impl Future<Output = Answer> + Send;
     /// The outcome; `Err` when it could not be delivered.
     fn finish(&self, outcome: &Outcome) -> impl Future<Output = Result<(), String>> + Send;
+    /// What the plan wants of this machine; the answer may say the job was relaunched on a
+    /// larger one. Without a control plane, nobody decides: `Err`.
+    fn size(&self, request: &SizeRequest) -> impl Future<Output = Result<SizeAnswer, String>> + Send {
+        let _ = request;
+        async { Err("no coordinator to ask".to_string()) }
+    }
 }
 
 /// Reports to the coordinator, retrying transient failures.
@@ -75,6 +85,10 @@ impl Reporter for ApiReporter {
 
     async fn heartbeat(&self) -> Answer {
         Self::answer(retry("heartbeat", self.report_backoff, || self.client.heartbeat(&self.job)).await)
+    }
+
+    async fn size(&self, request: &SizeRequest) -> Result<SizeAnswer, String> {
+        retry("size", self.report_backoff, || self.client.size(&self.job, request)).await.map_err(|e| e.to_string())
     }
 
     async fn finish(&self, outcome: &Outcome) -> Result<(), String> {

@@ -360,6 +360,7 @@ async fn stuck_attempt(
             deadline,
             sync_id: None,
             reach: barge_jobs::Reach::Anywhere,
+            sizable: false,
         },
         silent,
     )
@@ -498,6 +499,7 @@ async fn a_sync_job_that_hits_its_deadline_or_loses_its_job_leaves_no_slot() {
             deadline: deadline.map(|after| tokio::time::Instant::now() + after),
             sync_id: Some(format!("end{}{}", case.len(), std::process::id())),
             reach: barge_jobs::Reach::Anywhere,
+            sizable: false,
         };
         // WHEN its max_duration passes, or the reaper ends the job once it streams
         let reporter = EndAt { phase: barge_jobs::Phase::Streaming, reached: Default::default() };
