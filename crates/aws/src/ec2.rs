@@ -281,7 +281,9 @@ impl Ec2Launcher {
 
 impl Launcher for Ec2Launcher {
     async fn launch(&self, job: &Job) -> Result<String, LaunchError> {
-        let types: Vec<String> = match &job.options.instance_type {
+        // Named by the user, else chosen from the first worker's plan, else the stage's list.
+        let chosen = job.sizing.as_ref().and_then(|s| s.instance_type.as_ref());
+        let types: Vec<String> = match job.options.instance_type.as_ref().or(chosen) {
             Some(kind) => vec![kind.clone()],
             None => self.config.instance_types.clone(),
         };

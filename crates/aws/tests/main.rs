@@ -163,6 +163,36 @@ mod ec2 {
     }
 
     #[tokio::test]
+    async fn a_job_sized_from_its_plan_launches_on_the_chosen_type_unless_the_user_named_one() {
+        let (client, launcher) = moto("eu-west-1").await;
+        let launched_type = |id: String| {
+            let client = client.clone();
+            async move {
+                let described = client.describe_instances().instance_ids(&id).send().await.unwrap();
+                described.reservations()[0].instances()[0].instance_type().map(|t| t.as_str().to_string())
+            }
+        };
+        // GIVEN a job its first worker's plan sized to m7i.2xlarge, relaunched as attempt 2
+        let mut job = conformance::job("alice", None, Timestamp::now());
+        job.attempt = 2;
+        job.sizing = Some(barge_jobs::sizing::InstanceSizing {
+            instance_type: Some("m7i.2xlarge".into()),
+            reason: "relaunched on m7i.2xlarge".into(),
+        });
+        // THEN its worker runs on that type, not the stage's first
+        assert_eq!(launched_type(launcher.launch(&job).await.unwrap()).await.as_deref(), Some("m7i.2xlarge"));
+        // AND a kept worker's decision changes nothing
+        let mut kept = conformance::job("alice", None, Timestamp::now());
+        kept.sizing = Some(barge_jobs::sizing::InstanceSizing { instance_type: None, reason: "enough".into() });
+        assert_eq!(launched_type(launcher.launch(&kept).await.unwrap()).await.as_deref(), Some("m7i.large"));
+        // AND a type the user named wins
+        let mut named = job.clone();
+        named.id = barge_jobs::JobId::random();
+        named.options.instance_type = Some("m6i.large".into());
+        assert_eq!(launched_type(launcher.launch(&named).await.unwrap()).await.as_deref(), Some("m6i.large"));
+    }
+
+    #[tokio::test]
     async fn a_worker_launches_into_the_configured_subnet() {
         // GIVEN a VPC with a subnet, and a fleet configured to launch there
         let (sdk, client, mut fleet) = moto_fleet("eu-central-1").await;
