@@ -247,6 +247,9 @@ async fn show(client: &ApiClient, id: &JobId, output: OutputFormat) -> Result<()
         outln!("          the previous attempt ended: {failure}");
     }
     outln!("worker    {}", view.instance_id.as_deref().unwrap_or("-"));
+    if let Some(sizing) = &view.sizing {
+        outln!("size      {}", sizing.reason);
+    }
     if view.cleaning_up {
         outln!("cleanup   a worker is removing the replication objects the sync left");
     }

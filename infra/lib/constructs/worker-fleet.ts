@@ -43,6 +43,7 @@ export const WORKER_ROUTES = [
   { method: 'POST', path: '/jobs/{id}/claim' },
   { method: 'POST', path: '/jobs/{id}/heartbeat' },
   { method: 'POST', path: '/jobs/{id}/progress' },
+  { method: 'POST', path: '/jobs/{id}/size' },
   { method: 'POST', path: '/jobs/{id}/finish' },
 ] as const;
 
@@ -420,7 +421,7 @@ export class WorkerFleet extends Construct {
   public allowWorkerRoutes(api: IHttpApi): void {
     expectWildcards(this.role, [
       {
-        finding: /^Resource::arn:.*:execute-api:.*:<[A-Za-z0-9]+>\/\$default\/POST\/jobs\/\*\/(claim|heartbeat|progress|finish)$/,
+        finding: /^Resource::arn:.*:execute-api:.*:<[A-Za-z0-9]+>\/\$default\/POST\/jobs\/\*\/(claim|heartbeat|progress|size|finish)$/,
         reason: 'The worker routes for any job id: the coordinator serves a job only to the instance launched for it',
       },
     ]);
