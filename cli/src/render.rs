@@ -90,6 +90,9 @@ pub fn plan(plan: &Plan, details: bool) {
         if !db.streams_reason.is_empty() {
             outln!("    {}", db.streams_reason);
         }
+        if !db.worker_cpus_reason.is_empty() {
+            outln!("    a remote worker would want {}", db.worker_cpus_reason);
+        }
     }
     if details {
         for db in &plan.databases {

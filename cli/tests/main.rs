@@ -195,6 +195,8 @@ async fn output_formats_and_exit_codes() {
     assert!(text.contains("public.t") && text.contains("dry run: nothing was changed"), "{text}");
     // with the COPY streams it would run, and why
     assert!(text.contains("1 COPY stream(s): ") && text.contains("other limits: "), "{text}");
+    // and the worker a remote job would want for them
+    assert!(text.contains("a remote worker would want 1 vCPU(s): 1 COPY stream(s) at "), "{text}");
     let exists = count(&dst, "postgres", &format!("select count(*) from pg_database where datname = '{dst_db}'")).await;
     assert_eq!(exists, 0, "--dry-run created the database");
     // JSON lines: a plan, progress events, a report.

@@ -140,8 +140,9 @@ pub struct Placement {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_duration: Option<u64>,
     /// EC2 instance type of the worker, e.g. m7i.2xlarge (remote only), among the stage's
-    /// allowed types [default: the stage's first worker type with capacity; the COPY streams
-    /// are then chosen from the data, see the plan or `barge jobs show`].
+    /// allowed types [default: chosen from the estimate: the job starts on the stage's first
+    /// type, and once planned moves to the smallest allowed type with the vCPUs its COPY
+    /// streams and bytes want; `barge jobs show` says which and why].
     #[arg(long, value_name = "TYPE")]
     pub instance_type: Option<String>,
 }

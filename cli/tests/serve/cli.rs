@@ -108,6 +108,8 @@ async fn remote_commands_are_watched_to_their_outcome_and_listed() {
         out.contains("attempt   1 of 3") && out.contains("worker    proc-") && out.contains("source    postgres://")
     );
     assert!(out.contains("sizing    ") && out.contains("COPY stream(s): "), "{out}");
+    // serve runs workers as local processes: there is no type to choose, and it says so
+    assert!(out.contains("size      kept this worker's ") && out.contains("lists no instance types"), "{out}");
     no_password(&out);
     let (code, out, _) = run(serve.barge().args(["jobs", "show", failed_id.as_str()]));
     assert_eq!(code, 0);
