@@ -301,8 +301,16 @@ impl Pipeline<'_> {
                 ..TableState::default()
             });
         }
-        // Largest parts first, a table's parts together.
-        data.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        // Small tables that foreign keys reference first, so their children's keys can be
+        // added while the rest copies instead of piling up after it; then the largest parts
+        // first, a table's parts together.
+        let mut small_parent = vec![false; plan.tables.len()];
+        for fk in fks {
+            small_parent[fk.parent] = plan.tables[fk.parent].bytes <= rows::SMALL_TABLE;
+        }
+        data.sort_by(|a, b| {
+            (small_parent[b.1].cmp(&small_parent[a.1])).then(b.0.cmp(&a.0)).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+        });
         let mut queue: VecDeque<DataTask> =
             data.into_iter().map(|(_, table, part)| DataTask::Part { table, part }).collect();
         for &(first, last) in &plan.large_object_batches {
