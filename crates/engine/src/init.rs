@@ -347,34 +347,51 @@ async fn apply_pre_data(
         batches.push(&[]);
     }
     let count = batches.len();
-    for (i, batch) in batches.into_iter().enumerate() {
+    let step_of = |batch: &[TocEntry]| {
         let names: String = batch.iter().map(|e| format!("{} {} {}\n", e.class, e.oid, e.label)).collect();
-        let step = format!("pre-data:{}", marks::fingerprint(&names));
-        if marks.is_done(&step) {
-            continue;
+        format!("pre-data:{}", marks::fingerprint(&names))
+    };
+    // pg_restore renders batch i + 1 while the target applies batch i.
+    let render = async |i: usize| -> Result<Option<String>> {
+        let batch = batches[i];
+        if marks.is_done(&step_of(batch)) {
+            return Ok(None);
         }
         let entries: Vec<&TocEntry> = batch.iter().collect();
-        let script = if entries.is_empty() { String::new() } else { dump.pre_data(&entries, settings).await? };
-        let what = if count == 1 {
-            "apply the pre-data schema".to_owned()
-        } else {
-            format!("apply the pre-data schema, part {} of {count}", i + 1)
-        };
-        target
-            .in_transaction(&what, async || {
-                if i == 0 {
-                    for sql in &database_sql.properties {
-                        target.batch("apply the database's owner, comment, grants and labels", sql).await?;
+        Ok(Some(if entries.is_empty() { String::new() } else { dump.pre_data(&entries, settings).await? }))
+    };
+    let mut next = render(0).await?;
+    for i in 0..count {
+        let script = next.take();
+        let apply = async {
+            let Some(script) = script else { return Ok(()) };
+            let step = step_of(batches[i]);
+            let what = if count == 1 {
+                "apply the pre-data schema".to_owned()
+            } else {
+                format!("apply the pre-data schema, part {} of {count}", i + 1)
+            };
+            target
+                .in_transaction(&what, async || {
+                    if i == 0 {
+                        for sql in &database_sql.properties {
+                            target.batch("apply the database's owner, comment, grants and labels", sql).await?;
+                        }
                     }
-                }
-                schema::run_script(target, &what, &script).await?;
-                marks::record(target, &step, 0, 0).await?;
-                if i + 1 == count {
-                    marks::record(target, "pre-data", 0, 0).await?;
-                }
-                Ok(())
-            })
-            .await?;
+                    schema::run_script(target, &what, &script).await?;
+                    marks::record(target, &step, 0, 0).await?;
+                    if i + 1 == count {
+                        marks::record(target, "pre-data", 0, 0).await?;
+                    }
+                    Ok(())
+                })
+                .await
+        };
+        if i + 1 < count {
+            (_, next) = tokio::try_join!(apply, render(i + 1))?;
+        } else {
+            apply.await?;
+        }
     }
     Ok(())
 }
