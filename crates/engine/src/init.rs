@@ -361,11 +361,11 @@ async fn apply_pre_data(
         Ok(Some(if entries.is_empty() { String::new() } else { dump.pre_data(&entries, settings).await? }))
     };
     let mut next = render(0).await?;
-    for i in 0..count {
+    for (i, batch) in batches.iter().enumerate() {
         let script = next.take();
         let apply = async {
             let Some(script) = script else { return Ok(()) };
-            let step = step_of(batches[i]);
+            let step = step_of(batch);
             let what = if count == 1 {
                 "apply the pre-data schema".to_owned()
             } else {
