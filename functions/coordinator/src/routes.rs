@@ -306,6 +306,15 @@ async fn worker_event<P: Ports>(app: &App<P>, instance: &str, id: &str, event: &
     Ok(lifecycle::apply(&app.store, &id, event, app.config.deadlines, allow).await?)
 }
 
+/// Refuses a worker call about a job that runs on another instance.
+fn launched_on(job: &Job, instance: &str) -> Result<(), ApiError> {
+    if job.instance_id.as_deref() == Some(instance) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("this job was not launched on your instance".into()))
+    }
+}
+
 /// Whether `instance` is the worker launched to remove what the ended `job` left.
 fn is_cleaner(job: &Job, instance: &str) -> bool {
     job.state().is_terminal() && job.replication.as_ref().and_then(|r| r.cleaner.as_deref()) == Some(instance)
@@ -336,9 +345,7 @@ async fn claim<P: Ports>(
         };
         return Ok(Json(Claim { job: JobView::from(&current), spec, cleanup: true }));
     }
-    if current.instance_id.as_deref() != Some(instance.as_str()) {
-        return Err(ApiError::Forbidden("this job was not launched on your instance".into()));
-    }
+    launched_on(&current, &instance)?;
     let credentials = app.sealer.unseal(&current.id, &current.sealed_credentials).await.map_err(|e| {
         ApiError::Unavailable(format!("the job's credentials cannot be unsealed now ({e}); claim again"))
     })?;
@@ -398,9 +405,7 @@ async fn size<P: Ports>(
     asked.check().map_err(ApiError::Invalid)?;
     let job_id = job_id(&id)?;
     let current = app.store.get(&job_id).await?.ok_or_else(ApiError::no_job)?;
-    if current.instance_id.as_deref() != Some(instance.as_str()) {
-        return Err(ApiError::Forbidden("this job was not launched on your instance".into()));
-    }
+    launched_on(&current, &instance)?;
     let sizing = match sizing::decide(&current, &app.config.instance_types, &asked) {
         Decision::Decided(sizing) => {
             let reason = format!("decided earlier: {}", sizing.reason);
