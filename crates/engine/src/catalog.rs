@@ -38,7 +38,6 @@ pub(crate) struct Index {
     pub oid: u32,
     pub schema: String,
     pub name: String,
-    pub table_oid: u32,
     pub table_name: String,
     pub indexdef: String,
     pub contype: Option<char>,
@@ -191,7 +190,6 @@ pub(crate) async fn indexes(db: &Db) -> Result<Vec<Index>> {
             oid: oid(r.get("index_oid")),
             schema: r.get("schema"),
             name: r.get("index_name"),
-            table_oid: oid(r.get("table_oid")),
             table_name: r.get("table_name"),
             indexdef: r.get("indexdef"),
             contype: r.get::<_, Option<String>>("contype").and_then(|c| c.chars().next()),
@@ -202,6 +200,13 @@ pub(crate) async fn indexes(db: &Db) -> Result<Vec<Index>> {
             deferred: r.get("deferred"),
         })
         .collect())
+}
+
+/// The table OID of each index [`indexes`] lists: enough to count them, without reading
+/// their definitions.
+pub(crate) async fn index_tables(db: &Db) -> Result<Vec<u32>> {
+    let rows = db.query("count indexes", include_str!("sql/index_tables.sql"), &[]).await?;
+    Ok(rows.iter().map(|r| oid(r.get(0))).collect())
 }
 
 pub(crate) async fn foreign_keys(db: &Db) -> Result<Vec<ForeignKey>> {

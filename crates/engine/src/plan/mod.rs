@@ -524,8 +524,7 @@ async fn plan_database(
         });
     }
     tables.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.display().cmp(&b.display())));
-    objects.indexes =
-        catalog::indexes(source).await?.iter().filter(|i| selection.selected.contains(&i.table_oid)).count();
+    objects.indexes = catalog::index_tables(source).await?.iter().filter(|t| selection.selected.contains(t)).count();
     let mut skipped_foreign_keys = Vec::new();
     for fk in catalog::foreign_keys(source).await? {
         if !selection.selected.contains(&fk.table_oid) {
