@@ -31,6 +31,21 @@ pub(crate) struct Relation {
     pub extended_statistics: bool,
 }
 
+/// A user relation, named: what the copy needs to match catalog objects to pg_dump's
+/// entries.
+#[derive(Clone, Debug)]
+pub(crate) struct RelationName {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    /// pg_class.relkind: r, p, m, v, f, S.
+    pub kind: char,
+    /// For a sequence, the table owning it (identity or `OWNED BY`).
+    pub owned_by: Option<u32>,
+    /// The tables it inherits from or is a partition of.
+    pub parents: Vec<u32>,
+}
+
 /// An index barge builds itself, with its constraint if it backs one.
 #[derive(Clone, Debug)]
 pub(crate) struct Index {
@@ -151,6 +166,23 @@ pub(crate) async fn relations(db: &Db) -> Result<Vec<Relation>> {
             owned_by: r.get::<_, Option<i64>>("owned_by").map(oid),
             own_autovacuum: r.get("own_autovacuum"),
             extended_statistics: r.get("extended_statistics"),
+        })
+        .collect())
+}
+
+/// The user relations of [`relations`], with no more than their names and kinds: cheap
+/// however many there are.
+pub(crate) async fn relation_names(db: &Db) -> Result<Vec<RelationName>> {
+    let rows = db.query("list relations", include_str!("sql/relation_names.sql"), &[]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| RelationName {
+            oid: oid(r.get("oid")),
+            schema: r.get("schema"),
+            name: r.get("name"),
+            kind: r.get::<_, String>("kind").chars().next().unwrap_or('r'),
+            owned_by: r.get::<_, Option<i64>>("owned_by").map(oid),
+            parents: r.get::<_, Vec<i64>>("parents").into_iter().map(oid).collect(),
         })
         .collect())
 }

@@ -5,21 +5,22 @@
 //! mark, so `--resume` continues where a run died.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::{
-    catalog,
+    catalog::{self, RelationName},
     conninfo::ConnInfo,
     database::{self, DatabaseSql},
     db::Db,
     error::{Error, Result},
-    ident,
+    gates, ident,
     marks::{self, Marks},
     pgtools::{DumpOptions, LeaveOut, PgTools},
     pipeline::Pipeline,
@@ -311,8 +312,13 @@ async fn validate_late(
 /// CPU and doing again what barge does at the end; it is paused on the copied tables (unless
 /// a table sets autovacuum_enabled itself) and restored when the copy is complete. A copy
 /// that dies leaves it paused until `--resume` completes it.
-async fn set_autovacuum(target: &Db, plan: &DatabasePlan, paused: bool, lock_budget: usize) -> Result<()> {
-    let tables: Vec<&crate::plan::TablePlan> = plan.tables.iter().filter(|t| !t.own_autovacuum).collect();
+async fn set_autovacuum(
+    target: &Db,
+    tables: &[&crate::plan::TablePlan],
+    paused: bool,
+    lock_budget: usize,
+) -> Result<()> {
+    let tables: Vec<&crate::plan::TablePlan> = tables.iter().copied().filter(|t| !t.own_autovacuum).collect();
     let what = if paused { "pause autovacuum on the copied tables" } else { "restore autovacuum on the copied tables" };
     // One statement string runs as one transaction: batches keep it within the lock table.
     for batch in schema::lock_batches(&tables, |_| 2, lock_budget) {
@@ -331,22 +337,33 @@ async fn set_autovacuum(target: &Db, plan: &DatabasePlan, paused: bool, lock_bud
     Ok(())
 }
 
-/// Applies pre-data in pg_dump's order, in transactions that stay within the target's lock
-/// budget, each with its mark (named after the objects it creates, so a `--resume` that
-/// dumps the same schema again skips exactly the batches that committed). The database's
-/// owner, comment and grants go with the first; the last also marks `pre-data` done.
+/// The target's side of applying pre-data: what each batch pauses autovacuum on, and where
+/// it says how far it got.
+struct PreData<'a> {
+    database_sql: &'a DatabaseSql,
+    marks: &'a Marks,
+    /// Per batch, the copied tables it creates, whose autovacuum is paused in its transaction.
+    pause: Vec<Vec<&'a crate::plan::TablePlan>>,
+    /// Batches committed (or committed by an earlier run) so far, in order.
+    committed: &'a watch::Sender<usize>,
+}
+
+/// Applies pre-data in pg_dump's order, in the transactions `batches` (each within the
+/// target's lock budget), each with its mark (named after the objects it creates, so a
+/// `--resume` that dumps the same schema again skips exactly the batches that committed).
+/// The database's owner, comment and grants go with the first; the last also marks
+/// `pre-data` done. The pipeline copies early tables meanwhile ([`crate::gates`]): a batch
+/// that collides with it (a deadlock, or a catalog row both changed) is run again.
+/// Returns which batches this run applied (the others an earlier run had committed).
 async fn apply_pre_data(
     target: &Db,
     dump: &SchemaDump,
     settings: &TargetSettings,
-    database_sql: &DatabaseSql,
-    marks: &Marks,
-) -> Result<()> {
-    let mut batches = schema::lock_batches(&dump.pre, schema::lock_weight, settings.lock_budget);
-    if batches.is_empty() {
-        batches.push(&[]);
-    }
+    batches: &[&[TocEntry]],
+    pre: &PreData<'_>,
+) -> Result<Vec<bool>> {
     let count = batches.len();
+    let mut applied = vec![false; count];
     let step_of = |batch: &[TocEntry]| {
         let names: String = batch.iter().map(|e| format!("{} {} {}\n", e.class, e.oid, e.label)).collect();
         format!("pre-data:{}", marks::fingerprint(&names))
@@ -354,7 +371,7 @@ async fn apply_pre_data(
     // pg_restore renders batch i + 1 while the target applies batch i.
     let render = async |i: usize| -> Result<Option<String>> {
         let batch = batches[i];
-        if marks.is_done(&step_of(batch)) {
+        if pre.marks.is_done(&step_of(batch)) {
             return Ok(None);
         }
         let entries: Vec<&TocEntry> = batch.iter().collect();
@@ -363,6 +380,7 @@ async fn apply_pre_data(
     let mut next = render(0).await?;
     for (i, batch) in batches.iter().enumerate() {
         let script = next.take();
+        applied[i] = script.is_some();
         let apply = async {
             let Some(script) = script else { return Ok(()) };
             let step = step_of(batch);
@@ -371,29 +389,84 @@ async fn apply_pre_data(
             } else {
                 format!("apply the pre-data schema, part {} of {count}", i + 1)
             };
-            target
-                .in_transaction(&what, async || {
-                    if i == 0 {
-                        for sql in &database_sql.properties {
-                            target.batch("apply the database's owner, comment, grants and labels", sql).await?;
+            let pause: String = pre.pause[i]
+                .iter()
+                .map(|t| format!("alter table only {} set (autovacuum_enabled = false);\n", t.qualified()))
+                .collect();
+            let mut attempt = 1;
+            loop {
+                let result = target
+                    .in_transaction(&what, async || {
+                        if i == 0 {
+                            for sql in &pre.database_sql.properties {
+                                target.batch("apply the database's owner, comment, grants and labels", sql).await?;
+                            }
                         }
+                        schema::run_script(target, &what, &script).await?;
+                        if !pause.is_empty() {
+                            target.batch("pause autovacuum on the copied tables", &pause).await?;
+                        }
+                        marks::record(target, &step, 0, 0).await?;
+                        if i + 1 == count {
+                            marks::record(target, "pre-data", 0, 0).await?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                match result {
+                    Err(e) if attempt < PRE_DATA_ATTEMPTS && collided(&e) => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    schema::run_script(target, &what, &script).await?;
-                    marks::record(target, &step, 0, 0).await?;
-                    if i + 1 == count {
-                        marks::record(target, "pre-data", 0, 0).await?;
-                    }
-                    Ok(())
-                })
-                .await
+                    other => return other,
+                }
+            }
         };
         if i + 1 < count {
             (_, next) = tokio::try_join!(apply, render(i + 1))?;
+            pre.committed.send_replace(i + 1);
         } else {
             apply.await?;
         }
     }
-    Ok(())
+    Ok(applied)
+}
+
+/// The copied tables each pre-data batch creates (matched by OID), whose autovacuum the
+/// batch pauses ([`set_autovacuum`]).
+fn autovacuum_by_batch<'a>(
+    plan: &'a DatabasePlan,
+    batches: &[&[TocEntry]],
+    relations: &HashMap<u32, RelationName>,
+) -> Vec<Vec<&'a crate::plan::TablePlan>> {
+    const PG_CLASS: u32 = 1259;
+    let by_name: HashMap<(&str, &str), &crate::plan::TablePlan> =
+        plan.tables.iter().map(|t| ((t.schema.as_str(), t.name.as_str()), t)).collect();
+    batches
+        .iter()
+        .map(|batch| {
+            batch
+                .iter()
+                .filter(|e| e.class == PG_CLASS)
+                .filter_map(|e| relations.get(&e.oid))
+                .filter_map(|r| by_name.get(&(r.schema.as_str(), r.name.as_str())).copied())
+                .filter(|t| !t.own_autovacuum)
+                .collect()
+        })
+        .collect()
+}
+
+/// Attempts at a pre-data batch that collides with the copy running beside it.
+const PRE_DATA_ATTEMPTS: u32 = 5;
+
+/// Whether a pre-data batch failed on a collision with another session, not on its own
+/// content: it rolled back, and runs again.
+fn collided(e: &Error) -> bool {
+    match e.sqlstate() {
+        Some(sqlstate::DEADLOCK_DETECTED) | Some(sqlstate::SERIALIZATION_FAILURE) => true,
+        Some(sqlstate::INTERNAL_ERROR) => e.to_string().contains("concurrently"),
+        _ => false,
+    }
 }
 
 /// Sets every target sequence to its source position: `setval(value, is_called)`, so the
@@ -479,38 +552,71 @@ pub(crate) async fn copy_database(
     let (marks, stored) = Marks::open(&target, db, resume).await?;
     let db = &stored;
     let settings = TargetSettings::read(&target).await?;
-    if !marks.is_done("pre-data") {
-        apply_pre_data(&target, &dump, &settings, &database_sql, &marks).await?;
+    let relations: HashMap<u32, RelationName> =
+        catalog::relation_names(&holder).await?.into_iter().map(|r| (r.oid, r)).collect();
+    let mut batches = schema::lock_batches(&dump.pre, schema::lock_weight, settings.lock_budget);
+    if batches.is_empty() {
+        batches.push(&[]);
     }
-    set_autovacuum(&target, db, true, settings.lock_budget).await?;
-    timings.schema = started.elapsed().as_secs_f64();
-
-    // Which tables are schema-only materialized views is a filter question.
-    let filter = req.filter.compile()?;
-    let schema_only_matviews: HashSet<u32> = catalog::relations(&holder)
-        .await?
-        .into_iter()
-        .filter(|r| r.kind == 'm' && filter.schema_only(&db.source, &r.schema, &r.name))
-        .map(|r| r.oid)
-        .collect();
-    let post = postdata::classify(&holder, db, &dump.post, &schema_only_matviews).await?;
-    let pipeline = Pipeline {
-        req,
-        plan: db,
-        snapshot: &snapshot,
-        tracker: tracker.clone(),
-        marks: &marks,
-        work: &post.tables,
-        fks: &post.foreign_keys,
-        maintenance_work_mem: maintenance_work_mem(req, &target).await?,
-        statistics: Statistics::choose(&holder, &target, req.options.analyze),
+    let all = batches.len();
+    let gates = gates::gates(db, &batches, &relations);
+    // Batches committed so far: the copy of small tables starts while later ones go in.
+    let (committed, committed_rx) = watch::channel(0);
+    let schema = async {
+        let pause = autovacuum_by_batch(db, &batches, &relations);
+        let mut paused: HashSet<(&str, &str)> = HashSet::new();
+        if !marks.is_done("pre-data") {
+            let pre = PreData { database_sql: &database_sql, marks: &marks, pause, committed: &committed };
+            let applied = apply_pre_data(&target, &dump, &settings, &batches, &pre).await?;
+            for (tables, _) in pre.pause.iter().zip(applied).filter(|(_, applied)| *applied) {
+                paused.extend(tables.iter().map(|t| (t.schema.as_str(), t.name.as_str())));
+            }
+        }
+        // Tables no batch of this run created: paused here.
+        let rest: Vec<&crate::plan::TablePlan> =
+            db.tables.iter().filter(|t| !paused.contains(&(t.schema.as_str(), t.name.as_str()))).collect();
+        set_autovacuum(&target, &rest, true, settings.lock_budget).await?;
+        committed.send_replace(all);
+        Ok::<f64, Error>(started.elapsed().as_secs_f64())
     };
-    tracker.phase(Phase::Copying);
-    let data_started = Instant::now();
-    let outcome = {
-        let _ticks = tracker.tick(Duration::from_secs(1));
-        pipeline.run().await?
+    // The source's catalog is read while the target applies the schema.
+    let classify = async {
+        // Which tables are schema-only materialized views is a filter question.
+        let filter = req.filter.compile()?;
+        let schema_only_matviews: HashSet<u32> = relations
+            .values()
+            .filter(|r| r.kind == 'm' && filter.schema_only(&db.source, &r.schema, &r.name))
+            .map(|r| r.oid)
+            .collect();
+        postdata::classify(&holder, db, &dump.post, &relations, &schema_only_matviews).await
     };
+    let maintenance_work_mem = maintenance_work_mem(req, &target).await?;
+    let copy = async {
+        let post = classify.await?;
+        let pipeline = Pipeline {
+            req,
+            plan: db,
+            snapshot: &snapshot,
+            tracker: tracker.clone(),
+            marks: &marks,
+            work: &post.tables,
+            fks: &post.foreign_keys,
+            maintenance_work_mem,
+            statistics: Statistics::choose(&holder, &target, req.options.analyze),
+            gates: &gates,
+            schema: committed_rx,
+            batches: all,
+        };
+        tracker.phase(Phase::Copying);
+        let data_started = Instant::now();
+        let outcome = {
+            let _ticks = tracker.tick(Duration::from_secs(1));
+            pipeline.run().await?
+        };
+        Ok::<_, Error>((post, outcome, data_started))
+    };
+    let (schema_seconds, (post, outcome, data_started)) = tokio::try_join!(schema, copy)?;
+    timings.schema = schema_seconds;
     timings.data = outcome.data_done_at.duration_since(data_started).as_secs_f64();
     timings.after_data = outcome.data_done_at.elapsed().as_secs_f64();
     timings.index_builds = outcome.build_seconds;
@@ -543,7 +649,7 @@ pub(crate) async fn copy_database(
     let sequences_started = Instant::now();
     report.sequences = copy_sequences(&holder, &target).await?;
     timings.sequences = sequences_started.elapsed().as_secs_f64();
-    set_autovacuum(&target, db, false, settings.lock_budget).await?;
+    set_autovacuum(&target, &db.tables.iter().collect::<Vec<_>>(), false, settings.lock_budget).await?;
     if !database_sql.finish.is_empty() && !marks.is_done("database-settings") {
         target
             .in_transaction("apply the database's settings", async || {

@@ -12,6 +12,7 @@ pub mod conninfo;
 mod database;
 mod db;
 pub mod error;
+mod gates;
 pub mod human;
 mod ident;
 mod init;

@@ -10,25 +10,31 @@
 //!   validations against the same referenced table run side by side).
 //!
 //! Every step commits with its progress mark; steps marked by an earlier run are skipped.
+//!
+//! The pipeline starts while pre-data is still going in: a table part waits in its *gate*
+//! until the pre-data batches that create and change its table have committed
+//! ([`crate::gates`]). Until all of pre-data is in, the sessions wait at most
+//! [`gates::LOCK_WAIT`] for a lock; a step that gives up is taken again after pre-data.
 
 use std::{
-    collections::{BinaryHeap, VecDeque},
+    collections::BinaryHeap,
     sync::{Arc, Mutex, MutexGuard},
     time::Instant,
 };
 
 use futures_util::future::try_join_all;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::{
     db::Db,
     error::{Error, Result},
+    gates,
     marks::{self, Marks},
     plan::{DatabasePlan, TablePlan},
     postdata::{ForeignKey, TableWork},
     progress::{Phase, Tracker},
     request::Request,
-    rows,
+    rows, sqlstate,
     stats::{self, Statistics, StatsDone, TableStats},
 };
 
@@ -91,11 +97,60 @@ enum DataTask {
     LargeObjects { first: u32, last: u32 },
 }
 
+/// The copy tasks: ready ones in the order they are taken, the others behind their gates.
+#[derive(Default)]
+struct DataQueue {
+    /// Every task, in the order the streams take them.
+    tasks: Vec<Option<DataTask>>,
+    /// Positions of the ready tasks, first taken first.
+    ready: BinaryHeap<std::cmp::Reverse<usize>>,
+    /// Per gate (pre-data batches committed), the positions of the tasks it holds.
+    gated: Vec<Vec<usize>>,
+    /// Gates opened so far.
+    open: usize,
+}
+
+impl DataQueue {
+    /// Queues `task`, to be taken once `gate` batches have committed.
+    fn push(&mut self, task: DataTask, gate: usize) {
+        let at = self.tasks.len();
+        self.tasks.push(Some(task));
+        if gate <= self.open {
+            self.ready.push(std::cmp::Reverse(at));
+        } else {
+            if self.gated.len() <= gate {
+                self.gated.resize_with(gate + 1, Vec::new);
+            }
+            self.gated[gate].push(at);
+        }
+    }
+
+    /// Makes ready what `committed` batches release.
+    fn open_to(&mut self, committed: usize) {
+        while self.open < committed {
+            self.open += 1;
+            if let Some(released) = self.gated.get_mut(self.open) {
+                self.ready.extend(std::mem::take(released).into_iter().map(std::cmp::Reverse));
+            }
+        }
+    }
+
+    fn pop(&mut self) -> Option<DataTask> {
+        let std::cmp::Reverse(at) = self.ready.pop()?;
+        self.tasks[at].take()
+    }
+}
+
 /// What the COPY streams and index workers of one database take from, and what they did:
 /// the table parts and large-object batches to copy, the index work ready (a heap, heaviest
 /// first), each table's state, and the foreign keys waiting for a referenced table.
 struct WorkQueues {
-    data: VecDeque<DataTask>,
+    data: DataQueue,
+    /// Pre-data batches there are, and whether all have committed.
+    batches: usize,
+    schema_done: bool,
+    /// Index work that gave up a lock while pre-data ran, queued again when it is done.
+    deferred: Vec<Work>,
     heap: BinaryHeap<Queued>,
     tables: Vec<TableState>,
     /// Referenced table → foreign keys waiting for it.
@@ -122,6 +177,23 @@ fn weight(plan: &DatabasePlan, work: Work, fks: &[ForeignKey]) -> u64 {
 }
 
 impl WorkQueues {
+    /// Opens the gates `committed` pre-data batches release; once all have, the deferred
+    /// index work is queued again.
+    /// Whether index work was queued.
+    fn schema_progress(&mut self, plan: &DatabasePlan, fks: &[ForeignKey], committed: usize) -> bool {
+        self.data.open_to(committed.min(self.batches));
+        if committed < self.batches || self.schema_done {
+            return false;
+        }
+        self.schema_done = true;
+        let deferred = std::mem::take(&mut self.deferred);
+        let queued = !deferred.is_empty();
+        for work in deferred {
+            self.push(plan, fks, work);
+        }
+        queued
+    }
+
     fn push(&mut self, plan: &DatabasePlan, fks: &[ForeignKey], work: Work) {
         self.seq += 1;
         self.heap.push(Queued { weight: weight(plan, work, fks), seq: self.seq, work });
@@ -242,6 +314,11 @@ pub(crate) struct Pipeline<'a> {
     pub fks: &'a [ForeignKey],
     pub maintenance_work_mem: u64,
     pub statistics: Statistics,
+    /// Per plan table, the pre-data batches that must commit before it is copied.
+    pub gates: &'a [usize],
+    /// Pre-data batches committed so far, `batches` once all of pre-data is in.
+    pub schema: watch::Receiver<usize>,
+    pub batches: usize,
 }
 
 fn part_step(table: &TablePlan, part: usize) -> String {
@@ -311,11 +388,14 @@ impl Pipeline<'_> {
         data.sort_by(|a, b| {
             (small_parent[b.1].cmp(&small_parent[a.1])).then(b.0.cmp(&a.0)).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
         });
-        let mut queue: VecDeque<DataTask> =
-            data.into_iter().map(|(_, table, part)| DataTask::Part { table, part }).collect();
+        let batches = self.batches;
+        let mut queue = DataQueue::default();
+        for (_, table, part) in data {
+            queue.push(DataTask::Part { table, part }, self.gates[table]);
+        }
         for &(first, last) in &plan.large_object_batches {
             if !marks.is_done(&format!("lo:{first}-{last}")) {
-                queue.push_back(DataTask::LargeObjects { first, last });
+                queue.push(DataTask::LargeObjects { first, last }, batches);
             }
         }
         let fk_count: usize = tables.iter().map(|t| t.fks.len()).sum();
@@ -323,6 +403,9 @@ impl Pipeline<'_> {
             tables.iter().map(|t| t.builds_left + usize::from(!t.attach.is_empty()) + 1).sum::<usize>() + fk_count;
         let mut queues = WorkQueues {
             data: queue,
+            batches,
+            schema_done: false,
+            deferred: Vec::new(),
             heap: BinaryHeap::new(),
             waiting_on: vec![Vec::new(); tables.len()],
             tables,
@@ -384,16 +467,66 @@ fn small_table_steps<'a>(r: &Running<'a>, table: usize) -> rows::Then<'a> {
     }
 }
 
+/// A pipeline session's lock waits: bounded by [`gates::LOCK_WAIT`] until all of pre-data
+/// is in, so that a step colliding with the schema gives way to it.
+struct LockWait {
+    bounded: bool,
+}
+
+impl LockWait {
+    async fn start(target: &Db, schema_done: bool) -> Result<LockWait> {
+        if !schema_done {
+            let sql = format!("set lock_timeout = '{}'", gates::LOCK_WAIT);
+            target.batch("bound lock waits while the schema goes in", &sql).await?;
+        }
+        Ok(LockWait { bounded: !schema_done })
+    }
+
+    /// Before a step: lock waits unbounded again once pre-data is in. Whether the step runs
+    /// bounded.
+    async fn before(&mut self, target: &Db, schema_done: bool) -> Result<bool> {
+        if self.bounded && schema_done {
+            target.batch("unbound lock waits", "set lock_timeout = 0").await?;
+            self.bounded = false;
+        }
+        Ok(self.bounded)
+    }
+}
+
+/// Whether a step failed giving way to pre-data: it rolled back and can run again.
+fn gave_way(e: &Error) -> bool {
+    matches!(e.sqlstate(), Some(sqlstate::LOCK_NOT_AVAILABLE) | Some(sqlstate::DEADLOCK_DETECTED))
+}
+
 async fn copy_worker(r: &Running<'_>) -> Result<()> {
     let (p, plan) = (r.p, r.p.plan);
     let source = Db::connect(&p.req.source, &plan.source).await?;
     source.enter_snapshot(p.snapshot).await?;
     let target = Db::connect(&p.req.target, &plan.target).await?;
     target.batch("tune the copy session", "set synchronous_commit = off").await?;
+    let mut schema = p.schema.clone();
+    let done = *schema.borrow() >= p.batches;
+    let mut wait = LockWait::start(&target, done).await?;
     let mut in_snapshot = 0;
     loop {
-        let task = r.queues().data.pop_front();
-        let Some(task) = task else { break };
+        let committed = *schema.borrow_and_update();
+        let (task, schema_done, requeued) = {
+            let mut queues = r.queues();
+            let requeued = queues.schema_progress(plan, p.fks, committed);
+            (queues.data.pop(), queues.schema_done, requeued)
+        };
+        if requeued {
+            r.notify.notify_waiters();
+        }
+        let Some(task) = task else {
+            // Nothing ready: done when the schema is, else wait for its next batch (a
+            // schema that failed ends the copy with its error).
+            if schema_done || schema.changed().await.is_err() {
+                break;
+            }
+            continue;
+        };
+        let bounded = wait.before(&target, schema_done).await?;
         // Each COPY keeps its table's lock until the transaction ends.
         if in_snapshot == crate::db::RELEASE_LOCKS_EVERY {
             source.reenter_snapshot(p.snapshot).await?;
@@ -414,6 +547,17 @@ async fn copy_worker(r: &Running<'_>) -> Result<()> {
                 let then_analyzed = then.analyze;
                 let result =
                     rows::copy_part(&source, &target, t, &t.parts[part], &part_step(t, part), &counter, &then).await;
+                if let Err(e) = &result
+                    && bounded
+                    && gave_way(e)
+                {
+                    drop(counter);
+                    p.tracker.part_abandoned(&display, part + 1);
+                    let mut queues = r.queues();
+                    let gate = queues.batches;
+                    queues.data.push(DataTask::Part { table, part }, gate);
+                    continue;
+                }
                 let rows = result.as_ref().ok().copied();
                 p.tracker.part_finished(&display, part + 1, t.parts.len(), rows, started.elapsed().as_secs_f64());
                 let copied = result?;
@@ -480,6 +624,8 @@ async fn index_worker(r: &Running<'_>) -> Result<()> {
             ),
         )
         .await?;
+    let done = r.queues().schema_done;
+    let mut wait = LockWait::start(&target, done).await?;
     loop {
         let notified = r.notify.notified();
         tokio::pin!(notified);
@@ -487,21 +633,45 @@ async fn index_worker(r: &Running<'_>) -> Result<()> {
         let next = {
             let mut queues = r.queues();
             match queues.heap.pop() {
-                Some(q) => Some(q.work),
+                Some(q) => Some((q.work, queues.schema_done)),
                 None if queues.pending == 0 => return Ok(()),
                 None => None,
             }
         };
-        let Some(work) = next else {
+        let Some((work, schema_done)) = next else {
             notified.await;
             continue;
         };
+        let bounded = wait.before(&target, schema_done).await?;
+        match index_step(r, &target, work).await {
+            // Builds and foreign keys (small tables' keys run beside pre-data) commit alone
+            // with their marks and leave their table's state as it was when they fail.
+            Err(e) if bounded && gave_way(&e) && matches!(work, Work::Build { .. } | Work::ForeignKey { .. }) => {
+                // Taken again once pre-data is in.
+                let mut queues = r.queues();
+                if queues.schema_done {
+                    queues.push(plan, fks, work);
+                } else {
+                    queues.deferred.push(work);
+                }
+            }
+            other => other?,
+        }
+        r.notify.notify_waiters();
+    }
+}
+
+/// Runs one step of index work and records what it unblocks. A step that fails changed
+/// nothing (each commits alone with its mark).
+async fn index_step(r: &Running<'_>, target: &Db, work: Work) -> Result<()> {
+    let (p, plan, fks) = (r.p, r.p.plan, r.p.fks);
+    {
         let started = Instant::now();
         match work {
             Work::Build { table, build } => {
                 let t = &plan.tables[table];
                 let step = &p.work[table].builds[build];
-                marks::run_step(&target, &step.step, &format!("build {} on {}", step.name, t.display()), &step.sql)
+                marks::run_step(target, &step.step, &format!("build {} on {}", step.name, t.display()), &step.sql)
                     .await?;
                 let seconds = started.elapsed().as_secs_f64();
                 p.tracker.index_done(&t.display(), &step.name, seconds);
@@ -515,7 +685,7 @@ async fn index_worker(r: &Running<'_>) -> Result<()> {
                 for a in attach {
                     let step = &p.work[table].attach[a];
                     let what = format!("add constraint {} on {}", step.name, t.display());
-                    marks::run_step(&target, &step.step, &what, &step.sql).await?;
+                    marks::run_step(target, &step.step, &what, &step.sql).await?;
                 }
                 let mut queues = r.queues();
                 queues.pending -= 1;
@@ -528,7 +698,7 @@ async fn index_worker(r: &Running<'_>) -> Result<()> {
                     (queues.tables[table].carried.take(), queues.tables[table].rows)
                 };
                 let done = match p.statistics.for_table(t) {
-                    Some(how) => Some(stats::set(&target, t, how, carried.as_ref(), rows).await?),
+                    Some(how) => Some(stats::set(target, t, how, carried.as_ref(), rows).await?),
                     None => None,
                 };
                 p.tracker.constraint_done();
@@ -547,14 +717,14 @@ async fn index_worker(r: &Running<'_>) -> Result<()> {
                 if plan.tables[key.child].bytes <= rows::SMALL_TABLE && !p.marks.is_done(&key.add.step) {
                     // A small table's key is checked as it is added: one step, not two.
                     let what = format!("add foreign key {} on {child}", key.add.name);
-                    marks::run_step(&target, &key.validate.step, &what, &key.add_valid).await?;
+                    marks::run_step(target, &key.validate.step, &what, &key.add_valid).await?;
                 } else {
                     if !p.marks.is_done(&key.add.step) {
                         let what = format!("add foreign key {} on {child}", key.add.name);
-                        marks::run_step(&target, &key.add.step, &what, &key.add.sql).await?;
+                        marks::run_step(target, &key.add.step, &what, &key.add.sql).await?;
                     }
                     let what = format!("validate foreign key {} on {child}", key.validate.name);
-                    marks::run_step(&target, &key.validate.step, &what, &key.validate.sql).await?;
+                    marks::run_step(target, &key.validate.step, &what, &key.validate.sql).await?;
                 }
                 p.tracker.constraint_done();
                 let mut queues = r.queues();
@@ -562,8 +732,8 @@ async fn index_worker(r: &Running<'_>) -> Result<()> {
                 queues.fk_done(plan, fks, key.child);
             }
         }
-        r.notify.notify_waiters();
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -571,6 +741,7 @@ mod tests {
     use super::*;
     use crate::plan::{ObjectCounts, Part, TargetAction};
     use crate::postdata::Step;
+    use std::collections::VecDeque;
 
     fn step(name: &str) -> Step {
         Step { name: name.into(), sql: String::new(), step: name.into() }
@@ -633,7 +804,10 @@ mod tests {
             })
             .collect();
         let mut queues = WorkQueues {
-            data: VecDeque::new(),
+            data: DataQueue::default(),
+            batches: 0,
+            schema_done: true,
+            deferred: Vec::new(),
             heap: BinaryHeap::new(),
             waiting_on: vec![Vec::new(); 3],
             tables,
@@ -682,7 +856,10 @@ mod tests {
             })
             .collect();
         let mut queues = WorkQueues {
-            data: VecDeque::new(),
+            data: DataQueue::default(),
+            batches: 0,
+            schema_done: true,
+            deferred: Vec::new(),
             heap: BinaryHeap::new(),
             waiting_on: vec![Vec::new(); 3],
             tables,

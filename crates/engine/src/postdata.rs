@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::{
-    catalog::{self, Relation},
+    catalog::{self, RelationName},
     db::Db,
     error::Result,
     ident,
@@ -86,12 +86,13 @@ fn fk_steps(schema: &str, table: &str, name: &str, def: &str) -> (Step, Step) {
     (add, validate)
 }
 
-/// Splits `post` using the source catalog, read in the copy's snapshot: entries are matched
-/// to catalog objects by kind and OID, never by name.
+/// Splits `post` using the source catalog, read in the copy's snapshot (`relations` by
+/// OID): entries are matched to catalog objects by kind and OID, never by name.
 pub(crate) async fn classify<'a>(
     source: &Db,
     plan: &DatabasePlan,
     post: &'a [TocEntry],
+    relations: &HashMap<u32, RelationName>,
     schema_only_matviews: &HashSet<u32>,
 ) -> Result<PostData<'a>> {
     let table_index: HashMap<(&str, &str), usize> =
@@ -160,7 +161,6 @@ pub(crate) async fn classify<'a>(
             _ => {}
         }
     }
-    let relations: HashMap<u32, Relation> = catalog::relations(source).await?.into_iter().map(|r| (r.oid, r)).collect();
     let excluded: HashSet<(&str, &str)> =
         plan.excluded_relations.iter().map(|(s, n)| (s.as_str(), n.as_str())).collect();
     let excluded_schemas: HashSet<&str> = plan.excluded_schemas.iter().map(String::as_str).collect();

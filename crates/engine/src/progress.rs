@@ -338,14 +338,24 @@ impl Tracker {
     }
 
     /// A part committed (or failed: `rows` is None).
-    pub(crate) fn part_finished(&self, table: &str, part: usize, parts: usize, rows: Option<u64>, seconds: f64) {
-        let bytes = self
-            .state
+    /// A part given up before its end, to be copied again later: its bytes leave the count.
+    pub(crate) fn part_abandoned(&self, table: &str, part: usize) {
+        let bytes = self.part_ended(table, part);
+        self.bytes_copied.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Removes a running part; the bytes it relayed.
+    fn part_ended(&self, table: &str, part: usize) -> u64 {
+        self.state
             .lock()
             .ok()
             .and_then(|mut s| s.running.remove(&(table.to_owned(), part)))
             .map(|slot| slot.bytes.load(Ordering::Relaxed))
-            .unwrap_or(0);
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn part_finished(&self, table: &str, part: usize, parts: usize, rows: Option<u64>, seconds: f64) {
+        let bytes = self.part_ended(table, part);
         if let Some(rows) = rows {
             self.rows_copied.fetch_add(rows, Ordering::Relaxed);
             self.parts_done.fetch_add(1, Ordering::Relaxed);

@@ -41,6 +41,8 @@ pub const OUT_OF_MEMORY: &str = "53200";
 pub const TOO_MANY_CONNECTIONS: &str = "53300";
 /// `55006`: the object is in use (a replication slot another session holds).
 pub const OBJECT_IN_USE: &str = "55006";
+/// `55P03`: a lock was not granted within `lock_timeout`.
+pub const LOCK_NOT_AVAILABLE: &str = "55P03";
 /// `57014`: the statement was cancelled (by a user, or a timeout).
 pub const QUERY_CANCELED: &str = "57014";
 /// `57P01`: the server is shutting down.
@@ -49,3 +51,6 @@ pub const ADMIN_SHUTDOWN: &str = "57P01";
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
 /// `58P01`: a file is missing on the server (an extension's library).
 pub const UNDEFINED_FILE: &str = "58P01";
+/// `XX000`: an internal error (among them "tuple concurrently updated", when two
+/// transactions change one catalog row).
+pub const INTERNAL_ERROR: &str = "XX000";
