@@ -72,17 +72,20 @@ pub(crate) async fn record(target: &Db, step: &str, rows: i64, bytes: i64) -> Re
 
 const RECORD: &str = "insert into _barge.done (step, rows, bytes) values ($1, $2, $3)";
 
-/// Records several steps inside the caller's open transaction, in one statement.
-pub(crate) async fn record_all(target: &Db, steps: &[&str]) -> Result<()> {
-    target
-        .execute(
-            "record progress",
-            "insert into _barge.done (step, rows, bytes) select s, 0, 0 from pg_catalog.unnest($1::text[]) as s",
-            &[&steps],
-        )
-        .await
-        .map(|_| ())
+/// Records `step` (with the rows and bytes it moved) and the steps `also` inside the
+/// caller's open transaction, in one statement.
+pub(crate) async fn record_with(target: &Db, step: &str, rows: i64, bytes: i64, also: &[&str]) -> Result<()> {
+    if also.is_empty() {
+        return record(target, step, rows, bytes).await;
+    }
+    let steps: Vec<&str> = std::iter::once(step).chain(also.iter().copied()).collect();
+    let insert = target.prepared("record progress", RECORD_WITH).await?;
+    target.execute_prepared("record progress", &insert, &[&steps, &rows, &bytes]).await.map(|_| ())
 }
+
+const RECORD_WITH: &str = "insert into _barge.done (step, rows, bytes) \
+    select s, case when n = 1 then $2::int8 else 0 end, case when n = 1 then $3::int8 else 0 end \
+    from pg_catalog.unnest($1::text[]) with ordinality as u(s, n)";
 
 /// Runs `sql` and records `step` in one transaction, in one round trip: the statements, the
 /// mark and the commit are sent together (the client pipelines them). When a statement

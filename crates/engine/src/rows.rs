@@ -114,8 +114,8 @@ pub(crate) async fn copy_part(
                 sink.feed(buffer.freeze()).await.map_err(|e| target.err(&what, &e))?;
             }
             let rows = sink.as_mut().finish().await.map_err(|e| target.err(&what, &e))?;
-            // The part's mark, the index builds, key constraints and ANALYZE, and their marks
-            // go out together (the client pipelines them): one round trip. A failure aborts
+            // The index builds, key constraints and ANALYZE, and the marks of the part and of
+            // each of them go out together (the client pipelines them): one round trip. A failure aborts
             // the transaction, so what follows it fails too; the first error is returned.
             let mut sql: String =
                 then.steps.iter().map(|(_, _, sql)| format!("{};\n", sql.trim_end_matches(';'))).collect();
@@ -124,14 +124,12 @@ pub(crate) async fn copy_part(
             }
             let steps: Vec<&str> = then.steps.iter().map(|(_, mark, _)| *mark).collect();
             let what = format!("build the indexes and keys of {} and analyze it", table.display());
-            let (marked, built, recorded) = tokio::join!(
-                marks::record(target, step, rows as i64, bytes as i64),
+            let (built, marked) = tokio::join!(
                 async { if sql.is_empty() { Ok(()) } else { target.batch(&what, &sql).await } },
-                async { if steps.is_empty() { Ok(()) } else { marks::record_all(target, &steps).await } },
+                marks::record_with(target, step, rows as i64, bytes as i64, &steps),
             );
-            marked?;
             built?;
-            recorded?;
+            marked?;
             Ok(rows)
         })
         .await
