@@ -644,9 +644,7 @@ async fn index_worker(r: &Running<'_>) -> Result<()> {
         };
         let bounded = wait.before(&target, schema_done).await?;
         match index_step(r, &target, work).await {
-            // Builds and foreign keys (small tables' keys run beside pre-data) commit alone
-            // with their marks and leave their table's state as it was when they fail.
-            Err(e) if bounded && gave_way(&e) && matches!(work, Work::Build { .. } | Work::ForeignKey { .. }) => {
+            Err(e) if bounded && gave_way(&e) && retryable(p, work) => {
                 // Taken again once pre-data is in.
                 let mut queues = r.queues();
                 if queues.schema_done {
@@ -658,6 +656,21 @@ async fn index_worker(r: &Running<'_>) -> Result<()> {
             other => other?,
         }
         r.notify.notify_waiters();
+    }
+}
+
+/// Whether `work` that failed can simply run again: a build, or a small table's foreign key
+/// (added and checked in one step). Each commits alone with its mark, and leaves its table's
+/// state as it was when it fails. Only these run beside pre-data: other work belongs to
+/// tables that wait for all of it.
+fn retryable(p: &Pipeline<'_>, work: Work) -> bool {
+    match work {
+        Work::Build { .. } => true,
+        Work::ForeignKey { fk } => {
+            let key = &p.fks[fk];
+            p.plan.tables[key.child].bytes <= rows::SMALL_TABLE && !p.marks.is_done(&key.add.step)
+        }
+        Work::Attach { .. } | Work::Analyze { .. } => false,
     }
 }
 
