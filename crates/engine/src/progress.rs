@@ -156,7 +156,9 @@ pub struct RunningPart {
 /// Where a database copy's wall time went, in seconds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Timings {
-    /// Reading and applying the pre-data schema (and creating the database).
+    /// From the start until the pre-data schema is in (the database created, pg_dump read,
+    /// every pre-data batch committed). Small tables' rows are copied meanwhile, so this
+    /// overlaps `data`.
     pub schema: f64,
     /// From the first COPY to the last committed part (index builds, foreign keys and
     /// ANALYZE of finished tables run meanwhile).
