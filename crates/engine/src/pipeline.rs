@@ -151,6 +151,10 @@ struct WorkQueues {
     schema_done: bool,
     /// Index work that gave up a lock while pre-data ran, queued again when it is done.
     deferred: Vec<Work>,
+    /// Per gate, the tables with no rows to copy (schema-only, or copied by an earlier run)
+    /// whose index work starts when it opens; and the gates opened for them so far.
+    waiting_tables: Vec<Vec<usize>>,
+    tables_open: usize,
     heap: BinaryHeap<Queued>,
     tables: Vec<TableState>,
     /// Referenced table → foreign keys waiting for it.
@@ -181,13 +185,23 @@ impl WorkQueues {
     /// index work is queued again.
     /// Whether index work was queued.
     fn schema_progress(&mut self, plan: &DatabasePlan, fks: &[ForeignKey], committed: usize) -> bool {
-        self.data.open_to(committed.min(self.batches));
+        let committed = committed.min(self.batches);
+        self.data.open_to(committed);
+        let mut queued = false;
+        while self.tables_open < committed {
+            self.tables_open += 1;
+            let tables = self.waiting_tables.get_mut(self.tables_open).map(std::mem::take).unwrap_or_default();
+            queued |= !tables.is_empty();
+            for table in tables {
+                self.release(plan, fks, table);
+            }
+        }
         if committed < self.batches || self.schema_done {
-            return false;
+            return queued;
         }
         self.schema_done = true;
         let deferred = std::mem::take(&mut self.deferred);
-        let queued = !deferred.is_empty();
+        queued |= !deferred.is_empty();
         for work in deferred {
             self.push(plan, fks, work);
         }
@@ -406,6 +420,8 @@ impl Pipeline<'_> {
             batches,
             schema_done: false,
             deferred: Vec::new(),
+            waiting_tables: Vec::new(),
+            tables_open: 0,
             heap: BinaryHeap::new(),
             waiting_on: vec![Vec::new(); tables.len()],
             tables,
@@ -418,9 +434,14 @@ impl Pipeline<'_> {
             statistics_carried: 0,
             analyzed: 0,
         };
+        // A table with no rows left to copy gets its index work once its gate opens.
+        queues.waiting_tables = vec![Vec::new(); batches + 1];
         for t in 0..plan.tables.len() {
             if queues.tables[t].parts_left == 0 {
-                queues.release(plan, fks, t);
+                match self.gates[t] {
+                    0 => queues.release(plan, fks, t),
+                    gate => queues.waiting_tables[gate.min(batches)].push(t),
+                }
             }
         }
         self.tracker.set_totals(
@@ -795,6 +816,48 @@ mod tests {
     }
 
     #[test]
+    fn work_waits_behind_its_gate_until_pre_data_commits_it() {
+        // GIVEN two tables: t0's part behind gate 1, t1 (schema-only: no part) behind gate 2,
+        // of 2 pre-data batches; and a foreign key's retry deferred while pre-data runs
+        let plan = plan(2);
+        let mut data = DataQueue::default();
+        data.push(DataTask::Part { table: 0, part: 0 }, 1);
+        let mut queues = WorkQueues {
+            data,
+            batches: 2,
+            schema_done: false,
+            deferred: vec![Work::ForeignKey { fk: 0 }],
+            waiting_tables: vec![Vec::new(), Vec::new(), vec![1]],
+            tables_open: 0,
+            heap: BinaryHeap::new(),
+            waiting_on: vec![Vec::new(); 2],
+            tables: (0..2).map(|_| TableState { builds: vec![0], builds_left: 1, ..TableState::default() }).collect(),
+            pending: 10,
+            seq: 0,
+            data_done_at: None,
+            build_seconds: 0.0,
+            fk_seconds: 0.0,
+            analyze_seconds: 0.0,
+            statistics_carried: 0,
+            analyzed: 0,
+        };
+        let fks = [ForeignKey { child: 0, parent: 1, add: step("a"), validate: step("a"), add_valid: String::new() }];
+        // WHEN no batch has committed, nothing is ready
+        assert!(!queues.schema_progress(&plan, &fks, 0));
+        assert!(queues.data.pop().is_none() && queues.heap.is_empty());
+        // WHEN the first commits, t0's part is ready, t1's builds and the key still wait
+        assert!(!queues.schema_progress(&plan, &fks, 1));
+        assert!(matches!(queues.data.pop(), Some(DataTask::Part { table: 0, .. })));
+        assert!(queues.heap.is_empty() && !queues.schema_done);
+        // THEN the second releases t1's index build and the deferred key
+        assert!(queues.schema_progress(&plan, &fks, 2));
+        assert!(queues.schema_done);
+        let queued: Vec<Work> = queues.heap.iter().map(|q| q.work).collect();
+        assert!(queued.iter().any(|w| matches!(w, Work::Build { table: 1, .. })), "{}", queued.len());
+        assert!(queued.iter().any(|w| matches!(w, Work::ForeignKey { fk: 0 })));
+    }
+
+    #[test]
     fn a_small_table_finished_whole_leaves_only_foreign_keys() {
         // GIVEN t1 and t2 referencing t0; t0 and t1 copied whole with their index work, t2 not
         let plan = plan(3);
@@ -821,6 +884,8 @@ mod tests {
             batches: 0,
             schema_done: true,
             deferred: Vec::new(),
+            waiting_tables: Vec::new(),
+            tables_open: 0,
             heap: BinaryHeap::new(),
             waiting_on: vec![Vec::new(); 3],
             tables,
@@ -873,6 +938,8 @@ mod tests {
             batches: 0,
             schema_done: true,
             deferred: Vec::new(),
+            waiting_tables: Vec::new(),
+            tables_open: 0,
             heap: BinaryHeap::new(),
             waiting_on: vec![Vec::new(); 3],
             tables,
