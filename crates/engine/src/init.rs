@@ -642,13 +642,24 @@ pub(crate) async fn copy_database(
 
     tracker.phase(Phase::Constraints);
     let post_started = Instant::now();
-    run_post_data(&target, &dump, &settings, &post.rest, &marks, &tracker).await?;
-    validate_late(req, db, &post.late_validations, &marks, &tracker).await?;
-    report.analyzed += stats::analyze_extended(&target, &db.tables).await?;
-    timings.post_data = post_started.elapsed().as_secs_f64();
-    let sequences_started = Instant::now();
-    report.sequences = copy_sequences(&holder, &target).await?;
-    timings.sequences = sequences_started.elapsed().as_secs_f64();
+    let rest = async {
+        run_post_data(&target, &dump, &settings, &post.rest, &marks, &tracker).await?;
+        validate_late(req, db, &post.late_validations, &marks, &tracker).await?;
+        let analyzed = stats::analyze_extended(&target, &db.tables).await?;
+        Ok::<_, Error>((analyzed, post_started.elapsed().as_secs_f64()))
+    };
+    // Sequences meanwhile, in a session of their own: setval locks nothing post-data uses.
+    let sequences = async {
+        let own = Db::connect(&req.target, &db.target).await?;
+        let started = Instant::now();
+        let count = copy_sequences(&holder, &own).await?;
+        Ok::<_, Error>((count, started.elapsed().as_secs_f64()))
+    };
+    let ((analyzed, post_seconds), (sequences, sequence_seconds)) = tokio::try_join!(rest, sequences)?;
+    report.analyzed += analyzed;
+    report.sequences = sequences;
+    timings.post_data = post_seconds;
+    timings.sequences = sequence_seconds;
     set_autovacuum(&target, &db.tables.iter().collect::<Vec<_>>(), false, settings.lock_budget).await?;
     if !database_sql.finish.is_empty() && !marks.is_done("database-settings") {
         target

@@ -176,7 +176,7 @@ pub struct Timings {
     /// The rest of post-data in pg_dump's order (triggers, rules, policies, refreshes, …)
     /// and foreign keys to partitioned tables.
     pub post_data: f64,
-    /// Sequences.
+    /// Setting the sequences, beside the rest of post-data.
     pub sequences: f64,
     /// The whole database copy.
     pub total: f64,
