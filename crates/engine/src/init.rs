@@ -312,13 +312,22 @@ async fn validate_late(
 /// CPU and doing again what barge does at the end; it is paused on the copied tables (unless
 /// a table sets autovacuum_enabled itself) and restored when the copy is complete. A copy
 /// that dies leaves it paused until `--resume` completes it.
+///
+/// Not on small tables ([`gates::early`]): one transaction loads, indexes and analyzes each,
+/// so autovacuum never sees one half loaded, and it analyzes each once more whether paused
+/// or not (the load's inserts reach the server's statistics at commit, after the ANALYZE).
+/// Pausing them cost two `ALTER TABLE`s per table, the second at the very end of the copy.
+fn pauses_autovacuum(table: &crate::plan::TablePlan) -> bool {
+    !table.own_autovacuum && !gates::early(table)
+}
+
 async fn set_autovacuum(
     target: &Db,
     tables: &[&crate::plan::TablePlan],
     paused: bool,
     lock_budget: usize,
 ) -> Result<()> {
-    let tables: Vec<&crate::plan::TablePlan> = tables.iter().copied().filter(|t| !t.own_autovacuum).collect();
+    let tables: Vec<&crate::plan::TablePlan> = tables.iter().copied().filter(|t| pauses_autovacuum(t)).collect();
     let what = if paused { "pause autovacuum on the copied tables" } else { "restore autovacuum on the copied tables" };
     // One statement string runs as one transaction: batches keep it within the lock table.
     for batch in schema::lock_batches(&tables, |_| 2, lock_budget) {
@@ -450,7 +459,7 @@ fn autovacuum_by_batch<'a>(
                 .filter(|e| e.class == PG_CLASS)
                 .filter_map(|e| relations.get(&e.oid))
                 .filter_map(|r| by_name.get(&(r.schema.as_str(), r.name.as_str())).copied())
-                .filter(|t| !t.own_autovacuum)
+                .filter(|t| pauses_autovacuum(t))
                 .collect()
         })
         .collect()
