@@ -111,43 +111,15 @@ pub(crate) fn gates(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{ObjectCounts, Part, TableKind, TargetAction};
+    use crate::plan::Part;
     use crate::toc::Kind;
 
     fn table(schema: &str, name: &str, bytes: u64) -> TablePlan {
-        TablePlan {
-            schema: schema.into(),
-            name: name.into(),
-            bytes,
-            est_rows: 0,
-            kind: TableKind::Table,
-            schema_only: false,
-            text_copy: false,
-            columns: Vec::new(),
-            parts: vec![Part::Whole],
-            own_autovacuum: false,
-            extended_statistics: false,
-        }
+        TablePlan::for_tests(schema, name, bytes)
     }
 
     fn plan(tables: Vec<TablePlan>) -> DatabasePlan {
-        DatabasePlan {
-            source: "s".into(),
-            target: "t".into(),
-            action: TargetAction::Create,
-            tables,
-            excluded_schemas: Vec::new(),
-            excluded_relations: Vec::new(),
-            skipped_foreign_keys: Vec::new(),
-            large_object_batches: Vec::new(),
-            large_objects: 0,
-            objects: ObjectCounts::default(),
-            bytes: 0,
-            streams: 0,
-            streams_reason: String::new(),
-            worker_cpus: 0,
-            worker_cpus_reason: String::new(),
-        }
+        DatabasePlan::for_tests(tables)
     }
 
     fn entry(id: u32, class: u32, oid: u32, label: &str) -> TocEntry {

@@ -181,6 +181,30 @@ fn weight(plan: &DatabasePlan, work: Work, fks: &[ForeignKey]) -> u64 {
 }
 
 impl WorkQueues {
+    /// Queues with `data` to copy and `tables`' states, `pending` index work to do, before
+    /// any of `batches` pre-data batches has committed.
+    fn new(data: DataQueue, tables: Vec<TableState>, pending: usize, batches: usize) -> WorkQueues {
+        WorkQueues {
+            data,
+            batches,
+            schema_done: false,
+            deferred: Vec::new(),
+            waiting_tables: vec![Vec::new(); batches + 1],
+            tables_open: 0,
+            heap: BinaryHeap::new(),
+            waiting_on: vec![Vec::new(); tables.len()],
+            tables,
+            pending,
+            seq: 0,
+            data_done_at: None,
+            build_seconds: 0.0,
+            fk_seconds: 0.0,
+            analyze_seconds: 0.0,
+            statistics_carried: 0,
+            analyzed: 0,
+        }
+    }
+
     /// Opens the gates `committed` pre-data batches release; once all have, the deferred
     /// index work is queued again.
     /// Whether index work was queued.
@@ -415,27 +439,8 @@ impl Pipeline<'_> {
         let fk_count: usize = tables.iter().map(|t| t.fks.len()).sum();
         let pending =
             tables.iter().map(|t| t.builds_left + usize::from(!t.attach.is_empty()) + 1).sum::<usize>() + fk_count;
-        let mut queues = WorkQueues {
-            data: queue,
-            batches,
-            schema_done: false,
-            deferred: Vec::new(),
-            waiting_tables: Vec::new(),
-            tables_open: 0,
-            heap: BinaryHeap::new(),
-            waiting_on: vec![Vec::new(); tables.len()],
-            tables,
-            pending,
-            seq: 0,
-            data_done_at: None,
-            build_seconds: 0.0,
-            fk_seconds: 0.0,
-            analyze_seconds: 0.0,
-            statistics_carried: 0,
-            analyzed: 0,
-        };
+        let mut queues = WorkQueues::new(queue, tables, pending, batches);
         // A table with no rows left to copy gets its index work once its gate opens.
-        queues.waiting_tables = vec![Vec::new(); batches + 1];
         for t in 0..plan.tables.len() {
             if queues.tables[t].parts_left == 0 {
                 match self.gates[t] {
@@ -773,7 +778,6 @@ async fn index_step(r: &Running<'_>, target: &Db, work: Work) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{ObjectCounts, Part, TargetAction};
     use crate::postdata::Step;
     use std::collections::VecDeque;
 
@@ -782,37 +786,9 @@ mod tests {
     }
 
     fn plan(tables: usize) -> DatabasePlan {
-        DatabasePlan {
-            source: "s".into(),
-            target: "t".into(),
-            action: TargetAction::Create,
-            tables: (0..tables)
-                .map(|i| TablePlan {
-                    schema: "public".into(),
-                    name: format!("t{i}"),
-                    bytes: 1000 * (i as u64 + 1),
-                    est_rows: 0,
-                    kind: crate::plan::TableKind::Table,
-                    schema_only: false,
-                    text_copy: false,
-                    columns: Vec::new(),
-                    parts: vec![Part::Whole],
-                    own_autovacuum: false,
-                    extended_statistics: false,
-                })
-                .collect(),
-            excluded_schemas: Vec::new(),
-            excluded_relations: Vec::new(),
-            skipped_foreign_keys: Vec::new(),
-            large_object_batches: Vec::new(),
-            large_objects: 0,
-            objects: ObjectCounts::default(),
-            bytes: 0,
-            streams: 0,
-            streams_reason: String::new(),
-            worker_cpus: 0,
-            worker_cpus_reason: String::new(),
-        }
+        DatabasePlan::for_tests(
+            (0..tables).map(|i| TablePlan::for_tests("public", &format!("t{i}"), 1000 * (i as u64 + 1))).collect(),
+        )
     }
 
     #[test]
@@ -822,25 +798,10 @@ mod tests {
         let plan = plan(2);
         let mut data = DataQueue::default();
         data.push(DataTask::Part { table: 0, part: 0 }, 1);
-        let mut queues = WorkQueues {
-            data,
-            batches: 2,
-            schema_done: false,
-            deferred: vec![Work::ForeignKey { fk: 0 }],
-            waiting_tables: vec![Vec::new(), Vec::new(), vec![1]],
-            tables_open: 0,
-            heap: BinaryHeap::new(),
-            waiting_on: vec![Vec::new(); 2],
-            tables: (0..2).map(|_| TableState { builds: vec![0], builds_left: 1, ..TableState::default() }).collect(),
-            pending: 10,
-            seq: 0,
-            data_done_at: None,
-            build_seconds: 0.0,
-            fk_seconds: 0.0,
-            analyze_seconds: 0.0,
-            statistics_carried: 0,
-            analyzed: 0,
-        };
+        let tables = (0..2).map(|_| TableState { builds: vec![0], builds_left: 1, ..TableState::default() }).collect();
+        let mut queues = WorkQueues::new(data, tables, 10, 2);
+        queues.deferred.push(Work::ForeignKey { fk: 0 });
+        queues.waiting_tables[2].push(1);
         let fks = [ForeignKey { child: 0, parent: 1, add: step("a"), validate: step("a"), add_valid: String::new() }];
         // WHEN no batch has committed, nothing is ready
         assert!(!queues.schema_progress(&plan, &fks, 0));
@@ -879,26 +840,9 @@ mod tests {
                 ..TableState::default()
             })
             .collect();
-        let mut queues = WorkQueues {
-            data: DataQueue::default(),
-            batches: 0,
-            schema_done: true,
-            deferred: Vec::new(),
-            waiting_tables: Vec::new(),
-            tables_open: 0,
-            heap: BinaryHeap::new(),
-            waiting_on: vec![Vec::new(); 3],
-            tables,
-            // per table: two builds, one attach, one ANALYZE; and two keys
-            pending: 3 * 4 + 2,
-            seq: 0,
-            data_done_at: None,
-            build_seconds: 0.0,
-            fk_seconds: 0.0,
-            analyze_seconds: 0.0,
-            statistics_carried: 0,
-            analyzed: 0,
-        };
+        // per table: two builds, one attach, one ANALYZE; and two keys; no pre-data to wait for
+        let mut queues = WorkQueues::new(DataQueue::default(), tables, 3 * 4 + 2, 0);
+        queues.schema_progress(&plan, &fks, 0);
         // WHEN the child t1 finishes whole first: its key waits for t0
         queues.finished_whole(&plan, &fks, 1);
         assert!(queues.heap.is_empty() && queues.waiting_on[0] == [0]);
@@ -933,25 +877,8 @@ mod tests {
                 ..TableState::default()
             })
             .collect();
-        let mut queues = WorkQueues {
-            data: DataQueue::default(),
-            batches: 0,
-            schema_done: true,
-            deferred: Vec::new(),
-            waiting_tables: Vec::new(),
-            tables_open: 0,
-            heap: BinaryHeap::new(),
-            waiting_on: vec![Vec::new(); 3],
-            tables,
-            pending: 3 + 3 + 3,
-            seq: 0,
-            data_done_at: None,
-            build_seconds: 0.0,
-            fk_seconds: 0.0,
-            analyze_seconds: 0.0,
-            statistics_carried: 0,
-            analyzed: 0,
-        };
+        let mut queues = WorkQueues::new(DataQueue::default(), tables, 3 + 3 + 3, 0);
+        queues.schema_progress(&plan, &fks, 0);
         // WHEN the children's rows land first and the referenced table's last
         let mut order = Vec::new();
         let mut arrivals = VecDeque::from([1, 2, 0]);

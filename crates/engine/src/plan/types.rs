@@ -306,6 +306,50 @@ pub(crate) struct Mapping {
 }
 
 #[cfg(test)]
+impl TablePlan {
+    /// A plain table of `bytes`, copied whole: a fixture for tests.
+    pub(crate) fn for_tests(schema: &str, name: &str, bytes: u64) -> TablePlan {
+        TablePlan {
+            schema: schema.into(),
+            name: name.into(),
+            bytes,
+            est_rows: 0,
+            kind: TableKind::Table,
+            schema_only: false,
+            text_copy: false,
+            columns: Vec::new(),
+            parts: vec![Part::Whole],
+            own_autovacuum: false,
+            extended_statistics: false,
+        }
+    }
+}
+
+#[cfg(test)]
+impl DatabasePlan {
+    /// A plan creating database `t` from `s` with `tables`: a fixture for tests.
+    pub(crate) fn for_tests(tables: Vec<TablePlan>) -> DatabasePlan {
+        DatabasePlan {
+            source: "s".into(),
+            target: "t".into(),
+            action: TargetAction::Create,
+            tables,
+            excluded_schemas: Vec::new(),
+            excluded_relations: Vec::new(),
+            skipped_foreign_keys: Vec::new(),
+            large_object_batches: Vec::new(),
+            large_objects: 0,
+            objects: ObjectCounts::default(),
+            bytes: 0,
+            streams: 0,
+            streams_reason: String::new(),
+            worker_cpus: 0,
+            worker_cpus_reason: String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::TableKind;
 
