@@ -36,6 +36,29 @@ pub(crate) fn early(table: &TablePlan) -> bool {
     table.parts.len() == 1 && table.bytes <= rows::SMALL_TABLE && !table.schema_only
 }
 
+/// pg_class: the catalog of the entries that create relations.
+const PG_CLASS: u32 = 1259;
+
+/// Plan tables (their index in the plan) by the OID of their relation on the source.
+pub(crate) fn plan_tables(plan: &DatabasePlan, relations: &HashMap<u32, RelationName>) -> HashMap<u32, usize> {
+    let by_name: HashMap<(&str, &str), usize> =
+        plan.tables.iter().enumerate().map(|(i, t)| ((t.schema.as_str(), t.name.as_str()), i)).collect();
+    relations.values().filter_map(|r| by_name.get(&(r.schema.as_str(), r.name.as_str())).map(|&t| (r.oid, t))).collect()
+}
+
+/// Per batch, the plan tables its entries create (matched by pg_class OID).
+pub(crate) fn created(
+    plan: &DatabasePlan,
+    batches: &[&[TocEntry]],
+    relations: &HashMap<u32, RelationName>,
+) -> Vec<Vec<usize>> {
+    let by_oid = plan_tables(plan, relations);
+    batches
+        .iter()
+        .map(|batch| batch.iter().filter(|e| e.class == PG_CLASS).filter_map(|e| by_oid.get(&e.oid).copied()).collect())
+        .collect()
+}
+
 /// Entry types whose label names a table (or a table's column) right after the schema.
 const LABELLED: &[(&str, char)] = &[
     ("ACL {s} TABLE {n}", ' '),
@@ -58,10 +81,8 @@ pub(crate) fn gates(
     relations: &HashMap<u32, RelationName>,
 ) -> Vec<usize> {
     let all = batches.len();
-    let by_name: HashMap<(&str, &str), usize> =
-        plan.tables.iter().enumerate().map(|(i, t)| ((t.schema.as_str(), t.name.as_str()), i)).collect();
-    let table_of =
-        |oid: u32| relations.get(&oid).and_then(|r| by_name.get(&(r.schema.as_str(), r.name.as_str())).copied());
+    let by_oid = plan_tables(plan, relations);
+    let table_of = |oid: u32| by_oid.get(&oid).copied();
     // Label prefixes naming each table, and the delimiter that must follow them.
     let listed = |s: &str| s.replace(['\n', '\r'], " ");
     let mut labels: HashMap<String, Vec<(usize, char)>> = HashMap::new();
@@ -77,7 +98,6 @@ pub(crate) fn gates(
         let g = &mut gate[table];
         *g = Some(g.map_or(batch + 1, |g| g.max(batch + 1)));
     };
-    const PG_CLASS: u32 = 1259;
     for (b, batch) in batches.iter().enumerate() {
         for entry in batch.iter() {
             if entry.class == PG_CLASS

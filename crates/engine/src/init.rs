@@ -441,30 +441,6 @@ async fn apply_pre_data(
     Ok(applied)
 }
 
-/// The copied tables each pre-data batch creates (matched by OID), whose autovacuum the
-/// batch pauses ([`set_autovacuum`]).
-fn autovacuum_by_batch<'a>(
-    plan: &'a DatabasePlan,
-    batches: &[&[TocEntry]],
-    relations: &HashMap<u32, RelationName>,
-) -> Vec<Vec<&'a crate::plan::TablePlan>> {
-    const PG_CLASS: u32 = 1259;
-    let by_name: HashMap<(&str, &str), &crate::plan::TablePlan> =
-        plan.tables.iter().map(|t| ((t.schema.as_str(), t.name.as_str()), t)).collect();
-    batches
-        .iter()
-        .map(|batch| {
-            batch
-                .iter()
-                .filter(|e| e.class == PG_CLASS)
-                .filter_map(|e| relations.get(&e.oid))
-                .filter_map(|r| by_name.get(&(r.schema.as_str(), r.name.as_str())).copied())
-                .filter(|t| pauses_autovacuum(t))
-                .collect()
-        })
-        .collect()
-}
-
 /// Attempts at a pre-data batch that collides with the copy running beside it.
 const PRE_DATA_ATTEMPTS: u32 = 5;
 
@@ -572,18 +548,25 @@ pub(crate) async fn copy_database(
     // Batches committed so far: the copy of small tables starts while later ones go in.
     let (committed, committed_rx) = watch::channel(0);
     let schema = async {
-        let pause = autovacuum_by_batch(db, &batches, &relations);
-        let mut paused: HashSet<(&str, &str)> = HashSet::new();
+        // Each batch pauses autovacuum on the copied tables it creates.
+        let created = gates::created(db, &batches, &relations);
+        let mut paused = vec![false; db.tables.len()];
         if !marks.is_done("pre-data") {
+            let pause = created
+                .iter()
+                .map(|tables| tables.iter().map(|&t| &db.tables[t]).filter(|t| pauses_autovacuum(t)).collect())
+                .collect();
             let pre = PreData { database_sql: &database_sql, marks: &marks, pause, committed: &committed };
             let applied = apply_pre_data(&target, &dump, &settings, &batches, &pre).await?;
-            for (tables, _) in pre.pause.iter().zip(applied).filter(|(_, applied)| *applied) {
-                paused.extend(tables.iter().map(|t| (t.schema.as_str(), t.name.as_str())));
+            for (tables, _) in created.iter().zip(applied).filter(|(_, applied)| *applied) {
+                for &t in tables {
+                    paused[t] = true;
+                }
             }
         }
         // Tables no batch of this run created: paused here.
         let rest: Vec<&crate::plan::TablePlan> =
-            db.tables.iter().filter(|t| !paused.contains(&(t.schema.as_str(), t.name.as_str()))).collect();
+            db.tables.iter().zip(&paused).filter(|(_, p)| !**p).map(|(t, _)| t).collect();
         set_autovacuum(&target, &rest, true, settings.lock_budget).await?;
         committed.send_replace(all);
         Ok::<f64, Error>(started.elapsed().as_secs_f64())
