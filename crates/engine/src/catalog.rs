@@ -145,8 +145,13 @@ fn oid(v: i64) -> u32 {
     u32::try_from(v).unwrap_or_default()
 }
 
+/// `sql` with sql/user_relations.sql in place of its `{user_relations}`.
+fn user_relations(sql: &str) -> String {
+    sql.replace("{user_relations}", include_str!("sql/user_relations.sql"))
+}
+
 pub(crate) async fn relations(db: &Db) -> Result<Vec<Relation>> {
-    let rows = db.query("list relations", include_str!("sql/relations.sql"), &[]).await?;
+    let rows = db.query("list relations", &user_relations(include_str!("sql/relations.sql")), &[]).await?;
     Ok(rows
         .iter()
         .map(|r| Relation {
@@ -173,7 +178,7 @@ pub(crate) async fn relations(db: &Db) -> Result<Vec<Relation>> {
 /// The user relations of [`relations`], with no more than their names and kinds: cheap
 /// however many there are.
 pub(crate) async fn relation_names(db: &Db) -> Result<Vec<RelationName>> {
-    let rows = db.query("list relations", include_str!("sql/relation_names.sql"), &[]).await?;
+    let rows = db.query("list relations", &user_relations(include_str!("sql/relation_names.sql")), &[]).await?;
     Ok(rows
         .iter()
         .map(|r| RelationName {

@@ -6,22 +6,13 @@
 -- Set-based (one pass over each catalog, joined by hash) and one size call per relation: a
 -- database of 20,000 tables is read in a fraction of a second.
 with rel as (
-    select c.oid, n.nspname, c.relname, c.relkind, c.relpersistence, c.relispartition, c.reltuples,
-           c.relpages, c.reloptions,
+    select u.*,
            -- What COPY moves follows the heap and its TOAST data: their main forks, without
            -- the free-space and visibility maps that are most of a small table's size on disk.
-           case when c.relkind in ('r', 'm') then pg_catalog.pg_relation_size(c.oid) else 0 end as heap,
-           case when c.relkind in ('r', 'm') and c.reltoastrelid <> 0
-                then pg_catalog.pg_relation_size(c.reltoastrelid) else 0 end as toast
-      from pg_catalog.pg_class c
-      join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-     where c.relkind in ('r', 'p', 'm', 'v', 'f', 'S')
-       and n.nspname not in ('pg_catalog', 'information_schema', '_barge')
-       and n.nspname !~ '^pg_toast'
-       and n.nspname !~ '^pg_temp'
-       and not exists (select from pg_catalog.pg_depend e
-                        where e.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                          and e.objid = c.oid and e.deptype = 'e')
+           case when u.relkind in ('r', 'm') then pg_catalog.pg_relation_size(u.oid) else 0 end as heap,
+           case when u.relkind in ('r', 'm') and u.reltoastrelid <> 0
+                then pg_catalog.pg_relation_size(u.reltoastrelid) else 0 end as toast
+      from ({user_relations}) u
 ), cols as (
     select a.attrelid,
            -- A row's size on disk from its column types, for tables never counted.
