@@ -246,6 +246,11 @@ async fn verify_database(
     let mut result = DatabaseVerify { source: source_db.into(), target: target_db.into(), ..DatabaseVerify::default() };
     let mut jobs = Vec::new();
     let mut tables = Vec::new();
+    // Key ranges are read in the snapshot by a session that leaves it every so often: the
+    // exporting transaction must not keep a lock on every table (and key index) it measured.
+    let ranges = Db::connect(&req.source, source_db).await?;
+    ranges.enter_snapshot(&source_snapshot).await?;
+    let mut measured = 0;
     for r in relations.iter().filter(|r| r.kind == 'r' && selection.selected.contains(&r.oid)) {
         if filter.schema_only(source_db, &r.schema, &r.name) {
             continue;
@@ -267,7 +272,12 @@ async fn verify_database(
                     c = ident::quote(key),
                     t = ident::qualified(&r.schema, &r.name)
                 );
-                let row = source.query_one(&format!("find the key range of {display}"), &sql, &[]).await?;
+                if measured == crate::db::RELEASE_LOCKS_EVERY {
+                    ranges.reenter_snapshot(&source_snapshot).await?;
+                    measured = 0;
+                }
+                measured += 1;
+                let row = ranges.query_one(&format!("find the key range of {display}"), &sql, &[]).await?;
                 let parts = match (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) {
                     (Some(min), Some(max)) => key_parts(key, min, max, chunks.min(256)),
                     _ => vec![Part::Whole],

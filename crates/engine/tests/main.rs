@@ -266,6 +266,27 @@ async fn a_schema_larger_than_the_targets_lock_table_is_applied_in_batches() {
 }
 
 #[tokio::test]
+async fn verify_reads_a_source_whose_lock_table_cannot_hold_a_lock_per_table() {
+    // GIVEN 1,200 tables with an integer key (one row each) on a server whose lock table holds
+    // about 1,500 locked objects, and the same tables on another server
+    let (small, dst) = (barge_testkit::small_lock_table(), dst18());
+    let tables = "do $$ begin
+                    for i in 1..1200 loop
+                      execute format('create table t%s (id int primary key)', i);
+                      execute format('insert into t%s values (%s)', i, i);
+                      if i % 100 = 0 then commit; end if;
+                    end loop;
+                  end $$";
+    let src_db = small.create_db("verify_locks").await;
+    small.run_sql(&src_db, tables).await;
+    let dst_db = dst.create_db("verify_locks_copy").await;
+    dst.run_sql(&dst_db, tables).await;
+    // WHEN verify compares them, measuring each table's key range on the source
+    // THEN it finds them equal: it released the locks of the tables it had measured
+    assert_verify_ok(&request(&small, &src_db, &dst, &dst_db)).await;
+}
+
+#[tokio::test]
 async fn small_tables_copied_while_later_schema_batches_change_them_arrive_whole() {
     // GIVEN 200 small tables referencing a parent, each with an identity key, a comment on a
     // column, grants on the table and on a column, and a view; every other one with an
