@@ -123,6 +123,83 @@ async fn resume_after_kill_copies_every_row_once() {
 }
 
 #[tokio::test]
+async fn a_copy_killed_between_schema_batches_resumes_from_the_next_batch() {
+    // GIVEN 400 tables (identity key, serial, check, comment, trigger, two rows each) and a
+    // target whose lock table makes their pre-data schema several transactions
+    let (src, dst) = (src18(), barge_testkit::small_lock_table());
+    let src_db = src.create_db("prekill").await;
+    src.run_sql(
+        &src_db,
+        "create function touch() returns trigger language plpgsql as $$ begin return new; end $$;
+         do $$ begin
+           for i in 1..400 loop
+             execute format('create table t%s (id int generated always as identity primary key, n serial, v text check (v <> ''''))', i);
+             execute format('comment on table t%s is ''table %s''', i, i);
+             execute format('create trigger touch before update on t%s for each row execute function touch()', i);
+             execute format('insert into t%s (v) values (''a''), (''b'')', i);
+           end loop;
+         end $$;
+         analyze;",
+    )
+    .await;
+    let dst_db = unique("prekill_copy");
+    let (s, t) = (src.url(&src_db), dst.url(&dst_db));
+    let init = |extra: &[&str]| {
+        let mut cmd = barge();
+        cmd.args(["init", "--output", "json", "--source", &s, "--target", &t]).args(extra).stdin(Stdio::null());
+        cmd
+    };
+    // WHEN barge is killed with SIGKILL once some schema batches committed, before the last
+    let mut child = init(&[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let marks = "select count(*) filter (where step like 'pre-data:%'), count(*) filter (where step = 'pre-data') \
+                 from _barge.done";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let committed = loop {
+        assert!(child.try_wait().unwrap().is_none(), "the copy ended before it could be killed mid-schema");
+        assert!(Instant::now() < deadline, "no schema batch committed within a minute");
+        if let Ok((client, connection)) = tokio_postgres::connect(&t, tokio_postgres::NoTls).await {
+            let connection = tokio::spawn(connection);
+            let row = client.query_one(marks, &[]).await;
+            drop(client);
+            let _ = connection.await;
+            if let Ok(row) = row {
+                let (batches, done): (i64, i64) = (row.get(0), row.get(1));
+                if batches >= 2 && done == 0 {
+                    child.kill().unwrap();
+                    break batches;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    child.wait().unwrap();
+    let batches_in = count(&dst, &dst_db, "select count(*) from _barge.done where step like 'pre-data:%'").await;
+    let whole = count(&dst, &dst_db, "select count(*) from _barge.done where step = 'pre-data'").await;
+    assert!(batches_in >= committed && whole == 0, "killed mid-schema: {batches_in} batches in, pre-data done {whole}");
+    let tables_in = count(&dst, &dst_db, "select count(*) from pg_tables where schemaname = 'public'").await;
+    assert!(tables_in > 0 && tables_in < 400, "killed mid-schema: {tables_in} of 400 tables exist");
+    // THEN a plain second run refuses the half-made database and names the ways out
+    let (code, text) = run(&mut init(&[]));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("--resume") && text.contains("--drop-existing"), "{text}");
+    // AND --resume skips the committed batches and finishes: every table, comment, trigger and row
+    let (code, text) = run(&mut init(&["--resume"]));
+    assert_eq!(code, 0, "{text}");
+    let report = text.lines().find(|l| l.contains("\"event\":\"report\"")).expect("a report line");
+    let report: serde_json::Value = serde_json::from_str(report).unwrap();
+    let resumed = report["databases"][0]["resumed_steps"].as_u64().unwrap();
+    assert!(resumed as i64 >= batches_in, "committed schema batches applied again: {report}");
+    let shape = "select (select count(*) from pg_tables where schemaname = 'public') \
+                 + (select count(*) from pg_description d join pg_class c on c.oid = d.objoid \
+                    where c.relnamespace = 'public'::regnamespace and d.objsubid = 0) \
+                 + (select count(*) from pg_trigger where tgname = 'touch')";
+    assert_eq!(count(&dst, &dst_db, shape).await, 1200);
+    let (code, text) = run(barge().args(["verify", "--source", &s, "--target", &t]));
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(count(&dst, &dst_db, "select count(*) from pg_namespace where nspname = '_barge'").await, 0);
+}
+
+#[tokio::test]
 async fn passwords_never_reach_any_output() {
     let (src, dst) = (src18(), dst18());
     let src_db = src.create_db("secrets").await;
