@@ -34,10 +34,12 @@ build-lambda: ## Build the coordinator and reaper Lambdas for arm64 with cargo-l
 	@scripts/setup lambda
 	PATH="$(HOME)/.cache/barge/venv/bin:$$PATH" $(CARGO) lambda build --release --arm64 --bin coordinator --bin reaper
 
-bench: ## Copy: barge vs pg_dump/pg_restore and pgcopydb (BENCH_SCALE=1 is ~1 GiB per dataset); sync: lag under 10,500 rows/s; API: latency, Lambda size
+bench: ## Copy: barge vs pg_dump/pg_restore and pgcopydb (BENCH_SCALE=1 is ~1 GiB per dataset; tenants again on untuned servers on disk); sync: lag under 10,500 rows/s; API: latency, Lambda size
 	@scripts/setup bench
 	$(CARGO) build --release -p barge -p barge-worker
 	@bench/run
+	@BENCH_SERVER=defaults BENCH_PG_ROOT=disk BENCH_DATASETS=tenants BENCH_TOOLS="barge pgcopydb dump_dir" \
+	  BENCH_OUT=bench/out/defaults bench/run
 	@bench/sync
 	@bench/api
 
