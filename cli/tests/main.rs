@@ -128,20 +128,7 @@ async fn a_copy_killed_between_schema_batches_resumes_from_the_next_batch() {
     // target whose lock table makes their pre-data schema several transactions
     let (src, dst) = (src18(), barge_testkit::small_lock_table());
     let src_db = src.create_db("prekill").await;
-    src.run_sql(
-        &src_db,
-        "create function touch() returns trigger language plpgsql as $$ begin return new; end $$;
-         do $$ begin
-           for i in 1..400 loop
-             execute format('create table t%s (id int generated always as identity primary key, n serial, v text check (v <> ''''))', i);
-             execute format('comment on table t%s is ''table %s''', i, i);
-             execute format('create trigger touch before update on t%s for each row execute function touch()', i);
-             execute format('insert into t%s (v) values (''a''), (''b'')', i);
-           end loop;
-         end $$;
-         analyze;",
-    )
-    .await;
+    src.run_sql(&src_db, &barge_testkit::small_tables_sql(400)).await;
     let dst_db = unique("prekill_copy");
     let (s, t) = (src.url(&src_db), dst.url(&dst_db));
     let init = |extra: &[&str]| {

@@ -241,19 +241,7 @@ async fn a_schema_larger_than_the_targets_lock_table_is_applied_in_batches() {
     // transaction locks 2,500 (table, two sequences, TOAST table and index)
     let src = src18();
     let src_db = src.create_db("locks").await;
-    src.run_sql(
-        &src_db,
-        "create function touch() returns trigger language plpgsql as $$ begin return new; end $$;
-         do $$ begin
-           for i in 1..500 loop
-             execute format('create table t%s (id int generated always as identity primary key, n serial, v text check (v <> ''''))', i);
-             execute format('comment on table t%s is ''table %s''', i, i);
-             execute format('create trigger touch before update on t%s for each row execute function touch()', i);
-             execute format('insert into t%s (v) values (''a''), (''b'')', i);
-           end loop;
-         end $$;",
-    )
-    .await;
+    src.run_sql(&src_db, &barge_testkit::small_tables_sql(500)).await;
     let dst = barge_testkit::small_lock_table();
     let dst_db = unique("locks_copy");
     let req = request(&src, &src_db, &dst, &dst_db);

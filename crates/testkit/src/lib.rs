@@ -264,6 +264,25 @@ impl Cluster {
     }
 }
 
+/// SQL creating `count` small tables `t1`…`tN` in `public`, each with an identity key, a
+/// serial column, a check, a comment, a trigger (function `touch`) and two rows: five locked
+/// objects per table when created in one transaction (table, two sequences, TOAST table and
+/// index), several schema entries each.
+pub fn small_tables_sql(count: usize) -> String {
+    format!(
+        "create function touch() returns trigger language plpgsql as $$ begin return new; end $$;
+         do $$ begin
+           for i in 1..{count} loop
+             execute format('create table t%s (id int generated always as identity primary key, n serial, v text check (v <> ''''))', i);
+             execute format('comment on table t%s is ''table %s''', i, i);
+             execute format('create trigger touch before update on t%s for each row execute function touch()', i);
+             execute format('insert into t%s (v) values (''a''), (''b'')', i);
+           end loop;
+         end $$;
+         analyze;"
+    )
+}
+
 /// The fidelity fixture's SQL.
 pub fn fidelity_sql() -> String {
     std::fs::read_to_string(repo_root().join("crates/engine/tests/fixtures/fidelity.sql")).expect("read fidelity.sql")
