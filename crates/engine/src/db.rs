@@ -37,7 +37,22 @@ const SESSION: &str = "set statement_timeout = 0; set lock_timeout = 0; \
 /// re-enters it: every table read keeps its lock until the transaction ends, and thousands
 /// of them would fill the server's lock table (the snapshot stays valid while the exporting
 /// transaction is open).
-pub(crate) const RELEASE_LOCKS_EVERY: usize = 100;
+const RELEASE_LOCKS_EVERY: usize = 100;
+
+/// Counts the tables a session reads in an exported snapshot: [`LockRelease::due`] says
+/// when to leave and re-enter it ([`Db::reenter_snapshot`]), every
+/// `RELEASE_LOCKS_EVERY` tables.
+#[derive(Default)]
+pub(crate) struct LockRelease(usize);
+
+impl LockRelease {
+    /// Called before each table read: whether the session must re-enter the snapshot first.
+    pub(crate) fn due(&mut self) -> bool {
+        let due = self.0 == RELEASE_LOCKS_EVERY;
+        self.0 = if due { 1 } else { self.0 + 1 };
+        due
+    }
+}
 
 impl Db {
     /// Opens a transaction in the exported snapshot `snapshot`.

@@ -533,7 +533,7 @@ async fn copy_worker(r: &Running<'_>) -> Result<()> {
     let mut schema = p.schema.clone();
     let done = *schema.borrow() >= p.batches;
     let mut wait = LockWait::start(&target, done).await?;
-    let mut in_snapshot = 0;
+    let mut in_snapshot = crate::db::LockRelease::default();
     loop {
         let committed = *schema.borrow_and_update();
         let (task, schema_done, requeued) = {
@@ -554,11 +554,9 @@ async fn copy_worker(r: &Running<'_>) -> Result<()> {
         };
         let bounded = wait.before(&target, schema_done).await?;
         // Each COPY keeps its table's lock until the transaction ends.
-        if in_snapshot == crate::db::RELEASE_LOCKS_EVERY {
+        if in_snapshot.due() {
             source.reenter_snapshot(p.snapshot).await?;
-            in_snapshot = 0;
         }
-        in_snapshot += 1;
         match task {
             DataTask::Part { table, part } => {
                 let t = &plan.tables[table];

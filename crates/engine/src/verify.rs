@@ -250,7 +250,7 @@ async fn verify_database(
     // exporting transaction must not keep a lock on every table (and key index) it measured.
     let ranges = Db::connect(&req.source, source_db).await?;
     ranges.enter_snapshot(&source_snapshot).await?;
-    let mut measured = 0;
+    let mut measured = crate::db::LockRelease::default();
     for r in relations.iter().filter(|r| r.kind == 'r' && selection.selected.contains(&r.oid)) {
         if filter.schema_only(source_db, &r.schema, &r.name) {
             continue;
@@ -272,11 +272,9 @@ async fn verify_database(
                     c = ident::quote(key),
                     t = ident::qualified(&r.schema, &r.name)
                 );
-                if measured == crate::db::RELEASE_LOCKS_EVERY {
+                if measured.due() {
                     ranges.reenter_snapshot(&source_snapshot).await?;
-                    measured = 0;
                 }
-                measured += 1;
                 let row = ranges.query_one(&format!("find the key range of {display}"), &sql, &[]).await?;
                 let parts = match (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) {
                     (Some(min), Some(max)) => key_parts(key, min, max, chunks.min(256)),
@@ -308,18 +306,16 @@ async fn verify_database(
         src.enter_snapshot(&source_snapshot).await?;
         let dst = Db::connect(&req.target, target_db).await?;
         dst.enter_snapshot(&target_snapshot).await?;
-        let mut in_snapshot = 0;
+        let mut in_snapshot = crate::db::LockRelease::default();
         loop {
             let task = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
             let Some(task) = task else {
                 return Ok::<(), Error>(());
             };
-            if in_snapshot == crate::db::RELEASE_LOCKS_EVERY {
+            if in_snapshot.due() {
                 src.reenter_snapshot(&source_snapshot).await?;
                 dst.reenter_snapshot(&target_snapshot).await?;
-                in_snapshot = 0;
             }
-            in_snapshot += 1;
             let (j, outcome) = run_task(&src, &dst, &jobs, task).await?;
             let mut all = outcomes.lock().unwrap_or_else(|e| e.into_inner());
             let t = &mut all[j];
