@@ -422,9 +422,10 @@ pub fn verify_report(report: &VerifyReport) {
 /// Prints where a sync stands, per database.
 pub fn sync_status(status: &ReplicationStatus) {
     for db in &status.databases {
-        let state = match (db.enabled, db.slot_active, db.workers) {
-            (false, _, _) => "DISABLED",
-            (true, true, w) if w > 0 => "streaming",
+        let state = match (db.invalidated.is_some(), db.enabled, db.slot_active, db.workers) {
+            (true, ..) => "SLOT INVALIDATED",
+            (false, false, _, _) => "paused",
+            (false, true, true, w) if w > 0 => "streaming",
             _ => "connecting",
         };
         outln!("{} → {}  {}  ({state})", db.source_database, db.target_database, db.name);
@@ -435,6 +436,25 @@ pub fn sync_status(status: &ReplicationStatus) {
             db.wal_status.as_deref().filter(|w| *w != "reserved").map_or(String::new(), |w| format!(
                 " · slot WAL {w} (the source is close to dropping WAL the target still needs)"
             ))
+        );
+        let limit = match (db.safe_wal_bytes, db.keep_limit_bytes) {
+            (Some(safe), Some(keep)) => {
+                format!(
+                    "; {} more before the source invalidates the slot (max_slot_wal_keep_size {})",
+                    human_bytes(safe),
+                    human_bytes(keep)
+                )
+            }
+            _ => "; the source keeps it without limit (max_slot_wal_keep_size -1)".into(),
+        };
+        outln!(
+            "  source WAL kept for the slot {}{limit}{}",
+            human_bytes(db.retained_bytes),
+            match db.failover {
+                Some(true) => " · failover slot",
+                Some(false) => " · not a failover slot",
+                None => "",
+            }
         );
         outln!(
             "  tables {}/{} ready{}{}",
@@ -458,6 +478,13 @@ pub fn sync_status(status: &ReplicationStatus) {
             "applying {rate:.0} rows/s ({}/s of WAL)",
             human_bytes(status.apply_bytes_per_second.unwrap_or(0.0) as u64)
         );
+    }
+    if let Some(growth) = status.retained_bytes_per_second {
+        let sign = if growth < 0.0 { "-" } else { "+" };
+        outln!("WAL kept on the source: {sign}{}/s", human_bytes(growth.abs() as u64));
+    }
+    for alert in &status.wal_alerts {
+        outln!("WARNING {alert}");
     }
 }
 

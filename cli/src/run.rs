@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use barge_engine::{Error, Request};
 
+use crate::sync::TablesOp;
+
 use crate::{
     args::{Cli, Command, InitArgs, Lower, OutputFormat, Run, SyncAction, ValidateArgs, VerifyArgs},
     config::{self, Origin},
@@ -32,6 +34,18 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Sync(action) => match action {
             SyncAction::Status(status) => crate::sync::status(status).await,
             SyncAction::Stop(stop) => crate::sync::stop(stop).await,
+            SyncAction::Pause(args) => crate::sync::pause(args, true).await,
+            SyncAction::Resume(args) => crate::sync::pause(args, false).await,
+            SyncAction::Add(args) => {
+                crate::sync::tables(&args.sync, args.tools.pg_bin.clone(), &args.tables, args.output, TablesOp::Add)
+                    .await
+            }
+            SyncAction::Remove(args) => {
+                crate::sync::tables(&args.sync, None, &args.tables, args.output, TablesOp::Remove).await
+            }
+            SyncAction::Resync(args) => {
+                crate::sync::tables(&args.sync, None, &args.tables, args.output, TablesOp::Resync).await
+            }
             SyncAction::Start(args) => copy(api, profile, &args.init, args.as_ref()).await,
         },
         Command::Cutover(args) => crate::sync::cutover(args).await,

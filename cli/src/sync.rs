@@ -15,7 +15,7 @@ use barge_engine::{
 use tokio::sync::watch;
 
 use crate::{
-    args::{CutoverArgs, OutputFormat, SyncStatusArgs, SyncStopArgs},
+    args::{CutoverArgs, OutputFormat, SyncPauseArgs, SyncStatusArgs, SyncStopArgs, SyncTarget},
     exit::{FAILED, INTERRUPTED, OK},
     render,
     render::report_error,
@@ -133,13 +133,137 @@ pub(crate) async fn status(args: &SyncStatusArgs) -> u8 {
             }
             return FAILED;
         }
-        if !args.watch {
-            return if status.streaming() { OK } else { FAILED };
+        if !status.invalidated().is_empty() {
+            return FAILED;
+        }
+        if args.watch {
+            // Watching is when the WAL guard acts (the sync's --wal-limit).
+            let sink: Arc<dyn ProgressSink> = Arc::new(|event: barge_engine::Event| {
+                if let barge_engine::Event::Warning { message } = event {
+                    errln!("warning: {message}");
+                }
+            });
+            if let Err(e) = sync::guard(&request, &status, sink).await {
+                return report_error(&e, args.output);
+            }
+        } else {
+            // A paused sync is as asked; a slot over the sync's limit is not.
+            return if (status.streaming() || status.paused()) && !status.wal_limit_reached { OK } else { FAILED };
         }
         previous = Some((status, at));
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = tokio::signal::ctrl_c() => return OK,
+        }
+    }
+}
+
+/// `barge sync pause` (`pause`) and `barge sync resume`.
+pub(crate) async fn pause(args: &SyncPauseArgs, pause: bool) -> u8 {
+    let request = match args.sync.request(None) {
+        Ok(request) => request,
+        Err(e) => return report_error(&e, args.output),
+    };
+    let result = if pause { sync::pause(&request).await } else { sync::resume(&request).await };
+    match result {
+        Ok(report) => {
+            match args.output {
+                OutputFormat::Json => render::json_line(if pause { "paused" } else { "resumed" }, &report),
+                OutputFormat::Text => {
+                    let (done, already) =
+                        if pause { ("paused", "already paused") } else { ("resumed", "already streaming") };
+                    for name in &report.changed {
+                        outln!("{done} {name}");
+                    }
+                    for name in &report.unchanged {
+                        outln!("{name}: {already}");
+                    }
+                    if pause {
+                        outln!(
+                            "The target applies nothing until `barge sync resume`; the source keeps the changes, and the WAL that holds them (`barge sync status` shows how much)."
+                        );
+                    }
+                }
+            }
+            OK
+        }
+        Err(e) => report_error(&e, args.output),
+    }
+}
+
+/// Which change to a sync's tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TablesOp {
+    Add,
+    Remove,
+    Resync,
+}
+
+/// `barge sync add`, `remove` and `resync`: the target's copying shown as it goes.
+pub(crate) async fn tables(
+    target: &SyncTarget,
+    pg_bin: Option<std::path::PathBuf>,
+    patterns: &[String],
+    output: OutputFormat,
+    op: TablesOp,
+) -> u8 {
+    let mut request = match target.request(None) {
+        Ok(request) => request,
+        Err(e) => return report_error(&e, output),
+    };
+    request.local.pg_bin = pg_bin;
+    let sink: Arc<dyn ProgressSink> = Arc::new(move |event: barge_engine::Event| {
+        if let barge_engine::Event::Warning { message } = event
+            && output == OutputFormat::Text
+        {
+            errln!("{message}");
+        }
+    });
+    let work = async {
+        match op {
+            TablesOp::Add => sync::add(&request, patterns, sink).await,
+            TablesOp::Remove => sync::remove(&request, patterns).await,
+            TablesOp::Resync => sync::resync(&request, patterns, sink).await,
+        }
+    };
+    let outcome = tokio::select! {
+        result = work => Some(result),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    match outcome {
+        Some(Ok(report)) => {
+            match output {
+                OutputFormat::Json => render::json_line("sync_tables", &report),
+                OutputFormat::Text => {
+                    if !report.created.is_empty() {
+                        outln!("created on the target: {}", report.created.join(", "));
+                    }
+                    for (what, tables) in
+                        [("added", &report.added), ("removed", &report.removed), ("copied again", &report.resynced)]
+                    {
+                        if !tables.is_empty() {
+                            outln!("{what}: {}", tables.join(", "));
+                        }
+                    }
+                    match op {
+                        TablesOp::Remove => {
+                            outln!("Their rows stay on the target as they were; the sync no longer changes them.")
+                        }
+                        _ => outln!(
+                            "Copied in {} and streaming with the rest.",
+                            barge_engine::human::human_duration(report.seconds)
+                        ),
+                    }
+                }
+            }
+            OK
+        }
+        Some(Err(e)) => report_error(&e, output),
+        None => {
+            errln!(
+                "interrupted: what the target had begun copying, it goes on copying; `barge sync status` shows the tables' states, and the same command finishes the rest"
+            );
+            INTERRUPTED
         }
     }
 }

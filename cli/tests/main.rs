@@ -464,3 +464,72 @@ async fn names_with_terminal_escapes_are_shown_escaped() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_sync_is_paused_resumed_and_changes_tables_from_the_command_line() {
+    // GIVEN a sync started with the WAL guard's thresholds
+    let (src, dst) = (src18(), dst18());
+    let src_db = src.create_db("cli_sync").await;
+    src.run_sql(
+        &src_db,
+        "create table a (id int primary key, v text); insert into a select g, 'a' from generate_series(1, 500) g;
+         create table b (id int primary key, v text); insert into b select g, 'b' from generate_series(1, 300) g;
+         create table later (id int primary key, v text); insert into later select g, 'l' from generate_series(1, 200) g;",
+    )
+    .await;
+    let dst_db = unique("cli_sync_copy");
+    let (s, t) = (src.url(&src_db), dst.url(&dst_db));
+    let id = format!("cli{}", std::process::id());
+    let sync = |args: &[&str]| {
+        let mut cmd = barge();
+        cmd.args(args).args(["--sync-id", &id]).env("BARGE_SOURCE", &s).env("BARGE_TARGET", &t);
+        run(&mut cmd)
+    };
+    let mut outputs = Vec::new();
+    let started = sync(&["sync", "start", "--exclude-table", "later", "--wal-warn", "1GB", "--wal-limit", "4GB"]);
+    assert_eq!(started.0, 0, "{}", started.1);
+    outputs.push(started);
+    // WHEN it is paused, THEN status says so and shows the WAL the source keeps (exit 0:
+    // paused as asked), and changing its tables waits for a resume
+    let paused = sync(&["sync", "pause"]);
+    assert_eq!(paused.0, 0, "{}", paused.1);
+    assert!(paused.1.contains(&format!("paused barge_{id}_0")), "{}", paused.1);
+    let status = sync(&["sync", "status"]);
+    assert_eq!(status.0, 0, "{}", status.1);
+    assert!(status.1.contains("(paused)") && status.1.contains("source WAL kept for the slot"), "{}", status.1);
+    let refused = sync(&["sync", "add", "--include-table", "later"]);
+    assert_eq!(refused.0, 1, "{}", refused.1);
+    assert!(refused.1.contains("barge sync resume"), "{}", refused.1);
+    let json = sync(&["sync", "resume", "--output", "json"]);
+    assert_eq!(json.0, 0, "{}", json.1);
+    let line: serde_json::Value = serde_json::from_str(json.1.lines().next().unwrap()).unwrap();
+    assert_eq!(line["event"], "resumed");
+    assert_eq!(line["changed"][0], format!("barge_{id}_0"));
+    outputs.extend([paused, status, refused, json]);
+    // WHEN a table is added, one copied again and one removed
+    let added = sync(&["sync", "add", "--include-table", "public.later"]);
+    assert_eq!(added.0, 0, "{}", added.1);
+    assert!(added.1.contains("added: public.later"), "{}", added.1);
+    assert_eq!(count(&dst, &dst_db, "select count(*) from later").await, 200);
+    dst.run_sql(&dst_db, "delete from a where id > 250").await;
+    let resynced = sync(&["sync", "resync", "public.a"]);
+    assert_eq!(resynced.0, 0, "{}", resynced.1);
+    assert_eq!(count(&dst, &dst_db, "select count(*) from a").await, 500);
+    let removed = sync(&["sync", "remove", "--table", "b", "--output", "json"]);
+    assert_eq!(removed.0, 0, "{}", removed.1);
+    assert!(removed.1.contains(r#""removed":["public.b"]"#), "{}", removed.1);
+    let nothing = sync(&["sync", "remove", "--table", "nosuch*"]);
+    assert_eq!(nothing.0, 2, "{}", nothing.1);
+    outputs.extend([added, resynced, removed, nothing]);
+    // THEN the cutover compares what the sync carries, and nothing leaks a password
+    src.run_sql(&src_db, "insert into later values (1001, 'streamed'); insert into b values (1001, 'not carried')")
+        .await;
+    let cut = sync(&["cutover", "--timeout", "60s"]);
+    assert_eq!(cut.0, 0, "{}", cut.1);
+    assert_eq!(count(&dst, &dst_db, "select count(*) from later").await, 201);
+    assert_eq!(count(&dst, &dst_db, "select count(*) from b").await, 300);
+    outputs.push(cut);
+    for (_, text) in &outputs {
+        assert_no_password(text, &[PASSWORD, PASSWORD_ENCODED]);
+    }
+}

@@ -69,7 +69,8 @@ const SYNC_STOP_GRACE: Duration = Duration::from_secs(120);
 pub fn request(spec: &JobSpec, attempt: u32, reach: Reach) -> Result<Request, Error> {
     // Where the machine's image (or barge serve's environment) put the client tools.
     let pg_bin = std::env::var_os("BARGE_PG_BIN").filter(|dir| !dir.is_empty()).map(std::path::PathBuf::from);
-    let mut request = Request::from_spec(spec, barge_engine::Local { pg_bin, sync_id: None }, reach)?;
+    let mut request =
+        Request::from_spec(spec, barge_engine::Local { pg_bin, ..barge_engine::Local::default() }, reach)?;
     request.options.resume |= attempt > 1 && spec.command == Command::Init && !spec.syncs();
     Ok(request)
 }

@@ -21,6 +21,14 @@ pub(super) const INIT_HELP: &str = concat!(
     exit_codes!()
 );
 
+fn parse_wal_action(text: &str) -> Result<barge_jobs::WalLimitAction, String> {
+    match text {
+        "stop" => Ok(barge_jobs::WalLimitAction::Stop),
+        "pause" => Ok(barge_jobs::WalLimitAction::Pause),
+        _ => Err(format!("{text:?}: use stop or pause")),
+    }
+}
+
 /// `barge init`.
 #[derive(Debug, Args)]
 pub struct InitArgs {
@@ -60,6 +68,21 @@ pub struct InitArgs {
     /// letters and digits) [default: random].
     #[arg(long, value_name = "ID")]
     pub sync_id: Option<String>,
+    /// With --sync: warn (in `barge sync status` and the job's progress) when a replication
+    /// slot keeps more than this much WAL on the source. Units: kB, MB, GB, TB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub wal_warn: Option<u64>,
+    /// With --sync: when a slot keeps more than this much WAL on the source, do what
+    /// --on-wal-limit says, before the source's disk fills or it invalidates the slot. Acted
+    /// on while barge watches: always in a remote sync job, locally by `barge sync status
+    /// --watch`.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub wal_limit: Option<u64>,
+    /// With --wal-limit: stop (remove the replication; the source frees the WAL, the target
+    /// keeps its copy) or pause (disable the subscription; the slot keeps its WAL) [default:
+    /// stop].
+    #[arg(long, value_name = "ACTION", value_parser = parse_wal_action)]
+    pub on_wal_limit: Option<barge_jobs::WalLimitAction>,
     #[command(flatten)]
     pub ownership: Ownership,
     /// Do not copy grants.
@@ -102,9 +125,12 @@ impl InitArgs {
             skip_large_objects: self.skip_large_objects,
             analyze: self.analyze,
             maintenance_work_mem: self.maintenance_work_mem,
+            wal_warn: self.wal_warn,
+            wal_limit: self.wal_limit,
+            on_wal_limit: self.on_wal_limit,
             ..Default::default()
         };
-        let local = Local { pg_bin: self.tools.pg_bin.clone(), sync_id: self.sync_id.clone() };
+        let local = Local { pg_bin: self.tools.pg_bin.clone(), sync_id: self.sync_id.clone(), ..Local::default() };
         lower(command, &self.scope, &self.run.placement, options, local, self.dry_run)
     }
 }

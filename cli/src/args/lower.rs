@@ -87,8 +87,13 @@ pub(super) fn lower(
         },
     };
     let syncs = spec.syncs() || spec.options.sync;
-    let sync_only =
-        [(spec.options.replica_identity_full, "--replica-identity-full"), (local.sync_id.is_some(), "--sync-id")];
+    let sync_only = [
+        (spec.options.replica_identity_full, "--replica-identity-full"),
+        (local.sync_id.is_some(), "--sync-id"),
+        (spec.options.wal_warn.is_some(), "--wal-warn"),
+        (spec.options.wal_limit.is_some(), "--wal-limit"),
+        (spec.options.on_wal_limit.is_some(), "--on-wal-limit"),
+    ];
     if let (false, Some((_, flag))) = (syncs, sync_only.iter().find(|(set, _)| *set)) {
         let or = if command == JobCommand::Init { " (or run `barge sync`)" } else { "" };
         return Err(format!("{flag} applies to a sync: add --sync{or}"));

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 
 use super::{
     OutputFormat,
-    flags::{Endpoints, Placement, Scope, Selection},
+    flags::{Endpoints, Placement, Scope, Selection, Tools},
     init::InitArgs,
     lower::{Lower, Lowered, job_count, lower},
     parse_duration,
@@ -19,6 +19,10 @@ pub(super) const SYNC_HELP: &str = concat!(
     "  barge sync status --watch                   # lag in bytes and seconds, apply rate, per-table states\n",
     "  barge cutover                               # after stopping writes to the source\n",
     "  barge sync stop                             # remove the replication, keep the copied data\n",
+    "  barge sync pause / resume                   # stop applying on the target for a while, then catch up\n",
+    "  barge sync add --include-table 'billing.*'  # carry more tables; `sync remove` carries fewer\n",
+    "  barge sync resync public.orders             # copy one table again while the rest streams\n",
+    "  barge sync start --wal-warn 20GB --wal-limit 100GB   # guard the source's disk against the slot's WAL\n",
     "  barge sync start --remote                   # as a job; `barge jobs cutover <id>` switches over\n\n",
     exit_codes!()
 );
@@ -51,6 +55,70 @@ pub enum SyncAction {
     /// copied data stays. Also removes what a copy that died left behind.
     #[command(after_help = "Example:\n  barge sync stop --yes")]
     Stop(SyncStopArgs),
+    /// Stop applying changes on the target without removing anything: the subscription is
+    /// disabled, and the source's slot keeps every change (and the WAL that holds them;
+    /// `barge sync status` shows how much) until `barge sync resume`.
+    #[command(after_help = "Example:\n  barge sync pause\n  barge sync status   # the WAL the source keeps meanwhile")]
+    Pause(SyncPauseArgs),
+    /// Apply changes on the target again after `barge sync pause`: it catches up from where it
+    /// stopped, nothing lost.
+    #[command(after_help = "Example:\n  barge sync resume")]
+    Resume(SyncPauseArgs),
+    /// Add source tables to the running sync: created on the target (structure, indexes,
+    /// constraints, triggers), published, and copied by the target while the others stream;
+    /// no gap and no duplicate whatever the source writes meanwhile. Waits until they stream.
+    #[command(
+        after_help = "Examples:\n  barge sync add --include-table 'public.invoices'\n  barge sync add --include-table 'billing.*'"
+    )]
+    Add(SyncTablesArgs),
+    /// Stop carrying some tables: they leave the publication and the subscription; their
+    /// rows stay on the target as they are.
+    #[command(after_help = "Example:\n  barge sync remove --include-table public.audit_log")]
+    Remove(SyncTablesArgs),
+    /// Copy some tables again while the others stream (after an accident on the target):
+    /// each is emptied on the target and copied from the source, then streams again.
+    #[command(after_help = "Example:\n  barge sync resync public.orders")]
+    Resync(SyncResyncArgs),
+}
+
+/// `barge sync add` and `barge sync remove`.
+#[derive(Debug, Args)]
+pub struct SyncTablesArgs {
+    #[command(flatten)]
+    pub sync: SyncTarget,
+    /// Tables: `table`, `schema.table` or `db.schema.table` globs, as --include-table of a
+    /// copy (repeat the flag for more).
+    #[arg(long = "include-table", visible_alias = "table", value_name = "PATTERN", required = true)]
+    pub tables: Vec<String>,
+    /// Where pg_dump is, for the structure of the tables `add` creates on the target.
+    #[command(flatten)]
+    pub tools: Tools,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// `barge sync resync`.
+#[derive(Debug, Args)]
+pub struct SyncResyncArgs {
+    #[command(flatten)]
+    pub sync: SyncTarget,
+    /// The tables to copy again: `schema.table` (globs allowed) among those the sync carries.
+    #[arg(value_name = "TABLE", required = true)]
+    pub tables: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// `barge sync pause` and `barge sync resume`.
+#[derive(Debug, Args)]
+pub struct SyncPauseArgs {
+    #[command(flatten)]
+    pub sync: SyncTarget,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
 }
 
 /// Which sync. (Its own argument ids: `barge sync` also takes the copy's `--source`.)

@@ -166,6 +166,39 @@ fn sync_flags_reach_the_worker_and_need_a_sync() {
 }
 
 #[test]
+fn the_wal_guard_is_a_syncs_and_its_thresholds_are_ordered() {
+    let endpoints = ["--source", "postgres://u:pw@s/a", "--target", "postgres://u:pw@t/b"];
+    let parse = |extra: &[&str]| {
+        let cli = Cli::parse_from(["barge", "init"].iter().chain(extra).chain(&endpoints));
+        let Command::Init(args) = cli.command else { panic!("not init") };
+        args
+    };
+    let args = parse(&["--sync", "--wal-warn", "10GB", "--wal-limit", "50GB", "--on-wal-limit", "pause", "--remote"]);
+    let local = args.local_request().unwrap();
+    assert_eq!(local.options.wal_warn, Some(10 << 30));
+    assert_eq!(local.options.wal_limit, Some(50 << 30));
+    assert_eq!(local.options.on_wal_limit, Some(barge_jobs::WalLimitAction::Pause));
+    same_request_remotely(&args, local);
+    for (flags, says) in [
+        (&["--wal-warn", "1GB"][..], "--wal-warn applies to a sync"),
+        (&["--sync", "--wal-warn", "5GB", "--wal-limit", "5GB"][..], "--wal-warn: must be below wal_limit"),
+        (&["--sync", "--on-wal-limit", "stop"][..], "--on-wal-limit: says what reaching wal_limit does"),
+        (&["--sync", "--wal-limit", "0"][..], "--wal-limit: give a size above 0"),
+    ] {
+        let e = parse(flags).local_request().unwrap_err().to_string();
+        assert!(e.contains(says), "{flags:?}: {e}");
+    }
+    let bad = Cli::try_parse_from(["barge", "init", "--sync", "--on-wal-limit", "drop"].iter().chain(&endpoints));
+    assert!(bad.unwrap_err().to_string().contains("use stop or pause"));
+    // pause and resume take only the sync's endpoints
+    let cli = Cli::parse_from(["barge", "sync", "pause", "--sync-id", "abc1"].iter().chain(&endpoints));
+    let Command::Sync(SyncAction::Pause(pause)) = &cli.command else { panic!("not sync pause") };
+    assert_eq!(pause.sync.request(None).unwrap().local.sync_id.as_deref(), Some("abc1"));
+    let cli = Cli::parse_from(["barge", "sync", "resume", "--output", "json"].iter().chain(&endpoints));
+    assert!(matches!(cli.command, Command::Sync(SyncAction::Resume(_))));
+}
+
+#[test]
 fn remote_refuses_what_it_cannot_honour_naming_the_flag() {
     let parse = |extra: &[&str]| {
         Cli::parse_from(

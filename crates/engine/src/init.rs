@@ -522,8 +522,9 @@ pub(crate) async fn copy_database(
         leave_out,
         exclude_schemas: db.excluded_schemas.clone(),
         exclude_tables: db.excluded_relations.clone(),
+        include_tables: Vec::new(),
     };
-    let dump = schema::dump(tools, &req.source, &db.source, holder.tls(), &snapshot, &dump_options).await?;
+    let dump = schema::dump(tools, &req.source, &db.source, holder.tls(), Some(&snapshot), &dump_options).await?;
     let admin = match db.action {
         TargetAction::Create | TargetAction::DropAndCreate { .. } => {
             connect_admin_except(&req.target, &db.target).await?

@@ -36,6 +36,7 @@ mod toc;
 pub mod validate;
 pub mod verify;
 
+pub use barge_vocab::WalLimitAction;
 pub use barge_vocab::filter::{self, Filter};
 pub use catalog::Contents;
 pub use check::{Check, CheckStatus};

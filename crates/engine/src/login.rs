@@ -121,6 +121,36 @@ pub(crate) async fn drop_role(source: &ConnInfo, id: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// Revokes what sync `id`'s login role was granted on the tables of source database
+/// `dbname` (SELECT on the tables a sync added later, which the target copies logged in as
+/// that role): a role that holds privileges cannot be dropped. The number of tables.
+pub(crate) async fn revoke_reads(source: &ConnInfo, dbname: &str, id: &str) -> Result<usize> {
+    let db = match Db::connect(source, dbname).await {
+        Ok(db) => db,
+        Err(e) if e.sqlstate() == Some(sqlstate::INVALID_CATALOG_NAME) => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let role = role_name(id);
+    let rows = db
+        .query(
+            "list what the sync's login role may read",
+            "select distinct c.oid::pg_catalog.regclass::text
+             from pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+             where a.grantee = (select oid from pg_catalog.pg_roles where rolname = $1)",
+            &[&role],
+        )
+        .await?;
+    for row in &rows {
+        let table: String = row.get(0);
+        db.batch(
+            "revoke what the sync's login role may read",
+            &format!("revoke all on table {table} from {}", ident::quote(&role)),
+        )
+        .await?;
+    }
+    Ok(rows.len())
+}
+
 /// 32 random bytes as 64 hex digits: nothing a connection string would need to quote.
 fn random_password() -> Result<String> {
     let mut bytes = [0u8; 32];

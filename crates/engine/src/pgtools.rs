@@ -66,6 +66,16 @@ pub(crate) struct DumpOptions {
     pub exclude_schemas: Vec<String>,
     /// Relations to leave out, as (schema, name).
     pub exclude_tables: Vec<(String, String)>,
+    /// When not empty, only these relations (schema, name), with what belongs to them
+    /// (indexes, constraints, triggers, owned sequences): the tables a sync adds.
+    pub include_tables: Vec<(String, String)>,
+}
+
+impl DumpOptions {
+    /// Whether any filter is set.
+    pub(crate) fn filters(&self) -> bool {
+        !(self.exclude_tables.is_empty() && self.exclude_schemas.is_empty() && self.include_tables.is_empty())
+    }
 }
 
 /// Directories where distributions install versioned client tools.
@@ -177,6 +187,9 @@ impl PgTools {
                 for (schema, table) in &options.exclude_tables {
                     cmd.arg(format!("--exclude-table={}.{}", pattern_name(schema), pattern_name(table)));
                 }
+                for (schema, table) in &options.include_tables {
+                    cmd.arg(format!("--table={}.{}", pattern_name(schema), pattern_name(table)));
+                }
             }
         }
         self.connect_env(&mut cmd, info, dbname, tls_in_use);
@@ -237,6 +250,9 @@ pub(crate) fn filter_file_text(options: &DumpOptions) -> String {
     }
     for (schema, table) in &options.exclude_tables {
         text.push_str(&format!("exclude table {}.{}\n", pattern_name(schema), pattern_name(table)));
+    }
+    for (schema, table) in &options.include_tables {
+        text.push_str(&format!("include table {}.{}\n", pattern_name(schema), pattern_name(table)));
     }
     text
 }
@@ -375,6 +391,9 @@ mod tests {
             ..DumpOptions::default()
         };
         assert_eq!(filter_file_text(&options), "exclude schema \"tmp\"\nexclude table \"s\".\"a*b\"\n");
+        let added = DumpOptions { include_tables: vec![("s".into(), "new\"t".into())], ..DumpOptions::default() };
+        assert!(added.filters());
+        assert_eq!(filter_file_text(&added), "include table \"s\".\"new\"\"t\"\n");
     }
 
     #[test]

@@ -506,6 +506,32 @@ pub struct DatabaseSync {
     pub applied_rows: u64,
     /// The slot's confirmed position, in bytes since 0/0 (for rates).
     pub confirmed_bytes: u64,
+    /// WAL the slot keeps on the source's disk (from its restart position to the source's
+    /// current one), in bytes.
+    #[serde(default)]
+    pub retained_bytes: u64,
+    /// WAL the source may still write before it invalidates the slot
+    /// (`max_slot_wal_keep_size`); none when it keeps WAL for slots without limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safe_wal_bytes: Option<u64>,
+    /// The source's `max_slot_wal_keep_size`, in bytes; none when unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_limit_bytes: Option<u64>,
+    /// Whether the slot survives a failover of the source to a standby that synchronizes
+    /// slots (PostgreSQL 17+; none on older sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<bool>,
+    /// Why the source invalidated the slot (`wal_removed`, …): the target can no longer
+    /// catch up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalidated: Option<String>,
+}
+
+impl DatabaseSync {
+    /// Whether the subscription was paused (disabled) on purpose or by `barge sync pause`.
+    pub fn paused(&self) -> bool {
+        !self.enabled
+    }
 }
 
 /// Where replication stands, over every database.
@@ -523,6 +549,20 @@ pub struct ReplicationStatus {
     pub apply_bytes_per_second: Option<f64>,
     /// Changed source objects over every database (`db: schema.table (what)`).
     pub schema_changes: Vec<String>,
+    /// The most WAL any of the slots keeps on the source, in bytes.
+    #[serde(default)]
+    pub retained_bytes: u64,
+    /// How fast that grows, in bytes per second since the previous status (negative when
+    /// the target caught up and the source recycled WAL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained_bytes_per_second: Option<f64>,
+    /// What the WAL guard says (the thresholds the sync was started with): empty when
+    /// retention is below them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wal_alerts: Vec<String>,
+    /// Whether a slot keeps more WAL than the sync's `--wal-limit`: the guard acts on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wal_limit_reached: bool,
 }
 
 impl ReplicationStatus {
@@ -534,6 +574,8 @@ impl ReplicationStatus {
             let bytes = sum(&self, |d| d.confirmed_bytes).saturating_sub(sum(earlier, |d| d.confirmed_bytes));
             self.apply_rows_per_second = Some(rows as f64 / seconds);
             self.apply_bytes_per_second = Some(bytes as f64 / seconds);
+            self.retained_bytes_per_second =
+                Some((self.retained_bytes as f64 - earlier.retained_bytes as f64) / seconds);
         }
         self
     }
@@ -543,15 +585,27 @@ impl ReplicationStatus {
         !self.databases.is_empty() && self.databases.iter().all(|d| d.enabled && d.slot_active)
     }
 
+    /// Whether every subscription was paused (`barge sync pause`).
+    pub fn paused(&self) -> bool {
+        !self.databases.is_empty() && self.databases.iter().all(DatabaseSync::paused)
+    }
+
+    /// The slots the source invalidated, named with the reason.
+    pub fn invalidated(&self) -> Vec<String> {
+        self.databases.iter().filter_map(|d| d.invalidated.as_ref().map(|why| format!("{} ({why})", d.name))).collect()
+    }
+
     /// One line for people.
     pub fn summary(&self) -> String {
         let seconds = self.lag_seconds.map_or("–".into(), |s| format!("{s:.1} s"));
         let rate = self.apply_rows_per_second.map_or(String::new(), |r| format!(", applying {r:.0} rows/s"));
         let tables: u64 = self.databases.iter().map(|d| d.tables).sum();
+        let state = if self.paused() { "paused" } else { "streaming" };
         format!(
-            "{} database(s), {tables} table(s) streaming; lag {} / {seconds}{rate}",
+            "{} database(s), {tables} table(s) {state}; lag {} / {seconds}{rate}; the source keeps {} of WAL for it",
             self.databases.len(),
-            crate::human::human_bytes(self.lag_bytes)
+            crate::human::human_bytes(self.lag_bytes),
+            crate::human::human_bytes(self.retained_bytes)
         )
     }
 }

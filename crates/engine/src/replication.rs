@@ -113,11 +113,19 @@ impl ReplicationConn {
         Ok(conn)
     }
 
-    /// Creates a permanent logical slot for `pgoutput` and exports its snapshot.
+    /// Creates a permanent logical slot for `pgoutput` and exports its snapshot. On
+    /// PostgreSQL 17+ it is a failover slot: a source whose standbys synchronize slots
+    /// (`sync_replication_slots`) keeps it through a failover, so the sync goes on from the
+    /// promoted standby.
     pub(crate) async fn create_slot(&mut self, name: &str) -> Result<CreatedSlot> {
         // PostgreSQL 15 introduced the option list; the older keyword form still works on 15+
         // but the list is the documented one.
-        let sql = if self.version_num >= 150000 {
+        let sql = if self.version_num >= 170000 {
+            format!(
+                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export', FAILOVER)",
+                crate::ident::quote(name)
+            )
+        } else if self.version_num >= 150000 {
             format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')", crate::ident::quote(name))
         } else {
             format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT", crate::ident::quote(name))

@@ -24,6 +24,10 @@ pub struct Local {
     /// (`barge_<id>_<n>`); random when unset. Status, cutover and stop find a sync by it; the
     /// sync checks it before it names anything (`sync::check_id`).
     pub sync_id: Option<String>,
+    /// Verify compares exactly these tables (`schema.table`) instead of those the filters
+    /// select: a sync's cutover compares the tables the sync carries, which `barge sync add`
+    /// and `remove` may have changed since it started.
+    pub tables: Option<std::collections::BTreeSet<String>>,
 }
 
 /// A copy, validate, verify or sync request.

@@ -34,7 +34,7 @@ pub(crate) async fn dump(
     source: &ConnInfo,
     dbname: &str,
     tls_in_use: bool,
-    snapshot: &str,
+    snapshot: Option<&str>,
     options: &DumpOptions,
 ) -> Result<SchemaDump> {
     let dir = tempfile::Builder::new()
@@ -43,21 +43,19 @@ pub(crate) async fn dump(
         .map_err(|e| Error::io("create a directory for pg_dump's archives", e))?;
     // Filters go in a file when pg_dump reads filter files: argv stays short however many
     // tables are left out.
-    let filter_file: Option<PathBuf> =
-        if tools.has_filter_files() && !(options.exclude_tables.is_empty() && options.exclude_schemas.is_empty()) {
-            let path = dir.path().join("filter");
-            std::fs::write(&path, pgtools::filter_file_text(options))
-                .map_err(|e| Error::io("write the pg_dump filter file", e))?;
-            Some(path)
-        } else {
-            None
-        };
+    let filter_file: Option<PathBuf> = if tools.has_filter_files() && options.filters() {
+        let path = dir.path().join("filter");
+        std::fs::write(&path, pgtools::filter_file_text(options))
+            .map_err(|e| Error::io("write the pg_dump filter file", e))?;
+        Some(path)
+    } else {
+        None
+    };
     let source = &source.pinned().await?;
     let database = pgtools::DumpSource { info: source, dbname, tls_in_use };
     let (pre_path, post_path) = (dir.path().join("pre-data"), dir.path().join("post-data"));
-    let command = |section, out: &PathBuf| {
-        tools.dump_schema(&database, Some(snapshot), section, options, filter_file.as_deref(), out)
-    };
+    let command =
+        |section, out: &PathBuf| tools.dump_schema(&database, snapshot, section, options, filter_file.as_deref(), out);
     let what = format!("pg_dump of source database \"{dbname}\"");
     tokio::try_join!(
         pgtools::run_capture(command(Section::PreData, &pre_path), &what),

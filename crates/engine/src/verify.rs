@@ -251,7 +251,11 @@ async fn verify_database(
     let ranges = Db::connect(&req.source, source_db).await?;
     ranges.enter_snapshot(&source_snapshot).await?;
     let mut measured = crate::db::LockRelease::default();
-    for r in relations.iter().filter(|r| r.kind == 'r' && selection.selected.contains(&r.oid)) {
+    let compared = |r: &&catalog::Relation| match &req.local.tables {
+        Some(only) => only.contains(&format!("{}.{}", r.schema, r.name)),
+        None => selection.selected.contains(&r.oid),
+    };
+    for r in relations.iter().filter(|r| r.kind == 'r').filter(compared) {
         if filter.schema_only(source_db, &r.schema, &r.name) {
             continue;
         }

@@ -27,7 +27,7 @@ fn request_urls(source: &str, target: &str) -> Request {
         target: ConnInfo::parse(Side::Target, target).unwrap(),
         filter: Filter::default(),
         options: Options { jobs: Some(2), index_jobs: Some(2), ..Options::default() },
-        local: Local { pg_bin: Some(src18().bin()), sync_id: None },
+        local: Local { pg_bin: Some(src18().bin()), ..Local::default() },
     }
 }
 

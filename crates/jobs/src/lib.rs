@@ -24,4 +24,4 @@ pub use ports::{
     LogSource, Page, SealError, Sealer, StoreError,
 };
 pub use progress::Progress;
-pub use spec::{Command, ConnUrl, Credentials, Filter, JobSpec, Options, Reach, SpecError};
+pub use spec::{Command, ConnUrl, Credentials, Filter, JobSpec, Options, Reach, SpecError, WalLimitAction};

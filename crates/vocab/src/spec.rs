@@ -137,6 +137,40 @@ pub struct Options {
     /// stage's first worker type with capacity].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
+    /// With a sync: warn when a replication slot keeps more than this many bytes of WAL on
+    /// the source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_warn: Option<u64>,
+    /// With a sync: when a slot keeps more than this many bytes of WAL on the source, do
+    /// what `on_wal_limit` says, before the source's disk fills or it invalidates the slot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_limit: Option<u64>,
+    /// What reaching `wal_limit` does [default: stop].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_wal_limit: Option<WalLimitAction>,
+}
+
+/// What a sync does when a slot keeps more WAL than its limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WalLimitAction {
+    /// Remove the replication (slot, publication, subscription): the source frees the WAL at
+    /// once; the target keeps its copy and needs a new sync to follow the source again.
+    #[default]
+    Stop,
+    /// Disable the subscription and leave everything in place for someone to decide: the
+    /// slot keeps its WAL (for a target that cannot apply, where streaming on only retries).
+    Pause,
+}
+
+impl WalLimitAction {
+    /// Its name in flags and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WalLimitAction::Stop => "stop",
+            WalLimitAction::Pause => "pause",
+        }
+    }
 }
 
 /// See [`JobSpec::syncs`].
@@ -399,6 +433,37 @@ impl JobSpec {
                 "options.replica_identity_full",
                 "applies to continuous replication only: use the sync command (or init with sync)",
             ));
+        }
+        for (set, field) in [
+            (options.wal_warn.is_some(), "wal_warn"),
+            (options.wal_limit.is_some(), "wal_limit"),
+            (options.on_wal_limit.is_some(), "on_wal_limit"),
+        ] {
+            if set && !self.syncs() {
+                return Err(SpecError::new(
+                    format!("options.{field}"),
+                    "applies to continuous replication only: use the sync command (or init with sync)",
+                ));
+            }
+        }
+        if let (Some(warn), Some(limit)) = (options.wal_warn, options.wal_limit)
+            && warn >= limit
+        {
+            return Err(SpecError::new(
+                "options.wal_warn",
+                "must be below wal_limit: the warning comes before the limit",
+            ));
+        }
+        if options.on_wal_limit.is_some() && options.wal_limit.is_none() {
+            return Err(SpecError::new(
+                "options.on_wal_limit",
+                "says what reaching wal_limit does: give wal_limit too",
+            ));
+        }
+        for (value, field) in [(options.wal_warn, "wal_warn"), (options.wal_limit, "wal_limit")] {
+            if value == Some(0) {
+                return Err(SpecError::new(format!("options.{field}"), "give a size above 0 bytes"));
+            }
         }
         if self.syncs() && options.resume {
             return Err(SpecError::new(

@@ -8,4 +8,6 @@ create table if not exists _barge.sync (
     fingerprint jsonb not null,
     filter jsonb not null,
     created_at timestamptz not null default now()
-)
+);
+-- Added after the first release: what later runs act on (the WAL guard's thresholds).
+alter table _barge.sync add column if not exists settings jsonb not null default '{}'::jsonb

@@ -27,6 +27,20 @@ pub async fn cutover(req: &Request, options: &CutoverOptions, sink: Arc<dyn Prog
     if !status.schema_changes.is_empty() {
         return Err(schema_changed(&status.schema_changes));
     }
+    let lost = status.invalidated();
+    if !lost.is_empty() {
+        return Err(Error::Refused(format!(
+            "the source invalidated the replication slot of {}: the target misses changes it can no longer receive, and a cutover would lose them. Remove the sync (`barge sync stop`) and sync again",
+            lost.join(", ")
+        )));
+    }
+    let paused: Vec<&str> = status.databases.iter().filter(|d| d.paused()).map(|d| d.name.as_str()).collect();
+    if !paused.is_empty() {
+        return Err(Error::Refused(format!(
+            "the sync is paused ({}): the target applies nothing until `barge sync resume`, and a cutover waits for it to apply everything",
+            paused.join(", ")
+        )));
+    }
     let started = Instant::now();
     let deadline = started + options.timeout;
     let mut report = CutoverReport::default();
@@ -86,6 +100,7 @@ pub async fn cutover(req: &Request, options: &CutoverOptions, sink: Arc<dyn Prog
         one.target = req.target.with_dbname(&f.objects.target_database);
         one.filter =
             crate::filter::Filter { include_databases: Vec::new(), exclude_databases: Vec::new(), ..f.filter.clone() };
+        one.local.tables = Some(f.baseline.keys().cloned().collect());
         let db = verify::verify(&one).await?;
         report.verify.ok &= db.ok;
         report.verify.databases.extend(db.databases);
@@ -97,7 +112,7 @@ pub async fn cutover(req: &Request, options: &CutoverOptions, sink: Arc<dyn Prog
 /// only when something is left behind.
 pub(super) async fn remove_found(req: &Request, found: &[Found], sink: &Arc<dyn ProgressSink>) -> Result<StopReport> {
     let created: Vec<Objects> = found.iter().map(|f| f.objects.clone()).collect();
-    let (removed, failures) = remove(req, &created).await;
+    let (removed, failures) = remove_objects(req, &created).await;
     for failure in &failures {
         sink.emit(Event::Warning { message: failure.clone() });
     }

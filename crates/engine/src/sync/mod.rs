@@ -17,14 +17,19 @@
 //!
 //! One module per concern: `preflight` (the checks before anything changes), `setup`
 //! ([`start`]), `status` ([`status`] and the [`stream`] loop), `cutover` ([`cutover`]),
-//! `teardown` ([`stop`] and the removal every failure path uses), and `objects` (the names
-//! and finding them again). The types callers see are here.
+//! `teardown` ([`stop`] and the removal every failure path uses), `objects` (the names
+//! and finding them again), `pause` ([`pause`], [`resume`]), `guard` (the WAL a slot
+//! keeps on the source) and `tables` ([`add`], [`remove`], [`resync`]). The types callers
+//! see are here.
 
 mod cutover;
+mod guard;
 mod objects;
+mod pause;
 mod preflight;
 mod setup;
 mod status;
+mod tables;
 mod teardown;
 
 use std::time::Duration;
@@ -44,14 +49,17 @@ use crate::{
 
 // Siblings share what each defines (they `use super::*`).
 #[allow(unused_imports)]
-use self::{cutover::*, objects::*, preflight::*, setup::*, status::*, teardown::*};
+use self::{cutover::*, guard::*, objects::*, pause::*, preflight::*, setup::*, status::*, tables::*, teardown::*};
 
 pub use crate::progress::{DatabaseSync, ReplicationStatus};
 pub use cutover::cutover;
-pub use objects::{check_id, new_id};
+pub use guard::guard;
+pub use objects::{WalGuard, check_id, new_id};
+pub use pause::{PauseReport, pause, resume};
 pub(crate) use preflight::preflight;
 pub use setup::start;
 pub use status::{status, stream};
+pub use tables::{TablesReport, add, remove, resync};
 pub use teardown::stop;
 
 /// What the one who started a sync asks of it while it runs.
@@ -188,12 +196,20 @@ mod tests {
             schema_changes: vec![],
             applied_rows: rows,
             confirmed_bytes: bytes,
+            retained_bytes: bytes,
+            safe_wal_bytes: None,
+            keep_limit_bytes: None,
+            failover: None,
+            invalidated: None,
         };
-        let earlier = ReplicationStatus { databases: vec![db(100, 1000)], ..ReplicationStatus::default() };
-        let later = ReplicationStatus { databases: vec![db(300, 5000)], ..ReplicationStatus::default() };
+        let earlier =
+            ReplicationStatus { databases: vec![db(100, 1000)], retained_bytes: 1000, ..ReplicationStatus::default() };
+        let later =
+            ReplicationStatus { databases: vec![db(300, 5000)], retained_bytes: 5000, ..ReplicationStatus::default() };
         let rated = later.with_rates(&earlier, 2.0);
         assert_eq!(rated.apply_rows_per_second, Some(100.0));
         assert_eq!(rated.apply_bytes_per_second, Some(2000.0));
+        assert_eq!(rated.retained_bytes_per_second, Some(2000.0));
         assert!(rated.streaming());
         assert!(rated.summary().contains("100 rows/s"), "{}", rated.summary());
     }

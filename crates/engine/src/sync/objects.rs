@@ -4,9 +4,12 @@
 //! subscription.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     hash::{BuildHasher, Hasher},
 };
+
+use barge_vocab::WalLimitAction;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     db::Db,
@@ -55,6 +58,89 @@ pub(super) struct Found {
     pub(super) baseline: BTreeMap<String, String>,
     /// The filters of the run that set it up (status compares the tables they select).
     pub(super) filter: crate::filter::Filter,
+    /// What the sync was started with that later runs act on.
+    pub(super) settings: Settings,
+}
+
+/// What a sync keeps in its record for the runs after the one that started it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct Settings {
+    /// The WAL guard's thresholds.
+    #[serde(default)]
+    pub(super) wal: WalGuard,
+    /// Tables added later without a key get `REPLICA IDENTITY FULL`, as at the start.
+    #[serde(default)]
+    pub(super) replica_identity_full: bool,
+    /// Ownership, grants and tablespaces left out of the copy: left out of tables added later.
+    #[serde(default)]
+    pub(super) no_owner: bool,
+    #[serde(default)]
+    pub(super) no_acl: bool,
+    #[serde(default)]
+    pub(super) no_tablespaces: bool,
+    /// Tables taken out of the sync (`barge sync remove`): not reported as new tables when
+    /// the sync's filters select them.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub(super) removed: BTreeSet<String>,
+}
+
+impl Settings {
+    pub(super) fn from_options(options: &crate::request::Options) -> Settings {
+        Settings {
+            wal: WalGuard {
+                warn_bytes: options.wal_warn,
+                limit_bytes: options.wal_limit,
+                on_limit: options.on_wal_limit.unwrap_or_default(),
+            },
+            replica_identity_full: options.replica_identity_full,
+            no_owner: options.no_owner,
+            no_acl: options.no_acl,
+            no_tablespaces: options.no_tablespaces,
+            removed: BTreeSet::new(),
+        }
+    }
+
+    /// What the copy left out, for the tables added later.
+    pub(super) fn leave_out(&self) -> crate::pgtools::LeaveOut {
+        crate::pgtools::LeaveOut { owner: self.no_owner, acl: self.no_acl, tablespaces: self.no_tablespaces }
+    }
+}
+
+/// Writes a sync's tables (their structure as the sync expects it) and settings back to its
+/// record.
+pub(super) async fn update_record(
+    target: &Db,
+    name: &str,
+    baseline: &BTreeMap<String, String>,
+    settings: &Settings,
+) -> Result<()> {
+    let fingerprint = serde_json::to_string(baseline).map_err(|e| Error::Internal(e.to_string()))?;
+    let settings = serde_json::to_string(settings).map_err(|e| Error::Internal(e.to_string()))?;
+    let tables = baseline.len() as i64;
+    target.batch("bring the sync record up to date", include_str!("../sql/sync_record.sql")).await?;
+    target
+        .execute(
+            "update the sync record",
+            "update _barge.sync set fingerprint = $2::text::jsonb, settings = $3::text::jsonb, tables = $4 where name = $1",
+            &[&name, &fingerprint, &settings, &tables],
+        )
+        .await?;
+    Ok(())
+}
+
+/// When the WAL a slot keeps on the source calls for a warning, and for action
+/// (docs/sync.md, "The source's disk").
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WalGuard {
+    /// Warn above this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warn_bytes: Option<u64>,
+    /// Act above this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    /// What acting means.
+    #[serde(default)]
+    pub on_limit: WalLimitAction,
 }
 
 /// Finds the barge subscriptions on the target (the target URL's database only, when it
@@ -114,7 +200,10 @@ pub(super) async fn find_all(req: &Request) -> Result<Vec<Found>> {
         let record = target
             .query_opt(
                 "read the sync record",
-                "select source_database, fingerprint::text, filter::text from _barge.sync where name = $1",
+                // `settings` came later: read so that a record without it still reads.
+                "select source_database, fingerprint::text, filter::text, \
+                        coalesce(pg_catalog.to_jsonb(s) -> 'settings', '{}')::text \
+                 from _barge.sync s where name = $1",
                 &[&name],
             )
             .await;
@@ -134,8 +223,10 @@ pub(super) async fn find_all(req: &Request) -> Result<Vec<Found>> {
             .map_err(|e| Error::Internal(format!("the sync record of {name} is unreadable: {e}")))?;
         let filter: crate::filter::Filter = serde_json::from_str(&record.get::<_, String>(2))
             .map_err(|e| Error::Internal(format!("the sync record of {name} is unreadable: {e}")))?;
+        let settings: Settings = serde_json::from_str(&record.get::<_, String>(3))
+            .map_err(|e| Error::Internal(format!("the sync record of {name} is unreadable: {e}")))?;
         let objects = Objects { name, source_database: record.get(0), target_database: database };
-        found.push(Found { objects, baseline, filter });
+        found.push(Found { objects, baseline, filter, settings });
     }
     Ok(found)
 }

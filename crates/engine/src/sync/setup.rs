@@ -92,7 +92,7 @@ pub async fn start(req: &Request, plan: &Plan, sink: Arc<dyn ProgressSink>, cont
                 report.names.push(name);
             }
             Err(e) => {
-                let cleanup = remove(req, &created).await;
+                let cleanup = remove_objects(req, &created).await;
                 for failure in cleanup.1 {
                     sink.emit(Event::Warning { message: failure });
                 }
@@ -209,6 +209,8 @@ pub(super) async fn create_subscription(
     let conninfo = subscription_conninfo(req, &db.source, login).await?;
     let fingerprint = serde_json::to_string(baseline).map_err(|e| Error::Internal(e.to_string()))?;
     let filter = serde_json::to_string(&req.filter).map_err(|e| Error::Internal(e.to_string()))?;
+    let settings =
+        serde_json::to_string(&Settings::from_options(&req.options)).map_err(|e| Error::Internal(e.to_string()))?;
     let table_count = tables as i64;
     target
         .in_transaction(&format!("create subscription {name}"), async || {
@@ -221,9 +223,9 @@ pub(super) async fn create_subscription(
             target
                 .execute(
                     "record the sync",
-                    "insert into _barge.sync (name, source_database, tables, fingerprint, filter) \
-                     values ($1, $2, $3, $4::text::jsonb, $5::text::jsonb)",
-                    &[&name, &db.source, &table_count, &fingerprint, &filter],
+                    "insert into _barge.sync (name, source_database, tables, fingerprint, filter, settings) \
+                     values ($1, $2, $3, $4::text::jsonb, $5::text::jsonb, $6::text::jsonb)",
+                    &[&name, &db.source, &table_count, &fingerprint, &filter, &settings],
                 )
                 .await?;
             // Built here, not by the server's format(): the connection string travels in this

@@ -62,15 +62,17 @@ pub(super) async fn status_of(req: &Request, found: &[Found]) -> Result<Replicat
             None if lag_bytes == 0 => Some(0.0),
             None => None,
         };
-        let now = fingerprint(&source, &f.objects.source_database, &f.filter.compile()?).await?;
+        let now = watched(&source, f).await?;
         let changes = schema_changes(&f.baseline, &now);
         status.schema_changes.extend(changes.iter().map(|c| format!("{}: {c}", f.objects.source_database)));
+        let retained_bytes = slot.get::<_, Option<i64>>("retained_bytes").unwrap_or(0).max(0) as u64;
+        status.retained_bytes = status.retained_bytes.max(retained_bytes);
         status.lag_bytes = status.lag_bytes.max(lag_bytes);
         status.lag_seconds = match (status.lag_seconds, lag_seconds) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        status.databases.push(DatabaseSync {
+        let db = DatabaseSync {
             name: f.objects.name.clone(),
             source_database: f.objects.source_database.clone(),
             target_database: f.objects.target_database.clone(),
@@ -86,7 +88,16 @@ pub(super) async fn status_of(req: &Request, found: &[Found]) -> Result<Replicat
             schema_changes: changes,
             applied_rows: sub.get::<_, i64>("applied_rows").max(0) as u64,
             confirmed_bytes: slot.get::<_, Option<i64>>("confirmed").unwrap_or(0).max(0) as u64,
-        });
+            retained_bytes,
+            safe_wal_bytes: slot.get::<_, Option<i64>>("safe_wal_bytes").map(|b| b.max(0) as u64),
+            keep_limit_bytes: slot.get::<_, Option<i64>>("keep_limit_bytes").map(|b| b.max(0) as u64),
+            failover: slot.get("failover"),
+            invalidated: slot.get("invalidated"),
+        };
+        let alerts = guard::alerts(&db, &f.settings.wal);
+        status.wal_limit_reached |= alerts.iter().any(|a| a.limit);
+        status.wal_alerts.extend(alerts.into_iter().map(|a| a.message));
+        status.databases.push(db);
     }
     Ok(status)
 }
@@ -132,6 +143,16 @@ pub async fn stream(
             remove_found(req, &found, &sink).await?;
             return Err(error);
         }
+        let lost = status.invalidated();
+        if !lost.is_empty() {
+            // The slot no longer holds what the target needs: nothing can stream again.
+            remove_found(req, &found, &sink).await?;
+            return Err(Error::Refused(format!(
+                "the source invalidated the replication slot of {} and removed WAL the target had not received;                  barge removed the replication, the target keeps the rows it had. Sync again: barge init --sync --drop-existing",
+                lost.join(", ")
+            )));
+        }
+        enforce(req, &found, &status, &sink).await?;
         if !status.databases.is_empty() {
             let status = match &previous {
                 Some((earlier, when)) => status.with_rates(earlier, at.duration_since(*when).as_secs_f64()),
@@ -172,20 +193,39 @@ pub(super) async fn fingerprint(
     database: &str,
     filter: &CompiledFilter,
 ) -> Result<BTreeMap<String, String>> {
+    let selected = selected(source, database, filter).await?;
+    Ok(fingerprint_all(source).await?.into_iter().filter(|(t, _)| selected.contains(t)).collect())
+}
+
+/// The digests of the tables a sync watches: those it carries, and those its filters select
+/// that were not taken out of it (a new one is a change: its rows would not replicate).
+pub(super) async fn watched(source: &Db, f: &Found) -> Result<BTreeMap<String, String>> {
+    let selected = selected(source, &f.objects.source_database, &f.filter.compile()?).await?;
+    Ok(fingerprint_all(source)
+        .await?
+        .into_iter()
+        .filter(|(t, _)| f.baseline.contains_key(t) || (selected.contains(t) && !f.settings.removed.contains(t)))
+        .collect())
+}
+
+/// `schema.table` of the relations the filters select in `database`.
+async fn selected(source: &Db, database: &str, filter: &CompiledFilter) -> Result<HashSet<String>> {
     let relations = catalog::relations(source).await?;
     let schemas = catalog::schemas(source).await?;
     let selection = plan::select(database, &relations, &schemas, filter);
-    let selected: HashSet<(&str, &str)> = relations
+    Ok(relations
         .iter()
         .filter(|r| selection.selected.contains(&r.oid))
-        .map(|r| (r.schema.as_str(), r.name.as_str()))
-        .collect();
+        .map(|r| format!("{}.{}", r.schema, r.name))
+        .collect())
+}
+
+/// `schema.table` → digest, for every table of the source database.
+pub(super) async fn fingerprint_all(source: &Db) -> Result<BTreeMap<String, String>> {
     let rows = source.query("read the schema fingerprint", include_str!("../sql/schema_fingerprint.sql"), &[]).await?;
     Ok(rows
         .iter()
-        .map(|r| (r.get::<_, String>("schema"), r.get::<_, String>("name"), r.get::<_, String>("digest")))
-        .filter(|(s, n, _)| selected.contains(&(s.as_str(), n.as_str())))
-        .map(|(s, n, d)| (format!("{s}.{n}"), d))
+        .map(|r| (format!("{}.{}", r.get::<_, String>("schema"), r.get::<_, String>("name")), r.get("digest")))
         .collect())
 }
 

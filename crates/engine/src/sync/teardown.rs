@@ -59,7 +59,7 @@ pub async fn stop(req: &Request) -> Result<StopReport> {
             req.target.endpoint()
         )));
     }
-    let (removed, failures) = remove(req, &created).await;
+    let (removed, failures) = remove_objects(req, &created).await;
     if failures.is_empty() {
         Ok(StopReport { removed })
     } else {
@@ -107,7 +107,7 @@ pub(super) async fn no_sync_here(req: &Request) -> Error {
 
 /// Removes subscriptions, slots and publications, each attempted even when another fails.
 /// Returns what was removed and what could not be.
-pub(super) async fn remove(req: &Request, created: &[Objects]) -> (Vec<String>, Vec<String>) {
+pub(super) async fn remove_objects(req: &Request, created: &[Objects]) -> (Vec<String>, Vec<String>) {
     let mut removed = Vec::new();
     let mut failures = Vec::new();
     for c in created {
@@ -130,6 +130,13 @@ pub(super) async fn remove(req: &Request, created: &[Objects]) -> (Vec<String>, 
     let mut ids: Vec<&str> = created.iter().filter_map(|c| id_of(&c.name)).collect();
     ids.sort_unstable();
     ids.dedup();
+    for c in created {
+        if let Some(id) = id_of(&c.name)
+            && let Err(e) = login::revoke_reads(&req.source, &c.source_database, id).await
+        {
+            failures.push(format!("privileges of login role {}: {e}", login::role_name(id)));
+        }
+    }
     for id in ids {
         match login::drop_role(&req.source, id).await {
             Ok(true) => removed.push(format!("login role {}", login::role_name(id))),
