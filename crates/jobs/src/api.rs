@@ -4,9 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    job::{Job, JobId, JobStatus, Outcome, Timestamp},
+    job::{ChangeRecord, ChangeState, Job, JobId, JobStatus, Outcome, Timestamp},
     progress::Progress,
-    spec::{Command, Filter, JobSpec, Options},
+    spec::{Command, Filter, JobSpec, Options, SyncChange},
 };
 
 /// The header that makes `POST /jobs` idempotent.
@@ -42,6 +42,10 @@ pub struct JobView {
     /// The owner asked a sync job to cut over.
     #[serde(default)]
     pub cutover_requested: bool,
+    /// The changes the owner asked of a sync job (pause, resume, tables) and what became
+    /// of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<ChangeRecord>,
     /// Current attempt (1-based).
     pub attempt: u32,
     /// Attempts allowed.
@@ -90,6 +94,7 @@ impl From<&Job> for JobView {
             status: job.status.clone(),
             cancel_requested: job.cancel_requested,
             cutover_requested: job.cutover_requested,
+            changes: job.changes.clone(),
             attempt: job.attempt,
             max_attempts: job.max_attempts,
             instance_id: job.instance_id.clone(),
@@ -162,8 +167,51 @@ pub struct Heartbeat {
     /// Cut over (sync jobs): catch up, sequences, remove replication, verify, finish.
     #[serde(default)]
     pub cutover_requested: bool,
+    /// Changes the owner asked of a sync job that wait to run, oldest first: the worker
+    /// runs each once and reports it (`POST /jobs/{id}/changes/{n}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<PendingChange>,
     /// The job's status as stored.
     pub status: JobStatus,
+}
+
+impl Heartbeat {
+    /// The answer to a worker's report about `job`.
+    pub fn of(job: &Job) -> Heartbeat {
+        Heartbeat {
+            cancel_requested: job.cancel_requested,
+            cutover_requested: job.cutover_requested,
+            changes: job
+                .changes
+                .iter()
+                .filter(|c| c.state == ChangeState::Requested)
+                .map(|c| PendingChange { id: c.id, change: c.change.clone() })
+                .collect(),
+            status: job.status.clone(),
+        }
+    }
+}
+
+/// A change a sync job's worker is to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingChange {
+    /// Its id: the worker reports it under this.
+    pub id: u32,
+    /// What to do.
+    pub change: SyncChange,
+}
+
+/// Longest message a worker may report about a change, in bytes.
+pub const MAX_CHANGE_MESSAGE: usize = 4096;
+
+/// `POST /jobs/{id}/changes/{n}` body: what became of a change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeReport {
+    /// Whether it worked.
+    pub ok: bool,
+    /// What it did, or why it failed (no URL, no password: the worker redacts).
+    pub message: String,
 }
 
 /// `POST /jobs/{id}/finish` body.

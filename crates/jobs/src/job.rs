@@ -12,7 +12,7 @@ pub use crate::progress::Phase;
 use crate::{
     progress::Progress,
     sizing::InstanceSizing,
-    spec::{Command, Filter, JobSpec, Options},
+    spec::{Command, Filter, JobSpec, Options, SyncChange},
 };
 
 /// How long a finished job stays readable before the store's TTL may delete it.
@@ -335,6 +335,17 @@ pub enum Event {
     CancelRequested,
     /// The owner asked a sync job to cut over.
     CutoverRequested,
+    /// The owner asked a running sync job for a change (pause, resume, tables).
+    ChangeRequested(SyncChange),
+    /// The worker ran change `id`: whether it worked, and what it says.
+    ChangeFinished {
+        /// The change's id in [`Job::changes`].
+        id: u32,
+        /// Whether it worked.
+        ok: bool,
+        /// What it did, or why it failed, for the owner.
+        message: String,
+    },
     /// The worker finished.
     Finished(Outcome),
     /// The reaper found the worker gone (no heartbeat, instance terminated, never claimed).
@@ -364,6 +375,8 @@ impl Event {
             Event::Progress(_) => "progress",
             Event::CancelRequested => "cancel_requested",
             Event::CutoverRequested => "cutover_requested",
+            Event::ChangeRequested(_) => "change_requested",
+            Event::ChangeFinished { .. } => "change_finished",
             Event::Finished(_) => "finished",
             Event::WorkerLost { .. } => "worker_lost",
             Event::DeadlinePassed => "deadline_passed",
@@ -385,6 +398,50 @@ pub enum Rejection {
     /// The caller is not the job's worker (403).
     #[error("{0}")]
     NotYourJob(String),
+}
+
+/// Changes a job keeps a record of, finished ones dropped oldest first.
+pub const MAX_CHANGES: usize = 20;
+/// Changes that may wait to run at once.
+pub const MAX_WAITING_CHANGES: usize = 5;
+
+/// A change the owner asked of a running sync job, and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRecord {
+    /// 1 for the job's first change, +1 for each after.
+    pub id: u32,
+    /// What was asked.
+    pub change: SyncChange,
+    /// Where it is.
+    pub state: ChangeState,
+    /// What the worker said of it: what it did, or why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it was asked for.
+    pub requested_at: Timestamp,
+    /// When the worker reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+}
+
+/// Where a change is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeState {
+    /// Waiting for the worker (it runs once the sync streams).
+    Requested,
+    /// Done.
+    Succeeded,
+    /// The worker could not do it; the message says why. The sync goes on.
+    Failed,
+}
+
+impl ChangeState {
+    /// Whether the worker has reported it.
+    pub fn is_final(self) -> bool {
+        self != ChangeState::Requested
+    }
 }
 
 /// A job, as stored.
@@ -422,6 +479,10 @@ pub struct Job {
     /// cuts over once the target streams.
     #[serde(default)]
     pub cutover_requested: bool,
+    /// The changes the owner asked of a sync job, oldest first: those still to run, and
+    /// the last [`MAX_CHANGES`] with what became of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<ChangeRecord>,
     /// 1 for the first worker, +1 for each replacement.
     pub attempt: u32,
     /// Attempts allowed.
@@ -494,6 +555,7 @@ impl Job {
             cancel_requested: false,
             cancel_requested_at: None,
             cutover_requested: false,
+            changes: Vec::new(),
             attempt: 1,
             max_attempts: deadlines.max_attempts,
             instance_id: None,
@@ -631,6 +693,61 @@ impl Job {
             (S::Queued, Event::CutoverRequested) => {
                 return conflict("cut over yet: its copy has not started; ask again once it streams");
             }
+            (S::Launching | S::Running { .. }, Event::ChangeRequested(change)) => {
+                if !crate::spec::syncs(self.command, &self.options) {
+                    return Err(Rejection::Conflict(format!(
+                        "cannot {}: this is a {} job; only sync jobs (sync, or init with sync) take pause, resume and table changes",
+                        change.describe(),
+                        self.command
+                    )));
+                }
+                if self.cancel_requested {
+                    return conflict("change it: it is being cancelled");
+                }
+                if self.cutover_requested {
+                    return conflict("change it: it is cutting over");
+                }
+                let waiting = self.changes.iter().filter(|c| c.state == ChangeState::Requested).count();
+                if waiting >= MAX_WAITING_CHANGES {
+                    return conflict(&format!(
+                        "take another change while {waiting} wait to run; ask again when they are done"
+                    ));
+                }
+                let id = self.changes.iter().map(|c| c.id).max().unwrap_or(0) + 1;
+                next.changes.push(ChangeRecord {
+                    id,
+                    change: change.clone(),
+                    state: ChangeState::Requested,
+                    message: None,
+                    requested_at: now,
+                    finished_at: None,
+                });
+                // The oldest finished records go first; waiting ones stay.
+                while next.changes.len() > MAX_CHANGES {
+                    match next.changes.iter().position(|c| c.state != ChangeState::Requested) {
+                        Some(oldest) => {
+                            next.changes.remove(oldest);
+                        }
+                        None => break,
+                    }
+                }
+            }
+            (S::Queued, Event::ChangeRequested(_)) => {
+                return conflict("change it yet: its copy has not started; ask again once it streams");
+            }
+            (S::Running { .. }, Event::ChangeFinished { id, ok, message }) => {
+                let Some(record) = next.changes.iter_mut().find(|c| c.id == *id) else {
+                    return conflict(&format!("finish change {id}: it has no such change"));
+                };
+                // Reported twice (an answer lost on the way): the first report stands.
+                if record.state == ChangeState::Requested {
+                    record.state = if *ok { ChangeState::Succeeded } else { ChangeState::Failed };
+                    record.message = Some(message.clone());
+                    record.finished_at = Some(now);
+                }
+                next.heartbeat_at = Some(now);
+                next.reported = true;
+            }
             (S::Launching | S::Running { .. }, Event::CancelUnanswered) => {
                 if !self.cancel_requested {
                     return conflict("end it as cancelled: no cancel was requested");
@@ -715,6 +832,7 @@ impl Job {
                 return Err(Rejection::Conflict(match event {
                     Event::CancelRequested => format!("cannot cancel: {done}"),
                     Event::CutoverRequested => format!("cannot cut over: {done}"),
+                    Event::ChangeRequested(change) => format!("cannot {}: {done}", change.describe()),
                     _ => done,
                 }));
             }
@@ -825,6 +943,8 @@ mod tests {
             Event::Finished(Outcome::Failed { reason: "connection lost".into(), retryable: true }),
             Event::CutoverRequested,
             Event::Sized(InstanceSizing { instance_type: Some("c7g.xlarge".into()), reason: "r".into() }),
+            Event::ChangeRequested(SyncChange::Pause {}),
+            Event::ChangeFinished { id: 1, ok: true, message: "paused".into() },
         ]
     }
 
@@ -844,7 +964,7 @@ mod tests {
     fn expected(state: State, event: usize) -> To {
         use To::{CancelFlag, Conflict, Forbidden, Requeued, Same};
         let to = To::State;
-        let row: [To; 19] = match state {
+        let row: [To; 21] = match state {
             State::Queued => [
                 to(State::Launching),
                 Same,
@@ -861,6 +981,8 @@ mod tests {
                 Conflict,
                 Conflict,
                 to(State::TimedOut),
+                Conflict,
+                Conflict,
                 Conflict,
                 Conflict,
                 Conflict,
@@ -886,6 +1008,8 @@ mod tests {
                 Conflict,
                 Conflict,
                 Conflict,
+                Conflict,
+                Conflict,
             ],
             State::Running => [
                 Conflict,
@@ -905,6 +1029,8 @@ mod tests {
                 to(State::TimedOut),
                 Conflict,
                 Requeued,
+                Conflict,
+                Conflict,
                 Conflict,
                 Conflict,
             ],
@@ -933,6 +1059,69 @@ mod tests {
             cancelling.apply(&Event::CutoverRequested, Deadlines::default(), NOW),
             Err(Rejection::Conflict(_))
         ));
+    }
+
+    #[test]
+    fn sync_jobs_take_changes_that_their_worker_reports_once() {
+        let mut job = job_in(JobStatus::Running { phase: Phase::Streaming }, false);
+        let pause = Event::ChangeRequested(SyncChange::Pause {});
+        // Only a sync job takes changes
+        assert!(
+            matches!(job.apply(&pause, Deadlines::default(), NOW), Err(Rejection::Conflict(m)) if m.contains("only sync jobs"))
+        );
+        job.command = Command::Sync;
+        let asked = job.apply(&pause, Deadlines::default(), NOW).unwrap();
+        let add = Event::ChangeRequested(SyncChange::AddTables { tables: vec!["b.*".into()] });
+        let asked = asked.apply(&add, Deadlines::default(), NOW).unwrap();
+        assert_eq!(
+            asked.changes.iter().map(|c| (c.id, c.state)).collect::<Vec<_>>(),
+            [(1, ChangeState::Requested), (2, ChangeState::Requested)]
+        );
+        // The worker reports each; a second report of the same change changes nothing
+        let done = Event::ChangeFinished { id: 2, ok: false, message: "no table matches b.*".into() };
+        let reported = asked.apply(&done, Deadlines::default(), NOW).unwrap();
+        assert_eq!(reported.changes[1].state, ChangeState::Failed);
+        assert_eq!(reported.changes[1].message.as_deref(), Some("no table matches b.*"));
+        let ok = Event::ChangeFinished { id: 2, ok: true, message: "added".into() };
+        assert_eq!(reported.apply(&ok, Deadlines::default(), NOW).unwrap().changes[1].state, ChangeState::Failed);
+        assert!(matches!(
+            reported.apply(
+                &Event::ChangeFinished { id: 9, ok: true, message: String::new() },
+                Deadlines::default(),
+                NOW
+            ),
+            Err(Rejection::Conflict(_))
+        ));
+        // A bounded number wait; finished ones are forgotten oldest first
+        let mut busy = reported;
+        for _ in 0..(MAX_WAITING_CHANGES - 1) {
+            busy = busy.apply(&pause, Deadlines::default(), NOW).unwrap();
+        }
+        assert!(
+            matches!(busy.apply(&pause, Deadlines::default(), NOW), Err(Rejection::Conflict(m)) if m.contains("wait to run"))
+        );
+        let mut many = job.clone();
+        for i in 0..(MAX_CHANGES as u32 + 5) {
+            many = many.apply(&pause, Deadlines::default(), NOW).unwrap();
+            many = many
+                .apply(
+                    &Event::ChangeFinished { id: i + 1, ok: true, message: "paused".into() },
+                    Deadlines::default(),
+                    NOW,
+                )
+                .unwrap();
+        }
+        assert_eq!(many.changes.len(), MAX_CHANGES);
+        assert_eq!(many.changes[0].id, 6, "the oldest went first");
+        // Not before the copy starts, nor while cancelling or cutting over
+        job.status = JobStatus::Queued;
+        assert!(matches!(job.apply(&pause, Deadlines::default(), NOW), Err(Rejection::Conflict(_))));
+        let mut cutting = job_in(JobStatus::Running { phase: Phase::Streaming }, false);
+        cutting.command = Command::Sync;
+        cutting.cutover_requested = true;
+        assert!(
+            matches!(cutting.apply(&pause, Deadlines::default(), NOW), Err(Rejection::Conflict(m)) if m.contains("cutting over"))
+        );
     }
 
     #[test]

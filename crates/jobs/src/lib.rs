@@ -18,10 +18,13 @@ pub mod spec {
     pub use barge_vocab::spec::*;
 }
 
-pub use job::{Deadlines, Event, Job, JobId, JobStatus, Outcome, Phase, Rejection, Replication, State, Timestamp};
+pub use job::{
+    ChangeRecord, ChangeState, Deadlines, Event, Job, JobId, JobStatus, Outcome, Phase, Rejection, Replication, State,
+    Timestamp,
+};
 pub use ports::{
     AuthError, Authenticator, Caller, Created, JobStore, LaunchError, Launcher, LogError, LogLine, LogPage, LogSink,
     LogSource, Page, SealError, Sealer, StoreError,
 };
 pub use progress::Progress;
-pub use spec::{Command, ConnUrl, Credentials, Filter, JobSpec, Options, Reach, SpecError, WalLimitAction};
+pub use spec::{Command, ConnUrl, Credentials, Filter, JobSpec, Options, Reach, SpecError, SyncChange, WalLimitAction};

@@ -23,4 +23,4 @@ pub use conn::{ChannelBinding, ConnUrl, Params, SslMode, SslNegotiation, TargetS
 pub use filter::{CompiledFilter, Filter, FilterError, Seen};
 pub use redact::{redact, strip_controls};
 pub use secret::Secret;
-pub use spec::{Command, Credentials, JobSpec, Options, SpecError, WalLimitAction};
+pub use spec::{Command, Credentials, JobSpec, Options, SpecError, SyncChange, WalLimitAction};

@@ -536,6 +536,72 @@ fn json_message(e: &serde_json::Error) -> String {
     }
 }
 
+/// What the owner of a running sync job asks of it besides a cutover (docs/sync.md): the
+/// same changes as `barge sync pause|resume|add|remove|resync` on this machine, run by the
+/// job's worker with the same engine functions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SyncChange {
+    /// Disable the subscription: the target applies nothing, the source keeps the changes.
+    /// (Empty braces, so that a body with other fields is refused rather than ignored.)
+    Pause {},
+    /// Enable it again: the target catches up.
+    Resume {},
+    /// Create, publish and copy the source tables these patterns select.
+    AddTables {
+        /// `table`, `schema.table` or `db.schema.table` globs, as `include_tables`.
+        tables: Vec<String>,
+    },
+    /// Stop carrying these tables (their rows stay on the target).
+    RemoveTables {
+        /// Patterns, as for `add_tables`.
+        tables: Vec<String>,
+    },
+    /// Copy these tables again while the others stream.
+    Resync {
+        /// Patterns, as for `add_tables`.
+        tables: Vec<String>,
+    },
+}
+
+impl SyncChange {
+    /// The table patterns it names (none for pause and resume).
+    pub fn tables(&self) -> &[String] {
+        match self {
+            SyncChange::Pause {} | SyncChange::Resume {} => &[],
+            SyncChange::AddTables { tables } | SyncChange::RemoveTables { tables } | SyncChange::Resync { tables } => {
+                tables
+            }
+        }
+    }
+
+    /// Refuses a change that cannot run: table changes need patterns that compile.
+    pub fn check(&self) -> Result<(), SpecError> {
+        if matches!(self, SyncChange::Pause {} | SyncChange::Resume {}) {
+            return Ok(());
+        }
+        let tables = self.tables();
+        if tables.is_empty() {
+            return Err(SpecError::new("tables", "name at least one table (a `schema.table` glob)"));
+        }
+        Filter { include_tables: tables.to_vec(), ..Filter::default() }
+            .compile()
+            .map_err(|e| SpecError::new(format!("tables[{}]", e.index.unwrap_or(0)), e.reason))?;
+        Ok(())
+    }
+
+    /// In words, for messages: `add tables public.a, billing.*`.
+    pub fn describe(&self) -> String {
+        match self {
+            SyncChange::Pause {} => "pause".into(),
+            SyncChange::Resume {} => "resume".into(),
+            SyncChange::AddTables { tables } => format!("add tables {}", tables.join(", ")),
+            SyncChange::RemoveTables { tables } => format!("remove tables {}", tables.join(", ")),
+            SyncChange::Resync { tables } => format!("resync {}", tables.join(", ")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -790,5 +856,22 @@ mod tests {
                 .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+
+    #[test]
+    fn sync_changes_parse_and_check_their_patterns() {
+        let add: SyncChange =
+            serde_json::from_value(serde_json::json!({"action": "add_tables", "tables": ["billing.*"]})).unwrap();
+        assert_eq!(add, SyncChange::AddTables { tables: vec!["billing.*".into()] });
+        assert!(add.check().is_ok());
+        assert_eq!(add.describe(), "add tables billing.*");
+        let pause: SyncChange = serde_json::from_value(serde_json::json!({"action": "pause"})).unwrap();
+        assert!(pause.check().is_ok() && pause.tables().is_empty());
+        assert!(serde_json::from_value::<SyncChange>(serde_json::json!({"action": "drop_everything"})).is_err());
+        assert!(serde_json::from_value::<SyncChange>(serde_json::json!({"action": "pause", "tables": ["x"]})).is_err());
+        let none = SyncChange::Resync { tables: vec![] }.check().unwrap_err();
+        assert_eq!(none.field, "tables");
+        let bad = SyncChange::RemoveTables { tables: vec!["ok".into(), "a.b.c.d".into()] }.check().unwrap_err();
+        assert_eq!(bad.field, "tables[1]", "{bad}");
     }
 }
