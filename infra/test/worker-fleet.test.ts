@@ -45,9 +45,9 @@ describe('WorkerFleet: the worker role', () => {
   it('may invoke the worker routes and no user route', () => {
     const [invoke] = statements.filter((s) => actions([s]).includes('execute-api:Invoke'));
     const arns = resources(invoke);
-    assert.equal(arns.length, 5);
+    assert.equal(arns.length, 6);
     for (const arn of arns) {
-      assert.match(arn, /\/\$default\/POST\/jobs\/\*\/(claim|heartbeat|progress|size|finish)$/);
+      assert.match(arn, /\/\$default\/POST\/jobs\/\*\/(claim|heartbeat|progress|size|finish|changes\/\*)$/);
     }
   });
 

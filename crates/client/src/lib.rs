@@ -212,6 +212,22 @@ impl ApiClient {
         self.call(http::Method::POST, &format!("jobs/{id}/cutover"), None, &[]).await
     }
 
+    /// `POST /jobs/{id}/changes`: asks a running sync job to pause, resume or change its
+    /// tables; the job's `changes` say what became of it.
+    pub async fn change(&self, id: &JobId, change: &barge_jobs::SyncChange) -> Result<JobView, ClientError> {
+        self.call(http::Method::POST, &format!("jobs/{id}/changes"), Self::json(change)?, &[]).await
+    }
+
+    /// `POST /jobs/{id}/changes/{n}`: the worker ran change `n` (also a heartbeat).
+    pub async fn change_finished(
+        &self,
+        id: &JobId,
+        n: u32,
+        report: &barge_jobs::api::ChangeReport,
+    ) -> Result<Heartbeat, ClientError> {
+        self.call(http::Method::POST, &format!("jobs/{id}/changes/{n}"), Self::json(report)?, &[]).await
+    }
+
     /// `GET /jobs/{id}/logs`: up to `limit` lines after the cursor `after` (from the start
     /// when `None`); the answer's `next` continues.
     pub async fn logs(&self, id: &JobId, after: Option<&str>, limit: Option<usize>) -> Result<LogsView, ClientError> {

@@ -29,6 +29,8 @@ pub fn router<P: Ports>(app: Arc<App<P>>) -> Router {
         .route("/jobs/{id}", get(show::<P>))
         .route("/jobs/{id}/cancel", post(cancel::<P>))
         .route("/jobs/{id}/cutover", post(cutover::<P>))
+        .route("/jobs/{id}/changes", post(change::<P>))
+        .route("/jobs/{id}/changes/{n}", post(change_finished::<P>))
         .route("/jobs/{id}/logs", get(logs::<P>))
         .route("/jobs/{id}/claim", post(claim::<P>))
         .route("/jobs/{id}/heartbeat", post(heartbeat::<P>))
@@ -266,6 +268,22 @@ async fn cutover<P: Ports>(
     Ok((StatusCode::ACCEPTED, Json(JobView::from(&job))))
 }
 
+/// `POST /jobs/{id}/changes`: asks a running sync job for a change (a
+/// [`barge_jobs::SyncChange`]: pause, resume, add, remove or resync tables); its worker runs
+/// it once the target streams, and the job's `changes` say what became of it.
+async fn change<P: Ports>(
+    State(app): State<Arc<App<P>>>,
+    User(owner): User,
+    Path(id): Path<String>,
+    request: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let change: barge_jobs::SyncChange = json(&body(request)?)?;
+    change.check().map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let job = owner_event(&app, &owner, &id, &Event::ChangeRequested(change.clone())).await?;
+    tracing::info!(job = %job.id, change = %change.describe(), "change requested");
+    Ok((StatusCode::ACCEPTED, Json(JobView::from(&job))))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LogsQuery {
@@ -362,11 +380,26 @@ async fn claim<P: Ports>(
 }
 
 fn heartbeat_answer(job: &Job) -> Json<Heartbeat> {
-    Json(Heartbeat {
-        cancel_requested: job.cancel_requested,
-        cutover_requested: job.cutover_requested,
-        status: job.status.clone(),
-    })
+    Json(Heartbeat::of(job))
+}
+
+/// `POST /jobs/{id}/changes/{n}`: the worker ran change `n` (a [`api::ChangeReport`]);
+/// answered as a heartbeat, so the worker learns of more changes at once.
+async fn change_finished<P: Ports>(
+    State(app): State<Arc<App<P>>>,
+    Worker(instance): Worker,
+    Path((id, n)): Path<(String, String)>,
+    request: Result<Bytes, BytesRejection>,
+) -> Result<Json<Heartbeat>, ApiError> {
+    let n: u32 = n.parse().map_err(|_| ApiError::NotFound("no such change: changes are numbered from 1".into()))?;
+    let report: api::ChangeReport = json(&body(request)?)?;
+    if report.message.len() > api::MAX_CHANGE_MESSAGE {
+        return Err(ApiError::Invalid(format!("message: longer than {} bytes", api::MAX_CHANGE_MESSAGE)));
+    }
+    let event = Event::ChangeFinished { id: n, ok: report.ok, message: report.message };
+    let job = worker_event(&app, &instance, &id, &event).await?;
+    tracing::info!(job = %job.id, change = n, ok = report.ok, "change reported");
+    Ok(heartbeat_answer(&job))
 }
 
 /// `POST /jobs/{id}/heartbeat`: the worker is alive; answers whether to stop.

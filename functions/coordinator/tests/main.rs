@@ -690,6 +690,57 @@ async fn the_owner_asks_a_sync_job_to_cut_over_and_its_worker_hears_it() {
 }
 
 #[tokio::test]
+async fn the_owner_asks_a_sync_job_for_changes_that_its_worker_runs_and_reports() {
+    let h = Harness::new(10);
+    let sync = json!({"command": "sync", "source_url": SOURCE, "target_url": TARGET});
+    let (_, body) = h.call("POST", "/jobs", Some(&h.alice), Some(sync)).await;
+    let job: JobView = serde_json::from_value(body).unwrap();
+    let worker = h.worker(job.instance_id.as_deref().unwrap());
+    let path = |route: &str| format!("/jobs/{}/{route}", job.id);
+    h.call("POST", &path("claim"), Some(&worker), None).await;
+    // Only the owner asks, with a change that can run.
+    let add = json!({"action": "add_tables", "tables": ["billing.*"]});
+    let (status, _) = h.call("POST", &path("changes"), Some(&h.bob), Some(add.clone())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = h.call("POST", &path("changes"), Some(&worker), Some(add.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for (bad, says) in [
+        (json!({"action": "drop_everything"}), "action"),
+        (json!({"action": "resync", "tables": []}), "tables"),
+        (json!({"action": "add_tables", "tables": ["a.b.c.d"]}), "tables[0]"),
+    ] {
+        let (status, body) = h.call("POST", &path("changes"), Some(&h.alice), Some(bad)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(error(&body).1.contains(says), "{body}");
+    }
+    let (status, body) = h.call("POST", &path("changes"), Some(&h.alice), Some(add)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["changes"][0]["state"], json!("requested"));
+    // The worker hears of it in each report's answer until it reports it.
+    let (_, body) = h.call("POST", &path("progress"), Some(&worker), Some(json!({"phase": "streaming"}))).await;
+    let answer: Heartbeat = serde_json::from_value(body).unwrap();
+    assert_eq!(answer.changes.len(), 1, "{answer:?}");
+    assert_eq!(answer.changes[0].change, barge_jobs::SyncChange::AddTables { tables: vec!["billing.*".into()] });
+    let report = json!({"ok": false, "message": "no source table matches billing.*"});
+    let (status, _) = h.call("POST", &path("changes/1"), Some(&h.alice), Some(report.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a user cannot report a change");
+    let (status, _) = h.call("POST", &path("changes/7"), Some(&worker), Some(report.clone())).await;
+    assert_eq!(status, StatusCode::CONFLICT, "no such change");
+    let (status, body) = h.call("POST", &path("changes/1"), Some(&worker), Some(report)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(serde_json::from_value::<Heartbeat>(body).unwrap().changes.is_empty());
+    let (_, body) = h.call("GET", &format!("/jobs/{}", job.id), Some(&h.alice), None).await;
+    assert_eq!(body["changes"][0]["state"], json!("failed"));
+    assert_eq!(body["changes"][0]["message"], json!("no source table matches billing.*"));
+    // A copy job takes no changes.
+    let init = h.create(&h.alice).await;
+    let (status, body) =
+        h.call("POST", &format!("/jobs/{}/changes", init.id), Some(&h.alice), Some(json!({"action": "pause"}))).await;
+    assert_eq!((status, error(&body).0), (StatusCode::CONFLICT, "conflict"));
+    assert!(error(&body).1.contains("only sync jobs"), "{body}");
+}
+
+#[tokio::test]
 async fn a_stage_allows_only_its_instance_types_and_never_metadata_addresses() {
     // GIVEN a deployment that allows two instance types and reaches remotely (the default)
     let config = Config {

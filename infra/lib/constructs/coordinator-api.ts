@@ -25,6 +25,7 @@ export const USER_ROUTES = [
   { method: 'GET', path: '/jobs/{id}' },
   { method: 'POST', path: '/jobs/{id}/cancel' },
   { method: 'POST', path: '/jobs/{id}/cutover' },
+  { method: 'POST', path: '/jobs/{id}/changes' },
   { method: 'GET', path: '/jobs/{id}/logs' },
 ] as const;
 

@@ -45,6 +45,7 @@ export const WORKER_ROUTES = [
   { method: 'POST', path: '/jobs/{id}/progress' },
   { method: 'POST', path: '/jobs/{id}/size' },
   { method: 'POST', path: '/jobs/{id}/finish' },
+  { method: 'POST', path: '/jobs/{id}/changes/{n}' },
 ] as const;
 
 /** CPU architecture of the workers (and of the image the pipeline builds). */
@@ -421,15 +422,15 @@ export class WorkerFleet extends Construct {
   public allowWorkerRoutes(api: IHttpApi): void {
     expectWildcards(this.role, [
       {
-        finding: /^Resource::arn:.*:execute-api:.*:<[A-Za-z0-9]+>\/\$default\/POST\/jobs\/\*\/(claim|heartbeat|progress|size|finish)$/,
-        reason: 'The worker routes for any job id: the coordinator serves a job only to the instance launched for it',
+        finding: /^Resource::arn:.*:execute-api:.*:<[A-Za-z0-9]+>\/\$default\/POST\/jobs\/\*\/(claim|heartbeat|progress|size|finish|changes\/\*)$/,
+        reason: 'The worker routes for any job id (and change number): the coordinator serves a job only to the instance launched for it',
       },
     ]);
     this.role.addToPolicy(
       new iam.PolicyStatement({
         actions: ['execute-api:Invoke'],
         resources: WORKER_ROUTES.map((route) =>
-          api.arnForExecuteApi(route.method, route.path.replace('{id}', '*'), '$default'),
+          api.arnForExecuteApi(route.method, route.path.replace(/\{[a-z]+\}/g, '*'), '$default'),
         ),
       }),
     );
