@@ -87,7 +87,18 @@ pub async fn run(command: &JobsCommand, endpoint: &Endpoint) -> u8 {
         | JobsCommand::Watch { output, .. }
         | JobsCommand::Cutover { output, .. } => *output,
         JobsCommand::Cancel { .. } | JobsCommand::Logs { .. } => OutputFormat::Text,
+        JobsCommand::Pause { wait, .. }
+        | JobsCommand::Resume { wait, .. }
+        | JobsCommand::AddTables { wait, .. }
+        | JobsCommand::RemoveTables { wait, .. }
+        | JobsCommand::Resync { wait, .. } => wait.output,
     };
+    if let Some((_, change, _)) = command.change()
+        && let Err(e) = change.check()
+    {
+        error(&format!("{}: {}", e.field.replace("tables", "--include-table"), e.message), output);
+        return code::USAGE;
+    }
     let client = match connect(endpoint, output).await {
         Ok(client) => client,
         Err(code) => return code,
@@ -126,10 +137,86 @@ pub async fn run(command: &JobsCommand, endpoint: &Endpoint) -> u8 {
             Ok(id) => logs(&client, &id, *follow, *raw).await,
             Err(code) => return code,
         },
+        JobsCommand::Pause { .. }
+        | JobsCommand::Resume { .. }
+        | JobsCommand::AddTables { .. }
+        | JobsCommand::RemoveTables { .. }
+        | JobsCommand::Resync { .. } => {
+            let Some((given, change, wait)) = command.change() else { return code::USAGE };
+            match id(Some(given)) {
+                Ok(id) => match ask_change(&client, &id, change, wait.detach, wait.output).await {
+                    Ok(code) => return code,
+                    Err(e) => Err(e),
+                },
+                Err(code) => return code,
+            }
+        }
     };
     match result {
         Ok(()) => code::OK,
         Err(e) => watch::report_api_error(&e, &endpoint.url, output),
+    }
+}
+
+/// Asks a sync job for `change`, then follows it until its worker reports it (unless
+/// `detach`): exit 0 when it worked, 1 when it failed or the job ended first.
+async fn ask_change(
+    client: &ApiClient,
+    id: &JobId,
+    change: barge_jobs::SyncChange,
+    detach: bool,
+    output: OutputFormat,
+) -> Result<u8, ClientError> {
+    let view = retry("asking for the change", CALL, || client.change(id, &change)).await?;
+    let Some(asked) = view.changes.iter().filter(|c| c.change == change).map(|c| c.id).max() else {
+        error("the job took the change but does not list it", output);
+        return Ok(code::FAILED);
+    };
+    if detach {
+        match output {
+            OutputFormat::Json => {
+                render::json_line("change_requested", &serde_json::json!({ "job": id, "change": asked }))
+            }
+            OutputFormat::Text => {
+                outln!(
+                    "change {asked} requested ({}): `barge jobs show {id}` says what became of it",
+                    change.describe()
+                )
+            }
+        }
+        return Ok(code::OK);
+    }
+    if output == OutputFormat::Text {
+        errln!(
+            "change {asked} requested ({}); waiting for the job's worker (Ctrl-C stops waiting, not the change)",
+            change.describe()
+        );
+    }
+    loop {
+        let view = retry("reading the job", CALL, || client.get(id)).await?;
+        if let Some(record) = view.changes.iter().find(|c| c.id == asked)
+            && record.state.is_final()
+        {
+            let ok = record.state == barge_jobs::ChangeState::Succeeded;
+            let message = record.message.clone().unwrap_or_default();
+            match output {
+                OutputFormat::Json => render::json_line("change", record),
+                OutputFormat::Text if ok => outln!("{message}"),
+                OutputFormat::Text => errln!("error: {} failed: {message}", change.describe()),
+            }
+            return Ok(if ok { code::OK } else { code::FAILED });
+        }
+        if view.status.state().is_terminal() {
+            error(&format!("job {id} ended ({}) before its worker ran the change", view.status.state()), output);
+            return Ok(code::FAILED);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::signal::ctrl_c() => {
+                errln!("stopped waiting; the change runs on: `barge jobs show {id}`");
+                return Ok(code::INTERRUPTED);
+            }
+        }
     }
 }
 
@@ -247,6 +334,20 @@ async fn show(client: &ApiClient, id: &JobId, output: OutputFormat) -> Result<()
         outln!("          the previous attempt ended: {failure}");
     }
     outln!("worker    {}", view.instance_id.as_deref().unwrap_or("-"));
+    for change in &view.changes {
+        let state = match change.state {
+            barge_jobs::ChangeState::Requested => "waiting",
+            barge_jobs::ChangeState::Succeeded => "done",
+            barge_jobs::ChangeState::Failed => "FAILED",
+        };
+        outln!(
+            "change {}  {} ({state}, asked {}){}",
+            change.id,
+            change.change.describe(),
+            age(change.requested_at, now),
+            change.message.as_deref().map_or(String::new(), |m| format!(": {m}"))
+        );
+    }
     if let Some(sizing) = &view.sizing {
         outln!("size      {}", sizing.reason);
     }

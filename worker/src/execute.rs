@@ -13,7 +13,8 @@ use std::{
 
 use barge_engine::{Error, Request, sync};
 use barge_jobs::{
-    Command, JobSpec, Outcome, Phase, Progress, Reach,
+    Command, JobSpec, Outcome, Phase, Progress, Reach, SyncChange,
+    api::{ChangeReport, PendingChange},
     sizing::{SizeAnswer, SizeRequest},
 };
 use tokio::time::Instant;
@@ -130,13 +131,14 @@ pub async fn engine<R: Reporter>(
     reporter: &R,
     fold: Arc<Mutex<JobProgress>>,
     control: sync::Control,
+    changes: Changes,
 ) -> Result<Done, Failure> {
     let (spec, attempt) = (&run.spec, run.attempt);
     let mut request = request(spec, attempt, run.reach)?;
     lock_phase(&fold, Phase::Validating);
     if spec.syncs() {
         request.local.sync_id = Some(run.sync_id.clone().unwrap_or_else(sync::new_id));
-        return sync_job(run, reporter, &request, fold, control).await;
+        return sync_job(run, reporter, &request, fold, control, changes).await;
     }
     match spec.command {
         Command::Init | Command::Sync => {
@@ -233,15 +235,101 @@ fn sink_for(fold: &Arc<Mutex<JobProgress>>) -> Arc<dyn barge_engine::ProgressSin
     })
 }
 
+/// The changes the owner asked of a sync job, as its reports' answers bring them.
+pub type Changes = tokio::sync::mpsc::UnboundedReceiver<PendingChange>;
+
+/// Runs one change the owner asked of a streaming sync with the engine's functions, as
+/// `barge sync …` does locally: what it did, for the owner.
+async fn run_change(
+    request: Request,
+    change: SyncChange,
+    sink: Arc<dyn barge_engine::ProgressSink>,
+) -> Result<String, Error> {
+    let tables = |t: &[String]| t.join(", ");
+    match &change {
+        SyncChange::Pause {} => sync::pause(&request).await.map(|r| {
+            if r.changed.is_empty() { "already paused".into() } else { format!("paused {}", r.changed.join(", ")) }
+        }),
+        SyncChange::Resume {} => sync::resume(&request).await.map(|r| {
+            if r.changed.is_empty() { "already streaming".into() } else { format!("resumed {}", r.changed.join(", ")) }
+        }),
+        SyncChange::AddTables { tables: patterns } => sync::add(&request, patterns, sink)
+            .await
+            .map(|r| format!("added {} in {:.0} s", tables(&r.added), r.seconds)),
+        SyncChange::RemoveTables { tables: patterns } => sync::remove(&request, patterns)
+            .await
+            .map(|r| format!("removed {} (their rows stay on the target)", tables(&r.removed))),
+        SyncChange::Resync { tables: patterns } => sync::resync(&request, patterns, sink)
+            .await
+            .map(|r| format!("copied {} again in {:.0} s", tables(&r.resynced), r.seconds)),
+    }
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn shortened(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+/// Watches a streaming sync until a cutover or a stop, running the changes the owner asks
+/// for one at a time beside it and reporting each.
+async fn stream_with_changes<R: Reporter>(
+    reporter: &R,
+    request: &Request,
+    sink: Arc<dyn barge_engine::ProgressSink>,
+    control: sync::Control,
+    mut changes: Changes,
+) -> Result<sync::StreamEnd, Error> {
+    let stream = sync::stream(request, sink.clone(), control, Duration::from_secs(2));
+    tokio::pin!(stream);
+    let mut running: Option<(PendingChange, tokio::task::JoinHandle<Result<String, Error>>)> = None;
+    let end = loop {
+        tokio::select! {
+            end = &mut stream => break end,
+            Some(pending) = changes.recv(), if running.is_none() => {
+                tracing::info!(change = pending.id, what = %pending.change.describe(), "running a change");
+                let work = run_change(request.clone(), pending.change.clone(), sink.clone());
+                running = Some((pending, tokio::spawn(work)));
+            }
+            joined = async { match running.as_mut() { Some((_, task)) => task.await, None => std::future::pending().await } } => {
+                let Some((pending, _)) = running.take() else { continue };
+                let (ok, message) = match joined {
+                    Ok(Ok(message)) => (true, message),
+                    Ok(Err(e)) => (false, barge_engine::redact(&e.to_string())),
+                    Err(e) => (false, format!("the change stopped: {e}")),
+                };
+                tracing::info!(change = pending.id, ok, message = %message, "change done");
+                let report = ChangeReport { ok, message: shortened(message, barge_jobs::api::MAX_CHANGE_MESSAGE) };
+                if let Answer::Unreachable(why) = reporter.change_finished(pending.id, &report).await {
+                    tracing::warn!(%why, change = pending.id, "could not report the change");
+                }
+            }
+        }
+    };
+    if let Some((pending, task)) = running {
+        tracing::warn!(change = pending.id, "the sync stopped while a change ran: it is left unfinished");
+        task.abort();
+    }
+    end
+}
+
 /// A sync job: the copy in a slot's snapshot and the subscription (or, on a later attempt,
 /// the replication an earlier one left streaming), then status rounds until a cutover or a
-/// cancel. Whatever fails removes the replication objects on both sides.
+/// cancel, running the changes its owner asks for meanwhile. Whatever fails removes the
+/// replication objects on both sides.
 async fn sync_job<R: Reporter>(
     run: &Attempt,
     reporter: &R,
     request: &Request,
     fold: Arc<Mutex<JobProgress>>,
     control: sync::Control,
+    changes: Changes,
 ) -> Result<Done, Failure> {
     let attempt = run.attempt;
     let sink = sink_for(&fold);
@@ -274,7 +362,7 @@ async fn sync_job<R: Reporter>(
         tracing::info!(report = %json(&report), "copied; the target streams changes");
     }
     lock_phase(&fold, Phase::Streaming);
-    match sync::stream(request, sink.clone(), control.clone(), Duration::from_secs(2)).await? {
+    match stream_with_changes(reporter, request, sink.clone(), control.clone(), changes).await? {
         sync::StreamEnd::Detached => {
             return Err(Failure {
                 stopped: false,
@@ -474,6 +562,9 @@ pub async fn supervise<R: Reporter>(
 ) -> Ending {
     let fold = Arc::new(Mutex::new(JobProgress::new(attempt.attempt, 0)));
     let (control, signals) = tokio::sync::watch::channel(sync::Signal::Run);
+    // Changes the owner asks of a sync: each sent to the engine once, by id.
+    let (changes, asked) = tokio::sync::mpsc::unbounded_channel();
+    let mut forwarded = std::collections::HashSet::new();
     // A sync removes its replication objects when it stops, so it is told to stop and given
     // time for that; other commands are simply dropped.
     let syncs = attempt.spec.syncs();
@@ -482,7 +573,7 @@ pub async fn supervise<R: Reporter>(
     // reported (the job's outcome is already decided).
     let mut abandoned: Option<String> = None;
     // Boxed, so that dropping it below ends the engine before the last report goes out.
-    let mut engine_run = Box::pin(engine(attempt, reporter, fold.clone(), signals));
+    let mut engine_run = Box::pin(engine(attempt, reporter, fold.clone(), signals, asked));
     let deadline = attempt.deadline.map_or_else(|| tokio::time::sleep(Duration::MAX / 4), tokio::time::sleep_until);
     tokio::pin!(deadline);
     tokio::pin!(interrupt);
@@ -561,6 +652,14 @@ pub async fn supervise<R: Reporter>(
                 };
                 match answer {
                     Answer::Continue => last_contact = Instant::now(),
+                    Answer::Changes(pending) => {
+                        last_contact = Instant::now();
+                        for change in pending {
+                            if syncs && forwarded.insert(change.id) {
+                                let _ = changes.send(change);
+                            }
+                        }
+                    }
                     Answer::Cutover => {
                         last_contact = Instant::now();
                         if syncs && *control.borrow() == sync::Signal::Run {
@@ -622,4 +721,16 @@ pub async fn supervise<R: Reporter>(
         }
     }
     ending
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_report_is_cut_at_a_character_boundary() {
+        assert_eq!(shortened("short".into(), 10), "short");
+        let cut = shortened("ééééé".into(), 5);
+        assert_eq!(cut, "éé", "5 bytes fall inside the third é");
+    }
 }

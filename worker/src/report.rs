@@ -6,7 +6,7 @@ use std::{future::Future, time::Duration};
 use barge_client::{ApiClient, Backoff, ClientError, retry};
 use barge_jobs::{
     JobId, JobStatus, Outcome, Progress,
-    api::Heartbeat,
+    api::{ChangeReport, Heartbeat, PendingChange},
     sizing::{SizeAnswer, SizeRequest},
 };
 
@@ -19,6 +19,8 @@ pub enum Answer {
     Cancel,
     /// The owner asked a sync job to cut over.
     Cutover,
+    /// The owner asked a sync job for changes (pause, resume, tables) that wait to run.
+    Changes(Vec<PendingChange>),
     /// The job is no longer this worker's: another attempt has it.
     Lost(String),
     /// The job ended (timed out, cancelled, failed) without this worker's outcome.
@@ -35,6 +37,12 @@ pub trait Reporter: Send + Sync {
     fn heartbeat(&self) -> impl Future<Output = Answer> + Send;
     /// The outcome; `Err` when it could not be delivered.
     fn finish(&self, outcome: &Outcome) -> impl Future<Output = Result<(), String>> + Send;
+    /// What became of change `id` (also a heartbeat). Without a control plane nobody asks
+    /// for changes: nothing to report.
+    fn change_finished(&self, id: u32, report: &ChangeReport) -> impl Future<Output = Answer> + Send {
+        let _ = (id, report);
+        async { Answer::Continue }
+    }
     /// What the plan wants of this machine; the answer may say the job was relaunched on a
     /// larger one. Without a control plane, nobody decides: `Err`.
     fn size(&self, request: &SizeRequest) -> impl Future<Output = Result<SizeAnswer, String>> + Send {
@@ -68,6 +76,9 @@ impl ApiReporter {
         match result {
             Ok(heartbeat) if heartbeat.cancel_requested => Answer::Cancel,
             Ok(Heartbeat { cutover_requested: true, status: JobStatus::Running { .. }, .. }) => Answer::Cutover,
+            Ok(Heartbeat { status: JobStatus::Running { .. }, changes, .. }) if !changes.is_empty() => {
+                Answer::Changes(changes)
+            }
             Ok(Heartbeat { status: JobStatus::Running { .. }, .. }) => Answer::Continue,
             Ok(heartbeat) => Answer::Ended(format!("the job is {}", heartbeat.status.state())),
             // 403: another instance has the job; 404: gone; 409: it is no longer running.
@@ -89,6 +100,11 @@ impl Reporter for ApiReporter {
 
     async fn size(&self, request: &SizeRequest) -> Result<SizeAnswer, String> {
         retry("size", self.report_backoff, || self.client.size(&self.job, request)).await.map_err(|e| e.to_string())
+    }
+
+    async fn change_finished(&self, id: u32, report: &ChangeReport) -> Answer {
+        // Long retries: nothing else reports it, and the owner waits for it.
+        Self::answer(retry("change", self.finish_backoff, || self.client.change_finished(&self.job, id, report)).await)
     }
 
     async fn finish(&self, outcome: &Outcome) -> Result<(), String> {
@@ -123,5 +139,10 @@ impl Reporter for StdoutReporter {
     async fn finish(&self, outcome: &Outcome) -> Result<(), String> {
         line("outcome", outcome);
         Ok(())
+    }
+
+    async fn change_finished(&self, id: u32, report: &ChangeReport) -> Answer {
+        line("change", &serde_json::json!({ "id": id, "ok": report.ok, "message": report.message }));
+        Answer::Continue
     }
 }

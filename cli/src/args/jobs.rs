@@ -1,6 +1,6 @@
 //! `barge jobs …`: list, show, watch, cut over, cancel remote jobs, read their logs.
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::OutputFormat;
 
@@ -9,12 +9,41 @@ pub(super) const JOBS_HELP: &str = concat!(
     "  barge jobs list --status running\n",
     "  barge jobs watch                      # the last job submitted from this machine\n",
     "  barge jobs logs 7f9c… -f\n",
-    "  barge jobs cancel 7f9c… --yes\n\n",
+    "  barge jobs cancel 7f9c… --yes\n",
+    "  barge jobs pause 7f9c…                # a sync job: also resume, add-tables, remove-tables, resync\n\n",
     "The endpoint comes from --api/BARGE_API, the profile (`barge configure`), or a barge serve on this machine.\n\n",
     exit_codes!()
 );
 
 const JOB_ID_HELP: &str = "The job id [default: the last job submitted from this machine].";
+
+/// How a change to a sync job is followed.
+#[derive(Debug, Args)]
+pub struct ChangeWait {
+    /// Return right after asking; `barge jobs show` says what became of it.
+    #[arg(long)]
+    pub detach: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+impl JobsCommand {
+    /// The change a sync job is asked for, with its job id and how to follow it.
+    pub fn change(&self) -> Option<(&str, barge_jobs::SyncChange, &ChangeWait)> {
+        use barge_jobs::SyncChange;
+        Some(match self {
+            JobsCommand::Pause { id, wait } => (id, SyncChange::Pause {}, wait),
+            JobsCommand::Resume { id, wait } => (id, SyncChange::Resume {}, wait),
+            JobsCommand::AddTables { id, tables, wait } => (id, SyncChange::AddTables { tables: tables.clone() }, wait),
+            JobsCommand::RemoveTables { id, tables, wait } => {
+                (id, SyncChange::RemoveTables { tables: tables.clone() }, wait)
+            }
+            JobsCommand::Resync { id, tables, wait } => (id, SyncChange::Resync { tables: tables.clone() }, wait),
+            _ => return None,
+        })
+    }
+}
 
 /// `barge jobs …`.
 #[derive(Debug, Subcommand)]
@@ -67,6 +96,58 @@ pub enum JobsCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
+    },
+    /// Pause a sync job: the target stops applying changes, the source keeps them (and the
+    /// WAL that holds them) until `barge jobs resume`. Like `barge sync pause`.
+    #[command(after_help = "Example:\n  barge jobs pause 7f9c…")]
+    Pause {
+        /// The job id.
+        id: String,
+        #[command(flatten)]
+        wait: ChangeWait,
+    },
+    /// Resume a paused sync job: the target catches up, nothing lost. Like `barge sync resume`.
+    #[command(after_help = "Example:\n  barge jobs resume 7f9c…")]
+    Resume {
+        /// The job id.
+        id: String,
+        #[command(flatten)]
+        wait: ChangeWait,
+    },
+    /// Add source tables to a sync job: created on the target, copied while the rest streams.
+    /// Like `barge sync add`.
+    #[command(after_help = "Example:\n  barge jobs add-tables 7f9c… --include-table 'billing.*'")]
+    AddTables {
+        /// The job id.
+        id: String,
+        /// Tables: `table`, `schema.table` or `db.schema.table` globs (repeat for more).
+        #[arg(long = "include-table", visible_alias = "table", value_name = "PATTERN", required = true)]
+        tables: Vec<String>,
+        #[command(flatten)]
+        wait: ChangeWait,
+    },
+    /// Stop carrying tables in a sync job (their rows stay on the target). Like `barge sync
+    /// remove`.
+    #[command(after_help = "Example:\n  barge jobs remove-tables 7f9c… --include-table public.audit_log")]
+    RemoveTables {
+        /// The job id.
+        id: String,
+        /// Tables, as for add-tables.
+        #[arg(long = "include-table", visible_alias = "table", value_name = "PATTERN", required = true)]
+        tables: Vec<String>,
+        #[command(flatten)]
+        wait: ChangeWait,
+    },
+    /// Copy tables of a sync job again while the rest streams. Like `barge sync resync`.
+    #[command(after_help = "Example:\n  barge jobs resync 7f9c… public.orders")]
+    Resync {
+        /// The job id.
+        id: String,
+        /// The tables: `schema.table` (globs allowed) among those the sync carries.
+        #[arg(value_name = "TABLE", required = true)]
+        tables: Vec<String>,
+        #[command(flatten)]
+        wait: ChangeWait,
     },
     /// Ask a job to stop; its worker stops cleanly (what committed is kept) and the job ends
     /// `cancelled`.

@@ -221,6 +221,79 @@ async fn a_remote_sync_streams_with_live_lag_and_cuts_over_on_request() {
     assert!(!written.contains(PASSWORD) && !written.contains(PASSWORD_ENCODED), "a password was written");
 }
 
+/// Runs `barge jobs ARGS` next to `serve`: (exit code, stdout and stderr).
+fn jobs_cli(serve: &Serve, args: &[&str]) -> (i32, String) {
+    let out = serve.barge().arg("jobs").args(args).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test]
+async fn a_remote_sync_is_paused_resumed_and_changes_its_tables_on_request() {
+    // GIVEN a streaming sync job that leaves one table out
+    let (src, dst) = (src18(), dst18());
+    let serve = Serve::start();
+    let src_db = src.create_db("rchanges").await;
+    src.run_sql(
+        &src_db,
+        "create table notes (id int primary key, body text); insert into notes select g, 'n' from generate_series(1, 2000) g;
+         create table extra (id int primary key, v text); insert into extra select g, 'e' from generate_series(1, 300) g;",
+    )
+    .await;
+    let dst_db = unique("rchanges_copy");
+    let spec = barge_jobs::JobSpec {
+        command: JobCommand::Sync,
+        source_url: barge_jobs::ConnUrl::new(src.url(&src_db)),
+        target_url: barge_jobs::ConnUrl::new(dst.url(&dst_db)),
+        filter: barge_jobs::Filter { exclude_tables: vec!["extra".into()], ..barge_jobs::Filter::default() },
+        options: copy_options(),
+    };
+    let job = serve.client.create(&spec, None).await.unwrap();
+    let streaming =
+        |v: &JobView| v.status.state().is_terminal() || v.status == JobStatus::Running { phase: Phase::Streaming };
+    let view = serve.watch(&job.id, Duration::from_secs(180), streaming).await.pop().unwrap();
+    assert_eq!(view.status, JobStatus::Running { phase: Phase::Streaming }, "{view:#?}");
+    let id = job.id.to_string();
+    // WHEN its owner pauses it, THEN changes wait on the source, and arrive after the resume
+    let (code, text) = jobs_cli(&serve, &["pause", &id]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("paused barge_"), "{text}");
+    src.run_sql(&src_db, "insert into notes values (900001, 'written while paused')").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count(&dst, &dst_db, "select count(*) from notes where id = 900001").await, 0);
+    let (code, text) = jobs_cli(&serve, &["resume", &id, "--output", "json"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(r#""state":"succeeded""#), "{text}");
+    reaches_target(&dst_db, 900001).await;
+    // WHEN it adds the table it left out, copies one again and removes one
+    let (code, text) = jobs_cli(&serve, &["add-tables", &id, "--include-table", "public.extra"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("added public.extra"), "{text}");
+    assert_eq!(count(&dst, &dst_db, "select count(*) from extra").await, 300);
+    dst.run_sql(&dst_db, "delete from notes where id > 1000").await;
+    let (code, text) = jobs_cli(&serve, &["resync", &id, "public.notes"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(count(&dst, &dst_db, "select count(*) from notes").await, 2001);
+    // AND a change that cannot apply fails with its reason, and the sync goes on
+    let (code, text) = jobs_cli(&serve, &["remove-tables", &id, "--include-table", "nosuch"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("carries no table"), "{text}");
+    let (code, text) = jobs_cli(&serve, &["add-tables", &id, "--include-table", "a.b.c.d"]);
+    assert_eq!(code, 2, "refused before asking: {text}");
+    let (code, text) = jobs_cli(&serve, &["remove-tables", &id, "--include-table", "extra"]);
+    assert_eq!(code, 0, "{text}");
+    // THEN the job lists what it was asked and what became of it, and cuts over
+    let shown = serve.client.get(&job.id).await.unwrap();
+    let states: Vec<_> = shown.changes.iter().map(|c| c.state).collect();
+    use barge_jobs::ChangeState::{Failed, Succeeded};
+    assert_eq!(states, [Succeeded, Succeeded, Succeeded, Succeeded, Failed, Succeeded], "{:#?}", shown.changes);
+    serve.client.cutover(&job.id).await.unwrap();
+    succeeded(serve.finish(&job.id).await.last().unwrap());
+    assert_eq!(replication_objects(&src_db, &dst_db).await, (0, 0, 0));
+    let written = serve.everything_written();
+    assert!(!written.contains(PASSWORD) && !written.contains(PASSWORD_ENCODED), "a password was written");
+}
+
 #[tokio::test]
 async fn a_remote_sync_cancelled_during_its_copy_leaves_no_slot() {
     let serve = Serve::start();

@@ -111,9 +111,14 @@ pub async fn stream(
     mut control: Control,
     every: Duration,
 ) -> Result<StreamEnd> {
-    let found = find(req).await?;
+    let mut found = find(req).await?;
     let mut previous: Option<(ReplicationStatus, Instant)> = None;
     loop {
+        // Read again each round: `add`, `remove` and `resync` change the record meanwhile.
+        match find(req).await {
+            Ok(now) => found = now,
+            Err(e) => tracing::debug!(error = %e, "the sync's record could not be read again; using the last one"),
+        }
         let signal = *control.borrow_and_update();
         match signal {
             Signal::Cutover => return Ok(StreamEnd::Cutover),
