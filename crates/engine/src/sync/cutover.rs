@@ -48,15 +48,8 @@ pub async fn cutover(req: &Request, options: &CutoverOptions, sink: Arc<dyn Prog
     let mut marks = Vec::new();
     for f in &found {
         let source = Db::connect(&req.source, &f.objects.source_database).await?;
-        let lsn: i64 = source
-            .query_one(
-                "read the source's WAL position",
-                "select pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), '0/0')::int8",
-                &[],
-            )
-            .await?
-            .get(0);
-        marks.push((source, lsn.max(0) as u64));
+        let lsn = wal_position(&source).await?;
+        marks.push((source, lsn));
     }
     loop {
         let status = status_of(req, &found).await?;
@@ -124,4 +117,18 @@ pub(super) async fn remove_found(req: &Request, found: &[Found], sink: &Arc<dyn 
             failures.join("; ")
         )))
     }
+}
+
+/// Where the source's WAL is now, in bytes since 0/0 (as a slot's confirmed position is
+/// reported): the target has applied everything before it once its slot confirms this much.
+pub(super) async fn wal_position(source: &Db) -> Result<u64> {
+    let lsn: i64 = source
+        .query_one(
+            "read the source's WAL position",
+            "select pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), '0/0')::int8",
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok(lsn.max(0) as u64)
 }

@@ -149,14 +149,20 @@ pub(super) async fn set_replica_identity_full(source: &Db, db: &DatabasePlan) ->
         if identified || !published.contains(&(schema.clone(), table.clone())) {
             continue;
         }
-        source
-            .batch(
-                &format!("set REPLICA IDENTITY FULL on {schema}.{table}"),
-                &format!("alter table {} replica identity full", ident::qualified(&schema, &table)),
-            )
-            .await?;
+        identify_fully(source, &schema, &table).await?;
     }
     Ok(())
+}
+
+/// `REPLICA IDENTITY FULL` on one source table without a key: its updates and deletes then
+/// log the whole old row.
+pub(super) async fn identify_fully(source: &Db, schema: &str, table: &str) -> Result<()> {
+    source
+        .batch(
+            &format!("set REPLICA IDENTITY FULL on {schema}.{table}"),
+            &format!("alter table {} replica identity full", ident::qualified(schema, table)),
+        )
+        .await
 }
 
 /// Creates the subscription and its record in one transaction on the target, logging in to

@@ -123,19 +123,7 @@ pub async fn remove(req: &Request, patterns: &[String]) -> Result<TablesReport> 
                 f.objects.source_database
             )));
         }
-        let leaving: Vec<String> = going
-            .iter()
-            .filter(|r| published.contains(&key(r)))
-            .map(|r| ident::qualified(&r.schema, &r.name))
-            .collect();
-        if !leaving.is_empty() {
-            source
-                .batch(
-                    &format!("remove tables from the publication {}", f.objects.name),
-                    &format!("alter publication {} drop table {}", ident::quote(&f.objects.name), leaving.join(", ")),
-                )
-                .await?;
-        }
+        unpublish(&source, f, &published, &going).await?;
         refresh(&target, f, false).await?;
         let names: Vec<String> = going.iter().map(|r| key(r)).collect();
         record_tables(&source, &target, f, &[], &names).await?;
@@ -169,18 +157,7 @@ pub async fn resync(req: &Request, patterns: &[String], sink: Arc<dyn ProgressSi
         }
         refuse_without_workers(&target).await?;
         let published = published(&source, &f.objects.name).await?;
-        let leaving: Vec<String> = tables
-            .iter()
-            .filter(|r| published.contains(&key(r)))
-            .map(|r| ident::qualified(&r.schema, &r.name))
-            .collect();
-        if !leaving.is_empty() {
-            source
-                .batch(
-                    &format!("take the tables out of the publication {}", f.objects.name),
-                    &format!("alter publication {} drop table {}", ident::quote(&f.objects.name), leaving.join(", ")),
-                )
-                .await?;
+        if unpublish(&source, f, &published, &tables).await? {
             // Changes made before that point may still be on their way to the target: once
             // it has applied them, no change of these tables comes any more.
             caught_up(req, f, &source).await?;
@@ -299,12 +276,7 @@ async fn check_replicable(source: &Db, f: &Found, tables: &[&Relation]) -> Resul
         )));
     }
     for (schema, table) in unidentified {
-        source
-            .batch(
-                &format!("set REPLICA IDENTITY FULL on {schema}.{table}"),
-                &format!("alter table {} replica identity full", ident::qualified(&schema, &table)),
-            )
-            .await?;
+        identify_fully(source, &schema, &table).await?;
     }
     Ok(())
 }
@@ -437,6 +409,22 @@ async fn refuse_without_workers(target: &Db) -> Result<()> {
     Ok(())
 }
 
+/// Takes those of `tables` still in the publication out of it; whether there were any.
+async fn unpublish(source: &Db, f: &Found, published: &HashSet<String>, tables: &[&Relation]) -> Result<bool> {
+    let leaving: Vec<String> =
+        tables.iter().filter(|r| published.contains(&key(r))).map(|r| ident::qualified(&r.schema, &r.name)).collect();
+    if leaving.is_empty() {
+        return Ok(false);
+    }
+    source
+        .batch(
+            &format!("take tables out of the publication {}", f.objects.name),
+            &format!("alter publication {} drop table {}", ident::quote(&f.objects.name), leaving.join(", ")),
+        )
+        .await?;
+    Ok(true)
+}
+
 /// `ALTER SUBSCRIPTION … REFRESH PUBLICATION`: the target takes the publication's tables
 /// as they are now, copying the new ones' rows when `copy` is set.
 async fn refresh(target: &Db, f: &Found, copy: bool) -> Result<()> {
@@ -454,18 +442,11 @@ async fn refresh(target: &Db, f: &Found, copy: bool) -> Result<()> {
 /// Waits until the slot has confirmed everything the source had written when this began:
 /// the target has applied every change made before it.
 async fn caught_up(req: &Request, f: &Found, source: &Db) -> Result<()> {
-    let mark: i64 = source
-        .query_one(
-            "read the source's WAL position",
-            "select pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), '0/0')::int8",
-            &[],
-        )
-        .await?
-        .get(0);
+    let mark = wal_position(source).await?;
     let started = Instant::now();
     loop {
         let status = status_of(req, std::slice::from_ref(f)).await?;
-        if status.databases.iter().all(|d| d.confirmed_bytes as i64 >= mark) {
+        if status.databases.iter().all(|d| d.confirmed_bytes >= mark) {
             return Ok(());
         }
         if started.elapsed() > STALL {
