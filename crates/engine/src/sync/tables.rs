@@ -100,7 +100,8 @@ pub async fn add(req: &Request, patterns: &[String], sink: Arc<dyn ProgressSink>
 }
 
 /// Stops carrying the tables `patterns` select: removed from the publication and the
-/// subscription; their rows stay on the target as they are.
+/// subscription once the target has applied every change made before they left; their rows
+/// stay on the target as they were at that point.
 pub async fn remove(req: &Request, patterns: &[String]) -> Result<TablesReport> {
     let started = Instant::now();
     let found = find(req).await?;
@@ -123,7 +124,11 @@ pub async fn remove(req: &Request, patterns: &[String]) -> Result<TablesReport> 
                 f.objects.source_database
             )));
         }
-        unpublish(&source, f, &published, &going).await?;
+        if unpublish(&source, f, &published, &going).await? {
+            // Changes made before that point still reach the target; once it has applied
+            // them, the tables stay on the target as they were when they left.
+            caught_up(req, f, &source).await?;
+        }
         refresh(&target, f, false).await?;
         let names: Vec<String> = going.iter().map(|r| key(r)).collect();
         record_tables(&source, &target, f, &[], &names).await?;
