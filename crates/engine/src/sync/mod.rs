@@ -19,10 +19,12 @@
 //! ([`start`]), `status` ([`status`] and the [`stream`] loop), `cutover` ([`cutover`]),
 //! `teardown` ([`stop`] and the removal every failure path uses), `objects` (the names
 //! and finding them again), `pause` ([`pause`], [`resume`]), `guard` (the WAL a slot
-//! keeps on the source) and `tables` ([`add`], [`remove`], [`resync`]). The types callers
+//! keeps on the source), `tables` ([`add`], [`remove`], [`resync`]) and `ddl` (the source's
+//! schema changes, [`apply_ddl`]). The types callers
 //! see are here.
 
 mod cutover;
+mod ddl;
 mod guard;
 mod objects;
 mod pause;
@@ -49,10 +51,13 @@ use crate::{
 
 // Siblings share what each defines (they `use super::*`).
 #[allow(unused_imports)]
-use self::{cutover::*, guard::*, objects::*, pause::*, preflight::*, setup::*, status::*, tables::*, teardown::*};
+use self::{
+    cutover::*, ddl::*, guard::*, objects::*, pause::*, preflight::*, setup::*, status::*, tables::*, teardown::*,
+};
 
 pub use crate::progress::{DatabaseSync, ReplicationStatus};
 pub use cutover::cutover;
+pub use ddl::{DdlReport, apply_ddl};
 pub use guard::guard;
 pub use objects::{WalGuard, check_id, new_id};
 pub use pause::{PauseReport, pause, resume};
@@ -146,8 +151,6 @@ pub(super) fn published_tables(db: &DatabasePlan) -> Vec<&crate::plan::types::Ta
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
     #[test]
@@ -159,23 +162,6 @@ mod tests {
         assert!(check_id("Robert'); drop").is_err());
         assert_eq!(id_of("barge_ab12_3"), Some("ab12"));
         assert_eq!(id_of("other"), None);
-    }
-
-    #[test]
-    fn schema_changes_are_named() {
-        let baseline: BTreeMap<String, String> =
-            [("public.a".to_string(), "1".to_string()), ("public.b".into(), "2".into())].into();
-        let now: BTreeMap<String, String> =
-            [("public.a".to_string(), "9".to_string()), ("public.c".into(), "3".into())].into();
-        assert_eq!(
-            schema_changes(&baseline, &now),
-            vec![
-                "public.a (columns, types or replica identity changed)",
-                "public.b (dropped or renamed)",
-                "public.c (created; its rows would not replicate)"
-            ]
-        );
-        assert!(schema_changes(&baseline, &baseline).is_empty());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::{
 use barge_vocab::WalLimitAction;
 use serde::{Deserialize, Serialize};
 
+use super::Recorded;
 use crate::{
     db::Db,
     error::{Error, Result},
@@ -54,8 +55,9 @@ pub(super) struct Objects {
 #[derive(Clone, Debug)]
 pub(super) struct Found {
     pub(super) objects: Objects,
-    /// The source's schema fingerprint when the copy was taken.
-    pub(super) baseline: BTreeMap<String, String>,
+    /// The structure of the tables the sync carries, as the target has it (docs/sync.md,
+    /// "Schema changes").
+    pub(super) baseline: BTreeMap<String, Recorded>,
     /// The filters of the run that set it up (status compares the tables they select).
     pub(super) filter: crate::filter::Filter,
     /// What the sync was started with that later runs act on.
@@ -82,6 +84,9 @@ pub(super) struct Settings {
     /// the sync's filters select them.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub(super) removed: BTreeSet<String>,
+    /// Paused by barge for a schema change it does not apply unasked: `apply-ddl` resumes it.
+    #[serde(default)]
+    pub(super) ddl_paused: bool,
 }
 
 impl Settings {
@@ -97,6 +102,7 @@ impl Settings {
             no_acl: options.no_acl,
             no_tablespaces: options.no_tablespaces,
             removed: BTreeSet::new(),
+            ddl_paused: false,
         }
     }
 
@@ -111,7 +117,7 @@ impl Settings {
 pub(super) async fn update_record(
     target: &Db,
     name: &str,
-    baseline: &BTreeMap<String, String>,
+    baseline: &BTreeMap<String, Recorded>,
     settings: &Settings,
 ) -> Result<()> {
     let fingerprint = serde_json::to_string(baseline).map_err(|e| Error::Internal(e.to_string()))?;
@@ -219,7 +225,7 @@ pub(super) async fn find_all(req: &Request) -> Result<Vec<Found>> {
             }
             Err(e) => return Err(e),
         };
-        let baseline: BTreeMap<String, String> = serde_json::from_str(&record.get::<_, String>(1))
+        let baseline: BTreeMap<String, Recorded> = serde_json::from_str(&record.get::<_, String>(1))
             .map_err(|e| Error::Internal(format!("the sync record of {name} is unreadable: {e}")))?;
         let filter: crate::filter::Filter = serde_json::from_str(&record.get::<_, String>(2))
             .map_err(|e| Error::Internal(format!("the sync record of {name} is unreadable: {e}")))?;

@@ -35,7 +35,8 @@ pub async fn pause(req: &Request) -> Result<PauseReport> {
 }
 
 /// Enables the sync's subscriptions again; refused for a slot the source invalidated (it no
-/// longer holds the changes the target needs).
+/// longer holds the changes the target needs), and while a schema change waits for
+/// `apply-ddl --destructive`.
 pub async fn resume(req: &Request) -> Result<PauseReport> {
     let found = find(req).await?;
     let status = status_of(req, &found).await?;
@@ -45,6 +46,22 @@ pub async fn resume(req: &Request) -> Result<PauseReport> {
             "the source invalidated the replication slot of {}: it no longer holds the changes the target needs, so resuming would lose them. Remove the sync (`barge sync stop`) and sync again (`barge init --sync --drop-existing`)",
             lost.join(", ")
         )));
+    }
+    for f in &found {
+        let source = Db::connect(&req.source, &f.objects.source_database).await?;
+        let target = Db::connect(&req.target, &f.objects.target_database).await?;
+        let waiting: Vec<String> = pending(&source, &target, f)
+            .await?
+            .iter()
+            .filter(|c| c.waits_for_confirmation())
+            .map(|c| c.describe())
+            .collect();
+        if !waiting.is_empty() {
+            return Err(Error::Refused(format!(
+                "the source's schema changed in a way the target does not follow yet: {}. Resuming would apply rows the target cannot take; `barge sync apply-ddl --destructive` makes the changes and resumes",
+                waiting.join("; ")
+            )));
+        }
     }
     let mut report = PauseReport::default();
     for f in &found {
@@ -63,7 +80,7 @@ pub(super) async fn pause_one(req: &Request, f: &Found) -> Result<bool> {
 }
 
 /// Enables or disables one database's subscription; whether that changed it.
-async fn set_enabled(req: &Request, f: &Found, enabled: bool) -> Result<bool> {
+pub(super) async fn set_enabled(req: &Request, f: &Found, enabled: bool) -> Result<bool> {
     let target = Db::connect(&req.target, &f.objects.target_database).await?;
     let was: bool = target
         .query_opt(

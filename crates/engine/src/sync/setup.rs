@@ -172,7 +172,7 @@ pub(super) async fn subscribe(
     req: &Request,
     db: &DatabasePlan,
     name: &str,
-    baseline: &BTreeMap<String, String>,
+    baseline: &BTreeMap<String, Recorded>,
     tables: usize,
     login: &Login,
     sink: &Arc<dyn ProgressSink>,
@@ -202,7 +202,7 @@ pub(super) async fn create_subscription(
     req: &Request,
     db: &DatabasePlan,
     name: &str,
-    baseline: &BTreeMap<String, String>,
+    baseline: &BTreeMap<String, Recorded>,
     tables: usize,
     login: &Login,
 ) -> Result<()> {

@@ -62,8 +62,7 @@ pub(super) async fn status_of(req: &Request, found: &[Found]) -> Result<Replicat
             None if lag_bytes == 0 => Some(0.0),
             None => None,
         };
-        let now = watched(&source, f).await?;
-        let changes = schema_changes(&f.baseline, &now);
+        let changes: Vec<String> = pending(&source, &target, f).await?.iter().map(|c| c.describe()).collect();
         status.schema_changes.extend(changes.iter().map(|c| format!("{}: {c}", f.objects.source_database)));
         let retained_bytes = slot.get::<_, Option<i64>>("retained_bytes").unwrap_or(0).max(0) as u64;
         status.retained_bytes = status.retained_bytes.max(retained_bytes);
@@ -144,9 +143,14 @@ pub async fn stream(
             }
         };
         if !status.schema_changes.is_empty() {
-            let error = schema_changed(&status.schema_changes);
-            remove_found(req, &found, &sink).await?;
-            return Err(error);
+            // Additive changes are applied now; a sync waiting for others is paused.
+            for f in &found {
+                if let Err(e) = reconcile(req, f, Mode::Stream, &sink).await {
+                    sink.emit(Event::Warning {
+                        message: format!("the source's schema changes could not be applied yet: {e}"),
+                    });
+                }
+            }
         }
         let lost = status.invalidated();
         if !lost.is_empty() {
@@ -178,43 +182,34 @@ pub async fn stream(
     }
 }
 
-/// The structure digests of the tables the filters select, as of the slot's snapshot.
+/// The structure of the tables the filters select, as of the slot's snapshot: what the
+/// sync's record starts with.
 pub(super) async fn fingerprint_in_snapshot(
     req: &Request,
     db: &DatabasePlan,
     filter: &CompiledFilter,
     snapshot: &str,
-) -> Result<BTreeMap<String, String>> {
+) -> Result<BTreeMap<String, Recorded>> {
     let source = Db::connect(&req.source, &db.source).await?;
     source.enter_snapshot(snapshot).await?;
-    let digests = fingerprint(&source, &db.source, filter).await;
+    let read = async {
+        let selected = selected(&source, &db.source, filter).await?;
+        Ok::<_, Error>(
+            shapes(&source)
+                .await?
+                .into_iter()
+                .filter(|(t, _)| selected.contains(t))
+                .map(|(t, s)| (t, Recorded::Shape(s)))
+                .collect(),
+        )
+    };
+    let shapes = read.await;
     let _ = source.batch("close the snapshot", "commit").await;
-    digests
-}
-
-/// `schema.table` → digest, for the tables the filters select in `database`.
-pub(super) async fn fingerprint(
-    source: &Db,
-    database: &str,
-    filter: &CompiledFilter,
-) -> Result<BTreeMap<String, String>> {
-    let selected = selected(source, database, filter).await?;
-    Ok(fingerprint_all(source).await?.into_iter().filter(|(t, _)| selected.contains(t)).collect())
-}
-
-/// The digests of the tables a sync watches: those it carries, and those its filters select
-/// that were not taken out of it (a new one is a change: its rows would not replicate).
-pub(super) async fn watched(source: &Db, f: &Found) -> Result<BTreeMap<String, String>> {
-    let selected = selected(source, &f.objects.source_database, &f.filter.compile()?).await?;
-    Ok(fingerprint_all(source)
-        .await?
-        .into_iter()
-        .filter(|(t, _)| f.baseline.contains_key(t) || (selected.contains(t) && !f.settings.removed.contains(t)))
-        .collect())
+    shapes
 }
 
 /// `schema.table` of the relations the filters select in `database`.
-async fn selected(source: &Db, database: &str, filter: &CompiledFilter) -> Result<HashSet<String>> {
+pub(super) async fn selected(source: &Db, database: &str, filter: &CompiledFilter) -> Result<HashSet<String>> {
     let relations = catalog::relations(source).await?;
     let schemas = catalog::schemas(source).await?;
     let selection = plan::select(database, &relations, &schemas, filter);
@@ -225,36 +220,11 @@ async fn selected(source: &Db, database: &str, filter: &CompiledFilter) -> Resul
         .collect())
 }
 
-/// `schema.table` → digest, for every table of the source database.
-pub(super) async fn fingerprint_all(source: &Db) -> Result<BTreeMap<String, String>> {
-    let rows = source.query("read the schema fingerprint", include_str!("../sql/schema_fingerprint.sql"), &[]).await?;
-    Ok(rows
-        .iter()
-        .map(|r| (format!("{}.{}", r.get::<_, String>("schema"), r.get::<_, String>("name")), r.get("digest")))
-        .collect())
-}
-
-/// What changed between two fingerprints, named.
-pub(super) fn schema_changes(baseline: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
-    let mut changes = Vec::new();
-    for (table, digest) in baseline {
-        match now.get(table) {
-            None => changes.push(format!("{table} (dropped or renamed)")),
-            Some(d) if d != digest => changes.push(format!("{table} (columns, types or replica identity changed)")),
-            Some(_) => {}
-        }
-    }
-    for table in now.keys().filter(|t| !baseline.contains_key(*t)) {
-        changes.push(format!("{table} (created; its rows would not replicate)"));
-    }
-    changes
-}
-
 /// The error for changed source objects: replication stops before the data diverges.
 pub(super) fn schema_changed(changes: &[String]) -> Error {
     Error::SchemaChanged(format!(
-        "the source's schema changed while syncing ({}); logical replication does not carry DDL, so the target would diverge. \
-         Apply the same change to the target and copy again, or revert it on the source",
+        "the source's schema changed while syncing ({}); logical replication does not carry DDL, so the target must follow first: \
+         `barge sync apply-ddl` applies what only adds to the target, `--destructive` also runs the statements named",
         changes.join("; ")
     ))
 }

@@ -52,6 +52,9 @@ pub struct TablesReport {
 
 /// How long a table may take to reach `ready` without any progress being seen.
 const STALL: Duration = Duration::from_secs(30 * 60);
+/// How long the stream loop waits for the target to apply what came before a change it
+/// makes; past that it tries again at its next round.
+pub(super) const DDL_CATCH_UP: Duration = Duration::from_secs(20);
 /// How long a table may wait for a table-sync worker before barge looks for the reason.
 const WORKER_WAIT: Duration = Duration::from_secs(60);
 
@@ -64,30 +67,10 @@ pub async fn add(req: &Request, patterns: &[String], sink: Arc<dyn ProgressSink>
     let mut report = TablesReport::default();
     let mut any = false;
     for f in &found {
-        let source = Db::connect(&req.source, &f.objects.source_database).await?;
-        let target = Db::connect(&req.target, &f.objects.target_database).await?;
-        refuse_paused(&target, f).await?;
-        let wanted = select(&source, f, patterns).await?;
-        let subscribed = subscribed(&target, &f.objects.name).await?;
-        let new: Vec<&Relation> =
-            wanted.iter().filter(|r| r.kind == 'r' && !subscribed.contains_key(&key(r))).collect();
-        if new.is_empty() {
-            continue;
-        }
-        any = true;
-        check_replicable(&source, f, &new).await?;
-        refuse_without_workers(&target).await?;
-        // The new tables, and the partitioned tables they are partitions of.
-        let creating: Vec<&Relation> =
-            wanted.iter().filter(|r| r.kind == 'p' || new.iter().any(|n| n.oid == r.oid)).collect();
-        let created = create_on_target(req, f, &source, &target, &creating).await?;
-        report.created.extend(created);
-        publish(&source, f, &new).await?;
-        refresh(&target, f, true).await?;
-        let names: Vec<String> = new.iter().map(|r| key(r)).collect();
-        wait_ready(&target, f, &names, &sink).await?;
-        record_tables(&source, &target, f, &names, &[]).await?;
-        report.added.extend(names);
+        let one = add_one(req, f, patterns, sink.clone(), true).await?;
+        any |= !one.added.is_empty();
+        report.added.extend(one.added);
+        report.created.extend(one.created);
     }
     if !any {
         return Err(Error::Invalid(format!(
@@ -131,7 +114,7 @@ pub async fn remove(req: &Request, patterns: &[String]) -> Result<TablesReport> 
         }
         refresh(&target, f, false).await?;
         let names: Vec<String> = going.iter().map(|r| key(r)).collect();
-        record_tables(&source, &target, f, &[], &names).await?;
+        record_tables(&BTreeMap::new(), &target, f, &[], &names).await?;
         report.removed.extend(names);
     }
     if report.removed.is_empty() {
@@ -149,36 +132,90 @@ pub async fn resync(req: &Request, patterns: &[String], sink: Arc<dyn ProgressSi
     let found = find(req).await?;
     let mut report = TablesReport::default();
     for f in &found {
-        let source = Db::connect(&req.source, &f.objects.source_database).await?;
-        let target = Db::connect(&req.target, &f.objects.target_database).await?;
-        refuse_paused(&target, f).await?;
-        // The sync's tables are those its record holds: a resync that died half-way left its
-        // table out of the publication, still in the record.
-        let relations = select(&source, f, patterns).await?;
-        let tables: Vec<&Relation> =
-            relations.iter().filter(|r| r.kind == 'r' && f.baseline.contains_key(&key(r))).collect();
-        if tables.is_empty() {
-            continue;
-        }
-        refuse_without_workers(&target).await?;
-        let published = published(&source, &f.objects.name).await?;
-        if unpublish(&source, f, &published, &tables).await? {
-            // Changes made before that point may still be on their way to the target: once
-            // it has applied them, no change of these tables comes any more.
-            caught_up(req, f, &source).await?;
-        }
-        refresh(&target, f, false).await?;
-        empty_on_target(&target, &tables).await?;
-        publish(&source, f, &tables).await?;
-        refresh(&target, f, true).await?;
-        let names: Vec<String> = tables.iter().map(|r| key(r)).collect();
-        wait_ready(&target, f, &names, &sink).await?;
-        report.resynced.extend(names);
+        report.resynced.extend(resync_one(req, f, patterns, sink.clone(), true).await?.resynced);
     }
     if report.resynced.is_empty() {
         return Err(Error::Invalid(format!("the sync carries no table that {} matches", patterns.join(", "))));
     }
     report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// [`add`] in one database of the sync; without `wait`, the target goes on copying after
+/// it returns (the stream loop: `status` shows the tables not ready yet).
+pub(super) async fn add_one(
+    req: &Request,
+    f: &Found,
+    patterns: &[String],
+    sink: Arc<dyn ProgressSink>,
+    wait: bool,
+) -> Result<TablesReport> {
+    let mut report = TablesReport::default();
+    let source = Db::connect(&req.source, &f.objects.source_database).await?;
+    let target = Db::connect(&req.target, &f.objects.target_database).await?;
+    refuse_paused(&target, f).await?;
+    let wanted = select(&source, f, patterns).await?;
+    let subscribed = subscribed(&target, &f.objects.name).await?;
+    let new: Vec<&Relation> = wanted.iter().filter(|r| r.kind == 'r' && !subscribed.contains_key(&key(r))).collect();
+    if new.is_empty() {
+        return Ok(report);
+    }
+    check_replicable(&source, f, &new).await?;
+    refuse_without_workers(&target).await?;
+    // Their structure before they are created on the target: a change in between is one the
+    // next status finds (and the target has).
+    let structure = shapes(&source).await?;
+    // The new tables, and the partitioned tables they are partitions of.
+    let creating: Vec<&Relation> =
+        wanted.iter().filter(|r| r.kind == 'p' || new.iter().any(|n| n.oid == r.oid)).collect();
+    report.created = create_on_target(req, f, &source, &target, &creating).await?;
+    publish(&source, f, &new).await?;
+    refresh(&target, f, true).await?;
+    let names: Vec<String> = new.iter().map(|r| key(r)).collect();
+    record_tables(&structure, &target, f, &names, &[]).await?;
+    if wait {
+        wait_ready(&target, f, &names, &sink).await?;
+    }
+    report.added = names;
+    Ok(report)
+}
+
+/// [`resync`] in one database of the sync; `wait` as [`add_one`].
+pub(super) async fn resync_one(
+    req: &Request,
+    f: &Found,
+    patterns: &[String],
+    sink: Arc<dyn ProgressSink>,
+    wait: bool,
+) -> Result<TablesReport> {
+    let mut report = TablesReport::default();
+    let source = Db::connect(&req.source, &f.objects.source_database).await?;
+    let target = Db::connect(&req.target, &f.objects.target_database).await?;
+    refuse_paused(&target, f).await?;
+    // The sync's tables are those its record holds: a resync that died half-way left its
+    // table out of the publication, still in the record.
+    let relations = select(&source, f, patterns).await?;
+    let tables: Vec<&Relation> =
+        relations.iter().filter(|r| r.kind == 'r' && f.baseline.contains_key(&key(r))).collect();
+    if tables.is_empty() {
+        return Ok(report);
+    }
+    refuse_without_workers(&target).await?;
+    let published = published(&source, &f.objects.name).await?;
+    unpublish(&source, f, &published, &tables).await?;
+    // Changes made before that point may still be on their way to the target: once it has
+    // applied them, no change of these tables comes any more. (Also when they were out of
+    // the publication already: a resync that stopped here left them so.)
+    caught_up_within(req, f, &source, if wait { STALL } else { DDL_CATCH_UP }).await?;
+    refresh(&target, f, false).await?;
+    empty_on_target(&target, &tables).await?;
+    publish(&source, f, &tables).await?;
+    refresh(&target, f, true).await?;
+    let names: Vec<String> = tables.iter().map(|r| key(r)).collect();
+    if wait {
+        wait_ready(&target, f, &names, &sink).await?;
+    }
+    report.resynced = names;
     Ok(report)
 }
 
@@ -432,7 +469,7 @@ async fn unpublish(source: &Db, f: &Found, published: &HashSet<String>, tables: 
 
 /// `ALTER SUBSCRIPTION … REFRESH PUBLICATION`: the target takes the publication's tables
 /// as they are now, copying the new ones' rows when `copy` is set.
-async fn refresh(target: &Db, f: &Found, copy: bool) -> Result<()> {
+pub(super) async fn refresh(target: &Db, f: &Found, copy: bool) -> Result<()> {
     target
         .batch(
             &format!("refresh the subscription {}", f.objects.name),
@@ -447,6 +484,11 @@ async fn refresh(target: &Db, f: &Found, copy: bool) -> Result<()> {
 /// Waits until the slot has confirmed everything the source had written when this began:
 /// the target has applied every change made before it.
 async fn caught_up(req: &Request, f: &Found, source: &Db) -> Result<()> {
+    caught_up_within(req, f, source, STALL).await
+}
+
+/// [`caught_up`], waiting at most `limit`.
+pub(super) async fn caught_up_within(req: &Request, f: &Found, source: &Db, limit: Duration) -> Result<()> {
     let mark = wal_position(source).await?;
     let started = Instant::now();
     loop {
@@ -454,10 +496,10 @@ async fn caught_up(req: &Request, f: &Found, source: &Db) -> Result<()> {
         if status.databases.iter().all(|d| d.confirmed_bytes >= mark) {
             return Ok(());
         }
-        if started.elapsed() > STALL {
+        if started.elapsed() > limit {
             return Err(Error::Refused(format!(
                 "the target has not applied the source's changes in {}: the sync is not streaming (`barge sync status`)",
-                crate::human::human_duration(STALL.as_secs_f64())
+                crate::human::human_duration(limit.as_secs_f64())
             )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -546,13 +588,18 @@ fn state_name(state: &str) -> &'static str {
 /// Records `added` and `removed` tables in the sync's record: the fingerprint then holds
 /// the structure of exactly the tables the sync carries, and a removed table that the
 /// sync's filters select is not reported as a new table.
-async fn record_tables(source: &Db, target: &Db, f: &Found, added: &[String], removed: &[String]) -> Result<()> {
-    let now = fingerprint_all(source).await?;
+async fn record_tables(
+    now: &BTreeMap<String, Shape>,
+    target: &Db,
+    f: &Found,
+    added: &[String],
+    removed: &[String],
+) -> Result<()> {
     let mut baseline = f.baseline.clone();
     let mut settings = f.settings.clone();
     for table in added {
-        if let Some(digest) = now.get(table) {
-            baseline.insert(table.clone(), digest.clone());
+        if let Some(shape) = now.get(table) {
+            baseline.insert(table.clone(), Recorded::Shape(shape.clone()));
         }
         settings.removed.remove(table);
     }

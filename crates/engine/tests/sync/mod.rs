@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use super::{assert_same_data, plan_ok, request};
 
+mod ddl;
 mod operations;
 
 const SCHEMA: &str = "
@@ -271,8 +272,8 @@ async fn cancel_while_streaming_removes_everything_and_keeps_the_data() {
 }
 
 #[tokio::test]
-async fn ddl_on_the_source_is_named_and_stops_the_sync() {
-    // GIVEN a streaming sync
+async fn ddl_on_the_source_is_named_and_a_cutover_waits_for_it() {
+    // GIVEN a streaming sync that no stream loop watches
     let src = src18();
     let src_db = source_db(&src).await;
     let dst_db = unique("sync_ddl");
@@ -282,24 +283,36 @@ async fn ddl_on_the_source_is_named_and_stops_the_sync() {
     assert!(sync::status(&req).await.unwrap().schema_changes.is_empty());
     // WHEN the source's schema changes
     src.run_sql(&src_db, "alter table events add column source text; create table newcomer (id int primary key)").await;
-    // THEN status names the changed objects
+    // THEN status names the column and the table
     let status = sync::status(&req).await.unwrap();
     assert_eq!(status.schema_changes.len(), 2, "{:?}", status.schema_changes);
-    assert!(status.schema_changes.iter().any(|c| c.contains("public.events (columns")), "{:?}", status.schema_changes);
     assert!(
-        status.schema_changes.iter().any(|c| c.contains("public.newcomer (created")),
+        status.schema_changes.iter().any(|c| c.contains(r#"public.events: column "source" added (text)"#)),
         "{:?}",
         status.schema_changes
     );
-    // AND a cutover refuses
+    assert!(
+        status.schema_changes.iter().any(|c| c.contains("public.newcomer: created")),
+        "{:?}",
+        status.schema_changes
+    );
+    // AND a cutover refuses, naming them
     let cut = sync::cutover(&req, &CutoverOptions { timeout: Duration::from_secs(5) }, progress::discard()).await;
-    assert!(matches!(cut, Err(Error::SchemaChanged(_))), "{cut:?}");
-    // AND a watching stream fails with the names and removes the replication
-    let result = sync::stream(&req, progress::discard(), sync::no_control(), Duration::from_millis(100)).await;
-    match result {
-        Err(Error::SchemaChanged(message)) => assert!(message.contains("public.events"), "{message}"),
+    match cut {
+        Err(Error::SchemaChanged(message)) => {
+            assert!(message.contains("public.events") && message.contains("apply-ddl"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
+    // WHEN the user applies them
+    let applied = sync::apply_ddl(&req, false, progress::discard()).await.unwrap();
+    // THEN the target follows, and the cutover goes through
+    assert_eq!(applied.applied.len(), 2, "{applied:?}");
+    assert!(applied.pending.is_empty(), "{applied:?}");
+    assert!(sync::status(&req).await.unwrap().schema_changes.is_empty());
+    let cut =
+        sync::cutover(&req, &CutoverOptions { timeout: Duration::from_secs(60) }, progress::discard()).await.unwrap();
+    assert!(cut.verify.ok, "{:#?}", cut.verify);
     assert_eq!(barge_objects(&src, &src_db, &dst_db).await, (0, 0, 0));
 }
 
