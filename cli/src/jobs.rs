@@ -91,7 +91,8 @@ pub async fn run(command: &JobsCommand, endpoint: &Endpoint) -> u8 {
         | JobsCommand::Resume { wait, .. }
         | JobsCommand::AddTables { wait, .. }
         | JobsCommand::RemoveTables { wait, .. }
-        | JobsCommand::Resync { wait, .. } => wait.output,
+        | JobsCommand::Resync { wait, .. }
+        | JobsCommand::ApplyDdl { wait, .. } => wait.output,
     };
     if let Some((_, change, _)) = command.change()
         && let Err(e) = change.check()
@@ -141,7 +142,8 @@ pub async fn run(command: &JobsCommand, endpoint: &Endpoint) -> u8 {
         | JobsCommand::Resume { .. }
         | JobsCommand::AddTables { .. }
         | JobsCommand::RemoveTables { .. }
-        | JobsCommand::Resync { .. } => {
+        | JobsCommand::Resync { .. }
+        | JobsCommand::ApplyDdl { .. } => {
             let Some((given, change, wait)) = command.change() else { return code::USAGE };
             match id(Some(given)) {
                 Ok(id) => match ask_change(&client, &id, change, wait.detach, wait.output).await {

@@ -46,6 +46,7 @@ pub async fn run(cli: Cli) -> u8 {
             SyncAction::Resync(args) => {
                 crate::sync::tables(&args.sync, None, &args.tables, args.output, TablesOp::Resync).await
             }
+            SyncAction::ApplyDdl(args) => crate::sync::apply_ddl(args).await,
             SyncAction::Start(args) => copy(api, profile, &args.init, args.as_ref()).await,
         },
         Command::Cutover(args) => crate::sync::cutover(args).await,

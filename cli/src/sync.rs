@@ -15,7 +15,7 @@ use barge_engine::{
 use tokio::sync::watch;
 
 use crate::{
-    args::{CutoverArgs, OutputFormat, SyncPauseArgs, SyncStatusArgs, SyncStopArgs, SyncTarget},
+    args::{CutoverArgs, OutputFormat, SyncApplyDdlArgs, SyncPauseArgs, SyncStatusArgs, SyncStopArgs, SyncTarget},
     exit::{FAILED, INTERRUPTED, OK},
     render,
     render::report_error,
@@ -127,7 +127,7 @@ pub(crate) async fn status(args: &SyncStatusArgs) -> u8 {
         if !status.schema_changes.is_empty() {
             if args.output == OutputFormat::Text {
                 errln!(
-                    "error: the source's schema changed since the copy ({}); logical replication does not carry DDL. Apply the change to the target and copy again, or revert it; `barge sync stop` removes the replication",
+                    "error: the source's schema changed since the copy ({}); logical replication does not carry DDL, so the target must follow: `barge sync apply-ddl` applies what adds to it, `--destructive` also runs the statements named",
                     status.schema_changes.join("; ")
                 );
             }
@@ -188,6 +188,59 @@ pub(crate) async fn pause(args: &SyncPauseArgs, pause: bool) -> u8 {
             OK
         }
         Err(e) => report_error(&e, args.output),
+    }
+}
+
+/// `barge sync apply-ddl`: exit 0 when nothing is left pending, 1 otherwise.
+pub(crate) async fn apply_ddl(args: &SyncApplyDdlArgs) -> u8 {
+    let mut request = match args.sync.request(None) {
+        Ok(request) => request,
+        Err(e) => return report_error(&e, args.output),
+    };
+    request.local.pg_bin = args.tools.pg_bin.clone();
+    let output = args.output;
+    let sink: Arc<dyn ProgressSink> = Arc::new(move |event: barge_engine::Event| {
+        if let barge_engine::Event::Warning { message } = event
+            && output == OutputFormat::Text
+            && !message.starts_with("schema change applied")
+        {
+            errln!("{message}");
+        }
+    });
+    let outcome = tokio::select! {
+        result = sync::apply_ddl(&request, args.destructive, sink) => Some(result),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    match outcome {
+        Some(Ok(report)) => {
+            match output {
+                OutputFormat::Json => render::json_line("apply_ddl", &report),
+                OutputFormat::Text => {
+                    for change in &report.applied {
+                        outln!("applied: {change}");
+                    }
+                    for change in &report.pending {
+                        outln!("waiting: {change}");
+                    }
+                    for name in &report.resumed {
+                        outln!("resumed {name}");
+                    }
+                    if report.applied.is_empty() && report.pending.is_empty() {
+                        outln!("The target's tables are as the source's: nothing to apply.");
+                    } else if !report.pending.is_empty() && !args.destructive {
+                        outln!(
+                            "The changes waiting drop, rename or narrow: `barge sync apply-ddl --destructive` runs the statements named, or run them on the target yourself and then `barge sync apply-ddl`."
+                        );
+                    }
+                }
+            }
+            if report.pending.is_empty() { OK } else { FAILED }
+        }
+        Some(Err(e)) => report_error(&e, output),
+        None => {
+            errln!("interrupted: run `barge sync apply-ddl` again to finish (each step looks at the target first)");
+            FAILED
+        }
     }
 }
 

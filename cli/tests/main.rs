@@ -521,6 +521,23 @@ async fn a_sync_is_paused_resumed_and_changes_tables_from_the_command_line() {
     let nothing = sync(&["sync", "remove", "--table", "nosuch*"]);
     assert_eq!(nothing.0, 2, "{}", nothing.1);
     outputs.extend([added, resynced, removed, nothing]);
+    // WHEN the source's schema changes: status names the column and exits 1; apply-ddl
+    // applies what adds, and names the statement for a rename (exit 1) until --destructive
+    src.run_sql(&src_db, "alter table a add column w int default 7; alter table later rename column v to label").await;
+    let changed = sync(&["sync", "status"]);
+    assert_eq!(changed.0, 1, "{}", changed.1);
+    assert!(changed.1.contains(r#"public.a: column "w" added (integer with a default)"#), "{}", changed.1);
+    let waiting = sync(&["sync", "apply-ddl"]);
+    assert_eq!(waiting.0, 1, "{}", waiting.1);
+    assert!(waiting.1.contains(r#"applied: cli_sync"#) && waiting.1.contains(r#"column "w" added"#), "{}", waiting.1);
+    assert!(waiting.1.contains(r#"RENAME COLUMN "v" TO "label";"#), "{}", waiting.1);
+    let applied = sync(&["sync", "apply-ddl", "--destructive", "--output", "json"]);
+    assert_eq!(applied.0, 0, "{}", applied.1);
+    let line: serde_json::Value = serde_json::from_str(applied.1.lines().next().unwrap()).unwrap();
+    assert_eq!(line["event"], "apply_ddl", "{}", applied.1);
+    assert_eq!(line["applied"].as_array().unwrap().len(), 1, "{}", applied.1);
+    assert_eq!(count(&dst, &dst_db, "select count(*) from a where w = 7").await, 500);
+    outputs.extend([changed, waiting, applied]);
     // THEN the cutover compares what the sync carries, and nothing leaks a password
     src.run_sql(&src_db, "insert into later values (1001, 'streamed'); insert into b values (1001, 'not carried')")
         .await;

@@ -262,6 +262,20 @@ async fn run_change(
         SyncChange::Resync { tables: patterns } => sync::resync(&request, patterns, sink)
             .await
             .map(|r| format!("copied {} again in {:.0} s", tables(&r.resynced), r.seconds)),
+        SyncChange::ApplyDdl { destructive } => {
+            let report = sync::apply_ddl(&request, *destructive, sink).await?;
+            if !report.pending.is_empty() {
+                return Err(Error::Refused(format!(
+                    "applied {}; waiting: {} (apply-ddl --destructive runs them)",
+                    report.applied.len(),
+                    report.pending.join("; ")
+                )));
+            }
+            Ok(match report.applied.len() {
+                0 => "the target's tables are as the source's: nothing to apply".into(),
+                n => format!("applied {n} schema change(s): {}", report.applied.join("; ")),
+            })
+        }
     }
 }
 

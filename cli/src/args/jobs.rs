@@ -10,7 +10,7 @@ pub(super) const JOBS_HELP: &str = concat!(
     "  barge jobs watch                      # the last job submitted from this machine\n",
     "  barge jobs logs 7f9c… -f\n",
     "  barge jobs cancel 7f9c… --yes\n",
-    "  barge jobs pause 7f9c…                # a sync job: also resume, add-tables, remove-tables, resync\n\n",
+    "  barge jobs pause 7f9c…                # a sync job: also resume, add-tables, remove-tables, resync, apply-ddl\n\n",
     "The endpoint comes from --api/BARGE_API, the profile (`barge configure`), or a barge serve on this machine.\n\n",
     exit_codes!()
 );
@@ -40,6 +40,9 @@ impl JobsCommand {
                 (id, SyncChange::RemoveTables { tables: tables.clone() }, wait)
             }
             JobsCommand::Resync { id, tables, wait } => (id, SyncChange::Resync { tables: tables.clone() }, wait),
+            JobsCommand::ApplyDdl { id, destructive, wait } => {
+                (id, SyncChange::ApplyDdl { destructive: *destructive }, wait)
+            }
             _ => return None,
         })
     }
@@ -146,6 +149,21 @@ pub enum JobsCommand {
         /// The tables: `schema.table` (globs allowed) among those the sync carries.
         #[arg(value_name = "TABLE", required = true)]
         tables: Vec<String>,
+        #[command(flatten)]
+        wait: ChangeWait,
+    },
+    /// Make a sync job's target follow the source's schema changes (`barge jobs show` names
+    /// them). Like `barge sync apply-ddl`.
+    #[command(
+        name = "apply-ddl",
+        after_help = "Examples:\n  barge jobs apply-ddl 7f9c…\n  barge jobs apply-ddl 7f9c… --destructive   # also the statements named for drops and renames"
+    )]
+    ApplyDdl {
+        /// The job id.
+        id: String,
+        /// Also run the statements for changes that drop, rename or narrow.
+        #[arg(long)]
+        destructive: bool,
         #[command(flatten)]
         wait: ChangeWait,
     },

@@ -31,7 +31,7 @@ pub use init::InitArgs;
 pub use jobs::JobsCommand;
 pub use lower::Lower;
 pub use serve::ServeArgs;
-pub use sync::{CutoverArgs, SyncAction, SyncPauseArgs, SyncStatusArgs, SyncStopArgs, SyncTarget};
+pub use sync::{CutoverArgs, SyncAction, SyncApplyDdlArgs, SyncPauseArgs, SyncStatusArgs, SyncStopArgs, SyncTarget};
 pub use validate::ValidateArgs;
 pub use verify::VerifyArgs;
 

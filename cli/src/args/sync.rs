@@ -79,6 +79,32 @@ pub enum SyncAction {
     /// each is emptied on the target and copied from the source, then streams again.
     #[command(after_help = "Example:\n  barge sync resync public.orders")]
     Resync(SyncResyncArgs),
+    /// Make the target follow the source's schema changes (`barge sync status` names them):
+    /// columns added, types widened, indexes and tables created are applied; with
+    /// --destructive also the statements named for drops, renames and narrowed types. A sync
+    /// paused for a schema change resumes once none is left.
+    #[command(
+        name = "apply-ddl",
+        after_help = "Examples:\n  barge sync apply-ddl\n  barge sync apply-ddl --destructive   # also runs the statements `status` named"
+    )]
+    ApplyDdl(SyncApplyDdlArgs),
+}
+
+/// `barge sync apply-ddl`.
+#[derive(Debug, Args)]
+pub struct SyncApplyDdlArgs {
+    #[command(flatten)]
+    pub sync: SyncTarget,
+    /// Also run the statements for changes that drop, rename or narrow (`barge sync status`
+    /// names each); without it they wait, and the sync stays paused.
+    #[arg(long)]
+    pub destructive: bool,
+    /// Where pg_dump is, for tables created on the source that the target gets.
+    #[command(flatten)]
+    pub tools: Tools,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
 }
 
 /// `barge sync add` and `barge sync remove`.

@@ -282,11 +282,42 @@ async fn a_remote_sync_is_paused_resumed_and_changes_its_tables_on_request() {
     assert_eq!(code, 2, "refused before asking: {text}");
     let (code, text) = jobs_cli(&serve, &["remove-tables", &id, "--include-table", "extra"]);
     assert_eq!(code, 0, "{text}");
+    // WHEN the source's schema changes: the worker applies an added column by itself, and
+    // pauses the sync for a renamed one until the owner asks for it
+    src.run_sql(
+        &src_db,
+        "alter table notes add column tag text default 'x'; insert into notes values (900002, 'n', 'y')",
+    )
+    .await;
+    reaches_target(&dst_db, 900002).await;
+    src.run_sql(
+        &src_db,
+        "alter table notes rename column body to text_body; insert into notes (id, text_body) values (900003, 'renamed')",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&dst, &dst_db, "select count(*) from pg_subscription where not subenabled").await == 0 {
+        assert!(Instant::now() < deadline, "the sync was never paused for the rename");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, text) = jobs_cli(&serve, &["apply-ddl", &id]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(r#"RENAME COLUMN "body" TO "text_body""#), "{text}");
+    let (code, text) = jobs_cli(&serve, &["apply-ddl", &id, "--destructive"]);
+    assert_eq!(code, 0, "{text}");
+    reaches_target(&dst_db, 900003).await;
+    // (2001 rows older than the column, and the one written after the rename)
+    assert_eq!(count(&dst, &dst_db, "select count(*) from notes where tag = 'x'").await, 2002);
     // THEN the job lists what it was asked and what became of it, and cuts over
     let shown = serve.client.get(&job.id).await.unwrap();
     let states: Vec<_> = shown.changes.iter().map(|c| c.state).collect();
     use barge_jobs::ChangeState::{Failed, Succeeded};
-    assert_eq!(states, [Succeeded, Succeeded, Succeeded, Succeeded, Failed, Succeeded], "{:#?}", shown.changes);
+    assert_eq!(
+        states,
+        [Succeeded, Succeeded, Succeeded, Succeeded, Failed, Succeeded, Failed, Succeeded],
+        "{:#?}",
+        shown.changes
+    );
     serve.client.cutover(&job.id).await.unwrap();
     succeeded(serve.finish(&job.id).await.last().unwrap());
     assert_eq!(replication_objects(&src_db, &dst_db).await, (0, 0, 0));

@@ -537,7 +537,7 @@ fn json_message(e: &serde_json::Error) -> String {
 }
 
 /// What the owner of a running sync job asks of it besides a cutover (docs/sync.md): the
-/// same changes as `barge sync pause|resume|add|remove|resync` on this machine, run by the
+/// same changes as `barge sync pause|resume|add|remove|resync|apply-ddl` on this machine, run by the
 /// job's worker with the same engine functions.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
@@ -562,13 +562,20 @@ pub enum SyncChange {
         /// Patterns, as for `add_tables`.
         tables: Vec<String>,
     },
+    /// Make the target follow the source's schema changes: those that add to it, and with
+    /// `destructive` also those that drop, rename or narrow (docs/sync.md, "Schema changes").
+    ApplyDdl {
+        #[serde(default)]
+        /// Also the changes that drop, rename or narrow.
+        destructive: bool,
+    },
 }
 
 impl SyncChange {
     /// The table patterns it names (none for pause and resume).
     pub fn tables(&self) -> &[String] {
         match self {
-            SyncChange::Pause {} | SyncChange::Resume {} => &[],
+            SyncChange::Pause {} | SyncChange::Resume {} | SyncChange::ApplyDdl { .. } => &[],
             SyncChange::AddTables { tables } | SyncChange::RemoveTables { tables } | SyncChange::Resync { tables } => {
                 tables
             }
@@ -577,7 +584,7 @@ impl SyncChange {
 
     /// Refuses a change that cannot run: table changes need patterns that compile.
     pub fn check(&self) -> Result<(), SpecError> {
-        if matches!(self, SyncChange::Pause {} | SyncChange::Resume {}) {
+        if matches!(self, SyncChange::Pause {} | SyncChange::Resume {} | SyncChange::ApplyDdl { .. }) {
             return Ok(());
         }
         let tables = self.tables();
@@ -598,6 +605,8 @@ impl SyncChange {
             SyncChange::AddTables { tables } => format!("add tables {}", tables.join(", ")),
             SyncChange::RemoveTables { tables } => format!("remove tables {}", tables.join(", ")),
             SyncChange::Resync { tables } => format!("resync {}", tables.join(", ")),
+            SyncChange::ApplyDdl { destructive: false } => "apply schema changes".into(),
+            SyncChange::ApplyDdl { destructive: true } => "apply schema changes, destructive ones included".into(),
         }
     }
 }
@@ -865,6 +874,15 @@ mod tests {
         assert_eq!(add, SyncChange::AddTables { tables: vec!["billing.*".into()] });
         assert!(add.check().is_ok());
         assert_eq!(add.describe(), "add tables billing.*");
+        let ddl: SyncChange = serde_json::from_value(serde_json::json!({"action": "apply_ddl"})).unwrap();
+        assert_eq!(ddl, SyncChange::ApplyDdl { destructive: false });
+        assert!(ddl.check().is_ok());
+        let ddl: SyncChange =
+            serde_json::from_value(serde_json::json!({"action": "apply_ddl", "destructive": true})).unwrap();
+        assert_eq!(ddl.describe(), "apply schema changes, destructive ones included");
+        assert!(
+            serde_json::from_value::<SyncChange>(serde_json::json!({"action": "apply_ddl", "drop": true})).is_err()
+        );
         let pause: SyncChange = serde_json::from_value(serde_json::json!({"action": "pause"})).unwrap();
         assert!(pause.check().is_ok() && pause.tables().is_empty());
         assert!(serde_json::from_value::<SyncChange>(serde_json::json!({"action": "drop_everything"})).is_err());

@@ -625,17 +625,18 @@ fn added_column(key: &str, alter: &str, c: &Column, there: Option<&Column>) -> C
     let mut actions = Vec::new();
     let settled = there.is_some_and(|t| t.default == c.default);
     match (&c.missing, &c.default) {
-        (Some(missing), _) => {
+        (Some(missing), default) => {
+            let constant = format!("{}::{}", ident::literal(missing), c.type_name);
             if there.is_none() {
                 actions.push(Action::Sql(format!(
-                    "{alter}ADD COLUMN {name} {}{} DEFAULT {}::{}",
+                    "{alter}ADD COLUMN {name} {}{} DEFAULT {constant}",
                     typed(c),
                     if c.not_null { " NOT NULL" } else { "" },
-                    ident::literal(missing),
-                    c.type_name
                 )));
             }
-            if !settled {
+            // A default that is that constant (`7`, `'x'::text`) is set already.
+            let same = default.as_deref().is_some_and(|d| d == missing || d == constant);
+            if !(settled || (there.is_none() && same)) {
                 actions.push(Action::SqlAfterCatchUp(set_default(alter, c)));
             }
         }
@@ -750,7 +751,9 @@ pub(super) async fn reconcile(req: &Request, f: &Found, mode: Mode, sink: &Arc<d
         Mode::Apply { destructive } => destructive || !c.waits_for_confirmation(),
     };
     let held = changes.iter().any(|c| !allowed(c));
-    if matches!(mode, Mode::Apply { .. }) && !held {
+    // Also in the stream loop: an `apply-ddl` may have resolved the changes while the loop
+    // was pausing the sync for them.
+    if !held {
         resume_for_ddl(req, f, &mut report).await?;
     }
     let enabled = subscription_enabled(&target, f).await?;
@@ -767,15 +770,17 @@ pub(super) async fn reconcile(req: &Request, f: &Found, mode: Mode, sink: &Arc<d
     let mut failed: Option<Error> = None;
     for (table, cs) in &order {
         let waits = !cs.iter().all(|c| allowed(c))
-            // Copying, adding and waiting for the target need it to stream.
-            || (!enabled || held) && cs.iter().any(|c| c.needs_streaming());
+            // Copying, adding and waiting for the target need it to stream; the stream loop
+            // is about to pause it.
+            || (!enabled || (held && mode == Mode::Stream)) && cs.iter().any(|c| c.needs_streaming());
         if waits {
             report.pending.extend(cs.iter().map(|c| format!("{db}: {}", c.describe())));
             continue;
         }
         // The stream loop does not wait for copies: status shows them until they are ready.
         let wait = mode != Mode::Stream;
-        let run = Run { req, f, enabled, wait };
+        // A change that waits may hold up the target's apply: waits for it are short then.
+        let run = Run { req, f, enabled, wait: wait && !held };
         match apply_table(&run, &source, &target, table, cs, sink).await {
             Ok(()) => {
                 for c in cs {

@@ -142,8 +142,9 @@ pub async fn stream(
                 ReplicationStatus::default()
             }
         };
-        if !status.schema_changes.is_empty() {
-            // Additive changes are applied now; a sync waiting for others is paused.
+        if !status.schema_changes.is_empty() || found.iter().any(|f| f.settings.ddl_paused) {
+            // Additive changes are applied now; a sync waiting for others is paused, and
+            // resumed once none is left.
             for f in &found {
                 if let Err(e) = reconcile(req, f, Mode::Stream, &sink).await {
                     sink.emit(Event::Warning {
