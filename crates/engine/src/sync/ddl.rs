@@ -206,6 +206,10 @@ impl Action {
 }
 
 impl Change {
+    fn new(table: &str, what: impl Into<String>, step: Step) -> Change {
+        Change { table: table.to_owned(), what: what.into(), step, renamed_to: None }
+    }
+
     /// `public.t: column "a" renamed to "b"`, with the statements when barge does not run
     /// them unasked.
     pub(super) fn describe(&self) -> String {
@@ -355,12 +359,7 @@ pub(super) fn changes(
                     renamed_to: Some((*new_key).clone()),
                 });
             } else {
-                out.push(Change {
-                    table: key.clone(),
-                    what: "dropped on the source".into(),
-                    step: Step::Confirm(vec![Action::Forget]),
-                    renamed_to: None,
-                });
+                out.push(Change::new(key, "dropped on the source", Step::Confirm(vec![Action::Forget])));
             }
             continue;
         };
@@ -368,12 +367,11 @@ pub(super) fn changes(
             Recorded::Shape(s) => s,
             Recorded::Digest(d) => {
                 if *d != now.digest {
-                    out.push(Change {
-                        table: key.clone(),
-                        what: "columns, types or replica identity changed (recorded by an earlier barge, which kept no column list)".into(),
-                        step: Step::Confirm(vec![Action::ByHand]),
-                        renamed_to: None,
-                    });
+                    out.push(Change::new(
+                        key,
+                        "columns, types or replica identity changed (recorded by an earlier barge, which kept no column list)",
+                        Step::Confirm(vec![Action::ByHand]),
+                    ));
                 }
                 continue;
             }
@@ -387,12 +385,7 @@ pub(super) fn changes(
                     Action::Add,
                 ])
             };
-            out.push(Change {
-                table: key.clone(),
-                what: "dropped and created again on the source".into(),
-                step,
-                renamed_to: None,
-            });
+            out.push(Change::new(key, "dropped and created again on the source", step));
             continue;
         }
         out.extend(table_changes(key, &table, before, now, target.get(key)));
@@ -407,7 +400,7 @@ pub(super) fn changes(
         } else {
             ("created on the source where the sync's filters select it", Step::Apply(vec![Action::Add]))
         };
-        out.push(Change { table: key.clone(), what: what.into(), step, renamed_to: None });
+        out.push(Change::new(key, what, step));
     }
     out
 }
@@ -421,7 +414,7 @@ fn table_changes(
     target: Option<&Shape>,
 ) -> Vec<Change> {
     let mut out = Vec::new();
-    let change = |what: String, step: Step| Change { table: key.to_owned(), what, step, renamed_to: None };
+    let change = |what: String, step: Step| Change::new(key, what, step);
     let on_target = |name: &str| target.and_then(|t| t.column(name));
     let column = |c: &Column| ident::quote(&c.name);
     let a = alter(table);
@@ -609,7 +602,7 @@ fn added_column(key: &str, alter: &str, c: &Column, there: Option<&Column>) -> C
             _ => "",
         }
     );
-    let change = |step| Change { table: key.to_owned(), what: what.clone(), step, renamed_to: None };
+    let change = |step| Change::new(key, what.clone(), step);
     if c.generated {
         let expression = c.default.clone().unwrap_or_default();
         let actions = if there.is_some() {

@@ -90,9 +90,7 @@ pub async fn remove(req: &Request, patterns: &[String]) -> Result<TablesReport> 
     let found = find(req).await?;
     let mut report = TablesReport::default();
     for f in &found {
-        let source = Db::connect(&req.source, &f.objects.source_database).await?;
-        let target = Db::connect(&req.target, &f.objects.target_database).await?;
-        refuse_paused(&target, f).await?;
+        let (source, target) = streaming_sides(req, f).await?;
         let published = published(&source, &f.objects.name).await?;
         let subscribed = subscribed(&target, &f.objects.name).await?;
         let carried: HashSet<&String> = published.iter().chain(subscribed.keys()).collect();
@@ -151,9 +149,7 @@ pub(super) async fn add_one(
     wait: bool,
 ) -> Result<TablesReport> {
     let mut report = TablesReport::default();
-    let source = Db::connect(&req.source, &f.objects.source_database).await?;
-    let target = Db::connect(&req.target, &f.objects.target_database).await?;
-    refuse_paused(&target, f).await?;
+    let (source, target) = streaming_sides(req, f).await?;
     let wanted = select(&source, f, patterns).await?;
     let subscribed = subscribed(&target, &f.objects.name).await?;
     let new: Vec<&Relation> = wanted.iter().filter(|r| r.kind == 'r' && !subscribed.contains_key(&key(r))).collect();
@@ -189,9 +185,7 @@ pub(super) async fn resync_one(
     wait: bool,
 ) -> Result<TablesReport> {
     let mut report = TablesReport::default();
-    let source = Db::connect(&req.source, &f.objects.source_database).await?;
-    let target = Db::connect(&req.target, &f.objects.target_database).await?;
-    refuse_paused(&target, f).await?;
+    let (source, target) = streaming_sides(req, f).await?;
     // The sync's tables are those its record holds: a resync that died half-way left its
     // table out of the publication, still in the record.
     let relations = select(&source, f, patterns).await?;
@@ -272,6 +266,14 @@ async fn subscribed(target: &Db, name: &str) -> Result<HashMap<String, String>> 
         )
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Connections to both sides of a sync that streams (refused when paused).
+async fn streaming_sides(req: &Request, f: &Found) -> Result<(Db, Db)> {
+    let source = Db::connect(&req.source, &f.objects.source_database).await?;
+    let target = Db::connect(&req.target, &f.objects.target_database).await?;
+    refuse_paused(&target, f).await?;
+    Ok((source, target))
 }
 
 /// A paused subscription cannot be refreshed: say so before changing anything.
