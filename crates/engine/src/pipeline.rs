@@ -359,7 +359,8 @@ pub(crate) struct Pipeline<'a> {
     pub batches: usize,
 }
 
-fn part_step(table: &TablePlan, part: usize) -> String {
+/// The progress mark of one part of a table's rows.
+pub(crate) fn part_step(table: &TablePlan, part: usize) -> String {
     format!("data:{}:{}/{}", table.display(), part + 1, table.parts.len())
 }
 

@@ -16,12 +16,12 @@
 //! the transaction that creates the subscription.
 //!
 //! One module per concern: `preflight` (the checks before anything changes), `setup`
-//! ([`start`]), `status` ([`status`] and the [`stream`] loop), `cutover` ([`cutover`]),
-//! `teardown` ([`stop`] and the removal every failure path uses), `objects` (the names
-//! and finding them again), `pause` ([`pause`], [`resume`]), `guard` (the WAL a slot
-//! keeps on the source), `tables` ([`add`], [`remove`], [`resync`]) and `ddl` (the source's
-//! schema changes, [`apply_ddl`]). The types callers
-//! see are here.
+//! ([`start`]), `resume` (a copy that died, continued by [`start`] with `--resume`),
+//! `status` ([`status`] and the [`stream`] loop), `cutover` ([`cutover`]), `teardown`
+//! ([`stop`] and the removal every failure path uses), `objects` (the names and finding them
+//! again), `pause` ([`pause`], [`resume`]), `guard` (the WAL a slot keeps on the source),
+//! `tables` ([`add`], [`remove`], [`resync`]) and `ddl` (the source's schema changes,
+//! [`apply_ddl`]). The types callers see are here.
 
 mod cutover;
 mod ddl;
@@ -29,6 +29,7 @@ mod guard;
 mod objects;
 mod pause;
 mod preflight;
+mod resume;
 mod setup;
 mod status;
 mod tables;

@@ -15,7 +15,7 @@ use crate::{
     ident,
     init::{self, InitReport},
     login::{self, Login},
-    plan::types::{DatabasePlan, Plan},
+    plan::types::{DatabasePlan, Plan, TargetAction},
     progress::{Event, ProgressSink, Tracker},
     replication::ReplicationConn,
     request::Request,
@@ -32,7 +32,10 @@ pub async fn start(req: &Request, plan: &Plan, sink: Arc<dyn ProgressSink>, cont
             check_id(id)?;
             id.clone()
         }
-        None => new_id(),
+        None => match resumed_id(req, plan).await? {
+            Some(id) => id,
+            None => new_id(),
+        },
     };
     let started = Instant::now();
     let (tools, roles) = init::prepare(req, &sink).await?;
@@ -68,6 +71,9 @@ pub async fn start(req: &Request, plan: &Plan, sink: Arc<dyn ProgressSink>, cont
                 source_database: db.source.clone(),
                 target_database: db.target.clone(),
             });
+            if matches!(db.action, TargetAction::Resume) {
+                return resume_database(req, &tools, db, (&id, &name), &login, &tracker, &sink).await;
+            }
             source
                 .batch(
                     &format!("create publication {name}"),
@@ -77,7 +83,7 @@ pub async fn start(req: &Request, plan: &Plan, sink: Arc<dyn ProgressSink>, cont
             let mut replication = ReplicationConn::connect(&req.source, &db.source).await?;
             let slot = replication.create_slot(&name).await?;
             tracing::info!(slot = %name, consistent_point = %slot.consistent_point, "replication slot created");
-            let baseline = fingerprint_in_snapshot(req, db, &filter, &slot.snapshot).await?;
+            let baseline = fingerprint_in_snapshot(req, db, &filter, Some(&slot.snapshot)).await?;
             let copied = init::copy_database(req, &tools, db, tracker.clone(), Some(&slot.snapshot)).await;
             // The snapshot is no longer needed; the subscriber needs the slot free.
             replication.close().await;
@@ -106,6 +112,64 @@ pub async fn start(req: &Request, plan: &Plan, sink: Arc<dyn ProgressSink>, cont
     }
     report.init.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The id of the sync whose interrupted copy a `--resume` continues when none is given: the
+/// one whose publication is on the first source database being resumed.
+async fn resumed_id(req: &Request, plan: &Plan) -> Result<Option<String>> {
+    match plan.databases.iter().find(|db| matches!(db.action, TargetAction::Resume)) {
+        Some(db) => resume::interrupted_id(req, &db.source).await,
+        None => Ok(None),
+    }
+}
+
+/// Continues the sync of `db` whose copy died (`sync/resume.rs`): the copy resumed without
+/// the tables whose rows did not all commit, the subscription created from the slot's start,
+/// then those tables copied by the target's table synchronization.
+async fn resume_database(
+    req: &Request,
+    tools: &crate::pgtools::PgTools,
+    db: &DatabasePlan,
+    (id, name): (&str, &str),
+    login: &Login,
+    tracker: &Arc<Tracker>,
+    sink: &Arc<dyn ProgressSink>,
+) -> Result<crate::init::DatabaseReport> {
+    let source = Db::connect(&req.source, &db.source).await?;
+    resume::check_slot(&source, name).await?;
+    let interrupted = {
+        let target = Db::connect(&req.target, &db.target).await?;
+        resume::prepare(&source, &target).await?
+    };
+    sink.emit(Event::Warning {
+        message: format!(
+            "resuming the sync's copy of \"{}\": the tables copied in full stay; the target copies again {}",
+            db.source,
+            if interrupted.unfinished.is_empty() {
+                "none".to_owned()
+            } else {
+                interrupted.unfinished.iter().map(|(s, t)| format!("{s}.{t}")).collect::<Vec<_>>().join(", ")
+            }
+        ),
+    });
+    let copied = init::copy_database(req, tools, db, tracker.clone(), None).await?;
+    // The slot's snapshot is gone: the structure as it is now.
+    let baseline = fingerprint_in_snapshot(req, db, &req.filter.compile()?, None).await?;
+    resume::unpublish_unfinished(&source, name, &interrupted).await?;
+    let carried = published_tables(db).len().saturating_sub(interrupted.unfinished.len());
+    subscribe(req, db, name, &baseline, carried, login, sink).await?;
+    if !interrupted.unfinished.is_empty() {
+        let mut one = req.clone();
+        one.local.sync_id = Some(id.to_owned());
+        let found = find(&one).await?;
+        let f = found
+            .iter()
+            .find(|f| f.objects.name == name)
+            .ok_or_else(|| Error::Internal(format!("the subscription {name} was not found after creating it")))?;
+        let patterns: Vec<String> = interrupted.unfinished.iter().map(resume::exact_pattern).collect();
+        add_one(&one, f, &patterns, sink.clone(), true).await?;
+    }
+    Ok(copied)
 }
 
 /// Runs `work` until it ends or a `Cancel`/`Detach` arrives (then `work` is dropped, which

@@ -183,16 +183,18 @@ pub async fn stream(
     }
 }
 
-/// The structure of the tables the filters select, as of the slot's snapshot: what the
-/// sync's record starts with.
+/// The structure of the tables the filters select, as of the slot's snapshot (or now): what
+/// the sync's record starts with.
 pub(super) async fn fingerprint_in_snapshot(
     req: &Request,
     db: &DatabasePlan,
     filter: &CompiledFilter,
-    snapshot: &str,
+    snapshot: Option<&str>,
 ) -> Result<BTreeMap<String, Recorded>> {
     let source = Db::connect(&req.source, &db.source).await?;
-    source.enter_snapshot(snapshot).await?;
+    if let Some(snapshot) = snapshot {
+        source.enter_snapshot(snapshot).await?;
+    }
     let read = async {
         let selected = selected(&source, &db.source, filter).await?;
         Ok::<_, Error>(

@@ -202,7 +202,8 @@ pub(super) async fn resync_one(
     // the publication already: a resync that stopped here left them so.)
     caught_up_within(req, f, &source, if wait { STALL } else { DDL_CATCH_UP }).await?;
     refresh(&target, f, false).await?;
-    empty_on_target(&target, &tables).await?;
+    let pairs: Vec<(&str, &str)> = tables.iter().map(|r| (r.schema.as_str(), r.name.as_str())).collect();
+    empty_on_target(&target, &pairs).await?;
     publish(&source, f, &tables).await?;
     refresh(&target, f, true).await?;
     let names: Vec<String> = tables.iter().map(|r| key(r)).collect();
@@ -512,9 +513,9 @@ pub(super) async fn caught_up_within(req: &Request, f: &Found, source: &Db, limi
 /// foreign key points at them, else `DELETE` with the target's triggers and foreign-key checks
 /// off for the session (`session_replication_role = replica`, as the apply itself runs),
 /// which needs a superuser.
-async fn empty_on_target(target: &Db, tables: &[&Relation]) -> Result<()> {
-    for table in tables {
-        let (name, sql_name) = (key(table), ident::qualified(&table.schema, &table.name));
+pub(super) async fn empty_on_target(target: &Db, tables: &[(&str, &str)]) -> Result<()> {
+    for (schema, table) in tables {
+        let (name, sql_name) = (format!("{schema}.{table}"), ident::qualified(schema, table));
         let referenced: bool = target
             .query_one(
                 &format!("look for foreign keys to {name}"),

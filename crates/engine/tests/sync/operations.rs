@@ -327,3 +327,99 @@ async fn tables_join_leave_and_copy_again_18_to_18() {
 async fn tables_join_leave_and_copy_again_15_to_18() {
     tables_join_leave_and_copy_again_under_writes(src15()).await;
 }
+
+/// Whether every table in `tables` has all its parts marked done in the target's progress
+/// marks (`data:<table>:<k>/<n>`), and `events` has not.
+async fn copied_all_but_events(dst_db: &str, tables: &[&str]) -> bool {
+    let admin = dst18().connect("postgres").await;
+    if admin.query_opt("select 1 from pg_database where datname = $1", &[&dst_db]).await.unwrap().is_none() {
+        return false;
+    }
+    let client = dst18().connect(dst_db).await;
+    let Ok(rows) = client.query("select step from _barge.done where step like 'data:%'", &[]).await else {
+        return false;
+    };
+    let steps: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let complete = |table: &str| {
+        let parts: Vec<&String> = steps.iter().filter(|s| s.starts_with(&format!("data:public.{table}:"))).collect();
+        parts.first().is_some_and(|s| {
+            let total: usize = s.rsplit('/').next().unwrap().parse().unwrap();
+            parts.len() == total
+        })
+    };
+    tables.iter().all(|t| complete(t)) && !complete("events")
+}
+
+async fn a_copy_that_died_resumes(src: Cluster) {
+    // GIVEN a sync of a source under writes whose `events` copies slowly into the target,
+    // and a table nothing writes to
+    let src_db = source_db(&src).await;
+    src.run_sql(
+        &src_db,
+        &format!(
+            "create function slow(n bigint) returns boolean language plpgsql as $$
+             begin
+               if n % 1000 = 0 and current_database() <> '{src_db}' then perform pg_sleep(0.05); end if;
+               return true;
+             end $$;
+             alter table events add constraint events_slowly check (slow(id));
+             create table archive (id int primary key, v text);
+             insert into archive select g, 'a' || g from generate_series(1, 20000) g;"
+        ),
+    )
+    .await;
+    let dst_db = unique("sync_resume");
+    let mut req = sync_request(&src, &src_db, &dst_db);
+    req.local.sync_id = Some(format!("resume{}", std::process::id()));
+    req.options.jobs = Some(2);
+    let plan = plan_ok(&req).await;
+    let (stop, writer) = start_writer(&src, &src_db);
+    let copy = {
+        let req = req.clone();
+        tokio::spawn(async move { sync::start(&req, &plan, progress::discard(), sync::no_control()).await })
+    };
+    // WHEN the copy dies (its process gone: nothing cleans up) once the other tables are in
+    let mut waited = 0;
+    while !copied_all_but_events(&dst_db, &["accounts", "archive", "scratch", "keyless"]).await {
+        assert!(waited < 600 && !copy.is_finished(), "the copy never reached the point to kill it");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    copy.abort();
+    assert!(copy.await.unwrap_err().is_cancelled());
+    assert_eq!(barge_objects(&src, &src_db, &dst_db).await, (1, 1, 0), "the slot and publication stay");
+    let untouched = "select min(xmin::text::int8) * 1000000 + max(xmin::text::int8) from archive";
+    let before = count(&dst18(), &dst_db, untouched).await;
+    // AND it is started again with --resume (the sync id found from the source)
+    let mut again = req.clone();
+    again.local.sync_id = None;
+    again.options.resume = true;
+    let plan = plan_ok(&again).await;
+    let report = sync::start(&again, &plan, progress::discard(), sync::no_control()).await.unwrap();
+    // THEN it streams under the same name, the finished tables were not copied again, and
+    // the unfinished one was
+    assert_eq!(report.names, [format!("barge_resume{}_0", std::process::id())]);
+    streaming(&req).await;
+    assert_eq!(count(&dst18(), &dst_db, untouched).await, before, "archive was copied again");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    assert!(writer.await.unwrap() > 41);
+    // AND the cutover finds every table equal: no gap, no duplicate
+    let cut = cut_over(&req).await;
+    assert!(cut.verify.ok, "{:#?}", cut.verify);
+    for table in ["accounts", "events", "scratch", "keyless", "archive"] {
+        let sql = format!("select count(*) from {table}");
+        assert_eq!(count(&src, &src_db, &sql).await, count(&dst18(), &dst_db, &sql).await, "{table}");
+    }
+    assert_eq!(barge_objects(&src, &src_db, &dst_db).await, (0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_sync_whose_copy_died_resumes_without_copying_finished_tables_again_18_to_18() {
+    a_copy_that_died_resumes(src18()).await;
+}
+
+#[tokio::test]
+async fn a_sync_whose_copy_died_resumes_without_copying_finished_tables_again_15_to_18() {
+    a_copy_that_died_resumes(src15()).await;
+}
