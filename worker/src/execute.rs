@@ -72,7 +72,7 @@ pub fn request(spec: &JobSpec, attempt: u32, reach: Reach) -> Result<Request, Er
     let pg_bin = std::env::var_os("BARGE_PG_BIN").filter(|dir| !dir.is_empty()).map(std::path::PathBuf::from);
     let mut request =
         Request::from_spec(spec, barge_engine::Local { pg_bin, ..barge_engine::Local::default() }, reach)?;
-    request.options.resume |= attempt > 1 && spec.command == Command::Init && !spec.syncs();
+    request.options.resume |= attempt > 1 && (spec.command == Command::Init || spec.syncs());
     Ok(request)
 }
 
@@ -351,8 +351,13 @@ async fn sync_job<R: Reporter>(
     if streaming {
         tracing::info!("the previous attempt left replication streaming: watching it again");
     } else {
-        if attempt > 1 {
-            // What a copy that died left: its slot and publication (nothing resumes them).
+        let plan = barge_engine::plan(request).await.map_err(|e| restart_failure(e, attempt))?;
+        let resuming = plan.databases.iter().any(|db| matches!(db.action, barge_engine::plan::TargetAction::Resume));
+        if resuming {
+            // The copy's marks are on the target: the sync resumes from its slot.
+            tracing::info!("the previous attempt stopped during the copy: resuming it");
+        } else if attempt > 1 {
+            // A copy that died before its first commit left at most its slot and publication.
             match sync::stop(request).await {
                 Ok(report) => {
                     tracing::info!(removed = ?report.removed, "removed the previous attempt's replication objects")
@@ -361,7 +366,6 @@ async fn sync_job<R: Reporter>(
                 Err(e) => tracing::warn!(error = %e, "could not remove the previous attempt's replication objects"),
             }
         }
-        let plan = barge_engine::plan(request).await.map_err(|e| restart_failure(e, attempt))?;
         tracing::info!(databases = plan.databases.len(), plan = %json(&plan), "plan");
         size_worker(run, reporter, &plan).await?;
         {
@@ -496,10 +500,8 @@ fn restart_failure(e: barge_engine::Error, attempt: u32) -> Failure {
     let refused = matches!(e, Error::TargetNotEmpty(_) | Error::Refused(_));
     let mut failure = Failure::from(e);
     if attempt > 1 && refused {
-        failure.reason = format!(
-            "the previous attempt stopped during the copy, which a sync cannot resume (barge removed its replication objects): {}",
-            failure.reason
-        );
+        failure.reason =
+            format!("the previous attempt stopped during the copy, and it cannot resume: {}", failure.reason);
     }
     failure
 }

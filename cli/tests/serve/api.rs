@@ -376,22 +376,29 @@ async fn a_sync_whose_worker_dies_while_streaming_is_watched_again_and_cuts_over
 }
 
 #[tokio::test]
-async fn a_sync_whose_worker_dies_during_its_copy_is_cleaned_up_and_refused_by_the_next_attempt() {
+async fn a_sync_whose_worker_dies_during_its_copy_is_resumed_by_the_next_attempt() {
     let serve = Serve::start();
     let (src_db, dst_db, running) = sync_under_way(&serve, "rsync_kill_copy").await;
-    // WHEN its worker is killed mid-copy, leaving its slot and publication
+    // WHEN its worker is killed mid-copy, leaving its slot, publication and marks
     assert!(Command::new("kill").args(["-KILL", &pid_of(&running).to_string()]).status().unwrap().success());
-    // THEN the next attempt removes them and fails, saying why a sync does not resume
+    src18().run_sql(&src_db, "insert into notes values (900004, 'written while no worker ran')").await;
+    // THEN the next attempt resumes the copy from the same slot and streams
+    let streaming = |v: &JobView| {
+        v.status.state().is_terminal() || (v.attempt == 2 && v.status == JobStatus::Running { phase: Phase::Streaming })
+    };
+    let second = serve.watch(&running.id, Duration::from_secs(180), streaming).await.pop().unwrap();
+    assert_eq!(second.status, JobStatus::Running { phase: Phase::Streaming }, "{second:#?}");
+    assert!(serve.log(&running.id).contains("resuming it"));
+    assert_eq!(replication_objects(&src_db, &dst_db).await, (1, 1, 1));
+    reaches_target(&dst_db, 900004).await;
+    // AND a cutover ends it succeeded with every row once
+    serve.client.cutover(&running.id).await.unwrap();
     let last = serve.finish(&running.id).await.pop().unwrap();
+    succeeded(&last);
     assert_eq!(last.attempt, 2, "{last:#?}");
-    match &last.status {
-        JobStatus::Failed { reason, retryable } => {
-            assert!(!retryable, "{reason}");
-            assert!(reason.contains("a sync cannot resume"), "{reason}");
-        }
-        other => panic!("{other:?}"),
-    }
     assert_eq!(replication_objects(&src_db, &dst_db).await, (0, 0, 0));
+    assert_eq!(count(&dst18(), &dst_db, "select count(*) from notes").await, 5001);
+    assert_eq!(count(&dst18(), &dst_db, "select count(*) from items").await, 150_000);
 }
 
 #[tokio::test]

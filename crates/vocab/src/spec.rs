@@ -465,12 +465,6 @@ impl JobSpec {
                 return Err(SpecError::new(format!("options.{field}"), "give a size above 0 bytes"));
             }
         }
-        if self.syncs() && options.resume {
-            return Err(SpecError::new(
-                "options.resume",
-                "a sync copies in its replication slot's snapshot and cannot resume an interrupted copy; drop resume (with drop_existing to start over)",
-            ));
-        }
         if self.command == Command::Verify
             && let Some(unused) = options.set().into_iter().find(|name| !VERIFY_OPTIONS.contains(&name.as_str()))
         {
