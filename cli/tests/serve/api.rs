@@ -326,6 +326,48 @@ async fn a_remote_sync_is_paused_resumed_and_changes_its_tables_on_request() {
 }
 
 #[tokio::test]
+async fn a_remote_syncs_wal_guard_pauses_it_at_its_limit() {
+    // GIVEN a sync job whose WAL limit the slot passes at once, set to pause
+    let (src, dst) = (src18(), dst18());
+    let serve = Serve::start();
+    let src_db = src.create_db("rwal").await;
+    src.run_sql(&src_db, "create table notes (id int primary key, body text); insert into notes values (1, 'n')").await;
+    let dst_db = unique("rwal_copy");
+    let options = Options {
+        wal_warn: Some(1),
+        wal_limit: Some(2),
+        on_wal_limit: Some(barge_jobs::WalLimitAction::Pause),
+        ..copy_options()
+    };
+    let job = serve.submit(JobCommand::Sync, &src.url(&src_db), &dst.url(&dst_db), options).await;
+    let streaming =
+        |v: &JobView| v.status.state().is_terminal() || v.status == JobStatus::Running { phase: Phase::Streaming };
+    let view = serve.watch(&job.id, Duration::from_secs(180), streaming).await.pop().unwrap();
+    assert_eq!(view.status, JobStatus::Running { phase: Phase::Streaming }, "{view:#?}");
+    // THEN its worker pauses the sync, saying why in the job's log, and the job runs on
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count(&dst, &dst_db, "select count(*) from pg_subscription where not subenabled").await == 0 {
+        assert!(Instant::now() < deadline, "the WAL guard never paused the sync: {}", serve.log(&job.id));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let said = |v: &JobView| {
+        v.status.state().is_terminal()
+            || v.progress
+                .as_ref()
+                .and_then(|p| p.message.as_deref())
+                .is_some_and(|m| m.contains("over the sync's limit"))
+    };
+    let view = serve.watch(&job.id, Duration::from_secs(30), said).await.pop().unwrap();
+    assert_eq!(view.status, JobStatus::Running { phase: Phase::Streaming }, "{view:#?}");
+    let message = view.progress.and_then(|p| p.message).unwrap_or_default();
+    assert!(message.contains("paused barge_"), "{message}");
+    // AND a cancel removes the replication
+    serve.client.cancel(&job.id).await.unwrap();
+    assert_eq!(serve.finish(&job.id).await.pop().unwrap().status, JobStatus::Cancelled);
+    assert_eq!(replication_objects(&src_db, &dst_db).await, (0, 0, 0));
+}
+
+#[tokio::test]
 async fn a_remote_sync_cancelled_during_its_copy_leaves_no_slot() {
     let serve = Serve::start();
     let (src_db, dst_db, job) = sync_under_way(&serve, "rsync_cancel").await;
