@@ -77,8 +77,8 @@ pub enum Signal {
     Cutover,
     /// Stop and remove everything barge created on both sides.
     Cancel,
-    /// Stop watching: during the copy this removes what was created (a copy cannot resume
-    /// without its snapshot); once streaming, replication goes on for a later run to find.
+    /// Stop watching: during the copy the slot, publication and progress marks stay for a
+    /// later `--resume`; once streaming, replication goes on for a later run to find.
     Detach,
 }
 

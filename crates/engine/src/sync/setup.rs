@@ -97,6 +97,13 @@ pub async fn start(req: &Request, plan: &Plan, sink: Arc<dyn ProgressSink>, cont
                 report.init.databases.push(copied);
                 report.names.push(name);
             }
+            // Interrupted (a worker's instance going away): the slot, the publication and the
+            // copy's marks stay, and `--resume` (the job's next attempt) continues the copy.
+            Err(Error::Stopped(_)) if *control.borrow() == Signal::Detach => {
+                return Err(Error::Stopped(
+                    "interrupted during the copy; its slot, publication and progress marks stay for --resume (a sync job's next attempt resumes it)".into(),
+                ));
+            }
             Err(e) => {
                 let cleanup = remove_objects(req, &created).await;
                 for failure in cleanup.1 {
@@ -197,9 +204,7 @@ pub(super) fn stop_reason(signal: Signal) -> Option<&'static str> {
         Signal::Cancel => {
             Some("cancelled during the copy; barge removed the slot, publication and subscription it had created")
         }
-        Signal::Detach => Some(
-            "interrupted during the copy; barge removed the slot, publication and subscription it had created (a copy cannot resume without its snapshot)",
-        ),
+        Signal::Detach => Some("interrupted during the copy"),
         Signal::Run | Signal::Cutover => None,
     }
 }

@@ -350,7 +350,15 @@ async fn copied_all_but_events(dst_db: &str, tables: &[&str]) -> bool {
     tables.iter().all(|t| complete(t)) && !complete("events")
 }
 
-async fn a_copy_that_died_resumes(src: Cluster) {
+/// How a sync's copy stops half-way.
+enum Death {
+    /// Its process is gone: nothing cleans up.
+    Killed,
+    /// A worker being stopped detaches it.
+    Interrupted,
+}
+
+async fn a_copy_that_died_resumes(src: Cluster, death: Death) {
     // GIVEN a sync of a source under writes whose `events` copies slowly into the target,
     // and a table nothing writes to
     let src_db = source_db(&src).await;
@@ -374,9 +382,10 @@ async fn a_copy_that_died_resumes(src: Cluster) {
     req.options.jobs = Some(2);
     let plan = plan_ok(&req).await;
     let (stop, writer) = start_writer(&src, &src_db);
+    let (signal, control) = tokio::sync::watch::channel(sync::Signal::Run);
     let copy = {
         let req = req.clone();
-        tokio::spawn(async move { sync::start(&req, &plan, progress::discard(), sync::no_control()).await })
+        tokio::spawn(async move { sync::start(&req, &plan, progress::discard(), control).await })
     };
     // WHEN the copy dies (its process gone: nothing cleans up) once the other tables are in
     let mut waited = 0;
@@ -385,8 +394,19 @@ async fn a_copy_that_died_resumes(src: Cluster) {
         tokio::time::sleep(Duration::from_millis(50)).await;
         waited += 1;
     }
-    copy.abort();
-    assert!(copy.await.unwrap_err().is_cancelled());
+    match death {
+        Death::Killed => {
+            copy.abort();
+            assert!(copy.await.unwrap_err().is_cancelled());
+        }
+        Death::Interrupted => {
+            signal.send(sync::Signal::Detach).unwrap();
+            match copy.await.unwrap() {
+                Err(Error::Stopped(message)) => assert!(message.contains("--resume"), "{message}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
     assert_eq!(barge_objects(&src, &src_db, &dst_db).await, (1, 1, 0), "the slot and publication stay");
     let untouched = "select min(xmin::text::int8) * 1000000 + max(xmin::text::int8) from archive";
     let before = count(&dst18(), &dst_db, untouched).await;
@@ -416,10 +436,12 @@ async fn a_copy_that_died_resumes(src: Cluster) {
 
 #[tokio::test]
 async fn a_sync_whose_copy_died_resumes_without_copying_finished_tables_again_18_to_18() {
-    a_copy_that_died_resumes(src18()).await;
+    // (killed: its process gone)
+    a_copy_that_died_resumes(src18(), Death::Killed).await;
 }
 
 #[tokio::test]
 async fn a_sync_whose_copy_died_resumes_without_copying_finished_tables_again_15_to_18() {
-    a_copy_that_died_resumes(src15()).await;
+    // (interrupted: a worker being stopped detaches it)
+    a_copy_that_died_resumes(src15(), Death::Interrupted).await;
 }
