@@ -691,7 +691,7 @@ async fn pending_with(source: &Db, target: &Db, f: &Found) -> Result<(Vec<Change
         return Ok((Vec::new(), now));
     }
     let there = shapes(target).await?;
-    let names = names(&[source, target]).await?;
+    let names = table_names(&[source, target]).await?;
     Ok((changes(&f.baseline, &now, &selected, &there, &names), now))
 }
 
@@ -701,14 +701,14 @@ async fn watched_selection(source: &Db, f: &Found) -> Result<HashSet<String>> {
     Ok(selected.into_iter().filter(|t| !f.settings.removed.contains(t)).collect())
 }
 
-/// `schema.table` → (schema, table) for the tables of `dbs`, which a dot in a name would
-/// make ambiguous otherwise.
-async fn names(dbs: &[&Db]) -> Result<BTreeMap<String, (String, String)>> {
+/// `schema.table` → (schema, table) for the tables (plain and partitioned) of `dbs`, which
+/// a dot in a name would make ambiguous otherwise.
+pub(super) async fn table_names(dbs: &[&Db]) -> Result<BTreeMap<String, (String, String)>> {
     let mut out = BTreeMap::new();
     for db in dbs {
         let rows = db
             .query(
-                "list the tables' names",
+                "list the tables",
                 "select n.nspname::text, c.relname::text from pg_catalog.pg_class c
                  join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r', 'p')",
                 &[],
@@ -794,7 +794,8 @@ pub(super) async fn reconcile(req: &Request, f: &Found, mode: Mode, sink: &Arc<d
         if pause_one(req, f).await? {
             report.paused.push(f.objects.name.clone());
         }
-        set_ddl_paused(req, f, true).await?;
+        // `record` may have just written the record: this writes on top of it.
+        set_ddl_paused(req, &refind(req, f).await?, true).await?;
         sink.emit(Event::Warning {
             message: format!(
                 "the sync is paused: the source's schema changed in a way barge does not apply unasked: {}",
@@ -810,18 +811,6 @@ pub(super) async fn reconcile(req: &Request, f: &Found, mode: Mode, sink: &Arc<d
         }
         None => Ok(report),
     }
-}
-
-async fn subscription_enabled(target: &Db, f: &Found) -> Result<bool> {
-    Ok(target
-        .query_opt(
-            "read the subscription",
-            "select subenabled from pg_catalog.pg_subscription where subname = $1 \
-               and subdbid = (select oid from pg_catalog.pg_database where datname = pg_catalog.current_database())",
-            &[&f.objects.name],
-        )
-        .await?
-        .is_some_and(|r| r.get(0)))
 }
 
 /// Resumes a sync paused for a schema change (and only such a sync: one the user paused
@@ -846,12 +835,12 @@ async fn refind(req: &Request, f: &Found) -> Result<Found> {
         .ok_or_else(|| Error::NotFound(format!("the sync {} is gone from the target", f.objects.name)))
 }
 
-async fn set_ddl_paused(req: &Request, f: &Found, paused: bool) -> Result<()> {
-    let fresh = refind(req, f).await?;
-    let mut settings = fresh.settings.clone();
-    settings.ddl_paused = paused;
-    let target = Db::connect(&req.target, &f.objects.target_database).await?;
-    update_record(&target, &f.objects.name, &fresh.baseline, &settings).await
+/// Records whether barge paused the sync for a schema change, in the record as `fresh`
+/// (just read) holds it.
+async fn set_ddl_paused(req: &Request, fresh: &Found, paused: bool) -> Result<()> {
+    let settings = Settings { ddl_paused: paused, ..fresh.settings.clone() };
+    let target = Db::connect(&req.target, &fresh.objects.target_database).await?;
+    update_record(&target, &fresh.objects.name, &fresh.baseline, &settings).await
 }
 
 /// What [`apply_table`] runs in: the sync, whether its subscription is enabled, and
@@ -877,7 +866,7 @@ async fn apply_table(
     let pattern = {
         let (schema, name) = table.split_once('.').unwrap_or(("public", table));
         // Quoted parts are literal in a pattern (docs/sync.md).
-        let names = names(&[source]).await?;
+        let names = table_names(&[source]).await?;
         let (schema, name) = names.get(table).cloned().unwrap_or((schema.to_owned(), name.to_owned()));
         format!("{}.{}", ident::quote(&schema), ident::quote(&name))
     };

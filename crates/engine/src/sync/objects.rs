@@ -134,6 +134,21 @@ pub(super) async fn update_record(
     Ok(())
 }
 
+/// Whether the sync's subscription in the target database `target` is enabled; an error
+/// naming it when it is gone.
+pub(super) async fn subscription_enabled(target: &Db, f: &Found) -> Result<bool> {
+    Ok(target
+        .query_opt(
+            "read the subscription",
+            "select subenabled from pg_catalog.pg_subscription where subname = $1 \
+               and subdbid = (select oid from pg_catalog.pg_database where datname = pg_catalog.current_database())",
+            &[&f.objects.name],
+        )
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("the subscription {} is gone from the target", f.objects.name)))?
+        .get(0))
+}
+
 /// When the WAL a slot keeps on the source calls for a warning, and for action
 /// (docs/sync.md, "The source's disk").
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -82,17 +82,7 @@ pub(super) async fn pause_one(req: &Request, f: &Found) -> Result<bool> {
 /// Enables or disables one database's subscription; whether that changed it.
 pub(super) async fn set_enabled(req: &Request, f: &Found, enabled: bool) -> Result<bool> {
     let target = Db::connect(&req.target, &f.objects.target_database).await?;
-    let was: bool = target
-        .query_opt(
-            "read the subscription",
-            "select subenabled from pg_catalog.pg_subscription s \
-             where subname = $1 and subdbid = (select oid from pg_catalog.pg_database where datname = pg_catalog.current_database())",
-            &[&f.objects.name],
-        )
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("the subscription {} is gone from the target", f.objects.name)))?
-        .get(0);
-    if was == enabled {
+    if subscription_enabled(&target, f).await? == enabled {
         return Ok(false);
     }
     let verb = if enabled { "enable" } else { "disable" };

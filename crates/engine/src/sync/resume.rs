@@ -109,17 +109,7 @@ pub(super) async fn prepare(source: &Db, target: &Db) -> Result<Interrupted> {
         }
         unfinished.extend(more);
     }
-    let existing: HashSet<(String, String)> = target
-        .query(
-            "list the target's tables",
-            "select n.nspname::text, c.relname::text from pg_catalog.pg_class c
-             join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.relkind = 'r'",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let existing: HashSet<(String, String)> = table_names(&[target]).await?.into_values().collect();
     let emptied: Vec<(&str, &str)> =
         unfinished.iter().filter(|t| existing.contains(*t)).map(|(s, t)| (s.as_str(), t.as_str())).collect();
     empty_on_target(target, &emptied).await?;
@@ -135,27 +125,9 @@ pub(super) async fn prepare(source: &Db, target: &Db) -> Result<Interrupted> {
 /// Takes the unfinished tables out of the publication `name`: the subscription created next
 /// starts without them, so the changes the slot holds for them are not applied.
 pub(super) async fn unpublish_unfinished(source: &Db, name: &str, interrupted: &Interrupted) -> Result<()> {
-    let published: HashSet<(String, String)> = source
-        .query(
-            "list the publication's tables",
-            "select schemaname::text, tablename::text from pg_catalog.pg_publication_tables where pubname = $1",
-            &[&name],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let leaving: Vec<String> =
-        interrupted.unfinished.iter().filter(|t| published.contains(*t)).map(|(s, t)| ident::qualified(s, t)).collect();
-    if leaving.is_empty() {
-        return Ok(());
-    }
-    source
-        .batch(
-            &format!("take the unfinished tables out of the publication {name}"),
-            &format!("alter publication {} drop table {}", ident::quote(name), leaving.join(", ")),
-        )
-        .await
+    let tables: Vec<(&str, &str)> = interrupted.unfinished.iter().map(|(s, t)| (s.as_str(), t.as_str())).collect();
+    unpublish(source, name, &published(source, name).await?, &tables).await?;
+    Ok(())
 }
 
 /// The pattern that selects exactly `table` (quoted parts are literal).

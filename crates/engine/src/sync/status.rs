@@ -207,7 +207,9 @@ pub(super) async fn fingerprint_in_snapshot(
         )
     };
     let shapes = read.await;
-    let _ = source.batch("close the snapshot", "commit").await;
+    if snapshot.is_some() {
+        let _ = source.batch("close the snapshot", "commit").await;
+    }
     shapes
 }
 

@@ -105,7 +105,7 @@ pub async fn remove(req: &Request, patterns: &[String]) -> Result<TablesReport> 
                 f.objects.source_database
             )));
         }
-        if unpublish(&source, f, &published, &going).await? {
+        if unpublish(&source, &f.objects.name, &published, &pairs(&going)).await? {
             // Changes made before that point still reach the target; once it has applied
             // them, the tables stay on the target as they were when they left.
             caught_up(req, f, &source).await?;
@@ -196,14 +196,13 @@ pub(super) async fn resync_one(
     }
     refuse_without_workers(&target).await?;
     let published = published(&source, &f.objects.name).await?;
-    unpublish(&source, f, &published, &tables).await?;
+    unpublish(&source, &f.objects.name, &published, &pairs(&tables)).await?;
     // Changes made before that point may still be on their way to the target: once it has
     // applied them, no change of these tables comes any more. (Also when they were out of
     // the publication already: a resync that stopped here left them so.)
     caught_up_within(req, f, &source, if wait { STALL } else { DDL_CATCH_UP }).await?;
     refresh(&target, f, false).await?;
-    let pairs: Vec<(&str, &str)> = tables.iter().map(|r| (r.schema.as_str(), r.name.as_str())).collect();
-    empty_on_target(&target, &pairs).await?;
+    empty_on_target(&target, &pairs(&tables)).await?;
     publish(&source, f, &tables).await?;
     refresh(&target, f, true).await?;
     let names: Vec<String> = tables.iter().map(|r| key(r)).collect();
@@ -212,6 +211,11 @@ pub(super) async fn resync_one(
     }
     report.resynced = names;
     Ok(report)
+}
+
+/// `(schema, table)` of relations, as [`unpublish`] and [`empty_on_target`] take them.
+fn pairs<'a>(relations: &[&'a Relation]) -> Vec<(&'a str, &'a str)> {
+    relations.iter().map(|r| (r.schema.as_str(), r.name.as_str())).collect()
 }
 
 /// `schema.table` of a relation, as the record and the messages name it.
@@ -241,7 +245,7 @@ async fn select(source: &Db, f: &Found, patterns: &[String]) -> Result<Vec<Relat
 }
 
 /// The tables of the sync's publication, as `schema.table`.
-async fn published(source: &Db, name: &str) -> Result<HashSet<String>> {
+pub(super) async fn published(source: &Db, name: &str) -> Result<HashSet<String>> {
     let rows = source
         .query(
             "list the publication's tables",
@@ -279,23 +283,13 @@ async fn streaming_sides(req: &Request, f: &Found) -> Result<(Db, Db)> {
 
 /// A paused subscription cannot be refreshed: say so before changing anything.
 async fn refuse_paused(target: &Db, f: &Found) -> Result<()> {
-    let enabled: Option<bool> = target
-        .query_opt(
-            "read the subscription",
-            "select subenabled from pg_catalog.pg_subscription where subname = $1 \
-               and subdbid = (select oid from pg_catalog.pg_database where datname = pg_catalog.current_database())",
-            &[&f.objects.name],
-        )
-        .await?
-        .map(|r| r.get(0));
-    match enabled {
-        Some(true) => Ok(()),
-        Some(false) => Err(Error::Refused(format!(
-            "the sync {} is paused: the target copies tables only while it streams; `barge sync resume` first",
-            f.objects.name
-        ))),
-        None => Err(Error::NotFound(format!("the subscription {} is gone from the target", f.objects.name))),
+    if subscription_enabled(target, f).await? {
+        return Ok(());
     }
+    Err(Error::Refused(format!(
+        "the sync {} is paused: the target copies tables only while it streams; `barge sync resume` first",
+        f.objects.name
+    )))
 }
 
 /// Tables that could not replicate their updates and deletes are refused, or given
@@ -336,18 +330,8 @@ async fn create_on_target(
     target: &Db,
     wanted: &[&Relation],
 ) -> Result<Vec<String>> {
-    let existing: HashSet<String> = target
-        .query(
-            "list the target's tables",
-            "select n.nspname::text || '.' || c.relname::text from pg_catalog.pg_class c
-             join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r', 'p')",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for r in wanted.iter().filter(|r| r.kind == 'r' && existing.contains(&key(r))) {
+    let existing = table_names(&[target]).await?;
+    for r in wanted.iter().filter(|r| r.kind == 'r' && existing.contains_key(&key(r))) {
         let has_rows = target
             .query_opt(
                 &format!("look for rows in {}", key(r)),
@@ -363,7 +347,7 @@ async fn create_on_target(
             )));
         }
     }
-    let missing: Vec<&Relation> = wanted.iter().copied().filter(|r| !existing.contains(&key(r))).collect();
+    let missing: Vec<&Relation> = wanted.iter().copied().filter(|r| !existing.contains_key(&key(r))).collect();
     if missing.is_empty() {
         return Ok(Vec::new());
     }
@@ -455,16 +439,24 @@ async fn refuse_without_workers(target: &Db) -> Result<()> {
 }
 
 /// Takes those of `tables` still in the publication out of it; whether there were any.
-async fn unpublish(source: &Db, f: &Found, published: &HashSet<String>, tables: &[&Relation]) -> Result<bool> {
-    let leaving: Vec<String> =
-        tables.iter().filter(|r| published.contains(&key(r))).map(|r| ident::qualified(&r.schema, &r.name)).collect();
+pub(super) async fn unpublish(
+    source: &Db,
+    name: &str,
+    published: &HashSet<String>,
+    tables: &[(&str, &str)],
+) -> Result<bool> {
+    let leaving: Vec<String> = tables
+        .iter()
+        .filter(|(schema, table)| published.contains(&format!("{schema}.{table}")))
+        .map(|(schema, table)| ident::qualified(schema, table))
+        .collect();
     if leaving.is_empty() {
         return Ok(false);
     }
     source
         .batch(
-            &format!("take tables out of the publication {}", f.objects.name),
-            &format!("alter publication {} drop table {}", ident::quote(&f.objects.name), leaving.join(", ")),
+            &format!("take tables out of the publication {name}"),
+            &format!("alter publication {} drop table {}", ident::quote(name), leaving.join(", ")),
         )
         .await?;
     Ok(true)
