@@ -231,16 +231,13 @@ pub async fn slow_source(src: &Cluster, prefix: &str) -> String {
     src.run_sql(
         &db,
         &format!(
-            "create function slow(n bigint) returns boolean language plpgsql as $$
-             begin
-               if n % 1000 = 0 and current_database() <> '{db}' then perform pg_sleep(0.04); end if;
-               return true;
-             end $$;
+            "{}
              create table items (id bigint primary key, payload text, check (slow(id)));
              insert into items select g, md5(g::text) from generate_series(1, 150000) g;
              create table notes (id int primary key, body text);
              insert into notes select g, repeat('n', 50) from generate_series(1, 5000) g;
-             analyze;"
+             analyze;",
+            barge_testkit::slow_function(&db, 0.04)
         ),
     )
     .await;

@@ -109,6 +109,19 @@ pub fn src15() -> Cluster {
     cluster("src15", 15)
 }
 
+/// SQL creating `slow(n bigint) → true`, which sleeps `seconds` every 1,000th `n` in any
+/// database but `source_db`: a `CHECK (slow(id))` makes a table slow to copy into a target
+/// and nothing else.
+pub fn slow_function(source_db: &str, seconds: f64) -> String {
+    format!(
+        "create function slow(n bigint) returns boolean language plpgsql as $$
+         begin
+           if n % 1000 = 0 and current_database() <> '{source_db}' then perform pg_sleep({seconds}); end if;
+           return true;
+         end $$;"
+    )
+}
+
 /// A name no other test uses: `prefix_<pid>_<n>_<time>`.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

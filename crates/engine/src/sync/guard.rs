@@ -146,28 +146,7 @@ mod tests {
     use super::*;
 
     fn db(retained: u64) -> DatabaseSync {
-        DatabaseSync {
-            name: "barge_x_0".into(),
-            source_database: "s".into(),
-            target_database: "t".into(),
-            slot_active: true,
-            wal_status: Some("reserved".into()),
-            enabled: true,
-            workers: 1,
-            lag_bytes: 0,
-            lag_seconds: Some(0.0),
-            tables: 1,
-            tables_not_ready: vec![],
-            apply_errors: Some(0),
-            schema_changes: vec![],
-            applied_rows: 0,
-            confirmed_bytes: 0,
-            retained_bytes: retained,
-            safe_wal_bytes: None,
-            keep_limit_bytes: None,
-            failover: None,
-            invalidated: None,
-        }
+        DatabaseSync { retained_bytes: retained, ..streaming_database() }
     }
 
     #[test]

@@ -150,6 +150,33 @@ pub(super) fn published_tables(db: &DatabasePlan) -> Vec<&crate::plan::types::Ta
     db.tables.iter().filter(|t| !t.schema_only && t.kind != TableKind::Unlogged).collect()
 }
 
+/// One database's replication streaming with nothing to do: for unit tests to change.
+#[cfg(test)]
+pub(super) fn streaming_database() -> DatabaseSync {
+    DatabaseSync {
+        name: "barge_x_0".into(),
+        source_database: "s".into(),
+        target_database: "t".into(),
+        slot_active: true,
+        wal_status: Some("reserved".into()),
+        enabled: true,
+        workers: 1,
+        lag_bytes: 0,
+        lag_seconds: Some(0.0),
+        tables: 1,
+        tables_not_ready: vec![],
+        apply_errors: Some(0),
+        schema_changes: vec![],
+        applied_rows: 0,
+        confirmed_bytes: 0,
+        retained_bytes: 0,
+        safe_wal_bytes: None,
+        keep_limit_bytes: None,
+        failover: None,
+        invalidated: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,26 +195,10 @@ mod tests {
     #[test]
     fn rates_come_from_two_statuses() {
         let db = |rows, bytes| DatabaseSync {
-            name: "barge_x_0".into(),
-            source_database: "s".into(),
-            target_database: "t".into(),
-            slot_active: true,
-            wal_status: None,
-            enabled: true,
-            workers: 1,
-            lag_bytes: 0,
-            lag_seconds: Some(0.0),
-            tables: 1,
-            tables_not_ready: vec![],
-            apply_errors: Some(0),
-            schema_changes: vec![],
             applied_rows: rows,
             confirmed_bytes: bytes,
             retained_bytes: bytes,
-            safe_wal_bytes: None,
-            keep_limit_bytes: None,
-            failover: None,
-            invalidated: None,
+            ..streaming_database()
         };
         let earlier =
             ReplicationStatus { databases: vec![db(100, 1000)], retained_bytes: 1000, ..ReplicationStatus::default() };

@@ -365,14 +365,11 @@ async fn a_copy_that_died_resumes(src: Cluster, death: Death) {
     src.run_sql(
         &src_db,
         &format!(
-            "create function slow(n bigint) returns boolean language plpgsql as $$
-             begin
-               if n % 1000 = 0 and current_database() <> '{src_db}' then perform pg_sleep(0.05); end if;
-               return true;
-             end $$;
+            "{}
              alter table events add constraint events_slowly check (slow(id));
              create table archive (id int primary key, v text);
-             insert into archive select g, 'a' || g from generate_series(1, 20000) g;"
+             insert into archive select g, 'a' || g from generate_series(1, 20000) g;",
+            barge_testkit::slow_function(&src_db, 0.05)
         ),
     )
     .await;
